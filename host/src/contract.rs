@@ -1,0 +1,400 @@
+//! The host's own copy of the scanner-plugin contract's types.
+//!
+//! The engine converts the WIT bindings into these plain types at the
+//! boundary, so the store, the scheduler and the CLI never depend on
+//! wasmtime, and a second engine or store can land without touching them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A secret value: kept in memory as-is, but never shown by `Debug`,
+/// `Display` or `Serialize`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the only places that must pass it on
+    /// (the plugin's `configure`, the secrets table).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// How a configuration field is entered and kept (WIT `field-kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldKind {
+    /// Free text.
+    Text,
+    /// An absolute URL.
+    Url,
+    /// A credential.
+    Secret,
+    /// A boolean switch.
+    Boolean,
+}
+
+/// One field of a plugin's connect form (WIT `config-field`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigField {
+    /// Stable kebab-case key.
+    pub key: String,
+    /// Human label.
+    pub label: String,
+    /// How the value is entered and kept.
+    pub kind: FieldKind,
+    /// Default, as text.
+    pub default_value: Option<String>,
+    /// Whether the field must be set.
+    pub required: bool,
+    /// One sentence of help.
+    pub help: Option<String>,
+}
+
+/// What a plugin is and how to configure it (WIT `plugin-info`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// Machine name, unique among loaded plugins.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// One line about the scanner.
+    pub description: String,
+    /// Configuration fields in form order.
+    pub fields: Vec<ConfigField>,
+}
+
+/// The value of one setting (WIT `setting-value`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum SettingValue {
+    /// Text or URL.
+    Text(String),
+    /// A credential.
+    Secret(Secret),
+    /// A switch.
+    Boolean(bool),
+}
+
+/// A tenant's settings for a plugin, in key order.
+pub type Settings = std::collections::BTreeMap<String, SettingValue>;
+
+/// Why a plugin call failed (WIT `plugin-error`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PluginError {
+    /// A setting is missing or malformed.
+    #[error("invalid config{}: {message}", field.as_ref().map(|f| format!(" ({f})")).unwrap_or_default())]
+    InvalidConfig {
+        /// The offending field key.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The identity provider refused the credentials.
+    #[error("authentication failed: {message}{}", code_suffix(code))]
+    AuthenticationFailed {
+        /// What happened.
+        message: String,
+        /// The service's error code.
+        code: Option<String>,
+    },
+    /// The API endpoint is unreachable, not the expected API, or refuses
+    /// this account.
+    #[error("API endpoint error: {message}{}", code_suffix(code))]
+    EndpointError {
+        /// What happened.
+        message: String,
+        /// The service's error code.
+        code: Option<String>,
+    },
+    /// The service asked to slow down.
+    #[error("rate limited: {message}{}", retry_suffix(*retry_after_seconds))]
+    RateLimited {
+        /// What happened.
+        message: String,
+        /// Seconds to wait, if the service said.
+        retry_after_seconds: Option<u32>,
+    },
+    /// A temporary server or network failure.
+    #[error("transient error: {message}{}", retry_suffix(*retry_after_seconds))]
+    Transient {
+        /// What happened.
+        message: String,
+        /// Seconds to wait, if the service said.
+        retry_after_seconds: Option<u32>,
+    },
+    /// The service rejected this request.
+    #[error("request rejected: {message}{}", code_suffix(code))]
+    RequestRejected {
+        /// What happened.
+        message: String,
+        /// The service's error code.
+        code: Option<String>,
+    },
+    /// The service's answer could not be understood.
+    #[error("protocol error: {message}{}", code_suffix(code))]
+    Protocol {
+        /// What happened.
+        message: String,
+        /// The service's error code.
+        code: Option<String>,
+    },
+    /// The plugin does not implement the operation.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" [{c}]")).unwrap_or_default()
+}
+
+fn retry_suffix(secs: Option<u32>) -> String {
+    secs.map(|s| format!(" (retry after {s}s)")).unwrap_or_default()
+}
+
+impl PluginError {
+    /// The contract's name for this kind of error, as used in JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig { .. } => "invalid-config",
+            Self::AuthenticationFailed { .. } => "authentication-failed",
+            Self::EndpointError { .. } => "endpoint-error",
+            Self::RateLimited { .. } => "rate-limited",
+            Self::Transient { .. } => "transient",
+            Self::RequestRejected { .. } => "request-rejected",
+            Self::Protocol { .. } => "protocol",
+            Self::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// Whether retrying later may succeed, and after how long the service
+    /// asked us to wait.
+    pub fn retry_hint(&self) -> Option<Option<u32>> {
+        match self {
+            Self::RateLimited {
+                retry_after_seconds,
+                ..
+            }
+            | Self::Transient {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            _ => None,
+        }
+    }
+
+    /// Whether an operator has to act (credentials, configuration,
+    /// permissions) before scans can succeed again.
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidConfig { .. } | Self::AuthenticationFailed { .. } | Self::EndpointError { .. }
+        )
+    }
+}
+
+/// What a successful `test` learned (WIT `connection-info`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// One line for an operator.
+    pub summary: String,
+    /// The API endpoint used.
+    pub endpoint: String,
+    /// Extra facts, never secrets.
+    pub details: Vec<(String, String)>,
+}
+
+/// Normalized severity (WIT `severity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Not known or not recognised.
+    Unknown,
+    /// No severity.
+    None,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+/// Normalized status at the source (WIT `finding-status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingStatus {
+    /// Open.
+    Open,
+    /// Being worked on.
+    InProgress,
+    /// Resolved.
+    Resolved,
+    /// Dismissed.
+    Suppressed,
+    /// Not known.
+    Unknown,
+}
+
+/// What kind of asset a finding is about (WIT `finding-kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// A dependency in a code repository.
+    CodeDependency,
+    /// A package in a container image.
+    ContainerImage,
+    /// Anything else.
+    Other,
+}
+
+/// Where a finding lives (WIT `location`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Location {
+    /// A code repository.
+    Repository {
+        /// Repository URL.
+        url: Option<String>,
+        /// `org/repo`.
+        name: Option<String>,
+        /// Branch.
+        branch: Option<String>,
+        /// File path in the repository.
+        file_path: Option<String>,
+    },
+    /// A container image.
+    ContainerImage {
+        /// Registry host.
+        registry: Option<String>,
+        /// Repository in the registry.
+        repository: Option<String>,
+        /// Tags.
+        tags: Vec<String>,
+        /// Digest.
+        digest: Option<String>,
+    },
+    /// Another asset.
+    Asset {
+        /// Asset id.
+        id: Option<String>,
+        /// Asset name.
+        name: Option<String>,
+        /// The scanner's asset type.
+        asset_type: Option<String>,
+    },
+}
+
+/// A finding in the normalized shape (WIT `finding`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable id at the source.
+    pub source_id: String,
+    /// CVE ids.
+    pub cve_ids: Vec<String>,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Severity.
+    pub severity: Severity,
+    /// Score, 0 to 10.
+    pub score: Option<f64>,
+    /// Status at the source.
+    pub status: FindingStatus,
+    /// Kind.
+    pub kind: FindingKind,
+    /// Package name.
+    pub package_name: Option<String>,
+    /// Installed version.
+    pub package_version: Option<String>,
+    /// Version that fixes it.
+    pub fixed_version: Option<String>,
+    /// Where it lives.
+    pub location: Option<Location>,
+    /// First detected by the scanner (RFC 3339, unchanged).
+    pub first_detected_at: Option<String>,
+    /// Last detected by the scanner (RFC 3339, unchanged).
+    pub last_detected_at: Option<String>,
+    /// Link into the scanner's portal.
+    pub portal_url: Option<String>,
+    /// How to fix it.
+    pub remediation: Option<String>,
+}
+
+/// Which page to fetch (WIT `page-request`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Opaque cursor; `None` for the first page.
+    pub cursor: Option<String>,
+    /// Only records changed since (RFC 3339).
+    pub updated_since: Option<String>,
+}
+
+/// One opaque source record (WIT `raw-record`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The record's id at the source.
+    pub id: String,
+    /// The record's body.
+    pub body: String,
+}
+
+/// One page of records (WIT `page`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The records.
+    pub records: Vec<RawRecord>,
+    /// The next page's cursor; `None` when done.
+    pub next_cursor: Option<String>,
+    /// Total records, when known.
+    pub total: Option<u64>,
+}
+
+/// Why the host's key-value state refused an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// Key or value over the host's size limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The tenant's quota is full.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The backing store failed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Per-tenant plugin state behind the WIT `storage` import. The engine
+/// always passes the tenant of the instance making the call, so a plugin
+/// can never name another tenant's keys.
+pub trait KvStore: Send + Sync + 'static {
+    /// The value under `key`.
+    fn get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Store `value` under `key`.
+    fn set(&self, tenant: &str, key: &str, value: &[u8]) -> Result<(), KvError>;
+    /// Remove `key`.
+    fn delete(&self, tenant: &str, key: &str) -> Result<(), KvError>;
+    /// Keys starting with `prefix`, ascending.
+    fn list_prefix(&self, tenant: &str, prefix: &str) -> Result<Vec<String>, KvError>;
+}

@@ -1,0 +1,11 @@
+//! The scanner-plugin host: loads plugin components, runs each tenant in its
+//! own sandbox, stores findings, and schedules scans.
+//!
+//! - [`contract`]: plain Rust types mirroring the WIT contract.
+//! - [`engine`]: everything wasmtime (compile, link, instantiate, sandbox).
+//! - [`store`]: everything SQL (integrations, state, scans, findings, repositories).
+#![warn(missing_docs)]
+
+pub mod contract;
+pub mod engine;
+pub mod store;
