@@ -398,3 +398,10 @@ pub trait KvStore: Send + Sync + 'static {
     /// Keys starting with `prefix`, ascending.
     fn list_prefix(&self, tenant: &str, prefix: &str) -> Result<Vec<String>, KvError>;
 }
+
+/// What `configure` accepted (WIT `configured`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configured {
+    /// Origins (`scheme://host:port`) the configuration will contact.
+    pub egress: Vec<String>,
+}
