@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs the wasm target,
+# checks formatting and lints, builds the plugin component, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== build the plugin component (wasm32-wasip2)"
+cargo build -p wiz-plugin --target wasm32-wasip2 --release
+
+echo "== cargo clippy (native, all targets) and the plugin for wasm32-wasip2"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p wiz-plugin --target wasm32-wasip2 -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --no-fail-fast
