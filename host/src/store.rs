@@ -1,1 +1,1396 @@
-//! The store (being written).
+//! The store: every SQL statement of the host lives here.
+//!
+//! SQLite (embedded, WAL) holds integrations (secrets in their own table),
+//! plugin key-value state, scan runs with their checkpoints, findings with
+//! their status history, and the repositories the platform knows. The API
+//! speaks in domain types and timestamps only, so a Postgres store (shared
+//! by several hosts, with leases) can implement the same operations.
+//!
+//! Crash safety: every page of a scan is stored in one transaction together
+//! with the cursor of the next page, so a host killed at any point resumes
+//! from the last stored page, and findings "seen by this scan" survive the
+//! restart because the scan keeps its id.
+
+use crate::contract::{
+    Finding, FindingKind, KvError, KvStore, Location, Secret, SettingValue, Settings,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Schema steps, applied in order; `PRAGMA user_version` counts the applied
+/// ones. A released step is never edited: changes add a step.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE integrations (
+    tenant TEXT PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    settings TEXT NOT NULL,            -- JSON, without secrets
+    egress TEXT NOT NULL,              -- JSON list of granted origins
+    state TEXT NOT NULL DEFAULT 'connected',
+    attention_reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    next_scan_at TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE integration_secrets (
+    tenant TEXT NOT NULL REFERENCES integrations(tenant) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+CREATE TABLE plugin_state (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE TABLE scan_runs (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT NOT NULL,             -- running | completed | failed
+    pages INTEGER NOT NULL DEFAULT 0,
+    new INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL DEFAULT 0,
+    reopened INTEGER NOT NULL DEFAULT 0,
+    resolved INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    error_kind TEXT,
+    error_message TEXT,
+    cursor TEXT,                       -- next page to fetch
+    paging_done INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX scan_runs_tenant ON scan_runs(tenant, id);
+CREATE TABLE findings (
+    tenant TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    state TEXT NOT NULL,               -- open | resolved (ours)
+    source_status TEXT NOT NULL,
+    cves TEXT NOT NULL,                -- JSON list
+    title TEXT NOT NULL,
+    description TEXT,
+    severity TEXT NOT NULL,
+    score REAL,
+    kind TEXT NOT NULL,
+    package TEXT,
+    version TEXT,
+    fixed_version TEXT,
+    repo_url TEXT,
+    repo_url_norm TEXT,
+    repo_name TEXT,
+    branch TEXT,
+    file_path TEXT,
+    image_registry TEXT,
+    image_repository TEXT,
+    image_key TEXT,                    -- lower(registry/repository)
+    image_name_key TEXT,               -- lower(last segment of repository)
+    image_tags TEXT,                   -- JSON list
+    image_digest TEXT,
+    asset TEXT,                        -- JSON of other locations
+    first_detected_at TEXT,
+    last_detected_at TEXT,
+    portal_url TEXT,
+    remediation TEXT,
+    first_seen_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    last_seen_scan INTEGER NOT NULL,
+    resolved_at TEXT,
+    PRIMARY KEY (tenant, source_id)
+);
+CREATE INDEX findings_state ON findings(tenant, state);
+CREATE INDEX findings_repo ON findings(repo_url_norm);
+CREATE TABLE finding_events (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    scan_id INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL
+);
+CREATE TABLE repositories (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL,
+    url_norm TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL,            -- lower(last segment of name)
+    added_at TEXT NOT NULL
+);
+CREATE INDEX repositories_name ON repositories(name_key);
+CREATE TABLE image_rules (
+    image_key TEXT PRIMARY KEY,
+    repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE
+);
+"#];
+
+/// Per-tenant plugin state quota: total bytes.
+pub const KV_QUOTA_BYTES: i64 = 16 * 1024 * 1024;
+/// Per-tenant plugin state quota: keys.
+pub const KV_QUOTA_KEYS: i64 = 10_000;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open database {}: {message}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The database was written by a newer version of the host.
+    #[error("database schema version {found} is newer than this host knows ({known}); upgrade the host")]
+    TooNew {
+        /// The database's version.
+        found: i64,
+        /// The newest version this code knows.
+        known: i64,
+    },
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value in {what}: {message}")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// Input the store refuses (for example a malformed repository URL).
+    #[error("{0}")]
+    Invalid(String),
+    /// A scan id that does not belong to the tenant or is not running.
+    #[error("scan {scan_id} of tenant `{tenant}` is not running")]
+    ScanNotRunning {
+        /// The scan.
+        scan_id: i64,
+        /// The tenant.
+        tenant: String,
+    },
+}
+
+/// Where a (possibly resumed) scan starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanStart {
+    /// The scan's id.
+    pub scan_id: i64,
+    /// The cursor to fetch next (`None`: the first page, unless
+    /// `paging_done`).
+    pub cursor: Option<String>,
+    /// Whether an interrupted scan is being resumed.
+    pub resumed: bool,
+    /// Every page was stored before the interruption; only completion is
+    /// left.
+    pub paging_done: bool,
+}
+
+/// What one stored page changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    /// Findings seen for the first time.
+    pub new: u64,
+    /// Known findings updated.
+    pub updated: u64,
+    /// Resolved findings that are open again.
+    pub reopened: u64,
+}
+
+/// Totals of a completed scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScanSummary {
+    /// Pages stored.
+    pub pages: u64,
+    /// New findings.
+    pub new: u64,
+    /// Updated findings.
+    pub updated: u64,
+    /// Reopened findings.
+    pub reopened: u64,
+    /// Findings resolved because the scan no longer returned them.
+    pub resolved: u64,
+    /// Records the plugin did not import.
+    pub skipped: u64,
+}
+
+/// A saved integration, with its secrets, for the engine.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    /// Tenant.
+    pub tenant: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// All settings, secrets included (redacted by `Debug`).
+    pub settings: Settings,
+    /// Origins the tenant's sandbox may reach.
+    pub egress: Vec<String>,
+    /// `connected` or `needs-attention`.
+    pub state: String,
+    /// Why it needs attention.
+    pub attention_reason: Option<String>,
+}
+
+/// One line of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntegrationStatus {
+    /// Tenant.
+    pub tenant: String,
+    /// Plugin.
+    pub plugin: String,
+    /// `connected` or `needs-attention`.
+    pub state: String,
+    /// Why it needs attention.
+    pub attention_reason: Option<String>,
+    /// Granted egress origins.
+    pub egress: Vec<String>,
+    /// Start of the last scan.
+    pub last_scan_at: Option<String>,
+    /// `running`, `completed` or `failed`.
+    pub last_outcome: Option<String>,
+    /// The last scan's error.
+    pub last_error: Option<String>,
+    /// When the next scan is due.
+    pub next_scan_at: Option<String>,
+    /// Open findings.
+    pub open: u64,
+    /// Resolved findings.
+    pub resolved: u64,
+}
+
+/// Which findings to list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Open only.
+    #[default]
+    Open,
+    /// Resolved only.
+    Resolved,
+    /// Both.
+    All,
+}
+
+/// A findings query.
+#[derive(Debug, Clone, Default)]
+pub struct FindingQuery {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Which states.
+    pub status: StatusFilter,
+    /// Only findings mapped to this repository (any URL form).
+    pub repository: Option<String>,
+    /// Only this kind.
+    pub kind: Option<FindingKind>,
+    /// Include code findings of repositories the host does not know.
+    pub include_unmapped: bool,
+    /// At most this many rows.
+    pub limit: Option<usize>,
+}
+
+/// A finding as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingRow {
+    /// Tenant.
+    pub tenant: String,
+    /// The source's id.
+    pub id: String,
+    /// CVE ids.
+    pub cves: Vec<String>,
+    /// Title.
+    pub title: String,
+    /// Severity.
+    pub severity: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// Kind.
+    pub kind: String,
+    /// Package.
+    pub package: Option<String>,
+    /// Installed version.
+    pub version: Option<String>,
+    /// Fixing version.
+    pub fixed_version: Option<String>,
+    /// The known repository it maps to, else the finding's own URL.
+    pub repository: Option<String>,
+    /// Whether `repository` is one the host knows.
+    pub repository_known: bool,
+    /// Branch.
+    pub branch: Option<String>,
+    /// File path in the repository.
+    pub file_path: Option<String>,
+    /// `registry/repository:tag`.
+    pub image: Option<String>,
+    /// Image digest.
+    pub image_digest: Option<String>,
+    /// Score.
+    pub score: Option<f64>,
+    /// The scanner's first detection, unchanged.
+    pub first_detected_at: Option<String>,
+    /// The scanner's last detection, unchanged.
+    pub last_detected_at: Option<String>,
+    /// When we first stored it.
+    pub first_seen_at: String,
+    /// When it was resolved.
+    pub resolved_at: Option<String>,
+    /// Portal link.
+    pub url: Option<String>,
+    /// How to fix it.
+    pub remediation: Option<String>,
+}
+
+/// A known repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepositoryRow {
+    /// URL as added.
+    pub url: String,
+    /// `org/repo`.
+    pub name: String,
+    /// Images mapped to it by rule.
+    pub images: Vec<String>,
+}
+
+/// The host's database.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 UTC text, so that text
+/// order is time order and SQL can compare them.
+pub fn timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// Parse a stored timestamp.
+pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| StoreError::Corrupt {
+        what: "timestamp",
+        message: format!("{s}: {e}"),
+    })
+}
+
+/// A repository URL reduced to `host/path` in lower case: scheme, user,
+/// `.git`, case and trailing slashes ignored; `git@host:org/repo` accepted.
+pub fn normalize_repo_url(url: &str) -> String {
+    let mut s = url.trim().to_ascii_lowercase();
+    for scheme in ["https://", "http://", "ssh://", "git://", "git+ssh://"] {
+        if let Some(rest) = s.strip_prefix(scheme) {
+            s = rest.to_string();
+            break;
+        }
+    }
+    if let Some((user, rest)) = s.split_once('@')
+        && !user.contains('/')
+    {
+        s = rest.to_string();
+    }
+    // scp-like `host:org/repo` (but not `host:443/org`).
+    if let Some((host, path)) = s.split_once(':')
+        && !host.contains('/')
+        && !path.starts_with(|c: char| c.is_ascii_digit())
+    {
+        s = format!("{host}/{path}");
+    }
+    let mut s = s.trim_end_matches('/').to_string();
+    if let Some(stripped) = s.strip_suffix(".git") {
+        s = stripped.trim_end_matches('/').to_string();
+    }
+    s
+}
+
+fn last_segment(s: &str) -> String {
+    s.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// An image reference reduced to lower-case `registry/repository`, without
+/// tag or digest.
+pub fn normalize_image(image: &str) -> String {
+    let s = image.trim().to_ascii_lowercase();
+    let s = s.split('@').next().unwrap_or_default();
+    // A tag is a `:` after the last `/` (a `:` before it is a port).
+    match s.rfind(':') {
+        Some(i) if i > s.rfind('/').unwrap_or(0) => s[..i].to_string(),
+        _ => s.to_string(),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn enum_text<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Store {
+    /// Open (creating on first use) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::setup(conn, path)
+    }
+
+    /// A private in-memory database (tests, dry runs).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Self::setup(Connection::open_in_memory()?, Path::new(":memory:"))
+    }
+
+    fn setup(mut conn: Connection, path: &Path) -> Result<Store, StoreError> {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        let tx = conn.transaction()?;
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    // ----- integrations ---------------------------------------------------
+
+    /// Save a tenant's integration (reconnect replaces settings, secrets and
+    /// egress, and keeps findings, state and scan history).
+    pub fn upsert_integration(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        settings: &Settings,
+        egress: &[String],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut plain = serde_json::Map::new();
+        let mut secrets = Vec::new();
+        for (key, value) in settings {
+            match value {
+                SettingValue::Text(t) => {
+                    plain.insert(key.clone(), serde_json::json!({"text": t}));
+                }
+                SettingValue::Boolean(b) => {
+                    plain.insert(key.clone(), serde_json::json!({"boolean": b}));
+                }
+                SettingValue::Secret(s) => secrets.push((key.clone(), s.expose().to_string())),
+            }
+        }
+        let now = timestamp(now);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO integrations (tenant, plugin, settings, egress, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT(tenant) DO UPDATE SET plugin = excluded.plugin,
+                settings = excluded.settings, egress = excluded.egress,
+                updated_at = excluded.updated_at",
+            params![
+                tenant,
+                plugin,
+                serde_json::Value::Object(plain).to_string(),
+                json(&egress),
+                now
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM integration_secrets WHERE tenant = ?1",
+            [tenant],
+        )?;
+        for (key, value) in secrets {
+            tx.execute(
+                "INSERT INTO integration_secrets (tenant, key, value) VALUES (?1, ?2, ?3)",
+                params![tenant, key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A tenant's integration with its secrets.
+    pub fn integration(&self, tenant: &str) -> Result<Option<Integration>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT plugin, settings, egress, state, attention_reason FROM integrations WHERE tenant = ?1",
+                [tenant],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((plugin, settings_json, egress_json, state, attention_reason)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what, e: serde_json::Error| StoreError::Corrupt {
+            what,
+            message: e.to_string(),
+        };
+        let plain: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&settings_json).map_err(|e| corrupt("settings", e))?;
+        let mut settings = Settings::new();
+        for (key, v) in plain {
+            let value = if let Some(t) = v.get("text").and_then(|t| t.as_str()) {
+                SettingValue::Text(t.to_string())
+            } else if let Some(b) = v.get("boolean").and_then(|b| b.as_bool()) {
+                SettingValue::Boolean(b)
+            } else {
+                return Err(StoreError::Corrupt {
+                    what: "settings",
+                    message: format!("setting `{key}` has no text or boolean value"),
+                });
+            };
+            settings.insert(key, value);
+        }
+        let mut stmt =
+            conn.prepare_cached("SELECT key, value FROM integration_secrets WHERE tenant = ?1")?;
+        let secrets = stmt.query_map([tenant], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for secret in secrets {
+            let (key, value) = secret?;
+            settings.insert(key, SettingValue::Secret(Secret::new(value)));
+        }
+        let egress: Vec<String> =
+            serde_json::from_str(&egress_json).map_err(|e| corrupt("egress", e))?;
+        Ok(Some(Integration {
+            tenant: tenant.to_string(),
+            plugin,
+            settings,
+            egress,
+            state,
+            attention_reason,
+        }))
+    }
+
+    /// Every tenant with an integration, in name order.
+    pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT tenant FROM integrations ORDER BY tenant")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Delete a tenant's integration, secrets, state, scans and findings.
+    /// Returns whether the tenant existed.
+    pub fn delete_integration(&self, tenant: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for table in [
+            "finding_events",
+            "findings",
+            "scan_runs",
+            "plugin_state",
+            "integration_secrets",
+        ] {
+            tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), [tenant])?;
+        }
+        let existed = tx.execute("DELETE FROM integrations WHERE tenant = ?1", [tenant])? > 0;
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Mark an integration as needing an operator (bad credentials, config,
+    /// permissions).
+    pub fn set_needs_attention(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE integrations SET state = 'needs-attention', attention_reason = ?2 WHERE tenant = ?1",
+            params![tenant, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Mark an integration as working.
+    pub fn set_connected(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE integrations SET state = 'connected', attention_reason = NULL WHERE tenant = ?1",
+            [tenant],
+        )?;
+        Ok(())
+    }
+
+    // ----- schedule -------------------------------------------------------
+
+    /// Set when the tenant's next scan is due.
+    pub fn set_next_scan(&self, tenant: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE integrations SET next_scan_at = ?2 WHERE tenant = ?1",
+            params![tenant, timestamp(at)],
+        )?;
+        Ok(())
+    }
+
+    /// When the tenant's next scan is due.
+    pub fn next_scan(&self, tenant: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+        let at: Option<Option<String>> = self
+            .conn()
+            .query_row(
+                "SELECT next_scan_at FROM integrations WHERE tenant = ?1",
+                [tenant],
+                |r| r.get(0),
+            )
+            .optional()?;
+        at.flatten().map(|s| parse_timestamp(&s)).transpose()
+    }
+
+    /// Tenants whose next scan is due at `now`, most overdue first.
+    pub fn due_integrations(&self, now: OffsetDateTime) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT tenant FROM integrations WHERE next_scan_at IS NOT NULL AND next_scan_at <= ?1
+             ORDER BY next_scan_at, tenant",
+        )?;
+        let rows = stmt.query_map([timestamp(now)], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// After a successful scan: clear the failure count, set the next slot.
+    pub fn record_scan_success(&self, tenant: &str, next: OffsetDateTime) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE integrations SET consecutive_failures = 0, next_scan_at = ?2 WHERE tenant = ?1",
+            params![tenant, timestamp(next)],
+        )?;
+        Ok(())
+    }
+
+    /// After a failed scan: count it and set the next slot from the number
+    /// of consecutive failures (1 for the first).
+    pub fn record_scan_failure(
+        &self,
+        tenant: &str,
+        next: impl FnOnce(u32) -> OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let failures: Option<u32> = tx
+            .query_row(
+                "UPDATE integrations SET consecutive_failures = consecutive_failures + 1
+                 WHERE tenant = ?1 RETURNING consecutive_failures",
+                [tenant],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(failures) = failures {
+            tx.execute(
+                "UPDATE integrations SET next_scan_at = ?2 WHERE tenant = ?1",
+                params![tenant, timestamp(next(failures))],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ----- scans ----------------------------------------------------------
+
+    /// Start a scan, or resume the tenant's interrupted one (a scan left
+    /// `running` by a host that died) from its checkpoint.
+    pub fn begin_scan(&self, tenant: &str, now: OffsetDateTime) -> Result<ScanStart, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let running = tx
+            .query_row(
+                "SELECT id, cursor, paging_done FROM scan_runs
+                 WHERE tenant = ?1 AND outcome = 'running' ORDER BY id DESC LIMIT 1",
+                [tenant],
+                |r| {
+                    Ok(ScanStart {
+                        scan_id: r.get(0)?,
+                        cursor: r.get(1)?,
+                        resumed: true,
+                        paging_done: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        let start = match running {
+            Some(start) => start,
+            None => {
+                tx.execute(
+                    "INSERT INTO scan_runs (tenant, started_at, outcome) VALUES (?1, ?2, 'running')",
+                    params![tenant, timestamp(now)],
+                )?;
+                ScanStart {
+                    scan_id: tx.last_insert_rowid(),
+                    cursor: None,
+                    resumed: false,
+                    paging_done: false,
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(start)
+    }
+
+    fn check_running(tx: &Transaction<'_>, scan_id: i64, tenant: &str) -> Result<(), StoreError> {
+        let ok: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM scan_runs WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
+                params![scan_id, tenant],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match ok {
+            Some(_) => Ok(()),
+            None => Err(StoreError::ScanNotRunning {
+                scan_id,
+                tenant: tenant.to_string(),
+            }),
+        }
+    }
+
+    /// Store one page in one transaction: upsert its findings, mark them
+    /// seen by this scan, add the counts, and checkpoint the next cursor
+    /// (`None`: paging is done).
+    pub fn store_page(
+        &self,
+        scan_id: i64,
+        tenant: &str,
+        findings: &[Finding],
+        skipped: u64,
+        next_cursor: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<PageCounts, StoreError> {
+        let now = timestamp(now);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        Self::check_running(&tx, scan_id, tenant)?;
+        let mut counts = PageCounts::default();
+        {
+            let mut previous = tx.prepare_cached(
+                "SELECT state, last_seen_scan FROM findings WHERE tenant = ?1 AND source_id = ?2",
+            )?;
+            let mut upsert = tx.prepare_cached(UPSERT_FINDING)?;
+            let mut event = tx.prepare_cached(
+                "INSERT INTO finding_events (tenant, source_id, scan_id, at, from_state, to_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
+            )?;
+            for f in findings {
+                let before: Option<(String, i64)> = previous
+                    .query_row(params![tenant, f.source_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                match &before {
+                    None => counts.new += 1,
+                    Some((state, _)) if state == "resolved" => counts.reopened += 1,
+                    // Seen already by this very scan: a page stored again
+                    // after a resume; not a change.
+                    Some((_, seen)) if *seen == scan_id => {}
+                    Some(_) => counts.updated += 1,
+                }
+                let row = FindingColumns::of(f);
+                upsert.execute(rusqlite::named_params! {
+                    ":tenant": tenant,
+                    ":source_id": f.source_id,
+                    ":source_status": enum_text(&f.status),
+                    ":cves": json(&f.cve_ids),
+                    ":title": f.title,
+                    ":description": f.description,
+                    ":severity": enum_text(&f.severity),
+                    ":score": f.score,
+                    ":kind": enum_text(&f.kind),
+                    ":package": f.package_name,
+                    ":version": f.package_version,
+                    ":fixed_version": f.fixed_version,
+                    ":repo_url": row.repo_url,
+                    ":repo_url_norm": row.repo_url_norm,
+                    ":repo_name": row.repo_name,
+                    ":branch": row.branch,
+                    ":file_path": row.file_path,
+                    ":image_registry": row.image_registry,
+                    ":image_repository": row.image_repository,
+                    ":image_key": row.image_key,
+                    ":image_name_key": row.image_name_key,
+                    ":image_tags": row.image_tags,
+                    ":image_digest": row.image_digest,
+                    ":asset": row.asset,
+                    ":first_detected_at": f.first_detected_at,
+                    ":last_detected_at": f.last_detected_at,
+                    ":portal_url": f.portal_url,
+                    ":remediation": f.remediation,
+                    ":now": now,
+                    ":scan": scan_id,
+                })?;
+                match before {
+                    None => {
+                        event.execute(params![tenant, f.source_id, scan_id, now, None::<String>])?;
+                    }
+                    Some((state, _)) if state == "resolved" => {
+                        event.execute(params![tenant, f.source_id, scan_id, now, state])?;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE scan_runs SET pages = pages + 1, new = new + ?2, updated = updated + ?3,
+                reopened = reopened + ?4, skipped = skipped + ?5, cursor = ?6, paging_done = ?7
+             WHERE id = ?1",
+            params![
+                scan_id,
+                counts.new,
+                counts.updated,
+                counts.reopened,
+                skipped,
+                next_cursor,
+                next_cursor.is_none()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Complete a scan whose pages are all stored: every open finding of the
+    /// tenant that this scan did not return is resolved.
+    pub fn complete_scan(
+        &self,
+        scan_id: i64,
+        tenant: &str,
+        now: OffsetDateTime,
+    ) -> Result<ScanSummary, StoreError> {
+        let now = timestamp(now);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        Self::check_running(&tx, scan_id, tenant)?;
+        let done: bool = tx.query_row(
+            "SELECT paging_done FROM scan_runs WHERE id = ?1",
+            [scan_id],
+            |r| r.get(0),
+        )?;
+        if !done {
+            return Err(StoreError::Invalid(format!(
+                "scan {scan_id} cannot complete: its last page was not stored"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO finding_events (tenant, source_id, scan_id, at, from_state, to_state)
+             SELECT tenant, source_id, ?2, ?3, 'open', 'resolved' FROM findings
+             WHERE tenant = ?1 AND state = 'open' AND last_seen_scan <> ?2",
+            params![tenant, scan_id, now],
+        )?;
+        let resolved = tx.execute(
+            "UPDATE findings SET state = 'resolved', resolved_at = ?3
+             WHERE tenant = ?1 AND state = 'open' AND last_seen_scan <> ?2",
+            params![tenant, scan_id, now],
+        )?;
+        tx.execute(
+            "UPDATE scan_runs SET outcome = 'completed', finished_at = ?2, resolved = ?3, cursor = NULL
+             WHERE id = ?1",
+            params![scan_id, now, resolved],
+        )?;
+        let summary = tx.query_row(
+            "SELECT pages, new, updated, reopened, resolved, skipped FROM scan_runs WHERE id = ?1",
+            [scan_id],
+            |r| {
+                Ok(ScanSummary {
+                    pages: r.get(0)?,
+                    new: r.get(1)?,
+                    updated: r.get(2)?,
+                    reopened: r.get(3)?,
+                    resolved: r.get(4)?,
+                    skipped: r.get(5)?,
+                })
+            },
+        )?;
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    /// Record a failed scan. Nothing is resolved, and the scan is not
+    /// resumed: the next scan starts from the first page (what it stored
+    /// is kept; upserts make the repeat harmless).
+    pub fn fail_scan(
+        &self,
+        scan_id: i64,
+        tenant: &str,
+        error_kind: &str,
+        message: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE scan_runs SET outcome = 'failed', finished_at = ?3, error_kind = ?4, error_message = ?5
+             WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
+            params![scan_id, tenant, timestamp(now), error_kind, message],
+        )?;
+        Ok(())
+    }
+
+    /// The counts of a scan so far.
+    pub fn scan_summary(&self, scan_id: i64) -> Result<Option<ScanSummary>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT pages, new, updated, reopened, resolved, skipped FROM scan_runs WHERE id = ?1",
+                [scan_id],
+                |r| {
+                    Ok(ScanSummary {
+                        pages: r.get(0)?,
+                        new: r.get(1)?,
+                        updated: r.get(2)?,
+                        reopened: r.get(3)?,
+                        resolved: r.get(4)?,
+                        skipped: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Per-integration status lines, in tenant order.
+    pub fn integration_statuses(&self) -> Result<Vec<IntegrationStatus>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT i.tenant, i.plugin, i.state, i.attention_reason, i.egress, i.next_scan_at,
+                s.started_at, s.outcome, s.error_message,
+                (SELECT COUNT(*) FROM findings f WHERE f.tenant = i.tenant AND f.state = 'open'),
+                (SELECT COUNT(*) FROM findings f WHERE f.tenant = i.tenant AND f.state = 'resolved')
+             FROM integrations i
+             LEFT JOIN scan_runs s ON s.id = (SELECT MAX(id) FROM scan_runs WHERE tenant = i.tenant)
+             ORDER BY i.tenant",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let egress: String = r.get(4)?;
+            Ok(IntegrationStatus {
+                tenant: r.get(0)?,
+                plugin: r.get(1)?,
+                state: r.get(2)?,
+                attention_reason: r.get(3)?,
+                egress: serde_json::from_str(&egress).unwrap_or_default(),
+                next_scan_at: r.get(5)?,
+                last_scan_at: r.get(6)?,
+                last_outcome: r.get(7)?,
+                last_error: r.get(8)?,
+                open: r.get(9)?,
+                resolved: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ----- findings -------------------------------------------------------
+
+    /// List findings, mapped to known repositories.
+    pub fn findings(&self, q: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
+        // Mapping is resolved at query time, so adding a repository (or an
+        // image rule) later changes listings without touching findings.
+        let mut sql = String::from(
+            "SELECT * FROM (SELECT f.tenant, f.source_id, f.cves, f.title, f.severity, f.state, f.kind,
+                f.package, f.version, f.fixed_version, f.repo_url, f.branch, f.file_path,
+                f.image_registry, f.image_repository, f.image_tags, f.image_digest, f.score,
+                f.first_detected_at, f.last_detected_at, f.first_seen_at, f.resolved_at,
+                f.portal_url, f.remediation,
+                COALESCE(
+                    (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
+                    (SELECT r.url FROM image_rules ir JOIN repositories r ON r.id = ir.repository_id
+                        WHERE ir.image_key = f.image_key),
+                    (SELECT r.url FROM repositories r WHERE f.image_name_key IS NOT NULL
+                        AND r.name_key = f.image_name_key ORDER BY r.id LIMIT 1)
+                ) AS known_repo
+             FROM findings f WHERE 1 = 1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(t) = &q.tenant {
+            args.push(t.clone().into());
+            sql.push_str(&format!(" AND f.tenant = ?{}", args.len()));
+        }
+        match q.status {
+            StatusFilter::Open => sql.push_str(" AND f.state = 'open'"),
+            StatusFilter::Resolved => sql.push_str(" AND f.state = 'resolved'"),
+            StatusFilter::All => {}
+        }
+        if let Some(kind) = q.kind {
+            args.push(enum_text(&kind).into());
+            sql.push_str(&format!(" AND f.kind = ?{}", args.len()));
+        }
+        sql.push_str(") WHERE 1 = 1");
+        if !q.include_unmapped {
+            sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
+        }
+        let wanted_repo = q.repository.as_deref().map(normalize_repo_url);
+        sql.push_str(" ORDER BY tenant, source_id");
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            let cves: String = r.get(2)?;
+            let repo_url: Option<String> = r.get(10)?;
+            let known: Option<String> = r.get(24)?;
+            let registry: Option<String> = r.get(13)?;
+            let repository: Option<String> = r.get(14)?;
+            let tags: Option<String> = r.get(15)?;
+            let tags: Vec<String> = tags
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let image = match (&registry, &repository) {
+                (None, None) => None,
+                (reg, repo) => {
+                    let path = [reg.as_deref(), repo.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    Some(match tags.first() {
+                        Some(tag) => format!("{path}:{tag}"),
+                        None => path,
+                    })
+                }
+            };
+            Ok(FindingRow {
+                tenant: r.get(0)?,
+                id: r.get(1)?,
+                cves: serde_json::from_str(&cves).unwrap_or_default(),
+                title: r.get(3)?,
+                severity: r.get(4)?,
+                status: r.get(5)?,
+                kind: r.get(6)?,
+                package: r.get(7)?,
+                version: r.get(8)?,
+                fixed_version: r.get(9)?,
+                repository_known: known.is_some(),
+                repository: known.or(repo_url),
+                branch: r.get(11)?,
+                file_path: r.get(12)?,
+                image,
+                image_digest: r.get(16)?,
+                score: r.get(17)?,
+                first_detected_at: r.get(18)?,
+                last_detected_at: r.get(19)?,
+                first_seen_at: r.get(20)?,
+                resolved_at: r.get(21)?,
+                url: r.get(22)?,
+                remediation: r.get(23)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row?;
+            if let Some(wanted) = &wanted_repo
+                && !(row.repository_known
+                    && row.repository.as_deref().map(normalize_repo_url).as_ref() == Some(wanted))
+            {
+                continue;
+            }
+            out.push(row);
+            if q.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Status changes of one finding, oldest first: `(at, from, to)`.
+    pub fn finding_history(
+        &self,
+        tenant: &str,
+        source_id: &str,
+    ) -> Result<Vec<(String, Option<String>, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, from_state, to_state FROM finding_events
+             WHERE tenant = ?1 AND source_id = ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([tenant, source_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ----- repositories ---------------------------------------------------
+
+    /// Add a repository the platform knows, with images built from it
+    /// (`REGISTRY/REPOSITORY`, tag ignored). Adding it again adds rules.
+    pub fn add_repository(&self, url: &str, images: &[String]) -> Result<(), StoreError> {
+        let norm = normalize_repo_url(url);
+        let mut parts = norm.split('/');
+        let (Some(host), Some(_), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(StoreError::Invalid(format!(
+                "`{url}` is not a repository URL (expected https://HOST/ORG/REPO)"
+            )));
+        };
+        if host.is_empty() || norm.contains(char::is_whitespace) {
+            return Err(StoreError::Invalid(format!("`{url}` is not a repository URL")));
+        }
+        let name = norm.split('/').skip(1).collect::<Vec<_>>().join("/");
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO repositories (url, url_norm, name, name_key, added_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(url_norm) DO NOTHING",
+            params![
+                url.trim(),
+                norm,
+                name,
+                last_segment(&name),
+                timestamp(OffsetDateTime::now_utc())
+            ],
+        )?;
+        let id: i64 = tx.query_row(
+            "SELECT id FROM repositories WHERE url_norm = ?1",
+            [&norm],
+            |r| r.get(0),
+        )?;
+        for image in images {
+            let key = normalize_image(image);
+            if key.is_empty() || !key.contains('/') {
+                return Err(StoreError::Invalid(format!(
+                    "image `{image}` must be REGISTRY/REPOSITORY"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO image_rules (image_key, repository_id) VALUES (?1, ?2)
+                 ON CONFLICT(image_key) DO UPDATE SET repository_id = excluded.repository_id",
+                params![key, id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Known repositories, in URL order.
+    pub fn repositories(&self) -> Result<Vec<RepositoryRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.url, r.name, (SELECT json_group_array(image_key) FROM image_rules WHERE repository_id = r.id)
+             FROM repositories r ORDER BY r.url_norm",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let images: Option<String> = r.get(2)?;
+            Ok(RepositoryRow {
+                url: r.get(0)?,
+                name: r.get(1)?,
+                images: images
+                    .and_then(|i| serde_json::from_str(&i).ok())
+                    .unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+const UPSERT_FINDING: &str = "
+INSERT INTO findings (tenant, source_id, state, source_status, cves, title, description, severity,
+    score, kind, package, version, fixed_version, repo_url, repo_url_norm, repo_name, branch,
+    file_path, image_registry, image_repository, image_key, image_name_key, image_tags,
+    image_digest, asset, first_detected_at, last_detected_at, portal_url, remediation,
+    first_seen_at, last_seen_at, last_seen_scan, resolved_at)
+VALUES (:tenant, :source_id, 'open', :source_status, :cves, :title, :description, :severity,
+    :score, :kind, :package, :version, :fixed_version, :repo_url, :repo_url_norm, :repo_name,
+    :branch, :file_path, :image_registry, :image_repository, :image_key, :image_name_key,
+    :image_tags, :image_digest, :asset, :first_detected_at, :last_detected_at, :portal_url,
+    :remediation, :now, :now, :scan, NULL)
+ON CONFLICT(tenant, source_id) DO UPDATE SET
+    state = 'open', source_status = excluded.source_status, cves = excluded.cves,
+    title = excluded.title, description = excluded.description, severity = excluded.severity,
+    score = excluded.score, kind = excluded.kind, package = excluded.package,
+    version = excluded.version, fixed_version = excluded.fixed_version,
+    repo_url = excluded.repo_url, repo_url_norm = excluded.repo_url_norm,
+    repo_name = excluded.repo_name, branch = excluded.branch, file_path = excluded.file_path,
+    image_registry = excluded.image_registry, image_repository = excluded.image_repository,
+    image_key = excluded.image_key, image_name_key = excluded.image_name_key,
+    image_tags = excluded.image_tags, image_digest = excluded.image_digest,
+    asset = excluded.asset,
+    -- The scanner's first detection and our first sighting never move.
+    first_detected_at = COALESCE(findings.first_detected_at, excluded.first_detected_at),
+    last_detected_at = excluded.last_detected_at, portal_url = excluded.portal_url,
+    remediation = excluded.remediation, last_seen_at = excluded.last_seen_at,
+    last_seen_scan = excluded.last_seen_scan, resolved_at = NULL";
+
+/// The location columns of a finding.
+#[derive(Default)]
+struct FindingColumns {
+    repo_url: Option<String>,
+    repo_url_norm: Option<String>,
+    repo_name: Option<String>,
+    branch: Option<String>,
+    file_path: Option<String>,
+    image_registry: Option<String>,
+    image_repository: Option<String>,
+    image_key: Option<String>,
+    image_name_key: Option<String>,
+    image_tags: Option<String>,
+    image_digest: Option<String>,
+    asset: Option<String>,
+}
+
+impl FindingColumns {
+    fn of(f: &Finding) -> Self {
+        match &f.location {
+            Some(Location::Repository {
+                url,
+                name,
+                branch,
+                file_path,
+            }) => Self {
+                repo_url_norm: url.as_deref().map(normalize_repo_url),
+                repo_url: url.clone(),
+                repo_name: name.clone(),
+                branch: branch.clone(),
+                file_path: file_path.clone(),
+                ..Self::default()
+            },
+            Some(Location::ContainerImage {
+                registry,
+                repository,
+                tags,
+                digest,
+            }) => Self {
+                image_key: repository.as_ref().map(|repo| {
+                    normalize_image(&match registry {
+                        Some(reg) => format!("{reg}/{repo}"),
+                        None => repo.clone(),
+                    })
+                }),
+                image_name_key: repository.as_deref().map(last_segment),
+                image_registry: registry.clone(),
+                image_repository: repository.clone(),
+                image_tags: Some(json(tags)),
+                image_digest: digest.clone(),
+                ..Self::default()
+            },
+            Some(other @ Location::Asset { .. }) => Self {
+                asset: Some(json(other)),
+                ..Self::default()
+            },
+            None => Self::default(),
+        }
+    }
+}
+
+impl KvStore for Store {
+    fn get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT value FROM plugin_state WHERE tenant = ?1 AND key = ?2",
+            [tenant, key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+
+    fn set(&self, tenant: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        let unavailable = |e: rusqlite::Error| KvError::Unavailable(e.to_string());
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let (keys, bytes): (i64, i64) = tx
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(length(value) + length(key)), 0) FROM plugin_state
+                 WHERE tenant = ?1 AND key <> ?2",
+                [tenant, key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(unavailable)?;
+        if keys + 1 > KV_QUOTA_KEYS {
+            return Err(KvError::QuotaExceeded(format!(
+                "tenant state holds {keys} keys; the limit is {KV_QUOTA_KEYS}"
+            )));
+        }
+        let size = (value.len() + key.len()) as i64;
+        if bytes + size > KV_QUOTA_BYTES {
+            return Err(KvError::QuotaExceeded(format!(
+                "tenant state would hold {} bytes; the limit is {KV_QUOTA_BYTES}",
+                bytes + size
+            )));
+        }
+        tx.execute(
+            "INSERT INTO plugin_state (tenant, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(tenant, key) DO UPDATE SET value = excluded.value",
+            params![tenant, key, value],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)
+    }
+
+    fn delete(&self, tenant: &str, key: &str) -> Result<(), KvError> {
+        self.conn()
+            .execute(
+                "DELETE FROM plugin_state WHERE tenant = ?1 AND key = ?2",
+                [tenant, key],
+            )
+            .map(|_| ())
+            .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+
+    fn list_prefix(&self, tenant: &str, prefix: &str) -> Result<Vec<String>, KvError> {
+        let conn = self.conn();
+        // Compare on the byte range instead of LIKE, which would treat `%`
+        // and `_` in the prefix as wildcards.
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key FROM plugin_state WHERE tenant = ?1 AND substr(key, 1, length(?2)) = ?2
+                 ORDER BY key",
+            )
+            .map_err(|e| KvError::Unavailable(e.to_string()))?;
+        let rows = stmt
+            .query_map([tenant, prefix], |r| r.get(0))
+            .map_err(|e| KvError::Unavailable(e.to_string()))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+}
