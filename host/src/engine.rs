@@ -1,1 +1,0 @@
-//! The wasm engine (being written).
