@@ -405,3 +405,113 @@ pub struct Configured {
     /// Origins (`scheme://host:port`) the configuration will contact.
     pub egress: Vec<String>,
 }
+
+/// Severity of a SAST finding (WIT `sast-severity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SastSeverity {
+    /// No severity.
+    None,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+/// One static-analysis finding to export (WIT `sast-finding`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SastFinding {
+    /// Stable id across exports.
+    pub id: String,
+    /// The rule that fired.
+    pub rule_id: String,
+    /// Short human name.
+    pub title: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Severity.
+    pub severity: SastSeverity,
+    /// Path relative to the repository root.
+    pub file_path: String,
+    /// First line.
+    pub start_line: Option<u32>,
+    /// Last line.
+    pub end_line: Option<u32>,
+    /// First column.
+    pub start_column: Option<u32>,
+    /// Last column.
+    pub end_column: Option<u32>,
+    /// `CWE-89` style ids.
+    pub cwes: Vec<String>,
+    /// How to fix it.
+    pub remediation: Option<String>,
+    /// The offending code.
+    pub snippet: Option<String>,
+    /// Link into the producing tool.
+    pub external_link: Option<String>,
+}
+
+/// Whether a scan covered a whole branch or a change (WIT `scan-scope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScanScope {
+    /// The whole branch.
+    Full,
+    /// Only a change.
+    Diff,
+}
+
+/// What exported findings are about (WIT `export-target`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportTarget {
+    /// Repository URL.
+    pub repository_url: String,
+    /// `org/repo`.
+    pub repository_name: String,
+    /// Branch.
+    pub branch: String,
+    /// Whether `branch` is the default branch.
+    pub is_default_branch: bool,
+    /// Commit, when known.
+    pub commit: Option<String>,
+}
+
+/// One export: a complete snapshot of a branch's findings (WIT `export-batch`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportBatch {
+    /// What the findings are about.
+    pub target: ExportTarget,
+    /// Full or diff scan.
+    pub scope: ScanScope,
+    /// When the analysis ran (RFC 3339).
+    pub analysis_date: String,
+    /// The findings.
+    pub findings: Vec<SastFinding>,
+}
+
+/// Proof that the receiving platform took an export (WIT `export-receipt`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportReceipt {
+    /// Opaque id for `export-status`.
+    pub id: String,
+    /// Findings sent.
+    pub sent: u32,
+}
+
+/// Where an export stands at the receiving platform (WIT `export-state`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "detail", rename_all = "kebab-case")]
+pub enum ExportState {
+    /// Not yet visible.
+    Pending,
+    /// Being processed.
+    InProgress,
+    /// Processed; findings handled.
+    Succeeded(u32),
+    /// Refused or failed, with the platform's reason.
+    Failed(String),
+}

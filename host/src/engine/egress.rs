@@ -1,0 +1,740 @@
+//! The single egress path of every plugin: a per-tenant allow-list of
+//! origins, enforced in [`WasiHttpHooks::send_request`].
+//!
+//! Every outgoing request is checked in two steps:
+//!
+//! 1. the URL's scheme, host and port must equal one allowed origin (the
+//!    `url` crate normalises the host first, so `0x7f.1` reads as
+//!    `127.0.0.1`);
+//! 2. the host is resolved here, every resolved address is vetted
+//!    (no unspecified, multicast, broadcast, link-local or metadata
+//!    addresses; loopback only when the allowed origin is itself loopback),
+//!    and the connection is made to exactly those vetted addresses. The
+//!    request is never handed to a client that would resolve the name a
+//!    second time, so DNS rebinding between check and connect is not
+//!    possible.
+//!
+//! Redirects are not followed here: each hop is a new request from the
+//! plugin and passes through the same checks.
+
+use super::limits::CallFlags;
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Longest time to open a connection (TCP and TLS), whatever the plugin asks.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the response head after sending the request.
+pub(crate) const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest silence between two chunks of a response body.
+pub(crate) const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `http` or `https`: the only schemes a plugin may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OriginScheme {
+    /// Plain HTTP (allowed by the policy only when an origin names it).
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// One allowed origin: scheme, normalised host and port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The scheme.
+    pub scheme: OriginScheme,
+    /// The host, lower-cased; IP literals in canonical form.
+    pub host: url::Host<String>,
+    /// The port, the scheme's default when the text had none.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.scheme {
+            OriginScheme::Http => "http",
+            OriginScheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port][/]`; anything more (a path, a query,
+    /// credentials) is refused, since an origin is all the policy grants.
+    pub fn parse(text: &str) -> Result<Origin, EgressDenial> {
+        let bad = |why: &str| EgressDenial::InvalidOrigin {
+            origin: text.to_string(),
+            reason: why.to_string(),
+        };
+        let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        let origin = Self::from_url(&url).map_err(|e| bad(&e))?;
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(bad("an origin has no path"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("an origin has no query or fragment"));
+        }
+        Ok(origin)
+    }
+
+    fn from_url(url: &url::Url) -> Result<Origin, String> {
+        let scheme = match url.scheme() {
+            "http" => OriginScheme::Http,
+            "https" => OriginScheme::Https,
+            other => return Err(format!("scheme `{other}` is not http or https")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials in the URL are not allowed".into());
+        }
+        let host = url.host().ok_or("no host")?.to_owned();
+        let port = url.port_or_known_default().ok_or("no port")?;
+        Ok(Origin { scheme, host, port })
+    }
+
+    /// Whether the origin names the local machine, which is what allows
+    /// its requests to reach loopback addresses (the simulator in tests).
+    fn is_loopback(&self) -> bool {
+        match &self.host {
+            url::Host::Domain(d) => d == "localhost",
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        }
+    }
+}
+
+/// Why the policy refused a request or an origin.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EgressDenial {
+    /// An origin given to [`EgressPolicy::from_origins`] does not parse or
+    /// names a forbidden address.
+    #[error("invalid egress origin `{origin}`: {reason}")]
+    InvalidOrigin {
+        /// The text given.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request's URL does not parse as an http(s) URL.
+    #[error("malformed request URL `{url}`: {reason}")]
+    BadUrl {
+        /// The URL (without query).
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The request's origin is not on the allow-list.
+    #[error("origin {origin} is not allowed for this tenant")]
+    NotAllowed {
+        /// The origin asked for.
+        origin: String,
+    },
+    /// The allowed name resolved to an address that is never reachable
+    /// from a plugin (link-local, metadata, loopback for a remote name…).
+    #[error("origin {origin} resolved to forbidden address {address}")]
+    ForbiddenAddress {
+        /// The origin asked for.
+        origin: String,
+        /// The offending address.
+        address: IpAddr,
+    },
+}
+
+/// A tenant's egress allow-list: the origins its configuration named, and
+/// a count of the requests refused. Clones share the counter, so the copy
+/// the host keeps sees the denials of the instance's copy.
+#[derive(Clone, Debug, Default)]
+pub struct EgressPolicy {
+    origins: Arc<[Origin]>,
+    denied: Arc<AtomicU64>,
+}
+
+impl EgressPolicy {
+    /// Allows exactly `origins` (`https://api.example.com:443`, port
+    /// optional). Refuses origins that are not http(s), carry a path or
+    /// credentials, or are IP literals that are never reachable (link-local,
+    /// metadata, unspecified, multicast).
+    pub fn from_origins(origins: &[String]) -> Result<EgressPolicy, super::EngineError> {
+        let mut parsed = Vec::with_capacity(origins.len());
+        for text in origins {
+            let origin = Origin::parse(text).map_err(super::EngineError::InvalidEgress)?;
+            let literal = match &origin.host {
+                url::Host::Ipv4(ip) => Some(IpAddr::V4(*ip)),
+                url::Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
+                url::Host::Domain(_) => None,
+            };
+            if let Some(ip) = literal.filter(|ip| always_forbidden(*ip)) {
+                return Err(super::EngineError::InvalidEgress(
+                    EgressDenial::InvalidOrigin {
+                        origin: text.clone(),
+                        reason: format!("{ip} is never reachable from a plugin"),
+                    },
+                ));
+            }
+            if !parsed.contains(&origin) {
+                parsed.push(origin);
+            }
+        }
+        Ok(EgressPolicy {
+            origins: parsed.into(),
+            denied: Arc::default(),
+        })
+    }
+
+    /// Allows nothing: for calls that must not touch the network
+    /// (`describe`, `configure`).
+    pub fn deny_all() -> EgressPolicy {
+        EgressPolicy::default()
+    }
+
+    /// The allowed origins.
+    pub fn origins(&self) -> &[Origin] {
+        &self.origins
+    }
+
+    /// Requests refused so far under this policy (and its clones).
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    /// First step of the decision: whether `url`'s scheme, host and port
+    /// match an allowed origin. Returns the matched origin.
+    pub fn check_url(&self, url: &str) -> Result<Origin, EgressDenial> {
+        let shown = url.split(['?', '#']).next().unwrap_or(url).to_string();
+        let parsed = url::Url::parse(url).map_err(|e| EgressDenial::BadUrl {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let origin = Origin::from_url(&parsed).map_err(|reason| EgressDenial::BadUrl {
+            url: shown,
+            reason,
+        })?;
+        if self.origins.contains(&origin) {
+            Ok(origin)
+        } else {
+            Err(EgressDenial::NotAllowed {
+                origin: origin.to_string(),
+            })
+        }
+    }
+
+    /// Second step: whether an address the allowed `origin` resolved to
+    /// may be connected to.
+    pub fn check_address(&self, origin: &Origin, address: IpAddr) -> Result<(), EgressDenial> {
+        let address = canonical(address);
+        let forbidden = always_forbidden(address) || (address.is_loopback() && !origin.is_loopback());
+        if forbidden {
+            Err(EgressDenial::ForbiddenAddress {
+                origin: origin.to_string(),
+                address,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn count_denial(&self) {
+        self.denied.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:169.254.169.254`) are judged as the
+/// IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Addresses no plugin may reach, whatever its allow-list says.
+fn always_forbidden(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                // 169.254.0.0/16, which includes the cloud metadata
+                // endpoint 169.254.169.254.
+                || v4.is_link_local()
+                // 0.0.0.0/8: "this network", reaches the host on Linux.
+                || v4.octets()[0] == 0
+                // Alibaba Cloud's metadata endpoint.
+                || v4 == Ipv4Addr::new(100, 100, 100, 200)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_multicast()
+                // fe80::/10
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                // AWS's IPv6 metadata endpoint.
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}
+
+/// The [`WasiHttpHooks`] of one instance: its tenant's policy and the
+/// per-call budgets.
+pub(crate) struct EgressHooks {
+    pub(crate) policy: EgressPolicy,
+    pub(crate) tenant: Arc<str>,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) flags: Arc<CallFlags>,
+    pub(crate) max_requests: u32,
+    pub(crate) max_request_body: u64,
+    pub(crate) max_response_body: u64,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+/// Records a denial: counted on the policy, flagged for the current call,
+/// logged as a policy event.
+fn deny(policy: &EgressPolicy, flags: &CallFlags, tenant: &str, plugin: &str, why: &EgressDenial) {
+    policy.count_denial();
+    flags
+        .egress_denied
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut last) = flags.last_denial.lock() {
+        *last = Some(why.to_string());
+    }
+    tracing::warn!(target: "policy", tenant, plugin, denial = %why, "egress denied");
+}
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        let n = self.flags.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.max_requests {
+            self.flags.request_limit_hit.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                target: "policy",
+                tenant = %self.tenant,
+                plugin = %self.plugin,
+                limit = self.max_requests,
+                "request limit of the call reached"
+            );
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+        }
+        let uri = request.uri().to_string();
+        let origin = match self.policy.check_url(&uri) {
+            Ok(origin) => origin,
+            Err(why) => {
+                deny(&self.policy, &self.flags, &self.tenant, &self.plugin, &why);
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+        };
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_request_body) {
+            self.flags.body_limit_hit.store(true, Ordering::Relaxed);
+            return Box::new(async move { Err(HttpError::HttpRequestBodySize(declared)) });
+        }
+        let timeouts = Timeouts::from_options(options);
+        let policy = self.policy.clone();
+        let flags = self.flags.clone();
+        let (tenant, plugin) = (self.tenant.clone(), self.plugin.clone());
+        let (max_req, max_resp) = (self.max_request_body, self.max_response_body);
+        Box::new(async move {
+            let addrs = resolve(&origin, timeouts.connect).await?;
+            for addr in &addrs {
+                if let Err(why) = policy.check_address(&origin, addr.ip()) {
+                    deny(&policy, &flags, &tenant, &plugin, &why);
+                    return Err(HttpError::HttpRequestDenied);
+                }
+            }
+            let request = request.map(|body| {
+                Capped::new(body, max_req, Direction::Request, flags.clone(), None).boxed()
+            });
+            send_pinned(request, &origin, &addrs, timeouts, max_resp, flags).await
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+impl Timeouts {
+    /// The plugin may ask for shorter timeouts, never longer ones.
+    fn from_options(options: Option<RequestOptions>) -> Self {
+        let o = options.unwrap_or_default();
+        let pick = |asked: Option<Duration>, max: Duration| {
+            asked.map_or(max, |a| a.min(max)).max(Duration::from_millis(1))
+        };
+        Timeouts {
+            connect: pick(o.connect_timeout, CONNECT_TIMEOUT),
+            first_byte: pick(o.first_byte_timeout, FIRST_BYTE_TIMEOUT),
+            between_bytes: pick(o.between_bytes_timeout, BETWEEN_BYTES_TIMEOUT),
+        }
+    }
+}
+
+async fn resolve(origin: &Origin, timeout: Duration) -> Result<Vec<SocketAddr>, HttpError> {
+    let addrs: Vec<SocketAddr> = match &origin.host {
+        url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(*ip), origin.port)],
+        url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(*ip), origin.port)],
+        url::Host::Domain(name) => {
+            let lookup = tokio::net::lookup_host((name.as_str(), origin.port));
+            match tokio::time::timeout(timeout, lookup).await {
+                Err(_) => return Err(HttpError::DnsTimeout),
+                Ok(Err(e)) => {
+                    return Err(HttpError::DnsError {
+                        rcode: Some(e.to_string()),
+                        info_code: None,
+                    });
+                }
+                Ok(Ok(addrs)) => addrs.collect(),
+            }
+        }
+    };
+    if addrs.is_empty() {
+        return Err(HttpError::DestinationNotFound);
+    }
+    Ok(addrs)
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T> Stream for T where T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, HttpError> {
+    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        // The provider is named explicitly: relying on the process default
+        // panics when more than one provider is compiled in.
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .ok()
+        .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+    });
+    config
+        .clone()
+        .map(tokio_rustls::TlsConnector::from)
+        .ok_or(HttpError::ConfigurationError)
+}
+
+/// Sends `request` over a connection to one of the vetted `addrs`; the
+/// name is used only for TLS verification, never resolved again.
+async fn send_pinned(
+    mut request: http::Request<WasiBody>,
+    origin: &Origin,
+    addrs: &[SocketAddr],
+    timeouts: Timeouts,
+    max_response_body: u64,
+    flags: Arc<CallFlags>,
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+> {
+    let connect = async {
+        let mut last = None;
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(HttpError::Connect(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
+        })))
+    };
+    let tcp = tokio::time::timeout(timeouts.connect, connect)
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
+    let stream: Box<dyn StreamObj> = match origin.scheme {
+        OriginScheme::Http => Box::new(tcp),
+        OriginScheme::Https => {
+            let name = match &origin.host {
+                url::Host::Domain(d) => rustls::pki_types::ServerName::try_from(d.clone())?,
+                url::Host::Ipv4(ip) => IpAddr::V4(*ip).into(),
+                url::Host::Ipv6(ip) => IpAddr::V6(*ip).into(),
+            };
+            let tls = tokio::time::timeout(timeouts.connect, tls_connector()?.connect(name, tcp))
+                .await
+                .map_err(|_| HttpError::ConnectionTimeout)?
+                .map_err(HttpError::Tls)?;
+            Box::new(tls)
+        }
+    };
+    let (mut sender, conn) = tokio::time::timeout(
+        timeouts.connect,
+        hyper::client::conn::http1::Builder::new()
+            .handshake(wasmtime_wasi_http::io::TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| HttpError::ConnectionTimeout)??;
+    // The connection task ends when the response body and the sender are
+    // dropped; its error, if any, reaches the plugin through the body.
+    let conn = tokio::spawn(conn);
+
+    // The URI on the wire carries only the path: the scheme and authority
+    // are for proxies.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
+    let response = response.map(|body| {
+        Capped::new(
+            body,
+            max_response_body,
+            Direction::Response,
+            flags,
+            Some(timeouts.between_bytes),
+        )
+        .boxed()
+    });
+    let io = async move {
+        match conn.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(HttpError::from(e)),
+            Err(_) => Err(HttpError::ConnectionTerminated),
+        }
+    };
+    Ok((response, Box::new(io)))
+}
+
+trait StreamObj: Stream {}
+impl<T: Stream> StreamObj for T {}
+
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    Request,
+    Response,
+}
+
+/// A body that fails once more than `limit` bytes pass, and (for
+/// responses) when the peer is silent longer than the between-bytes
+/// timeout.
+struct Capped<B> {
+    inner: B,
+    seen: u64,
+    limit: u64,
+    direction: Direction,
+    flags: Arc<CallFlags>,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<B> Capped<B> {
+    fn new(
+        inner: B,
+        limit: u64,
+        direction: Direction,
+        flags: Arc<CallFlags>,
+        idle: Option<Duration>,
+    ) -> Self {
+        Self {
+            inner,
+            seen: 0,
+            limit,
+            direction,
+            flags,
+            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        }
+    }
+}
+
+impl<B> Capped<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<HttpError>,
+{
+    fn boxed(self) -> WasiBody {
+        http_body_util::BodyExt::boxed_unsync(self)
+    }
+}
+
+impl<B> Body for Capped<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<HttpError>,
+{
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen = this.seen.saturating_add(data.len() as u64);
+                    if this.seen > this.limit {
+                        this.flags.body_limit_hit.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(match this.direction {
+                            Direction::Request => HttpError::HttpRequestBodySize(Some(this.seen)),
+                            Direction::Response => {
+                                HttpError::HttpResponseBodySize(Some(this.seen))
+                            }
+                        })));
+                    }
+                }
+                if let Some((d, sleep)) = this.idle.as_mut() {
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + *d);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if let Some((_, sleep)) = this.idle.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(origins: &[&str]) -> EgressPolicy {
+        let origins: Vec<String> = origins.iter().map(|s| s.to_string()).collect();
+        EgressPolicy::from_origins(&origins).expect("valid origins")
+    }
+
+    #[test]
+    fn exact_origin_matches_with_default_port() {
+        let p = policy(&["https://api.example.com"]);
+        assert!(p.check_url("https://api.example.com/graphql?x=1").is_ok());
+        assert!(p.check_url("https://API.Example.com:443/").is_ok());
+        assert!(p.check_url("https://api.example.com:8443/").is_err());
+        assert!(p.check_url("http://api.example.com/").is_err());
+        assert!(p.check_url("https://evil.example.com/").is_err());
+        assert!(p.check_url("https://user@api.example.com/").is_err());
+    }
+
+    #[test]
+    fn ip_spellings_normalise_before_matching() {
+        let p = policy(&["http://127.0.0.1:8080"]);
+        assert!(p.check_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(p.check_url("http://0x7f.1:8080/x").is_ok());
+        assert!(p.check_url("http://2130706433:8080/x").is_ok());
+        assert!(p.check_url("http://127.0.0.2:8080/x").is_err());
+    }
+
+    #[test]
+    fn forbidden_origins_are_refused_at_parse() {
+        for o in [
+            "http://169.254.169.254",
+            "http://[fe80::1]:80",
+            "http://0.0.0.0:80",
+            "http://[::ffff:169.254.169.254]",
+            "ftp://example.com",
+            "https://example.com/path",
+            "https://u:p@example.com",
+        ] {
+            assert!(
+                EgressPolicy::from_origins(&[o.to_string()]).is_err(),
+                "{o} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn resolved_addresses_are_vetted() {
+        let remote = Origin::parse("https://api.example.com").expect("origin");
+        let local = Origin::parse("http://127.0.0.1:9000").expect("origin");
+        let p = policy(&["https://api.example.com", "http://127.0.0.1:9000"]);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(p.check_address(&remote, ip("93.184.216.34")).is_ok());
+        assert!(p.check_address(&remote, ip("127.0.0.1")).is_err());
+        assert!(p.check_address(&remote, ip("::1")).is_err());
+        assert!(p.check_address(&remote, ip("169.254.169.254")).is_err());
+        assert!(p.check_address(&remote, ip("::ffff:169.254.169.254")).is_err());
+        assert!(p.check_address(&remote, ip("fe80::1")).is_err());
+        assert!(p.check_address(&remote, ip("fd00:ec2::254")).is_err());
+        assert!(p.check_address(&remote, ip("224.0.0.1")).is_err());
+        assert!(p.check_address(&remote, ip("0.0.0.0")).is_err());
+        assert!(p.check_address(&local, ip("127.0.0.1")).is_ok());
+        assert!(p.check_address(&local, ip("169.254.1.1")).is_err());
+    }
+
+    #[test]
+    fn deny_all_refuses_everything_and_counter_is_shared() {
+        let p = EgressPolicy::deny_all();
+        assert!(p.check_url("https://example.com/").is_err());
+        let clone = p.clone();
+        let flags = CallFlags::default();
+        deny(
+            &clone,
+            &flags,
+            "t",
+            "p",
+            &EgressDenial::NotAllowed {
+                origin: "x".into(),
+            },
+        );
+        assert_eq!(p.denied(), 1);
+        assert!(flags.egress_denied.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn plugin_may_shorten_but_not_lengthen_timeouts() {
+        let t = Timeouts::from_options(Some(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(5)),
+            first_byte_timeout: Some(Duration::from_secs(10_000)),
+            between_bytes_timeout: None,
+        }));
+        assert_eq!(t.connect, Duration::from_secs(5));
+        assert_eq!(t.first_byte, FIRST_BYTE_TIMEOUT);
+        assert_eq!(t.between_bytes, BETWEEN_BYTES_TIMEOUT);
+    }
+}

@@ -1,0 +1,90 @@
+//! What one instance's `Store` holds: its tenant, the WASI and wasi:http
+//! contexts of the sandbox, the egress hooks and the limiter.
+
+use super::egress::EgressHooks;
+use super::limits::{CallFlags, CpuMeter, Limiter, Limits};
+use super::TenantSandbox;
+use crate::contract::KvStore;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// The `T` of every plugin `Store<T>`.
+pub(crate) struct HostState {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) kv: Arc<dyn KvStore>,
+    pub(crate) limiter: Limiter,
+    pub(crate) meter: Arc<CpuMeter>,
+    pub(crate) flags: Arc<CallFlags>,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: EgressHooks,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub(crate) fn new(sandbox: &TenantSandbox, plugin: Arc<str>, limits: &Limits) -> Self {
+        let tenant: Arc<str> = Arc::from(sandbox.tenant.as_str());
+        let flags = Arc::new(CallFlags::default());
+        // The sandbox of issue 7: no preopens, no environment, no arguments,
+        // no sockets or name lookup (HTTP goes through wasi:http and its
+        // hook only). Stdio is left at the builder's default, which is
+        // closed stdin and discarded stdout/stderr. Clocks and random are
+        // the host's.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let hooks = EgressHooks {
+            policy: sandbox.egress.clone(),
+            tenant: tenant.clone(),
+            plugin: plugin.clone(),
+            flags: flags.clone(),
+            max_requests: limits.max_requests_per_call,
+            max_request_body: limits.max_request_body_bytes as u64,
+            max_response_body: limits.max_response_body_bytes as u64,
+        };
+        Self {
+            tenant,
+            plugin,
+            kv: sandbox.kv.clone(),
+            limiter: Limiter::new(limits),
+            meter: Arc::new(CpuMeter::new(limits.cpu_per_call)),
+            flags,
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl HostState {
+    /// Requests the sandbox's egress policy refused so far.
+    pub(crate) fn egress_denied(&self) -> u64 {
+        self.hooks.policy.denied()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}

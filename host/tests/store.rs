@@ -1,0 +1,347 @@
+//! The SQLite store against real database files.
+
+use scanner_host::contract::{
+    Finding, FindingKind, FindingStatus, KvError, KvStore, Location, Secret, SettingValue,
+    Settings, Severity,
+};
+use scanner_host::store::{FindingQuery, StatusFilter, Store, normalize_repo_url};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const SECRET: &str = "sup3r-s3cret-v4lue";
+const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+fn finding(id: &str, repo: &str) -> Finding {
+    Finding {
+        source_id: id.into(),
+        cve_ids: vec!["CVE-2024-1234".into()],
+        title: format!("CVE-2024-1234 in lib-{id}"),
+        description: None,
+        severity: Severity::High,
+        score: Some(7.5),
+        status: FindingStatus::Open,
+        kind: FindingKind::CodeDependency,
+        package_name: Some("lib".into()),
+        package_version: Some("1.0".into()),
+        fixed_version: Some("1.1".into()),
+        location: Some(Location::Repository {
+            url: Some(repo.into()),
+            name: None,
+            branch: Some("main".into()),
+            file_path: Some("Cargo.lock".into()),
+        }),
+        first_detected_at: Some("2025-05-01T11:36:10.063767Z".into()),
+        last_detected_at: Some("2025-06-01T00:00:00Z".into()),
+        portal_url: None,
+        remediation: None,
+    }
+}
+
+fn image_finding(id: &str, registry: &str, repository: &str) -> Finding {
+    Finding {
+        kind: FindingKind::ContainerImage,
+        location: Some(Location::ContainerImage {
+            registry: Some(registry.into()),
+            repository: Some(repository.into()),
+            tags: vec!["1.2".into()],
+            digest: Some("sha256:abc".into()),
+        }),
+        ..finding(id, "")
+    }
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::new();
+    s.insert("api-endpoint".into(), SettingValue::Text("https://api.example/graphql".into()));
+    s.insert("client-secret".into(), SettingValue::Secret(Secret::new(SECRET)));
+    s.insert("scan-sca".into(), SettingValue::Boolean(false));
+    s
+}
+
+fn open_ids(store: &Store, tenant: &str) -> Vec<String> {
+    store
+        .findings(&FindingQuery {
+            tenant: Some(tenant.into()),
+            include_unmapped: true,
+            ..FindingQuery::default()
+        })
+        .expect("findings")
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+/// Scan `pages` to completion; returns the scan id.
+fn full_scan(store: &Store, tenant: &str, pages: &[Vec<Finding>], at: OffsetDateTime) -> i64 {
+    let start = store.begin_scan(tenant, at).expect("begin");
+    for (i, page) in pages.iter().enumerate() {
+        let next = (i + 1 < pages.len()).then(|| format!("c{}", i + 1));
+        store
+            .store_page(start.scan_id, tenant, page, 0, next.as_deref(), at)
+            .expect("page");
+    }
+    store.complete_scan(start.scan_id, tenant, at).expect("complete");
+    start.scan_id
+}
+
+#[test]
+fn migrates_a_new_file_and_reopens_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sub/dir/host.db");
+    let store = Store::open(&path).expect("create");
+    assert_eq!(store.schema_version().expect("version"), 1);
+    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    drop(store);
+    let store = Store::open(&path).expect("reopen");
+    let integration = store.integration("t").expect("read").expect("exists");
+    assert_eq!(integration.settings, settings());
+}
+
+#[test]
+fn rescans_update_keep_first_seen_resolve_and_reopen() {
+    let store = Store::open_in_memory().expect("store");
+    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    let repo = "https://github.com/acme/shop";
+    full_scan(&store, "t", &[vec![finding("a", repo), finding("b", repo)]], T0);
+
+    // Second scan: `a` changes, `b` is gone.
+    let mut a = finding("a", repo);
+    a.last_detected_at = Some("2025-07-01T00:00:00Z".into());
+    a.first_detected_at = Some("2030-01-01T00:00:00Z".into());
+    let t1 = T0 + time::Duration::hours(6);
+    let s = store.begin_scan("t", t1).expect("begin");
+    store.store_page(s.scan_id, "t", &[a], 3, None, t1).expect("page");
+    let summary = store.complete_scan(s.scan_id, "t", t1).expect("complete");
+    assert_eq!((summary.new, summary.updated, summary.resolved, summary.skipped), (0, 1, 1, 3));
+    assert_eq!(open_ids(&store, "t"), vec!["a"]);
+    let all = store
+        .findings(&FindingQuery { status: StatusFilter::All, include_unmapped: true, ..Default::default() })
+        .expect("all");
+    let a = all.iter().find(|r| r.id == "a").expect("a");
+    assert_eq!(a.first_detected_at.as_deref(), Some("2025-05-01T11:36:10.063767Z"), "scanner's first detection kept");
+    assert_eq!(a.last_detected_at.as_deref(), Some("2025-07-01T00:00:00Z"));
+    assert!(a.first_seen_at.starts_with("2026-01-01T00:00:00"), "our first sighting kept");
+    let b = all.iter().find(|r| r.id == "b").expect("b");
+    assert_eq!(b.status, "resolved");
+    assert!(b.resolved_at.is_some());
+
+    // Third scan: `b` comes back.
+    let t2 = t1 + time::Duration::hours(6);
+    let s = store.begin_scan("t", t2).expect("begin");
+    store
+        .store_page(s.scan_id, "t", &[finding("a", repo), finding("b", repo)], 0, None, t2)
+        .expect("page");
+    let summary = store.complete_scan(s.scan_id, "t", t2).expect("complete");
+    assert_eq!((summary.reopened, summary.updated, summary.resolved), (1, 1, 0));
+    let history: Vec<String> = store
+        .finding_history("t", "b")
+        .expect("history")
+        .into_iter()
+        .map(|(_, _, to)| to)
+        .collect();
+    assert_eq!(history, vec!["open", "resolved", "open"]);
+}
+
+#[test]
+fn a_failed_scan_resolves_nothing() {
+    let store = Store::open_in_memory().expect("store");
+    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    let repo = "https://github.com/acme/shop";
+    full_scan(&store, "t", &[vec![finding("a", repo), finding("b", repo)]], T0);
+    let s = store.begin_scan("t", T0).expect("begin");
+    store.store_page(s.scan_id, "t", &[finding("a", repo)], 0, Some("c1"), T0).expect("page");
+    store.fail_scan(s.scan_id, "t", "transient", "boom", T0).expect("fail");
+    assert_eq!(open_ids(&store, "t"), vec!["a", "b"]);
+    // A failed scan is not resumed.
+    assert!(!store.begin_scan("t", T0).expect("begin").resumed);
+}
+
+#[test]
+fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
+    let repo = "https://github.com/acme/shop";
+    let pages: Vec<Vec<Finding>> = (0..4)
+        .map(|p| (0..5).map(|i| finding(&format!("f{p}-{i}"), repo)).collect())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Reference: an uninterrupted run after a first scan that had a
+    // finding which is now gone.
+    let reference = Store::open(&dir.path().join("ref.db")).expect("store");
+    reference.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    full_scan(&reference, "t", &[vec![finding("old", repo)]], T0);
+    full_scan(&reference, "t", &pages, T0);
+
+    let path = dir.path().join("crash.db");
+    let store = Store::open(&path).expect("store");
+    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    full_scan(&store, "t", &[vec![finding("old", repo)]], T0);
+    let s = store.begin_scan("t", T0).expect("begin");
+    store.store_page(s.scan_id, "t", &pages[0], 0, Some("c1"), T0).expect("p0");
+    store.store_page(s.scan_id, "t", &pages[1], 0, Some("c2"), T0).expect("p1");
+    drop(store); // the host dies here
+
+    let store = Store::open(&path).expect("reopen");
+    let resumed = store.begin_scan("t", T0).expect("resume");
+    assert!(resumed.resumed);
+    assert_eq!(resumed.scan_id, s.scan_id);
+    assert_eq!(resumed.cursor.as_deref(), Some("c2"));
+    // The plugin may hand back a page already stored; storing it again is
+    // harmless.
+    store.store_page(s.scan_id, "t", &pages[1], 0, Some("c2"), T0).expect("again");
+    store.store_page(s.scan_id, "t", &pages[2], 0, Some("c3"), T0).expect("p2");
+    store.store_page(s.scan_id, "t", &pages[3], 0, None, T0).expect("p3");
+    let summary = store.complete_scan(s.scan_id, "t", T0).expect("complete");
+    assert_eq!((summary.new, summary.resolved), (20, 1));
+
+    let q = FindingQuery { status: StatusFilter::All, include_unmapped: true, ..Default::default() };
+    let strip = |rows: Vec<scanner_host::store::FindingRow>| -> Vec<(String, String)> {
+        rows.into_iter().map(|r| (r.id, r.status)).collect()
+    };
+    assert_eq!(strip(store.findings(&q).expect("a")), strip(reference.findings(&q).expect("b")));
+}
+
+#[test]
+fn secrets_stay_in_the_secrets_table_and_out_of_debug() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let store = Store::open(&path).expect("store");
+    store.upsert_integration("t", "wiz", &settings(), &["https://api.example:443".into()], T0).expect("save");
+    let integration = store.integration("t").expect("read").expect("exists");
+    assert!(!format!("{integration:?}").contains(SECRET));
+    assert!(!format!("{:?}", store.integration_statuses().expect("status")).contains(SECRET));
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'integration_secrets'")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(tables.contains(&"integrations".to_string()));
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).expect("select");
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).expect("rows");
+        while let Some(row) = rows.next().expect("row") {
+            for i in 0..columns {
+                let text = match row.get_ref(i).expect("cell") {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
+                    _ => continue,
+                };
+                assert!(!text.contains(SECRET), "secret found in {table}");
+            }
+        }
+    }
+}
+
+#[test]
+fn plugin_state_is_per_tenant_and_bounded() {
+    let store = Store::open_in_memory().expect("store");
+    store.set("a", "token", b"aaa").expect("set");
+    store.set("a", "repo/1", b"x").expect("set");
+    store.set("a", "repo%2", b"x").expect("set");
+    store.set("b", "token", b"bbb").expect("set");
+    assert_eq!(store.get("a", "token").expect("get").as_deref(), Some(&b"aaa"[..]));
+    assert_eq!(store.get("b", "token").expect("get").as_deref(), Some(&b"bbb"[..]));
+    assert_eq!(store.list_prefix("a", "repo/").expect("list"), vec!["repo/1"]);
+    assert!(store.list_prefix("b", "repo").expect("list").is_empty());
+    store.delete("a", "token").expect("delete");
+    assert_eq!(store.get("a", "token").expect("get"), None);
+    assert_eq!(store.get("b", "token").expect("get").as_deref(), Some(&b"bbb"[..]));
+
+    let big = vec![0u8; 6 * 1024 * 1024];
+    store.set("c", "1", &big).expect("6 MiB");
+    store.set("c", "2", &big).expect("12 MiB");
+    assert!(matches!(store.set("c", "3", &big), Err(KvError::QuotaExceeded(_))));
+    // Replacing a value counts its new size only.
+    store.set("c", "2", &big).expect("replace");
+}
+
+#[test]
+fn repository_urls_normalize() {
+    let want = "github.com/org/repo";
+    for url in [
+        "https://github.com/org/repo",
+        "https://GitHub.com/Org/Repo.git/",
+        "http://github.com/org/repo/",
+        "git@github.com:org/repo.git",
+        "ssh://git@github.com/org/repo",
+    ] {
+        assert_eq!(normalize_repo_url(url), want, "{url}");
+    }
+}
+
+#[test]
+fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
+    let store = Store::open_in_memory().expect("store");
+    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    full_scan(
+        &store,
+        "t",
+        &[vec![
+            finding("known", "https://github.com/acme/shop"),
+            finding("later", "https://github.com/acme/billing"),
+            image_finding("img-rule", "registry.acme.io", "team/storefront"),
+            image_finding("img-name", "123.dkr.ecr.us-east-1.amazonaws.com", "billing"),
+            image_finding("img-none", "docker.io", "library/nginx"),
+        ]],
+        T0,
+    );
+    store.add_repository("https://github.com/Acme/Shop.git", &["registry.acme.io/team/storefront:latest".into()]).expect("add");
+    let default: Vec<String> = store
+        .findings(&FindingQuery::default())
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(default, vec!["img-name", "img-none", "img-rule", "known"]);
+
+    let shop = store
+        .findings(&FindingQuery { repository: Some("git@github.com:acme/shop".into()), ..Default::default() })
+        .expect("shop");
+    let ids: Vec<&str> = shop.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec!["img-rule", "known"], "image rule maps storefront to shop");
+
+    store.add_repository("https://github.com/acme/billing", &[]).expect("add");
+    let billing = store
+        .findings(&FindingQuery { repository: Some("https://github.com/acme/billing".into()), ..Default::default() })
+        .expect("billing");
+    let ids: Vec<&str> = billing.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec!["img-name", "later"], "name rule maps the billing image; the code finding appears");
+
+    let nginx = store.findings(&FindingQuery::default()).expect("list");
+    let nginx = nginx.iter().find(|r| r.id == "img-none").expect("unmatched image listed");
+    assert_eq!(nginx.image.as_deref(), Some("docker.io/library/nginx:1.2"));
+    assert!(!nginx.repository_known);
+
+    assert!(store.add_repository("not a url", &[]).is_err());
+    assert_eq!(store.repositories().expect("repos").len(), 2);
+}
+
+#[test]
+fn schedule_due_and_backoff() {
+    let store = Store::open_in_memory().expect("store");
+    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    assert!(store.due_integrations(T0).expect("due").is_empty());
+    store.set_next_scan("t", T0 + time::Duration::seconds(30)).expect("set");
+    assert!(store.due_integrations(T0).expect("due").is_empty());
+    assert_eq!(store.due_integrations(T0 + time::Duration::seconds(30)).expect("due"), vec!["t"]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        store
+            .record_scan_failure("t", |n| {
+                seen.push(n);
+                T0
+            })
+            .expect("failure");
+    }
+    assert_eq!(seen, vec![1, 2, 3]);
+    store.record_scan_success("t", T0 + time::Duration::hours(6)).expect("ok");
+    assert_eq!(store.next_scan("t").expect("next"), Some(T0 + time::Duration::hours(6)));
+    assert!(store.delete_integration("t").expect("delete"));
+    assert!(!store.delete_integration("t").expect("again"));
+}
