@@ -4,8 +4,12 @@
 //! - [`contract`]: plain Rust types mirroring the WIT contract.
 //! - [`engine`]: everything wasmtime (compile, link, instantiate, sandbox).
 //! - [`store`]: everything SQL (integrations, state, scans, findings, repositories).
+//! - [`runtime`]: connect, test and scan, putting engine and store together.
+//! - [`scheduler`]: when scans run.
 #![warn(missing_docs)]
 
 pub mod contract;
 pub mod engine;
+pub mod runtime;
+pub mod scheduler;
 pub mod store;

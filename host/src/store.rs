@@ -145,7 +145,9 @@ pub enum StoreError {
         message: String,
     },
     /// The database was written by a newer version of the host.
-    #[error("database schema version {found} is newer than this host knows ({known}); upgrade the host")]
+    #[error(
+        "database schema version {found} is newer than this host knows ({known}); upgrade the host"
+    )]
     TooNew {
         /// The database's version.
         found: i64,
@@ -716,7 +718,11 @@ impl Store {
     }
 
     /// After a successful scan: clear the failure count, set the next slot.
-    pub fn record_scan_success(&self, tenant: &str, next: OffsetDateTime) -> Result<(), StoreError> {
+    pub fn record_scan_success(
+        &self,
+        tenant: &str,
+        next: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE integrations SET consecutive_failures = 0, next_scan_at = ?2 WHERE tenant = ?1",
             params![tenant, timestamp(next)],
@@ -882,7 +888,13 @@ impl Store {
                 })?;
                 match before {
                     None => {
-                        event.execute(params![tenant, f.source_id, scan_id, now, None::<String>])?;
+                        event.execute(params![
+                            tenant,
+                            f.source_id,
+                            scan_id,
+                            now,
+                            None::<String>
+                        ])?;
                     }
                     Some((state, _)) if state == "resolved" => {
                         event.execute(params![tenant, f.source_id, scan_id, now, state])?;
@@ -1157,7 +1169,9 @@ impl Store {
             "SELECT at, from_state, to_state FROM finding_events
              WHERE tenant = ?1 AND source_id = ?2 ORDER BY id",
         )?;
-        let rows = stmt.query_map([tenant, source_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([tenant, source_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1174,7 +1188,9 @@ impl Store {
             )));
         };
         if host.is_empty() || norm.contains(char::is_whitespace) {
-            return Err(StoreError::Invalid(format!("`{url}` is not a repository URL")));
+            return Err(StoreError::Invalid(format!(
+                "`{url}` is not a repository URL"
+            )));
         }
         let name = norm.split('/').skip(1).collect::<Vec<_>>().join("/");
         let mut conn = self.conn();

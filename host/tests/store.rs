@@ -52,8 +52,14 @@ fn image_finding(id: &str, registry: &str, repository: &str) -> Finding {
 
 fn settings() -> Settings {
     let mut s = Settings::new();
-    s.insert("api-endpoint".into(), SettingValue::Text("https://api.example/graphql".into()));
-    s.insert("client-secret".into(), SettingValue::Secret(Secret::new(SECRET)));
+    s.insert(
+        "api-endpoint".into(),
+        SettingValue::Text("https://api.example/graphql".into()),
+    );
+    s.insert(
+        "client-secret".into(),
+        SettingValue::Secret(Secret::new(SECRET)),
+    );
     s.insert("scan-sca".into(), SettingValue::Boolean(false));
     s
 }
@@ -80,7 +86,9 @@ fn full_scan(store: &Store, tenant: &str, pages: &[Vec<Finding>], at: OffsetDate
             .store_page(start.scan_id, tenant, page, 0, next.as_deref(), at)
             .expect("page");
     }
-    store.complete_scan(start.scan_id, tenant, at).expect("complete");
+    store
+        .complete_scan(start.scan_id, tenant, at)
+        .expect("complete");
     start.scan_id
 }
 
@@ -90,7 +98,9 @@ fn migrates_a_new_file_and_reopens_it() {
     let path = dir.path().join("sub/dir/host.db");
     let store = Store::open(&path).expect("create");
     assert_eq!(store.schema_version().expect("version"), 1);
-    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
     drop(store);
     let store = Store::open(&path).expect("reopen");
     let integration = store.integration("t").expect("read").expect("exists");
@@ -100,9 +110,16 @@ fn migrates_a_new_file_and_reopens_it() {
 #[test]
 fn rescans_update_keep_first_seen_resolve_and_reopen() {
     let store = Store::open_in_memory().expect("store");
-    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
     let repo = "https://github.com/acme/shop";
-    full_scan(&store, "t", &[vec![finding("a", repo), finding("b", repo)]], T0);
+    full_scan(
+        &store,
+        "t",
+        &[vec![finding("a", repo), finding("b", repo)]],
+        T0,
+    );
 
     // Second scan: `a` changes, `b` is gone.
     let mut a = finding("a", repo);
@@ -110,17 +127,38 @@ fn rescans_update_keep_first_seen_resolve_and_reopen() {
     a.first_detected_at = Some("2030-01-01T00:00:00Z".into());
     let t1 = T0 + time::Duration::hours(6);
     let s = store.begin_scan("t", t1).expect("begin");
-    store.store_page(s.scan_id, "t", &[a], 3, None, t1).expect("page");
+    store
+        .store_page(s.scan_id, "t", &[a], 3, None, t1)
+        .expect("page");
     let summary = store.complete_scan(s.scan_id, "t", t1).expect("complete");
-    assert_eq!((summary.new, summary.updated, summary.resolved, summary.skipped), (0, 1, 1, 3));
+    assert_eq!(
+        (
+            summary.new,
+            summary.updated,
+            summary.resolved,
+            summary.skipped
+        ),
+        (0, 1, 1, 3)
+    );
     assert_eq!(open_ids(&store, "t"), vec!["a"]);
     let all = store
-        .findings(&FindingQuery { status: StatusFilter::All, include_unmapped: true, ..Default::default() })
+        .findings(&FindingQuery {
+            status: StatusFilter::All,
+            include_unmapped: true,
+            ..Default::default()
+        })
         .expect("all");
     let a = all.iter().find(|r| r.id == "a").expect("a");
-    assert_eq!(a.first_detected_at.as_deref(), Some("2025-05-01T11:36:10.063767Z"), "scanner's first detection kept");
+    assert_eq!(
+        a.first_detected_at.as_deref(),
+        Some("2025-05-01T11:36:10.063767Z"),
+        "scanner's first detection kept"
+    );
     assert_eq!(a.last_detected_at.as_deref(), Some("2025-07-01T00:00:00Z"));
-    assert!(a.first_seen_at.starts_with("2026-01-01T00:00:00"), "our first sighting kept");
+    assert!(
+        a.first_seen_at.starts_with("2026-01-01T00:00:00"),
+        "our first sighting kept"
+    );
     let b = all.iter().find(|r| r.id == "b").expect("b");
     assert_eq!(b.status, "resolved");
     assert!(b.resolved_at.is_some());
@@ -129,10 +167,20 @@ fn rescans_update_keep_first_seen_resolve_and_reopen() {
     let t2 = t1 + time::Duration::hours(6);
     let s = store.begin_scan("t", t2).expect("begin");
     store
-        .store_page(s.scan_id, "t", &[finding("a", repo), finding("b", repo)], 0, None, t2)
+        .store_page(
+            s.scan_id,
+            "t",
+            &[finding("a", repo), finding("b", repo)],
+            0,
+            None,
+            t2,
+        )
         .expect("page");
     let summary = store.complete_scan(s.scan_id, "t", t2).expect("complete");
-    assert_eq!((summary.reopened, summary.updated, summary.resolved), (1, 1, 0));
+    assert_eq!(
+        (summary.reopened, summary.updated, summary.resolved),
+        (1, 1, 0)
+    );
     let history: Vec<String> = store
         .finding_history("t", "b")
         .expect("history")
@@ -145,12 +193,23 @@ fn rescans_update_keep_first_seen_resolve_and_reopen() {
 #[test]
 fn a_failed_scan_resolves_nothing() {
     let store = Store::open_in_memory().expect("store");
-    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
     let repo = "https://github.com/acme/shop";
-    full_scan(&store, "t", &[vec![finding("a", repo), finding("b", repo)]], T0);
+    full_scan(
+        &store,
+        "t",
+        &[vec![finding("a", repo), finding("b", repo)]],
+        T0,
+    );
     let s = store.begin_scan("t", T0).expect("begin");
-    store.store_page(s.scan_id, "t", &[finding("a", repo)], 0, Some("c1"), T0).expect("page");
-    store.fail_scan(s.scan_id, "t", "transient", "boom", T0).expect("fail");
+    store
+        .store_page(s.scan_id, "t", &[finding("a", repo)], 0, Some("c1"), T0)
+        .expect("page");
+    store
+        .fail_scan(s.scan_id, "t", "transient", "boom", T0)
+        .expect("fail");
     assert_eq!(open_ids(&store, "t"), vec!["a", "b"]);
     // A failed scan is not resumed.
     assert!(!store.begin_scan("t", T0).expect("begin").resumed);
@@ -160,24 +219,36 @@ fn a_failed_scan_resolves_nothing() {
 fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
     let repo = "https://github.com/acme/shop";
     let pages: Vec<Vec<Finding>> = (0..4)
-        .map(|p| (0..5).map(|i| finding(&format!("f{p}-{i}"), repo)).collect())
+        .map(|p| {
+            (0..5)
+                .map(|i| finding(&format!("f{p}-{i}"), repo))
+                .collect()
+        })
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Reference: an uninterrupted run after a first scan that had a
     // finding which is now gone.
     let reference = Store::open(&dir.path().join("ref.db")).expect("store");
-    reference.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    reference
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
     full_scan(&reference, "t", &[vec![finding("old", repo)]], T0);
     full_scan(&reference, "t", &pages, T0);
 
     let path = dir.path().join("crash.db");
     let store = Store::open(&path).expect("store");
-    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
     full_scan(&store, "t", &[vec![finding("old", repo)]], T0);
     let s = store.begin_scan("t", T0).expect("begin");
-    store.store_page(s.scan_id, "t", &pages[0], 0, Some("c1"), T0).expect("p0");
-    store.store_page(s.scan_id, "t", &pages[1], 0, Some("c2"), T0).expect("p1");
+    store
+        .store_page(s.scan_id, "t", &pages[0], 0, Some("c1"), T0)
+        .expect("p0");
+    store
+        .store_page(s.scan_id, "t", &pages[1], 0, Some("c2"), T0)
+        .expect("p1");
     drop(store); // the host dies here
 
     let store = Store::open(&path).expect("reopen");
@@ -187,17 +258,30 @@ fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
     assert_eq!(resumed.cursor.as_deref(), Some("c2"));
     // The plugin may hand back a page already stored; storing it again is
     // harmless.
-    store.store_page(s.scan_id, "t", &pages[1], 0, Some("c2"), T0).expect("again");
-    store.store_page(s.scan_id, "t", &pages[2], 0, Some("c3"), T0).expect("p2");
-    store.store_page(s.scan_id, "t", &pages[3], 0, None, T0).expect("p3");
+    store
+        .store_page(s.scan_id, "t", &pages[1], 0, Some("c2"), T0)
+        .expect("again");
+    store
+        .store_page(s.scan_id, "t", &pages[2], 0, Some("c3"), T0)
+        .expect("p2");
+    store
+        .store_page(s.scan_id, "t", &pages[3], 0, None, T0)
+        .expect("p3");
     let summary = store.complete_scan(s.scan_id, "t", T0).expect("complete");
     assert_eq!((summary.new, summary.resolved), (20, 1));
 
-    let q = FindingQuery { status: StatusFilter::All, include_unmapped: true, ..Default::default() };
+    let q = FindingQuery {
+        status: StatusFilter::All,
+        include_unmapped: true,
+        ..Default::default()
+    };
     let strip = |rows: Vec<scanner_host::store::FindingRow>| -> Vec<(String, String)> {
         rows.into_iter().map(|r| (r.id, r.status)).collect()
     };
-    assert_eq!(strip(store.findings(&q).expect("a")), strip(reference.findings(&q).expect("b")));
+    assert_eq!(
+        strip(store.findings(&q).expect("a")),
+        strip(reference.findings(&q).expect("b"))
+    );
 }
 
 #[test]
@@ -205,7 +289,15 @@ fn secrets_stay_in_the_secrets_table_and_out_of_debug() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.db");
     let store = Store::open(&path).expect("store");
-    store.upsert_integration("t", "wiz", &settings(), &["https://api.example:443".into()], T0).expect("save");
+    store
+        .upsert_integration(
+            "t",
+            "wiz",
+            &settings(),
+            &["https://api.example:443".into()],
+            T0,
+        )
+        .expect("save");
     let integration = store.integration("t").expect("read").expect("exists");
     assert!(!format!("{integration:?}").contains(SECRET));
     assert!(!format!("{:?}", store.integration_statuses().expect("status")).contains(SECRET));
@@ -213,7 +305,9 @@ fn secrets_stay_in_the_secrets_table_and_out_of_debug() {
 
     let conn = rusqlite::Connection::open(&path).expect("raw");
     let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'integration_secrets'")
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'integration_secrets'",
+        )
         .expect("prepare")
         .query_map([], |r| r.get(0))
         .expect("query")
@@ -221,7 +315,9 @@ fn secrets_stay_in_the_secrets_table_and_out_of_debug() {
         .expect("rows");
     assert!(tables.contains(&"integrations".to_string()));
     for table in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).expect("select");
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table}"))
+            .expect("select");
         let columns = stmt.column_count();
         let mut rows = stmt.query([]).expect("rows");
         while let Some(row) = rows.next().expect("row") {
@@ -245,18 +341,33 @@ fn plugin_state_is_per_tenant_and_bounded() {
     store.set("a", "repo/1", b"x").expect("set");
     store.set("a", "repo%2", b"x").expect("set");
     store.set("b", "token", b"bbb").expect("set");
-    assert_eq!(store.get("a", "token").expect("get").as_deref(), Some(&b"aaa"[..]));
-    assert_eq!(store.get("b", "token").expect("get").as_deref(), Some(&b"bbb"[..]));
-    assert_eq!(store.list_prefix("a", "repo/").expect("list"), vec!["repo/1"]);
+    assert_eq!(
+        store.get("a", "token").expect("get").as_deref(),
+        Some(&b"aaa"[..])
+    );
+    assert_eq!(
+        store.get("b", "token").expect("get").as_deref(),
+        Some(&b"bbb"[..])
+    );
+    assert_eq!(
+        store.list_prefix("a", "repo/").expect("list"),
+        vec!["repo/1"]
+    );
     assert!(store.list_prefix("b", "repo").expect("list").is_empty());
     store.delete("a", "token").expect("delete");
     assert_eq!(store.get("a", "token").expect("get"), None);
-    assert_eq!(store.get("b", "token").expect("get").as_deref(), Some(&b"bbb"[..]));
+    assert_eq!(
+        store.get("b", "token").expect("get").as_deref(),
+        Some(&b"bbb"[..])
+    );
 
     let big = vec![0u8; 6 * 1024 * 1024];
     store.set("c", "1", &big).expect("6 MiB");
     store.set("c", "2", &big).expect("12 MiB");
-    assert!(matches!(store.set("c", "3", &big), Err(KvError::QuotaExceeded(_))));
+    assert!(matches!(
+        store.set("c", "3", &big),
+        Err(KvError::QuotaExceeded(_))
+    ));
     // Replacing a value counts its new size only.
     store.set("c", "2", &big).expect("replace");
 }
@@ -278,7 +389,9 @@ fn repository_urls_normalize() {
 #[test]
 fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
     let store = Store::open_in_memory().expect("store");
-    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
     full_scan(
         &store,
         "t",
@@ -291,7 +404,12 @@ fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
         ]],
         T0,
     );
-    store.add_repository("https://github.com/Acme/Shop.git", &["registry.acme.io/team/storefront:latest".into()]).expect("add");
+    store
+        .add_repository(
+            "https://github.com/Acme/Shop.git",
+            &["registry.acme.io/team/storefront:latest".into()],
+        )
+        .expect("add");
     let default: Vec<String> = store
         .findings(&FindingQuery::default())
         .expect("list")
@@ -301,20 +419,39 @@ fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
     assert_eq!(default, vec!["img-name", "img-none", "img-rule", "known"]);
 
     let shop = store
-        .findings(&FindingQuery { repository: Some("git@github.com:acme/shop".into()), ..Default::default() })
+        .findings(&FindingQuery {
+            repository: Some("git@github.com:acme/shop".into()),
+            ..Default::default()
+        })
         .expect("shop");
     let ids: Vec<&str> = shop.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, vec!["img-rule", "known"], "image rule maps storefront to shop");
+    assert_eq!(
+        ids,
+        vec!["img-rule", "known"],
+        "image rule maps storefront to shop"
+    );
 
-    store.add_repository("https://github.com/acme/billing", &[]).expect("add");
+    store
+        .add_repository("https://github.com/acme/billing", &[])
+        .expect("add");
     let billing = store
-        .findings(&FindingQuery { repository: Some("https://github.com/acme/billing".into()), ..Default::default() })
+        .findings(&FindingQuery {
+            repository: Some("https://github.com/acme/billing".into()),
+            ..Default::default()
+        })
         .expect("billing");
     let ids: Vec<&str> = billing.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, vec!["img-name", "later"], "name rule maps the billing image; the code finding appears");
+    assert_eq!(
+        ids,
+        vec!["img-name", "later"],
+        "name rule maps the billing image; the code finding appears"
+    );
 
     let nginx = store.findings(&FindingQuery::default()).expect("list");
-    let nginx = nginx.iter().find(|r| r.id == "img-none").expect("unmatched image listed");
+    let nginx = nginx
+        .iter()
+        .find(|r| r.id == "img-none")
+        .expect("unmatched image listed");
     assert_eq!(nginx.image.as_deref(), Some("docker.io/library/nginx:1.2"));
     assert!(!nginx.repository_known);
 
@@ -325,11 +462,20 @@ fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
 #[test]
 fn schedule_due_and_backoff() {
     let store = Store::open_in_memory().expect("store");
-    store.upsert_integration("t", "wiz", &settings(), &[], T0).expect("save");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
     assert!(store.due_integrations(T0).expect("due").is_empty());
-    store.set_next_scan("t", T0 + time::Duration::seconds(30)).expect("set");
+    store
+        .set_next_scan("t", T0 + time::Duration::seconds(30))
+        .expect("set");
     assert!(store.due_integrations(T0).expect("due").is_empty());
-    assert_eq!(store.due_integrations(T0 + time::Duration::seconds(30)).expect("due"), vec!["t"]);
+    assert_eq!(
+        store
+            .due_integrations(T0 + time::Duration::seconds(30))
+            .expect("due"),
+        vec!["t"]
+    );
     let mut seen = Vec::new();
     for _ in 0..3 {
         store
@@ -340,8 +486,13 @@ fn schedule_due_and_backoff() {
             .expect("failure");
     }
     assert_eq!(seen, vec![1, 2, 3]);
-    store.record_scan_success("t", T0 + time::Duration::hours(6)).expect("ok");
-    assert_eq!(store.next_scan("t").expect("next"), Some(T0 + time::Duration::hours(6)));
+    store
+        .record_scan_success("t", T0 + time::Duration::hours(6))
+        .expect("ok");
+    assert_eq!(
+        store.next_scan("t").expect("next"),
+        Some(T0 + time::Duration::hours(6))
+    );
     assert!(store.delete_integration("t").expect("delete"));
     assert!(!store.delete_integration("t").expect("again"));
 }

@@ -1,0 +1,180 @@
+//! When scans run: every integration every `interval`, the first one soon
+//! after connecting, failures backing off, missed runs caught up once.
+//!
+//! The schedule lives in the store (`next_scan_at` per integration), so a
+//! host that was down finds every overdue integration due exactly once when
+//! it starts, however many slots it missed.
+
+use crate::runtime::{Runtime, RuntimeError};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+/// Scheduling settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Time between the end of one scan and the start of the next.
+    pub interval: Duration,
+    /// Delay between connecting and the first scan.
+    pub first_delay: Duration,
+    /// First retry delay after a failed scan; doubles per consecutive
+    /// failure, capped at `interval`.
+    pub failure_backoff: Duration,
+    /// Scans running at once across all tenants.
+    pub concurrency: usize,
+    /// How often the scheduler looks for due integrations.
+    pub poll: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(6 * 60 * 60),
+            first_delay: Duration::from_secs(30),
+            failure_backoff: Duration::from_secs(60),
+            concurrency: 8,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// When the first scan of a newly connected integration runs.
+    pub fn first_run(&self, connected_at: OffsetDateTime) -> OffsetDateTime {
+        connected_at + self.first_delay
+    }
+
+    /// When the next scan runs after one that finished at `finished_at`.
+    pub fn next_after_success(&self, finished_at: OffsetDateTime) -> OffsetDateTime {
+        finished_at + self.interval
+    }
+
+    /// When to try again after `failures` consecutive failed scans (1 for
+    /// the first failure).
+    pub fn next_after_failure(&self, now: OffsetDateTime, failures: u32) -> OffsetDateTime {
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
+        now + self
+            .failure_backoff
+            .saturating_mul(factor)
+            .min(self.interval)
+    }
+}
+
+/// Runs due scans with bounded concurrency until shut down.
+pub struct Scheduler {
+    runtime: Arc<Runtime>,
+    config: SchedulerConfig,
+    permits: Arc<Semaphore>,
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Scheduler {
+    /// A scheduler for the runtime's integrations.
+    pub fn new(runtime: Arc<Runtime>, config: SchedulerConfig) -> Self {
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Self {
+            runtime,
+            config,
+            permits,
+            active: Default::default(),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Start a scan for every due integration that is not already
+    /// scanning; returns the tenants started. Scans run on their own tasks;
+    /// the semaphore keeps at most `concurrency` of them in the engine, and
+    /// a tenant waiting for a permit does not hold up the others.
+    pub fn tick(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
+        let now = self.runtime.clock().now();
+        let due = self.runtime.store().due_integrations(now)?;
+        let mut started = Vec::new();
+        for tenant in due {
+            {
+                let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+                if !active.insert(tenant.clone()) {
+                    continue;
+                }
+            }
+            let runtime = self.runtime.clone();
+            let permits = self.permits.clone();
+            let active = self.active.clone();
+            let config = self.config.clone();
+            started.push(tokio::spawn(async move {
+                if let Ok(_permit) = permits.acquire_owned().await {
+                    run_one(&runtime, &config, &tenant).await;
+                }
+                active
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&tenant);
+            }));
+        }
+        Ok(started)
+    }
+
+    /// Run until `shutdown` resolves, then ask running scans to stop after
+    /// their current page and wait for them.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            match self.tick() {
+                Ok(handles) => {
+                    for h in handles {
+                        tasks.spawn(async move {
+                            let _ = h.await;
+                        });
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "scheduler could not read the schedule"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(self.config.poll) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tracing::info!(
+            running = tasks.len(),
+            "shutting down: finishing current pages"
+        );
+        self.runtime.request_shutdown();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Scan one tenant and write its next slot.
+async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str) {
+    let result = runtime.scan(tenant, &()).await;
+    let now = runtime.clock().now();
+    let store = runtime.store();
+    let next = match &result {
+        Ok(report) => {
+            tracing::info!(
+                tenant,
+                new = report.new,
+                updated = report.updated,
+                resolved = report.resolved,
+                "scan completed"
+            );
+            store.record_scan_success(tenant, config.next_after_success(now))
+        }
+        // A shutdown leaves the slot as it is: the resumed scan is due at
+        // once on the next start.
+        Err(RuntimeError::Interrupted(_)) => return,
+        Err(err) => {
+            tracing::warn!(tenant, error = %err, "scan failed");
+            store.record_scan_failure(tenant, |failures| config.next_after_failure(now, failures))
+        }
+    };
+    if let Err(err) = next {
+        tracing::error!(tenant, error = %err, "could not record the next scan time");
+    }
+}
