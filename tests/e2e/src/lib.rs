@@ -1,1 +1,68 @@
-//! placeholder
+//! Shared setup for the end-to-end tests: builds the plugin component and
+//! the host binary once per test process, and assembles a host runtime over
+//! a fresh SQLite file.
+
+use scanner_host::engine::{Engine, EngineConfig, Plugin};
+use scanner_host::runtime::Runtime;
+use scanner_host::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cargo_build(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet"])
+        .args(args)
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// The Wiz plugin component, built for `wasm32-wasip2` (release) once.
+pub fn plugin_wasm() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        cargo_build(&["-p", "wiz-plugin", "--target", "wasm32-wasip2", "--release"]);
+        let path = workspace_root().join("target/wasm32-wasip2/release/wiz_plugin.wasm");
+        assert!(path.exists(), "{} missing after build", path.display());
+        path
+    })
+}
+
+/// The `scanner-host` binary (debug build), built once.
+pub fn host_bin() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        cargo_build(&["-p", "scanner-host", "--bin", "scanner-host"]);
+        let path = workspace_root().join("target/debug/scanner-host");
+        assert!(path.exists(), "{} missing after build", path.display());
+        path
+    })
+}
+
+/// One engine and one compiled plugin shared by the tests of a process:
+/// compiling the component is the slow part, instantiating is cheap.
+pub fn engine_and_plugin() -> (Engine, Plugin) {
+    static LOADED: OnceLock<(Engine, Plugin)> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let engine = Engine::new(EngineConfig::default()).expect("engine");
+            let plugin = engine.load_plugin(plugin_wasm()).expect("load plugin");
+            (engine, plugin)
+        })
+        .clone()
+}
+
+/// A host runtime over a fresh database in `dir`.
+pub fn runtime_in(dir: &Path) -> Runtime {
+    let (engine, plugin) = engine_and_plugin();
+    let store = Arc::new(Store::open(&dir.join("host.db")).expect("open store"));
+    Runtime::new(engine, vec![plugin], store)
+}
