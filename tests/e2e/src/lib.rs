@@ -2,6 +2,7 @@
 //! the host binary once per test process, and assembles a host runtime over
 //! a fresh SQLite file.
 
+use scanner_host::contract::{Secret, SettingValue, Settings};
 use scanner_host::engine::{Engine, EngineConfig, Plugin};
 use scanner_host::runtime::Runtime;
 use scanner_host::store::Store;
@@ -65,4 +66,27 @@ pub fn runtime_in(dir: &Path) -> Runtime {
     let (engine, plugin) = engine_and_plugin();
     let store = Arc::new(Store::open(&dir.join("host.db")).expect("open store"));
     Runtime::new(engine, vec![plugin], store)
+}
+
+/// Settings that connect the Wiz plugin to a simulator with its default
+/// client.
+pub fn wiz_settings(sim: &wiz_sim::Simulator) -> Settings {
+    let client = wiz_sim::SimConfig::default().clients[0].clone();
+    wiz_settings_with(sim, &client.id, &client.secret)
+}
+
+/// Settings for the Wiz plugin with explicit credentials.
+pub fn wiz_settings_with(sim: &wiz_sim::Simulator, id: &str, secret: &str) -> Settings {
+    let mut s = Settings::new();
+    s.insert(
+        "api-endpoint".into(),
+        SettingValue::Text(sim.api_endpoint()),
+    );
+    s.insert("auth-url".into(), SettingValue::Text(sim.token_url()));
+    s.insert("client-id".into(), SettingValue::Text(id.into()));
+    s.insert(
+        "client-secret".into(),
+        SettingValue::Secret(Secret::new(secret)),
+    );
+    s
 }

@@ -18,9 +18,15 @@ fn sandbox() -> TenantSandbox {
 
 fn good() -> Settings {
     let mut s = Settings::new();
-    s.insert("api-endpoint".into(), SettingValue::Text("https://api.us17.app.wiz.io/graphql".into()));
+    s.insert(
+        "api-endpoint".into(),
+        SettingValue::Text("https://api.us17.app.wiz.io/graphql".into()),
+    );
     s.insert("client-id".into(), SettingValue::Text("id".into()));
-    s.insert("client-secret".into(), SettingValue::Secret(Secret::new("s3cr3t-value")));
+    s.insert(
+        "client-secret".into(),
+        SettingValue::Secret(Secret::new("s3cr3t-value")),
+    );
     s
 }
 
@@ -45,7 +51,12 @@ fn describe_lists_the_six_wiz_fields() {
             ("scan-container-images", FieldKind::Boolean, false),
         ]
     );
-    let default_of = |key: &str| info.fields.iter().find(|f| f.key == key).and_then(|f| f.default_value.clone());
+    let default_of = |key: &str| {
+        info.fields
+            .iter()
+            .find(|f| f.key == key)
+            .and_then(|f| f.default_value.clone())
+    };
     assert_eq!(default_of("scan-sca").as_deref(), Some("true"));
     assert_eq!(default_of("scan-container-images").as_deref(), Some("true"));
 }
@@ -54,28 +65,102 @@ fn describe_lists_the_six_wiz_fields() {
 async fn configure_accepts_good_settings_and_names_each_bad_field() {
     let (_, plugin) = engine_and_plugin();
     let mut instance = plugin.source(&sandbox()).await.expect("instantiate");
-    let configured = instance.configure(&good()).await.expect("call").expect("good config");
-    assert!(configured.egress.iter().any(|o| o.contains("api.us17.app.wiz.io")), "{configured:?}");
-    assert!(configured.egress.iter().any(|o| o.contains("auth.app.wiz.io")), "{configured:?}");
+    let configured = instance
+        .configure(&good())
+        .await
+        .expect("call")
+        .expect("good config");
+    assert!(
+        configured
+            .egress
+            .iter()
+            .any(|o| o.contains("api.us17.app.wiz.io")),
+        "{configured:?}"
+    );
+    assert!(
+        configured
+            .egress
+            .iter()
+            .any(|o| o.contains("auth.app.wiz.io")),
+        "{configured:?}"
+    );
 
     let cases: Vec<(&str, Box<dyn Fn(&mut Settings)>)> = vec![
-        ("api-endpoint", Box::new(|s| { s.insert("api-endpoint".into(), SettingValue::Text("not a url".into())); })),
-        ("api-endpoint", Box::new(|s| { s.insert("api-endpoint".into(), SettingValue::Text("http://api.us17.app.wiz.io/graphql".into())); })),
-        ("api-endpoint", Box::new(|s| { s.remove("api-endpoint"); })),
-        ("auth-url", Box::new(|s| { s.insert("auth-url".into(), SettingValue::Text("ftp://auth.app.wiz.io".into())); })),
-        ("client-id", Box::new(|s| { s.insert("client-id".into(), SettingValue::Text("  ".into())); })),
-        ("client-secret", Box::new(|s| { s.remove("client-secret"); })),
-        ("client-secret", Box::new(|s| { s.insert("client-secret".into(), SettingValue::Secret(Secret::new(""))); })),
-        ("scan-sca", Box::new(|s| { s.insert("scan-sca".into(), SettingValue::Text("maybe".into())); })),
+        (
+            "api-endpoint",
+            Box::new(|s| {
+                s.insert(
+                    "api-endpoint".into(),
+                    SettingValue::Text("not a url".into()),
+                );
+            }),
+        ),
+        (
+            "api-endpoint",
+            Box::new(|s| {
+                s.insert(
+                    "api-endpoint".into(),
+                    SettingValue::Text("http://api.us17.app.wiz.io/graphql".into()),
+                );
+            }),
+        ),
+        (
+            "api-endpoint",
+            Box::new(|s| {
+                s.remove("api-endpoint");
+            }),
+        ),
+        (
+            "auth-url",
+            Box::new(|s| {
+                s.insert(
+                    "auth-url".into(),
+                    SettingValue::Text("ftp://auth.app.wiz.io".into()),
+                );
+            }),
+        ),
+        (
+            "client-id",
+            Box::new(|s| {
+                s.insert("client-id".into(), SettingValue::Text("  ".into()));
+            }),
+        ),
+        (
+            "client-secret",
+            Box::new(|s| {
+                s.remove("client-secret");
+            }),
+        ),
+        (
+            "client-secret",
+            Box::new(|s| {
+                s.insert(
+                    "client-secret".into(),
+                    SettingValue::Secret(Secret::new("")),
+                );
+            }),
+        ),
+        (
+            "scan-sca",
+            Box::new(|s| {
+                s.insert("scan-sca".into(), SettingValue::Text("maybe".into()));
+            }),
+        ),
     ];
     for (field, mutate) in cases {
         let mut settings = good();
         mutate(&mut settings);
         let mut instance = plugin.source(&sandbox()).await.expect("instantiate");
         match instance.configure(&settings).await.expect("call") {
-            Err(PluginError::InvalidConfig { field: Some(f), message }) => {
+            Err(PluginError::InvalidConfig {
+                field: Some(f),
+                message,
+            }) => {
                 assert_eq!(f, field, "{message}");
-                assert!(!message.contains("s3cr3t-value"), "secret leaked: {message}");
+                assert!(
+                    !message.contains("s3cr3t-value"),
+                    "secret leaked: {message}"
+                );
             }
             other => panic!("expected invalid config naming {field}, got {other:?}"),
         }
@@ -86,8 +171,18 @@ async fn configure_accepts_good_settings_and_names_each_bad_field() {
 async fn plain_http_is_accepted_for_loopback_only() {
     let (_, plugin) = engine_and_plugin();
     let mut settings = good();
-    settings.insert("api-endpoint".into(), SettingValue::Text("http://127.0.0.1:8787/graphql".into()));
-    settings.insert("auth-url".into(), SettingValue::Text("http://127.0.0.1:8787/oauth/token".into()));
+    settings.insert(
+        "api-endpoint".into(),
+        SettingValue::Text("http://127.0.0.1:8787/graphql".into()),
+    );
+    settings.insert(
+        "auth-url".into(),
+        SettingValue::Text("http://127.0.0.1:8787/oauth/token".into()),
+    );
     let mut instance = plugin.source(&sandbox()).await.expect("instantiate");
-    instance.configure(&settings).await.expect("call").expect("loopback http accepted");
+    instance
+        .configure(&settings)
+        .await
+        .expect("call")
+        .expect("loopback http accepted");
 }

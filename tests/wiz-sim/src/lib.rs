@@ -1,1 +1,875 @@
-//! placeholder
+//! A local Wiz API simulator, built from shared/wiz-api.md: OAuth2 client
+//! credentials, GraphQL `vulnerabilityFindings` and
+//! `versionControlResources` over a deterministic dataset, and faults on
+//! demand. Tests start it in-process on 127.0.0.1; the `wiz-sim` binary
+//! runs it by hand.
+//!
+//! Guesses about the real service are marked GUESS where they are made.
+
+pub mod data;
+pub mod graphql;
+
+pub use data::{AdvanceSummary, Dataset, SimAsset, SimBranch, SimFinding};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use graphql::{DocumentCache, GqlError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// A service account the simulator accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimClient {
+    /// Client id.
+    pub id: String,
+    /// Client secret.
+    pub secret: String,
+    /// Scopes (`read:vulnerabilities`, `read:resources`).
+    pub scopes: Vec<String>,
+}
+
+/// One fault, applied to the next `/graphql` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    /// HTTP 429, with `Retry-After` when given.
+    RateLimited {
+        /// Seconds.
+        retry_after: Option<u32>,
+    },
+    /// An HTTP error status (500, 502, 503, 504…).
+    Status {
+        /// The status.
+        status: u16,
+    },
+    /// HTTP 200 with a body that is not JSON.
+    Malformed,
+    /// HTTP 200 with the real body cut in half.
+    Truncated,
+    /// HTTP 200 with `errors[]` and no data.
+    GraphqlError {
+        /// `extensions.code`.
+        code: String,
+        /// `message`.
+        message: String,
+    },
+    /// Revoke every token, then answer (so this request gets a 401).
+    RevokeTokens,
+}
+
+/// Faults in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Faults {
+    /// Answer every Nth `/graphql` request with 429.
+    pub rate_limit_every: Option<u64>,
+    /// `Retry-After` of those 429s.
+    pub retry_after_secs: Option<u32>,
+    /// One-shot faults for the following requests, in order.
+    pub script: Vec<Fault>,
+}
+
+/// How the simulator starts.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Port on 127.0.0.1 (0: any free port).
+    pub port: u16,
+    /// Findings in the tenant.
+    pub findings: usize,
+    /// Dataset seed.
+    pub seed: u64,
+    /// Largest `first` accepted (Wiz: reportedly 500).
+    pub max_page_size: usize,
+    /// `expires_in` of issued tokens.
+    pub token_ttl: Duration,
+    /// Added to every response.
+    pub latency: Duration,
+    /// Accepted service accounts.
+    pub clients: Vec<SimClient>,
+    /// Faults from the start.
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            findings: 1000,
+            seed: 7,
+            max_page_size: 500,
+            token_ttl: Duration::from_secs(3600),
+            latency: Duration::ZERO,
+            clients: vec![SimClient {
+                id: "sim-client-id".into(),
+                secret: "sim-client-secret".into(),
+                scopes: vec!["read:vulnerabilities".into(), "read:resources".into()],
+            }],
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// One request as the simulator saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedRequest {
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// The Authorization header.
+    pub authorization: Option<String>,
+    /// The body as text.
+    pub body: String,
+    /// GraphQL `first` variable or argument, when present.
+    pub first: Option<i64>,
+    /// Status answered.
+    pub status: u16,
+}
+
+struct Token {
+    client: String,
+    expires: Instant,
+}
+
+struct Shared {
+    config: SimConfig,
+    data: RwLock<Dataset>,
+    tokens: Mutex<HashMap<String, Token>>,
+    faults: Mutex<(Faults, VecDeque<Fault>)>,
+    graphql_requests: AtomicU64,
+    token_seq: AtomicU64,
+    log: Mutex<Vec<LoggedRequest>>,
+    docs: DocumentCache,
+    counts: Mutex<HashMap<(String, u64), usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running simulator.
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Start on the current tokio runtime.
+    pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
+        let addr = listener.local_addr()?;
+        let data = Dataset::generate(config.findings, config.seed);
+        let queue = config.faults.script.iter().cloned().collect();
+        let shared = Arc::new(Shared {
+            faults: Mutex::new((config.faults.clone(), queue)),
+            config,
+            data: RwLock::new(data),
+            tokens: Mutex::default(),
+            graphql_requests: AtomicU64::new(0),
+            token_seq: AtomicU64::new(0),
+            log: Mutex::default(),
+            docs: DocumentCache::default(),
+            counts: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/oauth/token", post(token))
+            .route("/graphql", post(graphql))
+            .route("/_sim/requests", get(requests))
+            .route("/_sim/advance", post(advance))
+            .route("/_sim/faults", post(set_faults))
+            .with_state(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Simulator {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: None,
+        })
+    }
+
+    /// Start on a runtime of its own, for callers that are not async.
+    pub fn start_background(config: SimConfig) -> std::io::Result<Simulator> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Simulator::start(config).await {
+                    Ok(sim) => {
+                        let _ = tx.send(Ok((sim.addr, sim.shared.clone())));
+                        let _ = stop_rx.await;
+                        drop(sim);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        });
+        let (addr, shared) = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("simulator thread died"))??;
+        Ok(Simulator {
+            addr,
+            shared,
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The GraphQL endpoint.
+    pub fn api_endpoint(&self) -> String {
+        format!("{}/graphql", self.base_url())
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.base_url())
+    }
+
+    /// Replace the faults in force.
+    pub fn set_faults(&self, faults: Faults) {
+        let queue = faults.script.iter().cloned().collect();
+        *lock(&self.shared.faults) = (faults, queue);
+    }
+
+    /// Revoke every issued token.
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared.tokens).clear();
+    }
+
+    /// Move the tenant forward (resolve, reopen, add, re-detect).
+    pub fn advance(&self, seed: u64) -> AdvanceSummary {
+        advance_data(&self.shared, seed)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        lock(&self.shared.log).clone()
+    }
+
+    /// The tenant's findings now (ground truth).
+    pub fn findings(&self) -> Vec<SimFinding> {
+        self.shared
+            .data
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .findings
+            .clone()
+    }
+
+    /// Stop the server.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn advance_data(shared: &Shared, seed: u64) -> AdvanceSummary {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let summary = shared
+        .data
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .advance(seed, now);
+    lock(&shared.counts).clear();
+    summary
+}
+
+fn log_request(
+    shared: &Shared,
+    path: &str,
+    headers: &HeaderMap,
+    body: &str,
+    first: Option<i64>,
+    status: u16,
+) {
+    lock(&shared.log).push(LoggedRequest {
+        method: "POST".into(),
+        path: path.into(),
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: body.to_string(),
+        first,
+        status,
+    });
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    tokio::time::sleep(shared.config.latency).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect();
+    let field = |k: &str| form.get(k).or_else(|| query.get(k)).map(String::as_str);
+    // GUESS (wiz-api.md §1.5): bad credentials answer 401 invalid_client.
+    let (status, body) = if field("grant_type") != Some("client_credentials") {
+        (
+            400,
+            json!({"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}),
+        )
+    } else if !matches!(field("audience"), Some("wiz-api" | "beyond-api")) {
+        (
+            400,
+            json!({"error": "invalid_request", "error_description": "unknown audience"}),
+        )
+    } else {
+        let client = shared.config.clients.iter().find(|c| {
+            Some(c.id.as_str()) == field("client_id")
+                && Some(c.secret.as_str()) == field("client_secret")
+        });
+        match client {
+            None => (
+                401,
+                json!({"error": "invalid_client", "error_description": "Invalid client credentials"}),
+            ),
+            Some(c) => {
+                let n = shared.token_seq.fetch_add(1, Ordering::Relaxed);
+                let token = format!(
+                    "sim.{}.{n:x}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c.id.as_bytes())
+                );
+                lock(&shared.tokens).insert(
+                    token.clone(),
+                    Token {
+                        client: c.id.clone(),
+                        expires: Instant::now() + shared.config.token_ttl,
+                    },
+                );
+                (
+                    200,
+                    json!({"access_token": token, "token_type": "Bearer", "expires_in": shared.config.token_ttl.as_secs()}),
+                )
+            }
+        }
+    };
+    log_request(&shared, "/oauth/token", &headers, &text, None, status);
+    json_response(status, &body)
+}
+
+fn unauthenticated() -> (u16, Value) {
+    (
+        401,
+        json!({"errors": [{"message": "Unauthenticated: token is missing, unknown or expired", "extensions": {"code": "UNAUTHENTICATED"}}]}),
+    )
+}
+
+async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    tokio::time::sleep(shared.config.latency).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let request: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let first = request
+        .pointer("/variables/first")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            // `first: 1` written inline in the query text.
+            let q = request.get("query")?.as_str()?;
+            let at = q.find("first:")?;
+            q[at + 6..]
+                .trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        });
+    let (status, body, corrupt) = answer(&shared, &headers, &request);
+    log_request(&shared, "/graphql", &headers, &text, first, status);
+    let mut bytes = body.to_string().into_bytes();
+    let mut headers_out = vec![(header::CONTENT_TYPE, "application/json".to_string())];
+    match corrupt {
+        Some(Fault::Malformed) => bytes = b"<html><body>502 Bad Gateway</body></html>{".to_vec(),
+        Some(Fault::Truncated) => bytes.truncate(bytes.len() / 2),
+        Some(Fault::RateLimited {
+            retry_after: Some(s),
+        }) => headers_out.push((header::RETRY_AFTER, s.to_string())),
+        _ => {}
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, bytes).into_response();
+    for (k, v) in headers_out {
+        if let Ok(v) = v.parse() {
+            response.headers_mut().insert(k, v);
+        }
+    }
+    response
+}
+
+/// The answer to one `/graphql` request: status, body, and a fault that
+/// alters the body or headers.
+fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value, Option<Fault>) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/json") {
+        return (
+            415,
+            json!({"errors": [{"message": "Unsupported Media Type"}]}),
+            None,
+        );
+    }
+    let n = shared.graphql_requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let fault = {
+        let mut faults = lock(&shared.faults);
+        match faults.0.rate_limit_every {
+            Some(every) if every > 0 && n.is_multiple_of(every) => Some(Fault::RateLimited {
+                retry_after: faults.0.retry_after_secs,
+            }),
+            _ => faults.1.pop_front(),
+        }
+    };
+    match &fault {
+        Some(Fault::RevokeTokens) => lock(&shared.tokens).clear(),
+        Some(f @ Fault::RateLimited { .. }) => {
+            return (
+                429,
+                json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
+                Some(f.clone()),
+            );
+        }
+        Some(Fault::Status { status }) => {
+            return (
+                *status,
+                json!({"errors": [{"message": "Internal server error", "extensions": {"code": "INTERNAL"}}]}),
+                None,
+            );
+        }
+        Some(Fault::GraphqlError { code, message }) => {
+            return (
+                200,
+                json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]}),
+                None,
+            );
+        }
+        _ => {}
+    }
+    let client = {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        let tokens = lock(&shared.tokens);
+        match token.and_then(|t| tokens.get(t)) {
+            Some(t) if t.expires > Instant::now() => t.client.clone(),
+            _ => {
+                let (s, b) = unauthenticated();
+                return (s, b, None);
+            }
+        }
+    };
+    let scopes = shared
+        .config
+        .clients
+        .iter()
+        .find(|c| c.id == client)
+        .map(|c| c.scopes.clone())
+        .unwrap_or_default();
+    let (status, body) = match execute(shared, request, &scopes) {
+        Ok(data) => (200, json!({"data": data})),
+        Err(e) => (e.status, e.body()),
+    };
+    (status, body, fault)
+}
+
+fn bad_input(message: impl Into<String>) -> GqlError {
+    GqlError {
+        status: 400,
+        message: message.into(),
+        code: "BAD_USER_INPUT",
+        name: None,
+    }
+}
+
+fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Value, GqlError> {
+    let query = request
+        .get("query")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_input("request has no query"))?;
+    let doc = shared.docs.get(query)?;
+    let op_name = request.get("operationName").and_then(Value::as_str);
+    let vars = graphql::coerce_variables(
+        &doc,
+        op_name,
+        request.get("variables").unwrap_or(&Value::Null),
+    )?;
+    let operation = doc
+        .operations
+        .get(op_name)
+        .map_err(|e| bad_input(e.message().to_string()))?;
+    let mut data = Map::new();
+    for selection in &operation.selection_set.selections {
+        let apollo_compiler::executable::Selection::Field(field) = selection else {
+            return Err(bad_input(
+                "fragments on the root type are not supported by the simulator",
+            ));
+        };
+        let args: Map<String, Value> = field
+            .arguments
+            .iter()
+            .map(|a| (a.name.to_string(), graphql::argument(&a.value, &vars)))
+            .collect();
+        let need = |scope: &str| {
+            if scopes.iter().any(|s| s == scope) {
+                Ok(())
+            } else {
+                Err(GqlError {
+                    status: 200,
+                    message: format!("access denied: the service account lacks the {scope} scope"),
+                    code: "UNAUTHORIZED",
+                    name: None,
+                })
+            }
+        };
+        let value = match field.name.as_str() {
+            "vulnerabilityFindings" => {
+                need("read:vulnerabilities")?;
+                findings_connection(shared, &doc, &field.selection_set, &args)?
+            }
+            "versionControlResources" => {
+                need("read:resources")?;
+                branches_connection(shared, &doc, &field.selection_set, &args)?
+            }
+            "__typename" => Value::String("Query".into()),
+            other => {
+                return Err(bad_input(format!(
+                    "field {other} is not served by the simulator"
+                )));
+            }
+        };
+        data.insert(field.response_key().to_string(), value);
+    }
+    Ok(Value::Object(data))
+}
+
+fn page_args(shared: &Shared, args: &Map<String, Value>) -> Result<(usize, usize), GqlError> {
+    let first = match args.get("first").and_then(Value::as_i64) {
+        None => 50,
+        Some(n) if n < 0 => return Err(bad_input("first must not be negative")),
+        Some(n) if n as usize > shared.config.max_page_size => {
+            return Err(bad_input(format!(
+                "first must be at most {} (got {n})",
+                shared.config.max_page_size
+            )));
+        }
+        Some(n) => n as usize,
+    };
+    let start = match args.get("after").and_then(Value::as_str) {
+        None | Some("") => 0,
+        Some(c) => decode_cursor(c).ok_or_else(|| bad_input("invalid cursor"))? + 1,
+    };
+    Ok((first, start))
+}
+
+/// Cursors are opaque base64 JSON naming the last position served (like
+/// the Elastic fixture's `{"fields":[…]}`), stable across requests.
+fn encode_cursor(position: usize) -> String {
+    let raw = json!({"fields": [{"Field": "Position", "Value": position}]}).to_string();
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Option<usize> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(cursor)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    v.pointer("/fields/0/Value")?.as_u64().map(|p| p as usize)
+}
+
+fn parse_time(v: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// The `VulnerabilityFindingFilters` a finding must pass.
+struct FindingFilter {
+    status: Option<Vec<String>>,
+    severity: Option<Vec<String>>,
+    asset_type: Option<Vec<String>>,
+    projects: Option<Vec<String>>,
+    asset_ids: Option<Vec<String>>,
+    external_ids: Option<Vec<String>>,
+    updated: (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
+    first_seen: (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
+}
+
+fn strings(v: Option<&Value>) -> Option<Vec<String>> {
+    v?.as_array().map(|a| {
+        a.iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    })
+}
+
+fn window(
+    v: Option<&Value>,
+) -> Result<(Option<time::OffsetDateTime>, Option<time::OffsetDateTime>), GqlError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok((None, None));
+    };
+    let at = |k: &str| match v.get(k).and_then(Value::as_str) {
+        None => Ok(None),
+        Some(s) => parse_time(s)
+            .map(Some)
+            .ok_or_else(|| bad_input(format!("{k}: not an ISO-8601 date-time: {s}"))),
+    };
+    Ok((at("after")?, at("before")?))
+}
+
+impl FindingFilter {
+    fn new(v: Option<&Value>) -> Result<Self, GqlError> {
+        let v = v.unwrap_or(&Value::Null);
+        Ok(Self {
+            status: strings(v.get("status")),
+            severity: strings(v.get("severity")),
+            asset_type: strings(v.get("assetType")),
+            projects: strings(v.get("projectId"))
+                .or_else(|| strings(v.pointer("/projectIdV2/equals"))),
+            asset_ids: strings(v.get("assetId")),
+            external_ids: strings(v.get("vulnerabilityExternalId")),
+            updated: window(v.get("updatedAt"))?,
+            first_seen: window(v.get("firstSeenAt"))?,
+        })
+    }
+
+    fn matches(&self, f: &SimFinding) -> bool {
+        let within = |w: &(Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
+                      at: &str| {
+            if w.0.is_none() && w.1.is_none() {
+                return true;
+            }
+            let Some(t) = parse_time(at) else {
+                return false;
+            };
+            w.0.is_none_or(|a| t > a) && w.1.is_none_or(|b| t < b)
+        };
+        let asset_id = match &f.asset {
+            SimAsset::RepositoryBranch { id, .. }
+            | SimAsset::ContainerImage { id, .. }
+            | SimAsset::VirtualMachine { id, .. }
+            | SimAsset::Serverless { id, .. } => Some(id.as_str()),
+            SimAsset::Unknown => None,
+        };
+        self.status.as_ref().is_none_or(|s| s.contains(&f.status))
+            && self
+                .severity
+                .as_ref()
+                .is_none_or(|s| s.contains(&f.severity))
+            && self
+                .asset_type
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|t| t == f.asset.type_name()))
+            && self
+                .projects
+                .as_ref()
+                .is_none_or(|s| s.contains(&f.project_id))
+            && self
+                .asset_ids
+                .as_ref()
+                .is_none_or(|s| asset_id.is_some_and(|a| s.iter().any(|x| x == a)))
+            && self.external_ids.as_ref().is_none_or(|s| {
+                f.external_id.as_ref().is_some_and(|e| s.contains(e)) || s.contains(&f.name)
+            })
+            && within(&self.updated, &f.updated_at)
+            && within(&self.first_seen, &f.first_detected_at)
+    }
+}
+
+fn findings_connection(
+    shared: &Shared,
+    doc: &apollo_compiler::ExecutableDocument,
+    set: &apollo_compiler::executable::SelectionSet,
+    args: &Map<String, Value>,
+) -> Result<Value, GqlError> {
+    let (first, start) = page_args(shared, args)?;
+    let filter = FindingFilter::new(args.get("filterBy"))?;
+    let data = shared.data.read().unwrap_or_else(|p| p.into_inner());
+    let mut page = Vec::with_capacity(first);
+    let mut last = None;
+    let mut has_next = false;
+    for (pos, f) in data.findings.iter().enumerate().skip(start) {
+        if !filter.matches(f) {
+            continue;
+        }
+        if page.len() == first {
+            has_next = true;
+            break;
+        }
+        page.push(f);
+        last = Some(pos);
+    }
+    let mut conn = Map::new();
+    conn.insert("__typename".into(), "VulnerabilityFindingConnection".into());
+    // Full node objects, projected once with the connection below; only
+    // built when nodes are selected at all.
+    if graphql::field_selection(doc, set, "nodes").is_some() {
+        conn.insert(
+            "nodes".into(),
+            Value::Array(page.iter().map(|f| f.to_json()).collect()),
+        );
+    }
+    conn.insert(
+        "pageInfo".into(),
+        json!({"__typename": "PageInfo", "hasNextPage": has_next, "endCursor": last.map(encode_cursor)}),
+    );
+    if graphql::selects(doc, set, "totalCount") {
+        let key = (
+            args.get("filterBy")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            data.version,
+        );
+        let cached = lock(&shared.counts).get(&key).copied();
+        let total = match cached {
+            Some(t) => t,
+            None => {
+                let t = data.findings.iter().filter(|f| filter.matches(f)).count();
+                lock(&shared.counts).insert(key, t);
+                t
+            }
+        };
+        conn.insert("totalCount".into(), total.into());
+    }
+    Ok(graphql::project_value(doc, &Value::Object(conn), set))
+}
+
+fn branches_connection(
+    shared: &Shared,
+    doc: &apollo_compiler::ExecutableDocument,
+    set: &apollo_compiler::executable::SelectionSet,
+    args: &Map<String, Value>,
+) -> Result<Value, GqlError> {
+    let (first, start) = page_args(shared, args)?;
+    let ids = strings(args.get("filterBy").and_then(|f| f.get("id")));
+    let types = strings(args.get("filterBy").and_then(|f| f.get("type")));
+    if types
+        .as_ref()
+        .is_some_and(|t| !t.iter().any(|t| t == "REPOSITORY_BRANCH"))
+    {
+        return Ok(graphql::project_value(
+            doc,
+            &json!({"nodes": [], "pageInfo": {"hasNextPage": false, "endCursor": null}, "totalCount": 0}),
+            set,
+        ));
+    }
+    let data = shared.data.read().unwrap_or_else(|p| p.into_inner());
+    let matching: Vec<(usize, &SimBranch)> = data
+        .branches
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| ids.as_ref().is_none_or(|ids| ids.contains(&b.id)))
+        .collect();
+    let total = matching.len();
+    let rest: Vec<&(usize, &SimBranch)> = matching.iter().filter(|(p, _)| *p >= start).collect();
+    let page: Vec<&&(usize, &SimBranch)> = rest.iter().take(first).collect();
+    let has_next = rest.len() > page.len();
+    let nodes: Vec<Value> = page
+        .iter()
+        .map(|(_, b)| {
+            let host = b.repository_url.split('/').nth(2).unwrap_or("github.com");
+            json!({
+                "__typename": "VersionControlResource", "id": b.id, "type": "REPOSITORY_BRANCH",
+                "name": b.branch, "cloudPlatform": if host.contains("gitlab") { "GitLab" } else { "GitHub" },
+                "providerID": format!("{host}##{}##{}", b.repository_name, b.branch),
+                "repository": {"__typename": "VersionControlRepository", "id": format!("repo-{}", b.repository_name), "name": b.repository_name, "url": b.repository_url},
+            })
+        })
+        .collect();
+    let end = page.last().map(|(p, _)| encode_cursor(*p));
+    let conn = json!({
+        "__typename": "VersionControlResourceConnection", "nodes": nodes,
+        "pageInfo": {"__typename": "PageInfo", "hasNextPage": has_next, "endCursor": end},
+        "totalCount": total,
+    });
+    Ok(graphql::project_value(doc, &conn, set))
+}
+
+async fn requests(State(shared): State<Arc<Shared>>) -> Response {
+    let log = lock(&shared.log).clone();
+    json_response(200, &serde_json::to_value(log).unwrap_or(Value::Null))
+}
+
+async fn advance(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let seed = q.get("seed").and_then(|s| s.parse().ok()).unwrap_or(1);
+    let summary = advance_data(&shared, seed);
+    json_response(200, &serde_json::to_value(summary).unwrap_or(Value::Null))
+}
+
+async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) => {
+            let queue = f.script.iter().cloned().collect();
+            *lock(&shared.faults) = (f, queue);
+            json_response(200, &json!({"ok": true}))
+        }
+        Err(e) => json_response(400, &json!({"error": format!("bad faults: {e}")})),
+    }
+}
