@@ -167,7 +167,8 @@ fn code_suffix(code: &Option<String>) -> String {
 }
 
 fn retry_suffix(secs: Option<u32>) -> String {
-    secs.map(|s| format!(" (retry after {s}s)")).unwrap_or_default()
+    secs.map(|s| format!(" (retry after {s}s)"))
+        .unwrap_or_default()
 }
 
 impl PluginError {
@@ -206,7 +207,9 @@ impl PluginError {
     pub fn needs_attention(&self) -> bool {
         matches!(
             self,
-            Self::InvalidConfig { .. } | Self::AuthenticationFailed { .. } | Self::EndpointError { .. }
+            Self::InvalidConfig { .. }
+                | Self::AuthenticationFailed { .. }
+                | Self::EndpointError { .. }
         )
     }
 }

@@ -211,10 +211,8 @@ impl EgressPolicy {
             url: shown.clone(),
             reason: e.to_string(),
         })?;
-        let origin = Origin::from_url(&parsed).map_err(|reason| EgressDenial::BadUrl {
-            url: shown,
-            reason,
-        })?;
+        let origin = Origin::from_url(&parsed)
+            .map_err(|reason| EgressDenial::BadUrl { url: shown, reason })?;
         if self.origins.contains(&origin) {
             Ok(origin)
         } else {
@@ -228,7 +226,8 @@ impl EgressPolicy {
     /// may be connected to.
     pub fn check_address(&self, origin: &Origin, address: IpAddr) -> Result<(), EgressDenial> {
         let address = canonical(address);
-        let forbidden = always_forbidden(address) || (address.is_loopback() && !origin.is_loopback());
+        let forbidden =
+            always_forbidden(address) || (address.is_loopback() && !origin.is_loopback());
         if forbidden {
             Err(EgressDenial::ForbiddenAddress {
                 origin: origin.to_string(),
@@ -388,7 +387,9 @@ impl Timeouts {
     fn from_options(options: Option<RequestOptions>) -> Self {
         let o = options.unwrap_or_default();
         let pick = |asked: Option<Duration>, max: Duration| {
-            asked.map_or(max, |a| a.min(max)).max(Duration::from_millis(1))
+            asked
+                .map_or(max, |a| a.min(max))
+                .max(Duration::from_millis(1))
         };
         Timeouts {
             connect: pick(o.connect_timeout, CONNECT_TIMEOUT),
@@ -610,16 +611,12 @@ where
                         this.flags.body_limit_hit.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(match this.direction {
                             Direction::Request => HttpError::HttpRequestBodySize(Some(this.seen)),
-                            Direction::Response => {
-                                HttpError::HttpResponseBodySize(Some(this.seen))
-                            }
+                            Direction::Response => HttpError::HttpResponseBodySize(Some(this.seen)),
                         })));
                     }
                 }
                 if let Some((d, sleep)) = this.idle.as_mut() {
-                    sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + *d);
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -698,7 +695,10 @@ mod tests {
         assert!(p.check_address(&remote, ip("127.0.0.1")).is_err());
         assert!(p.check_address(&remote, ip("::1")).is_err());
         assert!(p.check_address(&remote, ip("169.254.169.254")).is_err());
-        assert!(p.check_address(&remote, ip("::ffff:169.254.169.254")).is_err());
+        assert!(
+            p.check_address(&remote, ip("::ffff:169.254.169.254"))
+                .is_err()
+        );
         assert!(p.check_address(&remote, ip("fe80::1")).is_err());
         assert!(p.check_address(&remote, ip("fd00:ec2::254")).is_err());
         assert!(p.check_address(&remote, ip("224.0.0.1")).is_err());
@@ -718,9 +718,7 @@ mod tests {
             &flags,
             "t",
             "p",
-            &EgressDenial::NotAllowed {
-                origin: "x".into(),
-            },
+            &EgressDenial::NotAllowed { origin: "x".into() },
         );
         assert_eq!(p.denied(), 1);
         assert!(flags.egress_denied.load(Ordering::Relaxed));

@@ -189,7 +189,9 @@ pub enum EngineError {
         denial: String,
     },
     /// The instance failed earlier and must not be used again.
-    #[error("plugin {plugin} instance is unusable after an earlier failure ({cause}); {call} refused")]
+    #[error(
+        "plugin {plugin} instance is unusable after an earlier failure ({cause}); {call} refused"
+    )]
     Poisoned {
         /// The plugin.
         plugin: String,
@@ -425,7 +427,9 @@ impl Engine {
             // by wasmtime's header checks and recompiled below.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "ignoring unusable cached plugin"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "ignoring unusable cached plugin")
+                }
             }
         }
         let component =
@@ -453,7 +457,10 @@ impl Engine {
             .engine
             .precompile_compatibility_hash()
             .hash(&mut h);
-        format!("{hex}-wasmtime-{WASMTIME_VERSION}-{:016x}.cwasm", h.finish())
+        format!(
+            "{hex}-wasmtime-{WASMTIME_VERSION}-{:016x}.cwasm",
+            h.finish()
+        )
     }
 
     fn store_cache(&self, path: &Path, component: &Component) -> Result<(), EngineError> {

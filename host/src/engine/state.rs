@@ -1,9 +1,9 @@
 //! What one instance's `Store` holds: its tenant, the WASI and wasi:http
 //! contexts of the sandbox, the egress hooks and the limiter.
 
+use super::TenantSandbox;
 use super::egress::EgressHooks;
 use super::limits::{CallFlags, CpuMeter, Limiter, Limits};
-use super::TenantSandbox;
 use crate::contract::KvStore;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
