@@ -85,7 +85,8 @@ async fn configure_accepts_good_settings_and_names_each_bad_field() {
         "{configured:?}"
     );
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Settings)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Settings)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "api-endpoint",
             Box::new(|s| {
