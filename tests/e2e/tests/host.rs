@@ -1,0 +1,553 @@
+//! Issue 6: the host runtime end to end — rescans, crash and resume of a
+//! real `scanner-host` process, reconnect, repository mapping, the
+//! scheduler, and secrets kept out of everything printed.
+
+use scanner_host::runtime::{Clock, Runtime};
+use scanner_host::scheduler::{Scheduler, SchedulerConfig};
+use scanner_host::store::{FindingQuery, StatusFilter, Store};
+use scanner_tests::{host_bin, plugin_wasm, runtime_in, wiz_settings, wiz_settings_with};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use wiz_sim::{SimAsset, SimClient, SimConfig, Simulator};
+
+const SECRET: &str = "sim-client-secret";
+
+fn expected_open(sim: &Simulator) -> BTreeSet<String> {
+    sim.findings()
+        .into_iter()
+        .filter(|f| f.is_open() && !f.cve_ids().is_empty())
+        .filter(|f| {
+            matches!(
+                f.asset,
+                SimAsset::RepositoryBranch { .. } | SimAsset::ContainerImage { .. }
+            )
+        })
+        .map(|f| f.id)
+        .collect()
+}
+
+fn states(store: &Store, tenant: &str) -> BTreeMap<String, String> {
+    store
+        .findings(&FindingQuery {
+            tenant: Some(tenant.into()),
+            status: StatusFilter::All,
+            include_unmapped: true,
+            ..FindingQuery::default()
+        })
+        .expect("findings")
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect()
+}
+
+fn open_of(states: &BTreeMap<String, String>) -> BTreeSet<String> {
+    states
+        .iter()
+        .filter(|(_, s)| *s == "open")
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
+    let sim = Simulator::start_background(SimConfig {
+        findings: 3000,
+        seed: 3,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path());
+    runtime
+        .connect("t", "wiz", &wiz_settings(&sim))
+        .await
+        .expect("connect");
+
+    let first = runtime.scan("t", &()).await.expect("scan 1");
+    let s1 = states(runtime.store(), "t");
+    assert_eq!(open_of(&s1), expected_open(&sim));
+    assert_eq!(first.new as usize, s1.len());
+
+    sim.advance(1);
+    let second = runtime.scan("t", &()).await.expect("scan 2");
+    let s2 = states(runtime.store(), "t");
+    let want = expected_open(&sim);
+    assert_eq!(open_of(&s2), want);
+    let gone = open_of(&s1).difference(&want).count() as u64;
+    let added = want.difference(&open_of(&s1)).count() as u64;
+    assert_eq!(second.resolved, gone, "{second:?}");
+    assert_eq!(second.new, added, "{second:?}");
+    assert_eq!(
+        second.updated as usize,
+        open_of(&s1).intersection(&want).count()
+    );
+    assert!(gone > 0 && added > 0);
+
+    sim.advance(2);
+    let third = runtime.scan("t", &()).await.expect("scan 3");
+    let s3 = states(runtime.store(), "t");
+    assert_eq!(open_of(&s3), expected_open(&sim));
+    let reopened = s2
+        .iter()
+        .filter(|(id, st)| *st == "resolved" && s3.get(*id).is_some_and(|s| s == "open"))
+        .count() as u64;
+    assert_eq!(third.reopened, reopened, "{third:?}");
+    assert!(reopened > 0, "the dataset reopens some findings");
+}
+
+#[tokio::test]
+async fn reconnecting_with_new_credentials_keeps_findings() {
+    let mut config = SimConfig {
+        findings: 800,
+        ..SimConfig::default()
+    };
+    config.clients.push(SimClient {
+        id: "rotated".into(),
+        secret: "rotated-secret".into(),
+        scopes: vec!["read:vulnerabilities".into(), "read:resources".into()],
+    });
+    let sim = Simulator::start_background(config).expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path());
+    runtime
+        .connect("t", "wiz", &wiz_settings(&sim))
+        .await
+        .expect("connect");
+    runtime.scan("t", &()).await.expect("scan");
+    let before = states(runtime.store(), "t");
+    runtime
+        .connect(
+            "t",
+            "wiz",
+            &wiz_settings_with(&sim, "rotated", "rotated-secret"),
+        )
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        states(runtime.store(), "t"),
+        before,
+        "reconnect keeps findings"
+    );
+    let report = runtime
+        .scan("t", &())
+        .await
+        .expect("scan with new credentials");
+    assert_eq!(report.new, 0);
+    assert_eq!(report.resolved, 0);
+    assert!(
+        sim.requests()
+            .iter()
+            .any(|r| r.path == "/oauth/token" && r.body.contains("client_id=rotated"))
+    );
+}
+
+/// A clock the test moves by hand.
+struct ManualClock(Mutex<OffsetDateTime>);
+
+impl ManualClock {
+    fn set(&self, t: OffsetDateTime) {
+        *self.0.lock().expect("clock") = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().expect("clock")
+    }
+}
+
+#[tokio::test]
+async fn scheduler_runs_first_scan_soon_then_every_interval_and_missed_slots_once() {
+    let sim = Simulator::start_background(SimConfig {
+        findings: 300,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = time::macros::datetime!(2026-03-01 12:00 UTC);
+    let clock = Arc::new(ManualClock(Mutex::new(t0)));
+    let runtime = Arc::new(runtime_in(dir.path()).with_clock(clock.clone()));
+    runtime
+        .connect("t", "wiz", &wiz_settings(&sim))
+        .await
+        .expect("connect");
+    let config = SchedulerConfig::default();
+    let first = runtime
+        .store()
+        .next_scan("t")
+        .expect("next")
+        .expect("scheduled");
+    assert_eq!(first, t0 + Duration::from_secs(30));
+    assert!(
+        first - t0 <= time::Duration::minutes(1),
+        "first scan within a minute"
+    );
+
+    let scheduler = Scheduler::new(runtime.clone(), config.clone());
+    assert!(
+        scheduler.tick().expect("tick").is_empty(),
+        "nothing due yet"
+    );
+
+    clock.set(first);
+    let started = scheduler.tick().expect("tick");
+    assert_eq!(started.len(), 1);
+    for h in started {
+        h.await.expect("scan task");
+    }
+    let next = runtime
+        .store()
+        .next_scan("t")
+        .expect("next")
+        .expect("scheduled");
+    assert_eq!(next, first + config.interval);
+    assert_eq!(
+        runtime.store().integration_statuses().expect("status")[0]
+            .last_outcome
+            .as_deref(),
+        Some("completed")
+    );
+
+    // The host was down for five intervals: one catch-up scan, not five.
+    let late = next + config.interval * 5;
+    clock.set(late);
+    let started = scheduler.tick().expect("tick");
+    assert_eq!(started.len(), 1);
+    for h in started {
+        h.await.expect("scan task");
+    }
+    assert!(scheduler.tick().expect("tick").is_empty(), "caught up");
+    assert_eq!(
+        runtime.store().next_scan("t").expect("next"),
+        Some(late + config.interval)
+    );
+}
+
+#[tokio::test]
+async fn failures_back_off_and_mark_the_integration() {
+    let sim = Simulator::start_background(SimConfig {
+        findings: 100,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = time::macros::datetime!(2026-03-01 12:00 UTC);
+    let clock = Arc::new(ManualClock(Mutex::new(t0)));
+    let runtime: Arc<Runtime> = Arc::new(runtime_in(dir.path()).with_clock(clock.clone()));
+    runtime
+        .connect("t", "wiz", &wiz_settings(&sim))
+        .await
+        .expect("connect");
+    // The service account is disabled after connecting.
+    let mut settings = wiz_settings(&sim);
+    settings.insert(
+        "client-secret".into(),
+        scanner_host::contract::SettingValue::Secret(scanner_host::contract::Secret::new(
+            "revoked",
+        )),
+    );
+    runtime
+        .store()
+        .upsert_integration(
+            "t",
+            "wiz",
+            &settings,
+            &runtime
+                .store()
+                .integration("t")
+                .expect("i")
+                .expect("i")
+                .egress,
+            t0,
+        )
+        .expect("save");
+    // And its tokens revoked, so the cached one stops working too.
+    sim.revoke_tokens();
+    let scheduler = Scheduler::new(runtime.clone(), SchedulerConfig::default());
+    clock.set(t0 + Duration::from_secs(30));
+    for h in scheduler.tick().expect("tick") {
+        h.await.expect("task");
+    }
+    let status = &runtime.store().integration_statuses().expect("status")[0];
+    assert_eq!(status.state, "needs-attention");
+    assert!(!format!("{status:?}").contains("revoked"));
+    let next = runtime
+        .store()
+        .next_scan("t")
+        .expect("next")
+        .expect("scheduled");
+    assert_eq!(
+        next,
+        t0 + Duration::from_secs(30) + Duration::from_secs(60),
+        "first failure backs off one minute"
+    );
+}
+
+// ----- the CLI as a real process ---------------------------------------------
+
+fn cli(db: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("--db")
+        .arg(db)
+        .arg("--plugins")
+        .arg(plugin_wasm())
+        .args(args);
+    cmd.env("SIM_SECRET", SECRET)
+        .env("SCANNER_HOST_LOG", "debug");
+    cmd
+}
+
+fn run(db: &Path, args: &[&str]) -> Output {
+    cli(db, args).output().expect("run scanner-host")
+}
+
+fn connect_args(sim: &Simulator) -> Vec<String> {
+    vec![
+        "connect".into(),
+        "t".into(),
+        "--plugin".into(),
+        "wiz".into(),
+        "--set".into(),
+        format!("api-endpoint={}", sim.api_endpoint()),
+        "--set".into(),
+        format!("auth-url={}", sim.token_url()),
+        "--set".into(),
+        "client-id=sim-client-id".into(),
+        "--secret".into(),
+        "client-secret=env:SIM_SECRET".into(),
+    ]
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_host_killed_mid_scan_resumes_to_the_same_result() {
+    let sim = Simulator::start_background(SimConfig {
+        findings: 6000,
+        latency: Duration::from_millis(60),
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = connect_args(&sim);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Reference: an uninterrupted scan.
+    let reference = dir.path().join("reference.db");
+    assert!(run(&reference, &args).status.success());
+    let out = run(&reference, &["scan", "t"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let db = dir.path().join("killed.db");
+    assert!(run(&db, &args).status.success());
+    let mut child = cli(&db, &["scan", "t"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let store = Store::open(&db).expect("store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pages = store
+            .scan_summary(1)
+            .expect("summary")
+            .map(|s| s.pages)
+            .unwrap_or(0);
+        if pages >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan never stored two pages"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the scan ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    child.wait().expect("reap");
+    let stored = store.scan_summary(1).expect("summary").expect("scan").pages;
+    assert!(stored < 12, "killed before the end ({stored} pages)");
+
+    let out = run(&db, &["scan", "t", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["resumed"], true, "{report}");
+
+    let a = states(&Store::open(&reference).expect("ref"), "t");
+    let b = states(&store, "t");
+    assert_eq!(a, b, "resumed scan ends where the uninterrupted one does");
+    assert_eq!(open_of(&b), expected_open(&sim));
+}
+
+#[test]
+fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
+    let sim = Simulator::start_background(SimConfig {
+        findings: 1500,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let mut outputs = Vec::new();
+
+    // Bad credentials: refused, with the kind in JSON, nothing saved.
+    let mut bad = connect_args(&sim);
+    bad.push("--format".into());
+    bad.push("json".into());
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let out = cli(&db, &bad)
+        .env("SIM_SECRET", "wrong-secret")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json error");
+    assert_eq!(err["error"]["kind"], "authentication-failed", "{err}");
+    assert!(!text(&out).contains("wrong-secret"));
+
+    // A secret on the command line is refused without echoing it.
+    let out = run(
+        &db,
+        &[
+            "connect",
+            "t",
+            "--plugin",
+            "wiz",
+            "--secret",
+            "client-secret=hunter2",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(!text(&out).contains("hunter2"));
+
+    let args = connect_args(&sim);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&db, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    outputs.push(out);
+    let out = run(&db, &["scan", "t"]);
+    assert!(out.status.success(), "{}", text(&out));
+    outputs.push(out);
+
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(&db, args);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let all = json(&["findings", "t", "--include-unmapped", "--format", "json"]);
+    let all = all.as_array().expect("array");
+    assert_eq!(all.len(), expected_open(&sim).len());
+    for key in [
+        "tenant",
+        "id",
+        "cves",
+        "title",
+        "severity",
+        "status",
+        "kind",
+        "package",
+        "version",
+        "fixed_version",
+        "repository",
+        "branch",
+        "image",
+        "first_detected_at",
+        "last_detected_at",
+        "resolved_at",
+        "url",
+    ] {
+        assert!(all[0].get(key).is_some(), "findings JSON lacks `{key}`");
+    }
+    // No repository is known yet: code findings are hidden by default.
+    let default = json(&["findings", "t", "--format", "json"]);
+    assert!(
+        default
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|f| f["kind"] != "code-dependency")
+    );
+
+    let out = run(
+        &db,
+        &[
+            "repos",
+            "add",
+            "https://GitHub.com/acme/Shop.git",
+            "--image",
+            "ghcr.io/acme/shop",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let shop = json(&[
+        "findings",
+        "t",
+        "--repo",
+        "https://github.com/acme/shop",
+        "--format",
+        "json",
+    ]);
+    let shop = shop.as_array().expect("array");
+    let code = shop
+        .iter()
+        .filter(|f| f["kind"] == "code-dependency")
+        .count();
+    let images = shop
+        .iter()
+        .filter(|f| f["kind"] == "container-image")
+        .count();
+    let want_code = sim
+        .findings()
+        .iter()
+        .filter(|f| f.is_open() && !f.cve_ids().is_empty())
+        .filter(|f| matches!(&f.asset, SimAsset::RepositoryBranch { repository_name, .. } if repository_name == "acme/shop"))
+        .count();
+    assert_eq!(
+        code, want_code,
+        "code findings of acme/shop appear once it is known"
+    );
+    assert!(images > 0, "images mapped by rule or name");
+    assert!(
+        shop.iter()
+            .all(|f| f["repository"] == "https://GitHub.com/acme/Shop.git")
+    );
+
+    let csv = run(&db, &["findings", "t", "--format", "csv"]);
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("tenant,id,cves"));
+    let status = json(&["status", "--format", "json"]);
+    assert_eq!(status[0]["state"], "connected");
+    assert_eq!(status[0]["last_outcome"], "completed");
+    outputs.push(run(&db, &["status"]));
+    outputs.push(run(&db, &["test", "t"]));
+
+    for out in &outputs {
+        assert!(!text(out).contains(SECRET), "secret printed: {}", text(out));
+    }
+    let out = run(&db, &["disconnect", "t", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        json(&[
+            "findings",
+            "--include-unmapped",
+            "--status",
+            "all",
+            "--format",
+            "json"
+        ])
+        .as_array()
+        .expect("array")
+        .is_empty()
+    );
+}
