@@ -959,20 +959,10 @@ impl Store {
              WHERE id = ?1",
             params![scan_id, now, resolved],
         )?;
-        let summary = tx.query_row(
-            "SELECT pages, new, updated, reopened, resolved, skipped FROM scan_runs WHERE id = ?1",
-            [scan_id],
-            |r| {
-                Ok(ScanSummary {
-                    pages: r.get(0)?,
-                    new: r.get(1)?,
-                    updated: r.get(2)?,
-                    reopened: r.get(3)?,
-                    resolved: r.get(4)?,
-                    skipped: r.get(5)?,
-                })
-            },
-        )?;
+        let summary = read_summary(&tx, scan_id)?.ok_or(StoreError::ScanNotRunning {
+            scan_id,
+            tenant: tenant.to_string(),
+        })?;
         tx.commit()?;
         Ok(summary)
     }
@@ -998,23 +988,7 @@ impl Store {
 
     /// The counts of a scan so far.
     pub fn scan_summary(&self, scan_id: i64) -> Result<Option<ScanSummary>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT pages, new, updated, reopened, resolved, skipped FROM scan_runs WHERE id = ?1",
-                [scan_id],
-                |r| {
-                    Ok(ScanSummary {
-                        pages: r.get(0)?,
-                        new: r.get(1)?,
-                        updated: r.get(2)?,
-                        reopened: r.get(3)?,
-                        resolved: r.get(4)?,
-                        skipped: r.get(5)?,
-                    })
-                },
-            )
-            .optional()?)
+        read_summary(&self.conn(), scan_id)
     }
 
     /// Per-integration status lines, in tenant order.
@@ -1247,6 +1221,26 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The counts of a scan run, if it exists.
+fn read_summary(conn: &Connection, scan_id: i64) -> Result<Option<ScanSummary>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT pages, new, updated, reopened, resolved, skipped FROM scan_runs WHERE id = ?1",
+            [scan_id],
+            |r| {
+                Ok(ScanSummary {
+                    pages: r.get(0)?,
+                    new: r.get(1)?,
+                    updated: r.get(2)?,
+                    reopened: r.get(3)?,
+                    resolved: r.get(4)?,
+                    skipped: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
 }
 
 const UPSERT_FINDING: &str = "

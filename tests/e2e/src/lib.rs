@@ -90,3 +90,22 @@ pub fn wiz_settings_with(sim: &wiz_sim::Simulator, id: &str, secret: &str) -> Se
     );
     s
 }
+
+/// The finding ids a correct Wiz import must hold now: open, carrying a
+/// CVE, of an enabled kind.
+pub fn expected_open(
+    sim: &wiz_sim::Simulator,
+    sca: bool,
+    images: bool,
+) -> std::collections::BTreeSet<String> {
+    sim.findings()
+        .into_iter()
+        .filter(|f| f.is_open() && !f.cve_ids().is_empty())
+        .filter(|f| match f.asset {
+            wiz_sim::SimAsset::RepositoryBranch { .. } => sca,
+            wiz_sim::SimAsset::ContainerImage { .. } => images,
+            _ => false,
+        })
+        .map(|f| f.id)
+        .collect()
+}

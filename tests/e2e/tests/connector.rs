@@ -4,29 +4,15 @@
 use scanner_host::contract::{PluginError, SettingValue};
 use scanner_host::runtime::{RetryPolicy, RuntimeError};
 use scanner_host::store::{FindingQuery, StatusFilter};
-use scanner_tests::{runtime_in, wiz_settings, wiz_settings_with};
+use scanner_tests::{expected_open, runtime_in, wiz_settings, wiz_settings_with};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use wiz_sim::{Fault, Faults, SimAsset, SimClient, SimConfig, Simulator};
+use wiz_sim::{Fault, Faults, SimClient, SimConfig, Simulator};
 
 const SECRET: &str = "sim-client-secret";
 
 fn sim(config: SimConfig) -> Simulator {
     Simulator::start_background(config).expect("simulator")
-}
-
-fn expected_open(sim: &Simulator) -> BTreeSet<String> {
-    sim.findings()
-        .into_iter()
-        .filter(|f| f.is_open() && !f.cve_ids().is_empty())
-        .filter(|f| {
-            matches!(
-                f.asset,
-                SimAsset::RepositoryBranch { .. } | SimAsset::ContainerImage { .. }
-            )
-        })
-        .map(|f| f.id)
-        .collect()
 }
 
 fn imported(runtime: &scanner_host::runtime::Runtime) -> BTreeSet<String> {
@@ -181,7 +167,7 @@ async fn expiring_and_revoked_tokens_lose_nothing() {
         ..Faults::default()
     });
     runtime.scan("t", &()).await.expect("scan");
-    assert_eq!(imported(&runtime), expected_open(&sim));
+    assert_eq!(imported(&runtime), expected_open(&sim, true, true));
     let tokens = sim
         .requests()
         .iter()
@@ -218,7 +204,7 @@ async fn rate_limits_and_server_errors_are_retried_to_a_complete_scan() {
     });
     let report = runtime.scan("t", &()).await.expect("scan completes");
     assert_eq!(report.retries, 4);
-    assert_eq!(imported(&runtime), expected_open(&sim));
+    assert_eq!(imported(&runtime), expected_open(&sim, true, true));
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 use scanner_host::runtime::{Clock, Runtime};
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
 use scanner_host::store::{FindingQuery, StatusFilter, Store};
-use scanner_tests::{host_bin, plugin_wasm, runtime_in, wiz_settings, wiz_settings_with};
+use scanner_tests::{
+    expected_open, host_bin, plugin_wasm, runtime_in, wiz_settings, wiz_settings_with,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -15,20 +17,6 @@ use time::OffsetDateTime;
 use wiz_sim::{SimAsset, SimClient, SimConfig, Simulator};
 
 const SECRET: &str = "sim-client-secret";
-
-fn expected_open(sim: &Simulator) -> BTreeSet<String> {
-    sim.findings()
-        .into_iter()
-        .filter(|f| f.is_open() && !f.cve_ids().is_empty())
-        .filter(|f| {
-            matches!(
-                f.asset,
-                SimAsset::RepositoryBranch { .. } | SimAsset::ContainerImage { .. }
-            )
-        })
-        .map(|f| f.id)
-        .collect()
-}
 
 fn states(store: &Store, tenant: &str) -> BTreeMap<String, String> {
     store
@@ -69,13 +57,13 @@ async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
 
     let first = runtime.scan("t", &()).await.expect("scan 1");
     let s1 = states(runtime.store(), "t");
-    assert_eq!(open_of(&s1), expected_open(&sim));
+    assert_eq!(open_of(&s1), expected_open(&sim, true, true));
     assert_eq!(first.new as usize, s1.len());
 
     sim.advance(1);
     let second = runtime.scan("t", &()).await.expect("scan 2");
     let s2 = states(runtime.store(), "t");
-    let want = expected_open(&sim);
+    let want = expected_open(&sim, true, true);
     assert_eq!(open_of(&s2), want);
     let gone = open_of(&s1).difference(&want).count() as u64;
     let added = want.difference(&open_of(&s1)).count() as u64;
@@ -90,7 +78,7 @@ async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
     sim.advance(2);
     let third = runtime.scan("t", &()).await.expect("scan 3");
     let s3 = states(runtime.store(), "t");
-    assert_eq!(open_of(&s3), expected_open(&sim));
+    assert_eq!(open_of(&s3), expected_open(&sim, true, true));
     let reopened = s2
         .iter()
         .filter(|(id, st)| *st == "resolved" && s3.get(*id).is_some_and(|s| s == "open"))
@@ -389,7 +377,7 @@ fn a_host_killed_mid_scan_resumes_to_the_same_result() {
     let a = states(&Store::open(&reference).expect("ref"), "t");
     let b = states(&store, "t");
     assert_eq!(a, b, "resumed scan ends where the uninterrupted one does");
-    assert_eq!(open_of(&b), expected_open(&sim));
+    assert_eq!(open_of(&b), expected_open(&sim, true, true));
 }
 
 #[test]
@@ -448,7 +436,7 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
     };
     let all = json(&["findings", "t", "--include-unmapped", "--format", "json"]);
     let all = all.as_array().expect("array");
-    assert_eq!(all.len(), expected_open(&sim).len());
+    assert_eq!(all.len(), expected_open(&sim, true, true).len());
     for key in [
         "tenant",
         "id",

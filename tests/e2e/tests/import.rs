@@ -2,9 +2,9 @@
 
 use scanner_host::contract::SettingValue;
 use scanner_host::store::{FindingQuery, StatusFilter};
-use scanner_tests::{runtime_in, wiz_settings};
+use scanner_tests::{expected_open, runtime_in, wiz_settings};
 use std::collections::BTreeSet;
-use wiz_sim::{SimAsset, SimConfig, Simulator};
+use wiz_sim::{SimConfig, Simulator};
 
 fn sim(findings: usize) -> Simulator {
     Simulator::start_background(SimConfig {
@@ -13,21 +13,6 @@ fn sim(findings: usize) -> Simulator {
         ..SimConfig::default()
     })
     .expect("simulator")
-}
-
-/// The ids a correct import must return: open, carrying a CVE, of an
-/// enabled kind.
-fn expected(sim: &Simulator, sca: bool, images: bool) -> BTreeSet<String> {
-    sim.findings()
-        .into_iter()
-        .filter(|f| f.is_open() && !f.cve_ids().is_empty())
-        .filter(|f| match f.asset {
-            SimAsset::RepositoryBranch { .. } => sca,
-            SimAsset::ContainerImage { .. } => images,
-            _ => false,
-        })
-        .map(|f| f.id.clone())
-        .collect()
 }
 
 #[tokio::test]
@@ -58,7 +43,7 @@ async fn full_import_returns_exactly_the_open_cve_findings_of_enabled_kinds() {
             .expect("findings");
         let got: BTreeSet<String> = rows.iter().map(|r| r.id.clone()).collect();
         assert_eq!(rows.len(), got.len(), "a finding was stored twice");
-        let want = expected(&sim, sca, images);
+        let want = expected_open(&sim, sca, images);
         let missing: Vec<&String> = want.difference(&got).take(5).collect();
         let extra: Vec<&String> = got.difference(&want).take(5).collect();
         assert!(
