@@ -113,8 +113,9 @@ fn body_excerpt(body: &[u8]) -> String {
     one_line.chars().take(200).collect()
 }
 
-/// The GraphQL query of a findings page: only what mapping needs.
-const FINDINGS_QUERY: &str = "query VulnerabilityFindingsPage($filterBy: VulnerabilityFindingFilters, $first: Int, $after: String) {
+/// The GraphQL query of a findings page: only what mapping needs (the
+/// simulator benchmark sends the same text).
+pub const FINDINGS_QUERY: &str = "query VulnerabilityFindingsPage($filterBy: VulnerabilityFindingFilters, $first: Int, $after: String) {
   vulnerabilityFindings(filterBy: $filterBy, first: $first, after: $after) {
     nodes {
       id name vulnerabilityExternalId status vendorSeverity severity CVSSSeverity score

@@ -4,23 +4,8 @@
 
 use serde_json::{Value, json};
 use std::time::Instant;
+use wiz_plugin::wiz::FINDINGS_QUERY;
 use wiz_sim::{SimConfig, Simulator};
-
-const QUERY: &str = "query VulnerabilityFindingsPage($filterBy: VulnerabilityFindingFilters, $first: Int, $after: String) {
-  vulnerabilityFindings(filterBy: $filterBy, first: $first, after: $after) {
-    nodes {
-      id name vulnerabilityExternalId status vendorSeverity severity CVSSSeverity score
-      firstDetectedAt lastDetectedAt description remediation detailedName version fixedVersion
-      locationPath portalUrl
-      vulnerableAsset {
-        ... on VulnerableAssetBase { id type name providerUniqueId }
-        ... on VulnerableAssetContainerImage { imageId imageTags registry { name } repository { name } }
-        ... on VulnerableAssetRepositoryBranch { repositoryId repositoryName }
-      }
-    }
-    pageInfo { hasNextPage endCursor }
-  }
-}";
 
 fn main() {
     let findings = 100_000;
@@ -47,7 +32,10 @@ fn main() {
             .post(&sim.api_endpoint())
             .header("content-type", "application/json")
             .header("authorization", &format!("Bearer {token}"))
-            .send(json!({"query": QUERY, "variables": {"first": 500, "after": after}}).to_string())
+            .send(
+                json!({"query": FINDINGS_QUERY, "variables": {"first": 500, "after": after}})
+                    .to_string(),
+            )
             .expect("page");
         let text = r
             .body_mut()
