@@ -255,7 +255,7 @@ async fn rate_limit_exhaustion_is_reported_not_silently_short() {
         faults: Faults {
             rate_limit_every: Some(1),
             retry_after_secs: Some(0),
-            script: Vec::new(),
+            ..Faults::default()
         },
         ..SimConfig::default()
     });

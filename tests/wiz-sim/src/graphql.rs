@@ -135,7 +135,26 @@ type VersionControlResourceConnection {
   nodes: [VersionControlResource!]! pageInfo: PageInfo! totalCount: Int!
 }
 
+type SecurityScanUpload { id: ID! url: String! systemActivityId: ID! }
+type RequestSecurityScanUploadPayload { upload: SecurityScanUpload! }
+type EnrichmentIntegrationStats { incoming: Int! handled: Int! }
+type EnrichmentIntegrationUnresolvedAssets { count: Int! ids: [String!] }
+type SystemActivityEnrichmentIntegrationResult {
+  dataSources: EnrichmentIntegrationStats findings: EnrichmentIntegrationStats
+  events: EnrichmentIntegrationStats tags: EnrichmentIntegrationStats
+  unresolvedAssets: EnrichmentIntegrationUnresolvedAssets
+}
+union SystemActivityResult = SystemActivityEnrichmentIntegrationResult
+type SystemActivityEnrichmentIntegrationContext { fileUploadId: String }
+union SystemActivityContext = SystemActivityEnrichmentIntegrationContext
+type SystemActivity {
+  id: ID! status: String statusInfo: String createdAt: DateTime startedAt: DateTime endedAt: DateTime
+  result: SystemActivityResult context: SystemActivityContext
+}
+
 type Query {
+  requestSecurityScanUpload(filename: String!): RequestSecurityScanUploadPayload
+  systemActivity(id: ID!): SystemActivity
   vulnerabilityFindings(filterBy: VulnerabilityFindingFilters, first: Int, after: String,
     orderBy: VulnerabilityFindingOrder): VulnerabilityFindingConnection!
   versionControlResources(filterBy: VersionControlResourceFilters, first: Int, after: String):

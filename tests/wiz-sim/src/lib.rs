@@ -8,15 +8,20 @@
 
 pub mod data;
 pub mod graphql;
+pub mod upload;
 
 pub use data::{AdvanceSummary, Dataset, SimAsset, SimBranch, SimFinding};
+pub use upload::{
+    Activity, ActivityStatus, IngestedFinding, IngestedSource, UploadConfig, WIZ_INTEGRATION_ID,
+};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine as _;
 use graphql::{DocumentCache, GqlError};
 use serde::{Deserialize, Serialize};
@@ -36,6 +41,18 @@ pub struct SimClient {
     pub secret: String,
     /// Scopes (`read:vulnerabilities`, `read:resources`).
     pub scopes: Vec<String>,
+}
+
+impl SimClient {
+    /// Every scope the simulator checks: import (`read:vulnerabilities`,
+    /// `read:resources`) and upload (`create:external_data_ingestion`,
+    /// `read:system_activities`), §6.
+    pub const ALL_SCOPES: [&str; 4] = [
+        "read:vulnerabilities",
+        "read:resources",
+        "create:external_data_ingestion",
+        "read:system_activities",
+    ];
 }
 
 /// One fault, applied to the next `/graphql` request.
@@ -65,6 +82,8 @@ pub enum Fault {
     },
     /// Revoke every token, then answer (so this request gets a 401).
     RevokeTokens,
+    /// Close the connection without answering.
+    DropConnection,
 }
 
 /// Faults in force.
@@ -76,6 +95,15 @@ pub struct Faults {
     pub retry_after_secs: Option<u32>,
     /// One-shot faults for the following requests, in order.
     pub script: Vec<Fault>,
+    /// A token bucket per service account, like Wiz's reported ~10
+    /// requests/s (§4.1): at most this many `/graphql` requests per second,
+    /// with bursts of as many; the rest get 429 with `Retry-After`.
+    #[serde(default)]
+    pub rate_limit_rps: Option<u32>,
+    /// Make every upload's activity fail with this reason once its
+    /// document is valid (a fault on Wiz's side).
+    #[serde(default)]
+    pub upload_failure: Option<String>,
 }
 
 /// How the simulator starts.
@@ -97,6 +125,8 @@ pub struct SimConfig {
     pub clients: Vec<SimClient>,
     /// Faults from the start.
     pub faults: Faults,
+    /// How uploads are processed.
+    pub uploads: UploadConfig,
 }
 
 impl Default for SimConfig {
@@ -111,9 +141,13 @@ impl Default for SimConfig {
             clients: vec![SimClient {
                 id: "sim-client-id".into(),
                 secret: "sim-client-secret".into(),
-                scopes: vec!["read:vulnerabilities".into(), "read:resources".into()],
+                scopes: SimClient::ALL_SCOPES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
             }],
             faults: Faults::default(),
+            uploads: UploadConfig::default(),
         }
     }
 }
@@ -141,7 +175,10 @@ struct Token {
 }
 
 struct Shared {
+    addr: SocketAddr,
     config: SimConfig,
+    uploads: Mutex<upload::Uploads>,
+    buckets: Mutex<HashMap<String, Bucket>>,
     data: RwLock<Dataset>,
     tokens: Mutex<HashMap<String, Token>>,
     faults: Mutex<(Faults, VecDeque<Fault>)>,
@@ -172,6 +209,9 @@ impl Simulator {
         let data = Dataset::generate(config.findings, config.seed);
         let queue = config.faults.script.iter().cloned().collect();
         let shared = Arc::new(Shared {
+            addr,
+            uploads: Mutex::default(),
+            buckets: Mutex::default(),
             faults: Mutex::new((config.faults.clone(), queue)),
             config,
             data: RwLock::new(data),
@@ -188,6 +228,9 @@ impl Simulator {
             .route("/_sim/requests", get(requests))
             .route("/_sim/advance", post(advance))
             .route("/_sim/faults", post(set_faults))
+            .route("/_sim/ingested", get(ingested))
+            .route("/_sim/activities", get(activities))
+            .route("/_sim/s3/uploads/{id}/{filename}", put(put_upload))
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -276,6 +319,16 @@ impl Simulator {
         advance_data(&self.shared, seed)
     }
 
+    /// Every upload's system activity so far.
+    pub fn activities(&self) -> Vec<Activity> {
+        lock(&self.shared.uploads).activities()
+    }
+
+    /// What uploads left in Wiz, by data source id.
+    pub fn ingested(&self) -> std::collections::BTreeMap<String, IngestedSource> {
+        lock(&self.shared.uploads).ingested()
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         lock(&self.shared.log).clone()
@@ -325,6 +378,7 @@ fn advance_data(shared: &Shared, seed: u64) -> AdvanceSummary {
 
 fn log_request(
     shared: &Shared,
+    method: &str,
     path: &str,
     headers: &HeaderMap,
     body: &str,
@@ -332,7 +386,7 @@ fn log_request(
     status: u16,
 ) {
     lock(&shared.log).push(LoggedRequest {
-        method: "POST".into(),
+        method: method.into(),
         path: path.into(),
         authorization: headers
             .get(header::AUTHORIZATION)
@@ -407,7 +461,15 @@ async fn token(
             }
         }
     };
-    log_request(&shared, "/oauth/token", &headers, &text, None, status);
+    log_request(
+        &shared,
+        "POST",
+        "/oauth/token",
+        &headers,
+        &text,
+        None,
+        status,
+    );
     json_response(status, &body)
 }
 
@@ -437,7 +499,13 @@ async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
                 .ok()
         });
     let (status, body, corrupt) = answer(&shared, &headers, &request);
-    log_request(&shared, "/graphql", &headers, &text, first, status);
+    log_request(&shared, "POST", "/graphql", &headers, &text, first, status);
+    if corrupt == Some(Fault::DropConnection) {
+        // Unwinding out of the handler ends the connection's task, so the
+        // socket closes with no response at all. `resume_unwind` skips the
+        // panic hook: nothing is printed.
+        std::panic::resume_unwind(Box::new("simulated dropped connection"));
+    }
     let mut bytes = body.to_string().into_bytes();
     let mut headers_out = vec![(header::CONTENT_TYPE, "application/json".to_string())];
     match corrupt {
@@ -483,6 +551,7 @@ fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value,
         }
     };
     match &fault {
+        Some(Fault::DropConnection) => return (0, Value::Null, fault),
         Some(Fault::RevokeTokens) => lock(&shared.tokens).clear(),
         Some(f @ Fault::RateLimited { .. }) => {
             return (
@@ -524,6 +593,15 @@ fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value,
             }
         }
     };
+    if let Some(wait) = take_token(shared, &client) {
+        return (
+            429,
+            json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
+            Some(Fault::RateLimited {
+                retry_after: Some(wait),
+            }),
+        );
+    }
     let scopes = shared
         .config
         .clients
@@ -536,6 +614,35 @@ fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value,
         Err(e) => (e.status, e.body()),
     };
     (status, body, fault)
+}
+
+/// A token bucket of one service account.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Takes one request from `client`'s bucket; `Some(seconds)` to wait when
+/// it is empty.
+fn take_token(shared: &Shared, client: &str) -> Option<u32> {
+    let rps = lock(&shared.faults).0.rate_limit_rps.filter(|r| *r > 0)?;
+    let rate = f64::from(rps);
+    let now = Instant::now();
+    let mut buckets = lock(&shared.buckets);
+    let bucket = buckets.entry(client.to_string()).or_insert(Bucket {
+        tokens: rate,
+        last: now,
+    });
+    bucket.tokens =
+        (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(rate);
+    bucket.last = now;
+    if bucket.tokens >= 1.0 {
+        bucket.tokens -= 1.0;
+        None
+    } else {
+        // Retry-After is whole seconds; never answer 0.
+        Some((((1.0 - bucket.tokens) / rate).ceil() as u32).max(1))
+    }
 }
 
 fn bad_input(message: impl Into<String>) -> GqlError {
@@ -595,6 +702,50 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Value,
             "versionControlResources" => {
                 need("read:resources")?;
                 branches_connection(shared, &doc, &field.selection_set, &args)?
+            }
+            "requestSecurityScanUpload" => {
+                need("create:external_data_ingestion")?;
+                let (id, signature, activity) = lock(&shared.uploads).request();
+                let filename: String = args
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upload.json")
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                // Real slots are presigned S3 URLs (§5.2); this one is on
+                // the simulator, in the same shape.
+                let url = format!(
+                    "http://{}/_sim/s3/uploads/{id}/{filename}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature={signature}",
+                    shared.addr
+                );
+                let payload = json!({
+                    "__typename": "RequestSecurityScanUploadPayload",
+                    "upload": {"__typename": "SecurityScanUpload", "id": id, "url": url, "systemActivityId": activity},
+                });
+                graphql::project_value(&doc, &payload, &field.selection_set)
+            }
+            "systemActivity" => {
+                need("read:system_activities")?;
+                let id = args.get("id").and_then(Value::as_str).unwrap_or_default();
+                let activity = lock(&shared.uploads).poll(&shared.config.uploads, id);
+                match activity {
+                    Some(a) => graphql::project_value(&doc, &a, &field.selection_set),
+                    None => {
+                        return Err(GqlError {
+                            status: 200,
+                            message: "Resource not found".into(),
+                            code: "NOT_FOUND",
+                            name: None,
+                        });
+                    }
+                }
             }
             "__typename" => Value::String("Query".into()),
             other => {
@@ -847,6 +998,48 @@ fn branches_connection(
         "totalCount": total,
     });
     Ok(graphql::project_value(doc, &conn, set))
+}
+
+async fn put_upload(
+    State(shared): State<Arc<Shared>>,
+    Path((id, filename)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    tokio::time::sleep(shared.config.latency).await;
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    let failure = lock(&shared.faults).0.upload_failure.clone();
+    let outcome = lock(&shared.uploads).put(
+        &shared.config.uploads,
+        &id,
+        query.get("X-Amz-Signature").map(String::as_str),
+        has_length,
+        &body,
+        failure,
+    );
+    let (status, text) = match outcome {
+        Ok(()) => (200, String::new()),
+        Err(e) => e.status_and_body(),
+    };
+    let path = format!("/_sim/s3/uploads/{id}/{filename}");
+    let logged = String::from_utf8_lossy(&body);
+    log_request(&shared, "PUT", &path, &headers, &logged, None, status);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/xml")], text).into_response()
+}
+
+async fn ingested(State(shared): State<Arc<Shared>>) -> Response {
+    let ingested = lock(&shared.uploads).ingested();
+    json_response(200, &serde_json::to_value(ingested).unwrap_or(Value::Null))
+}
+
+async fn activities(State(shared): State<Arc<Shared>>) -> Response {
+    let activities = lock(&shared.uploads).activities();
+    json_response(
+        200,
+        &serde_json::to_value(activities).unwrap_or(Value::Null),
+    )
 }
 
 async fn requests(State(shared): State<Arc<Shared>>) -> Response {

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::time::Duration;
-use wiz_sim::{Faults, SimClient, SimConfig, Simulator};
+use wiz_sim::{Faults, SimClient, SimConfig, Simulator, UploadConfig};
 
 /// A local Wiz API simulator on 127.0.0.1.
 #[derive(Parser)]
@@ -38,6 +38,16 @@ struct Args {
     /// Retry-After seconds of those 429s.
     #[arg(long)]
     retry_after_s: Option<u32>,
+    /// A token bucket per service account: at most N GraphQL requests per
+    /// second (Wiz reportedly allows ~10).
+    #[arg(long)]
+    rate_limit_rps: Option<u32>,
+    /// Polls of a new upload's system activity answered NOT_FOUND.
+    #[arg(long, default_value_t = 1)]
+    activity_hidden_polls: u32,
+    /// Polls answered IN_PROGRESS after that.
+    #[arg(long, default_value_t = 1)]
+    activity_running_polls: u32,
 }
 
 #[tokio::main]
@@ -53,12 +63,18 @@ async fn main() -> std::io::Result<()> {
         clients: vec![SimClient {
             id: args.client_id.clone(),
             secret: args.client_secret,
-            scopes: vec!["read:vulnerabilities".into(), "read:resources".into()],
+            scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
         }],
         faults: Faults {
             rate_limit_every: args.rate_limit_every,
             retry_after_secs: args.retry_after_s,
-            script: Vec::new(),
+            rate_limit_rps: args.rate_limit_rps,
+            ..Faults::default()
+        },
+        uploads: UploadConfig {
+            hidden_polls: args.activity_hidden_polls,
+            running_polls: args.activity_running_polls,
+            ..UploadConfig::default()
         },
     };
     let sim = Simulator::start(config).await?;
@@ -70,7 +86,7 @@ async fn main() -> std::io::Result<()> {
     println!("  auth URL:     {}", sim.token_url());
     println!("  client id:    {}", args.client_id);
     println!(
-        "  admin:        POST {0}/_sim/advance?seed=N, POST {0}/_sim/faults, GET {0}/_sim/requests",
+        "  admin:        POST {0}/_sim/advance?seed=N, POST {0}/_sim/faults, GET {0}/_sim/requests, GET {0}/_sim/ingested, GET {0}/_sim/activities",
         sim.base_url()
     );
     tokio::signal::ctrl_c().await?;

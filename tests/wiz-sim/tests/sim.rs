@@ -317,7 +317,7 @@ fn faults_happen_in_order_and_are_logged() {
     sim.set_faults(Faults {
         rate_limit_every: Some(2),
         retry_after_secs: None,
-        script: vec![],
+        ..Faults::default()
     });
     let codes: Vec<u16> = (0..4).map(|_| gql(&sim, &t, QUERY, json!({})).0).collect();
     assert_eq!(codes.iter().filter(|c| **c == 429).count(), 2);
@@ -358,4 +358,225 @@ fn advance_resolves_reopens_and_adds() {
             .collect::<Vec<_>>()
     };
     assert_eq!(key(again.findings()), key(after));
+}
+
+#[test]
+fn dropped_connections_and_the_token_bucket() {
+    let sim = sim(10);
+    let t = token(&sim);
+    sim.set_faults(Faults {
+        script: vec![Fault::DropConnection],
+        ..Faults::default()
+    });
+    let dropped = agent()
+        .post(&sim.api_endpoint())
+        .header("content-type", "application/json")
+        .header("authorization", &format!("Bearer {t}"))
+        .send(json!({"query": QUERY}).to_string());
+    assert!(dropped.is_err(), "no response expected: {dropped:?}");
+    assert_eq!(gql(&sim, &t, QUERY, json!({})).0, 200, "next one answers");
+
+    // A bucket of 5 requests/s: the burst passes, then 429s with a
+    // Retry-After. 50 requests would have to take 9 s for none to fail.
+    sim.set_faults(Faults {
+        rate_limit_rps: Some(5),
+        ..Faults::default()
+    });
+    let codes: Vec<u16> = (0..50).map(|_| gql(&sim, &t, QUERY, json!({})).0).collect();
+    assert_eq!(codes[..5], [200; 5], "{codes:?}");
+    assert!(codes.contains(&429), "{codes:?}");
+    let limited = agent()
+        .post(&sim.api_endpoint())
+        .header("content-type", "application/json")
+        .header("authorization", &format!("Bearer {t}"))
+        .send(json!({"query": QUERY}).to_string())
+        .expect("request");
+    if limited.status().as_u16() == 429 {
+        let after: u32 = limited
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!(after >= 1);
+    }
+}
+
+// The upload flow, with the query texts public clients send (§5.2, §5.4).
+const REQUEST_UPLOAD: &str = "query RequestSecurityScanUpload($filename: String!) {
+  requestSecurityScanUpload(filename: $filename) {
+    upload { id url systemActivityId }
+  }
+}";
+
+const SYSTEM_ACTIVITY: &str = "query SystemActivity($id: ID!) {
+  systemActivity(id: $id) {
+    id status statusInfo
+    result {
+      ...on SystemActivityEnrichmentIntegrationResult {
+        dataSources { ...IngestionStatsDetails }
+        findings { ...IngestionStatsDetails }
+        events { ...IngestionStatsDetails }
+        tags { ...IngestionStatsDetails }
+        unresolvedAssets { ...UnresolvedAssetsDetails }
+      }
+    }
+    context { ... on SystemActivityEnrichmentIntegrationContext { fileUploadId } }
+  }
+}
+fragment IngestionStatsDetails on EnrichmentIntegrationStats { incoming handled }
+fragment UnresolvedAssetsDetails on EnrichmentIntegrationUnresolvedAssets { count ids }";
+
+const SAMPLE: &str = include_str!("../data/sast-upload-example.json");
+const SAMPLE_SOURCE: &str = "29A4E640-4BFD-4779-833333343";
+
+/// Requests a slot and PUTs `doc`; returns (upload id, activity id, PUT status).
+fn upload(sim: &Simulator, token: &str, doc: &str) -> (String, String, u16) {
+    let (status, body) = gql(sim, token, REQUEST_UPLOAD, json!({"filename": "f.json"}));
+    assert_eq!(status, 200, "{body}");
+    let slot = &body["data"]["requestSecurityScanUpload"]["upload"];
+    let url = slot["url"].as_str().expect("url");
+    let put = agent()
+        .put(url)
+        .header("content-type", "application/json")
+        .send(doc)
+        .expect("put");
+    (
+        slot["id"].as_str().expect("id").to_string(),
+        slot["systemActivityId"]
+            .as_str()
+            .expect("activity")
+            .to_string(),
+        put.status().as_u16(),
+    )
+}
+
+/// Polls until the activity leaves NOT_FOUND and IN_PROGRESS; returns
+/// every status seen and the last answer.
+fn poll(sim: &Simulator, token: &str, activity: &str) -> (Vec<String>, Value) {
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = gql(sim, token, SYSTEM_ACTIVITY, json!({"id": activity}));
+        assert_eq!(status, 200, "{body}");
+        let state = match body["errors"][0]["extensions"]["code"].as_str() {
+            Some(code) => code.to_string(),
+            None => body["data"]["systemActivity"]["status"]
+                .as_str()
+                .expect("status")
+                .to_string(),
+        };
+        seen.push(state.clone());
+        if state != "NOT_FOUND" && state != "IN_PROGRESS" {
+            return (seen, body);
+        }
+    }
+    (seen, Value::Null)
+}
+
+#[test]
+fn an_upload_is_validated_ingested_and_replaces_the_last_snapshot() {
+    let sim = sim(10);
+    let t = token(&sim);
+    let (id, activity, put) = upload(&sim, &t, SAMPLE);
+    assert_eq!(put, 200);
+    let (seen, body) = poll(&sim, &t, &activity);
+    assert_eq!(seen, ["NOT_FOUND", "IN_PROGRESS", "SUCCESS"]);
+    let a = &body["data"]["systemActivity"];
+    assert_eq!(
+        a["result"]["findings"],
+        json!({"incoming": 3, "handled": 3})
+    );
+    assert_eq!(a["result"]["dataSources"]["handled"], 1);
+    assert_eq!(a["context"]["fileUploadId"], json!(id));
+    let open = sim.ingested()[SAMPLE_SOURCE].open_ids();
+    assert_eq!(open.len(), 3);
+
+    // The next upload of the data source leaves one finding out: Wiz
+    // resolves it.
+    let mut doc: Value = serde_json::from_str(SAMPLE).expect("json");
+    let gone = doc["dataSources"][0]["assets"][0]["sastFindings"]
+        .as_array_mut()
+        .expect("findings")
+        .remove(1);
+    let (_, activity, put) = upload(&sim, &t, &doc.to_string());
+    assert_eq!(put, 200);
+    assert_eq!(
+        poll(&sim, &t, &activity).0.last().map(String::as_str),
+        Some("SUCCESS")
+    );
+    let held = &sim.ingested()[SAMPLE_SOURCE];
+    assert_eq!(held.uploads, 2);
+    assert_eq!(held.open_ids().len(), 2);
+    assert!(held.findings[gone["id"].as_str().expect("id")].resolved);
+
+    // The log shows the PUT carried no credentials.
+    let puts: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 2);
+    assert!(
+        puts.iter()
+            .all(|r| r.authorization.is_none() && r.status == 200)
+    );
+}
+
+#[test]
+fn bad_uploads_fail_with_reasons() {
+    let sim = sim(10);
+    let t = token(&sim);
+
+    // A property the ingestion model forbids: the activity fails and names it.
+    let mut doc: Value = serde_json::from_str(SAMPLE).expect("json");
+    doc["dataSources"][0]["assets"][0]["assetEndpoint"] = json!("x");
+    let (_, activity, put) = upload(&sim, &t, &doc.to_string());
+    assert_eq!(put, 200, "S3 takes any body; ingestion judges it");
+    let (seen, body) = poll(&sim, &t, &activity);
+    assert_eq!(seen.last().map(String::as_str), Some("FAILED"));
+    let info = body["data"]["systemActivity"]["statusInfo"]
+        .as_str()
+        .expect("statusInfo");
+    assert!(info.contains("assetEndpoint"), "{info}");
+    assert!(sim.ingested().is_empty(), "nothing ingested");
+
+    // A wrong signature is refused by "S3" itself.
+    let (_, body) = gql(&sim, &t, REQUEST_UPLOAD, json!({"filename": "f.json"}));
+    let url = body["data"]["requestSecurityScanUpload"]["upload"]["url"]
+        .as_str()
+        .expect("url")
+        .replace("Signature=", "Signature=0");
+    let r = agent().put(&url).send(SAMPLE).expect("put");
+    assert_eq!(r.status().as_u16(), 403);
+
+    // An unknown integration id: the activity never registers.
+    let mut doc: Value = serde_json::from_str(SAMPLE).expect("json");
+    doc["integrationId"] = json!("not-a-registered-integration");
+    let (_, activity, _) = upload(&sim, &t, &doc.to_string());
+    let (seen, _) = poll(&sim, &t, &activity);
+    assert!(seen.iter().all(|s| s == "NOT_FOUND"), "{seen:?}");
+
+    // A failure on Wiz's side.
+    sim.set_faults(Faults {
+        upload_failure: Some("internal ingestion error".into()),
+        ..Faults::default()
+    });
+    let (_, activity, _) = upload(&sim, &t, SAMPLE);
+    let (_, body) = poll(&sim, &t, &activity);
+    assert_eq!(
+        body["data"]["systemActivity"]["statusInfo"],
+        "internal ingestion error"
+    );
+    assert!(sim.ingested().is_empty());
+
+    // A service account without the upload scope.
+    let mut config = SimConfig {
+        findings: 1,
+        ..SimConfig::default()
+    };
+    config.clients[0].scopes = vec!["read:vulnerabilities".into()];
+    let ro = Simulator::start_background(config).expect("sim");
+    let (status, body) = gql(&ro, &token(&ro), REQUEST_UPLOAD, json!({"filename": "f"}));
+    assert_eq!(status, 200);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
 }
