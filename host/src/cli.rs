@@ -5,9 +5,12 @@
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_host::contract::{FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings};
 use scanner_host::engine::{Engine, EngineConfig};
+use scanner_host::export::{ExportPolicy, ExportRequest};
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
+use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
 use scanner_host::store::{FindingQuery, FindingRow, StatusFilter, Store};
 use serde::Serialize;
@@ -81,7 +84,13 @@ enum Command {
     Test {
         /// Tenant name.
         tenant: String,
+        /// Test the export direction instead (permission to upload).
+        #[arg(long)]
+        export: bool,
     },
+    /// Export SAST findings from SARIF files to the tenant's platform, as
+    /// the complete set of findings of one repository branch.
+    Export(ExportArgs),
     /// Scan a tenant now.
     Scan {
         /// Tenant name.
@@ -144,6 +153,56 @@ enum Command {
         #[command(subcommand)]
         command: ReposCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Tenant name.
+    tenant: String,
+    /// Repository URL (`https://github.com/org/repo`).
+    #[arg(long)]
+    repo: String,
+    /// Branch the SARIF files were produced on.
+    #[arg(long)]
+    branch: String,
+    /// The repository's default branch; when omitted, `main` and `master`
+    /// count as default.
+    #[arg(long)]
+    default_branch: Option<String>,
+    /// The files cover the whole branch (the default).
+    #[arg(long, conflicts_with = "diff_scan")]
+    full_scan: bool,
+    /// The files cover only a change; refused unless --allow-diff-scans.
+    #[arg(long)]
+    diff_scan: bool,
+    /// Hand diff-aware scans to the plugin instead of refusing them here
+    /// (the Wiz plugin refuses them too: an upload replaces the branch).
+    #[arg(long)]
+    allow_diff_scans: bool,
+    /// Lowest severity sent.
+    #[arg(long, value_enum, default_value_t = SeverityArg::High)]
+    min_severity: SeverityArg,
+    /// Export non-default branches too.
+    #[arg(long)]
+    all_branches: bool,
+    /// Only export these repositories (repeatable; default: all).
+    #[arg(long = "only-repo")]
+    only_repo: Vec<String>,
+    /// Commit the scan ran on.
+    #[arg(long)]
+    commit: Option<String>,
+    /// SARIF 2.1.0 files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SeverityArg {
+    None,
+    Low,
+    Medium,
+    High,
+    Critical,
 }
 
 #[derive(Subcommand)]
@@ -312,13 +371,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test { tenant } => {
+        Command::Test { tenant, export } => {
             let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
-            let connection = runtime.test(&tenant).await?;
+            let connection = if export {
+                runtime.test_export(&tenant).await?
+            } else {
+                runtime.test(&tenant).await?
+            };
             print_json_or(cli.format, &connection, || {
                 println!("ok: {} ({})", connection.summary, connection.endpoint);
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => {
+            let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
+            export(&runtime, args, cli.format).await
         }
         Command::Scan { tenant } => {
             let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
@@ -355,6 +422,87 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `org/repo` from a repository URL.
+fn repository_name(url: &str) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(url).with_context(|| format!("--repo `{url}` is not a URL"))?;
+    let name = parsed
+        .path()
+        .trim_matches('/')
+        .trim_end_matches(".git")
+        .to_string();
+    if parsed.host_str().is_none() || !name.contains('/') {
+        bail!("--repo `{url}` does not name a repository (expected https://HOST/ORG/REPO)");
+    }
+    Ok(name)
+}
+
+async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::Result<ExitCode> {
+    let read = sarif::read_files(&args.files)?;
+    let is_default = match &args.default_branch {
+        Some(d) => *d == args.branch,
+        None => matches!(args.branch.as_str(), "main" | "master"),
+    };
+    let request = ExportRequest {
+        target: ExportTarget {
+            repository_name: repository_name(&args.repo)?,
+            repository_url: args.repo.clone(),
+            branch: args.branch.clone(),
+            is_default_branch: is_default,
+            commit: args.commit.clone(),
+        },
+        scope: if args.diff_scan {
+            ScanScope::Diff
+        } else {
+            ScanScope::Full
+        },
+        analysis_date: time::OffsetDateTime::now_utc(),
+        findings: read.findings,
+    };
+    let policy = ExportPolicy {
+        min_severity: match args.min_severity {
+            SeverityArg::None => SastSeverity::None,
+            SeverityArg::Low => SastSeverity::Low,
+            SeverityArg::Medium => SastSeverity::Medium,
+            SeverityArg::High => SastSeverity::High,
+            SeverityArg::Critical => SastSeverity::Critical,
+        },
+        default_branch_only: !args.all_branches,
+        full_scans_only: !args.allow_diff_scans,
+        repositories: args.only_repo.clone(),
+    };
+    let report = match runtime.export(&args.tenant, request, &policy).await {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = e.kind();
+            return Ok(report_error(format, kind, &anyhow!(e)));
+        }
+    };
+    print_json_or(format, &report, || {
+        println!(
+            "exported {} of {} finding(s) from {} ({} below the minimum severity, {} suppressed in the files)",
+            report.sent,
+            report.findings_in,
+            read.tools.join(", "),
+            report.filtered,
+            read.skipped
+        );
+        println!(
+            "the platform handled {} (activity {})",
+            report.handled, report.activity_id
+        );
+        if !report.to_be_fixed.is_empty() {
+            println!(
+                "{} finding(s) exported before and absent now will be marked fixed:",
+                report.to_be_fixed.len()
+            );
+            for f in &report.to_be_fixed {
+                println!("  {}  {}  {}", f.id, f.file_path, f.title);
+            }
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open_store(db: &Path) -> anyhow::Result<Store> {
@@ -715,8 +863,48 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
             ]
         })
         .collect();
+    let exports = store.exports(None, 20)?;
+    if format == Format::Json {
+        let body = serde_json::json!({"integrations": rows, "exports": exports});
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
     print_rows(format, &headers, &table, || {
-        Ok(serde_json::to_string_pretty(&rows)?)
+        unreachable!("JSON printed above")
+    })?;
+    if exports.is_empty() {
+        return Ok(());
+    }
+    println!();
+    let headers = [
+        "tenant",
+        "repository",
+        "branch",
+        "started",
+        "outcome",
+        "sent",
+        "handled",
+        "to_be_fixed",
+        "message",
+    ];
+    let table: Vec<Vec<String>> = exports
+        .iter()
+        .map(|e| {
+            vec![
+                e.tenant.clone(),
+                e.repository_url.clone(),
+                e.branch.clone(),
+                e.started_at.clone(),
+                e.outcome.clone(),
+                e.sent.to_string(),
+                e.handled.map(|h| h.to_string()).unwrap_or_default(),
+                e.to_be_fixed.to_string(),
+                e.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_rows(format, &headers, &table, || {
+        unreachable!("JSON printed above")
     })
 }
 

@@ -6,10 +6,14 @@
 //! - [`store`]: everything SQL (integrations, state, scans, findings, repositories).
 //! - [`runtime`]: connect, test and scan, putting engine and store together.
 //! - [`scheduler`]: when scans run.
+//! - [`export`] and [`sarif`]: SAST findings from SARIF files out to a sink
+//!   plugin.
 #![warn(missing_docs)]
 
 pub mod contract;
 pub mod engine;
+pub mod export;
 pub mod runtime;
+pub mod sarif;
 pub mod scheduler;
 pub mod store;

@@ -193,6 +193,7 @@ pub struct Runtime {
     running: std::sync::Mutex<std::collections::HashSet<String>>,
     shutdown: Arc<AtomicBool>,
     first_scan_delay: Duration,
+    pub(crate) export_polling: crate::export::ExportPolling,
 }
 
 impl Runtime {
@@ -211,6 +212,7 @@ impl Runtime {
             running: Default::default(),
             shutdown: Arc::new(AtomicBool::new(false)),
             first_scan_delay: Duration::from_secs(30),
+            export_polling: crate::export::ExportPolling::default(),
         }
     }
 
@@ -229,6 +231,17 @@ impl Runtime {
     /// Use another retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// How exports wait for the receiving platform.
+    pub fn with_export_polling(mut self, polling: crate::export::ExportPolling) -> Self {
+        self.export_polling = polling;
         self
     }
 
@@ -262,13 +275,13 @@ impl Runtime {
         self.shutdown.load(Ordering::SeqCst)
     }
 
-    fn plugin(&self, name: &str) -> Result<&Plugin, RuntimeError> {
+    pub(crate) fn plugin(&self, name: &str) -> Result<&Plugin, RuntimeError> {
         self.plugins
             .get(name)
             .ok_or_else(|| RuntimeError::UnknownPlugin(name.to_string()))
     }
 
-    fn sandbox(&self, tenant: &str, egress: EgressPolicy) -> TenantSandbox {
+    pub(crate) fn sandbox(&self, tenant: &str, egress: EgressPolicy) -> TenantSandbox {
         TenantSandbox {
             tenant: tenant.to_string(),
             kv: self.store.clone(),
@@ -337,7 +350,11 @@ impl Runtime {
         Ok(instance.test().await??)
     }
 
-    fn policy_of(&self, plugin: &str, egress: &[String]) -> Result<EgressPolicy, RuntimeError> {
+    pub(crate) fn policy_of(
+        &self,
+        plugin: &str,
+        egress: &[String],
+    ) -> Result<EgressPolicy, RuntimeError> {
         EgressPolicy::from_origins(egress).map_err(|e| RuntimeError::BadEgress {
             plugin: plugin.to_string(),
             message: e.to_string(),

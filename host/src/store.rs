@@ -23,7 +23,8 @@ use time::format_description::well_known::Rfc3339;
 
 /// Schema steps, applied in order; `PRAGMA user_version` counts the applied
 /// ones. A released step is never edited: changes add a step.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE integrations (
     tenant TEXT PRIMARY KEY,
     plugin TEXT NOT NULL,
@@ -126,7 +127,38 @@ CREATE TABLE image_rules (
     image_key TEXT PRIMARY KEY,
     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE
 );
-"#];
+"#,
+    r#"
+CREATE TABLE exports (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    repository_url TEXT NOT NULL,      -- normalized
+    branch TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT NOT NULL,             -- running | succeeded | failed | refused
+    findings_in INTEGER NOT NULL,      -- read from the input files
+    filtered INTEGER NOT NULL,         -- left out by the export policy
+    sent INTEGER NOT NULL DEFAULT 0,
+    handled INTEGER,                   -- what the platform says it handled
+    to_be_fixed INTEGER NOT NULL DEFAULT 0,
+    activity_id TEXT,
+    message TEXT
+);
+CREATE INDEX exports_tenant ON exports(tenant, id);
+-- The snapshot last accepted for a repository branch: what the next export
+-- is compared with.
+CREATE TABLE exported_findings (
+    tenant TEXT NOT NULL,
+    repository_url TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    file_path TEXT NOT NULL,
+    PRIMARY KEY (tenant, repository_url, branch, finding_id)
+) WITHOUT ROWID;
+"#,
+];
 
 /// Per-tenant plugin state quota: total bytes.
 pub const KV_QUOTA_BYTES: i64 = 16 * 1024 * 1024;
@@ -263,6 +295,50 @@ pub struct IntegrationStatus {
     pub open: u64,
     /// Resolved findings.
     pub resolved: u64,
+}
+
+/// One export, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportRecord {
+    /// Export id.
+    pub id: i64,
+    /// Tenant.
+    pub tenant: String,
+    /// Repository URL (normalized).
+    pub repository_url: String,
+    /// Branch.
+    pub branch: String,
+    /// Start.
+    pub started_at: String,
+    /// End.
+    pub finished_at: Option<String>,
+    /// `running`, `succeeded`, `failed` or `refused`.
+    pub outcome: String,
+    /// Findings read from the input.
+    pub findings_in: u64,
+    /// Left out by the export policy.
+    pub filtered: u64,
+    /// Sent to the platform.
+    pub sent: u64,
+    /// Handled by the platform, once it said so.
+    pub handled: Option<u64>,
+    /// Sent last time, absent now: the platform will mark them fixed.
+    pub to_be_fixed: u64,
+    /// The platform's id of the export (Wiz: system activity id).
+    pub activity_id: Option<String>,
+    /// Why it failed or was refused.
+    pub message: Option<String>,
+}
+
+/// A finding of an accepted export snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportedFinding {
+    /// The stable finding id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its file.
+    pub file_path: String,
 }
 
 /// Which findings to list.
@@ -650,6 +726,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for table in [
+            "exported_findings",
+            "exports",
             "finding_events",
             "findings",
             "scan_runs",
@@ -1017,6 +1095,161 @@ impl Store {
                 last_error: r.get(8)?,
                 open: r.get(9)?,
                 resolved: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ----- exports --------------------------------------------------------
+
+    /// Record the start of an export; returns its id.
+    pub fn begin_export(
+        &self,
+        tenant: &str,
+        repository_url: &str,
+        branch: &str,
+        findings_in: u64,
+        filtered: u64,
+        now: OffsetDateTime,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO exports (tenant, repository_url, branch, started_at, outcome, findings_in, filtered)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+            params![
+                tenant,
+                normalize_repo_url(repository_url),
+                branch,
+                timestamp(now),
+                findings_in as i64,
+                filtered as i64
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Record that the platform took the export.
+    pub fn export_sent(
+        &self,
+        export: i64,
+        activity_id: &str,
+        sent: u64,
+        to_be_fixed: u64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE exports SET activity_id = ?2, sent = ?3, to_be_fixed = ?4 WHERE id = ?1",
+            params![export, activity_id, sent as i64, to_be_fixed as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Record a successful export and make `snapshot` the branch's
+    /// accepted snapshot, in one transaction.
+    pub fn export_succeeded(
+        &self,
+        export: i64,
+        handled: u64,
+        snapshot: &[ExportedFinding],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (tenant, repo, branch): (String, String, String) = tx.query_row(
+            "SELECT tenant, repository_url, branch FROM exports WHERE id = ?1",
+            [export],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        tx.execute(
+            "UPDATE exports SET outcome = 'succeeded', handled = ?2, finished_at = ?3 WHERE id = ?1",
+            params![export, handled as i64, timestamp(now)],
+        )?;
+        tx.execute(
+            "DELETE FROM exported_findings WHERE tenant = ?1 AND repository_url = ?2 AND branch = ?3",
+            params![tenant, repo, branch],
+        )?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO exported_findings (tenant, repository_url, branch, finding_id, title, file_path)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for f in snapshot {
+                insert.execute(params![tenant, repo, branch, f.id, f.title, f.file_path])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record a failed (`failed`) or refused (`refused`) export; the
+    /// accepted snapshot stays as it was.
+    pub fn export_ended(
+        &self,
+        export: i64,
+        outcome: &str,
+        message: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE exports SET outcome = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+            params![export, outcome, message, timestamp(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The snapshot last accepted for a repository branch.
+    pub fn exported_findings(
+        &self,
+        tenant: &str,
+        repository_url: &str,
+        branch: &str,
+    ) -> Result<Vec<ExportedFinding>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT finding_id, title, file_path FROM exported_findings
+             WHERE tenant = ?1 AND repository_url = ?2 AND branch = ?3 ORDER BY finding_id",
+        )?;
+        let rows = stmt.query_map(
+            params![tenant, normalize_repo_url(repository_url), branch],
+            |r| {
+                Ok(ExportedFinding {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    file_path: r.get(2)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The latest exports, newest first (all tenants when `tenant` is
+    /// `None`).
+    pub fn exports(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, tenant, repository_url, branch, started_at, finished_at, outcome,
+                findings_in, filtered, sent, handled, to_be_fixed, activity_id, message
+             FROM exports WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![tenant, limit as i64], |r| {
+            Ok(ExportRecord {
+                id: r.get(0)?,
+                tenant: r.get(1)?,
+                repository_url: r.get(2)?,
+                branch: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                outcome: r.get(6)?,
+                findings_in: r.get(7)?,
+                filtered: r.get(8)?,
+                sent: r.get(9)?,
+                handled: r.get(10)?,
+                to_be_fixed: r.get(11)?,
+                activity_id: r.get(12)?,
+                message: r.get(13)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

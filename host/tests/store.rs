@@ -97,7 +97,7 @@ fn migrates_a_new_file_and_reopens_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sub/dir/host.db");
     let store = Store::open(&path).expect("create");
-    assert_eq!(store.schema_version().expect("version"), 1);
+    assert_eq!(store.schema_version().expect("version"), 2);
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");

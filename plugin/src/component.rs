@@ -198,21 +198,18 @@ impl sink::Guest for Wiz {
     }
 
     fn test() -> Result<ConnectionInfo, PluginError> {
-        Err(PluginError::Unsupported(
-            "exporting to Wiz is not implemented yet".into(),
-        ))
+        let config = configured()?;
+        Client::new(&HostEnv, &config).test_export()
     }
 
-    fn export(_batch: sink::ExportBatch) -> Result<sink::ExportReceipt, PluginError> {
-        Err(PluginError::Unsupported(
-            "exporting to Wiz is not implemented yet".into(),
-        ))
+    fn export(batch: sink::ExportBatch) -> Result<sink::ExportReceipt, PluginError> {
+        let config = configured()?;
+        Client::new(&HostEnv, &config).export(&batch)
     }
 
-    fn export_status(_receipt: sink::ExportReceipt) -> Result<sink::ExportState, PluginError> {
-        Err(PluginError::Unsupported(
-            "exporting to Wiz is not implemented yet".into(),
-        ))
+    fn export_status(receipt: sink::ExportReceipt) -> Result<sink::ExportState, PluginError> {
+        let config = configured()?;
+        Client::new(&HostEnv, &config).export_status(&receipt)
     }
 }
 

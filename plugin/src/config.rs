@@ -21,6 +21,8 @@ pub struct Config {
     pub scan_sca: bool,
     /// Import container-image findings.
     pub scan_container_images: bool,
+    /// Origins of Wiz's presigned upload URLs (export only).
+    pub upload_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -32,6 +34,7 @@ impl std::fmt::Debug for Config {
             .field("client_secret", &"***")
             .field("scan_sca", &self.scan_sca)
             .field("scan_container_images", &self.scan_container_images)
+            .field("upload_origins", &self.upload_origins)
             .finish()
     }
 }
@@ -104,6 +107,14 @@ pub fn fields() -> Vec<ConfigField> {
             Some("true"),
             false,
             "Open CVE findings in container images",
+        ),
+        field(
+            "upload-origins",
+            "Upload origins (export only)",
+            FieldKind::Text,
+            None,
+            false,
+            "Comma-separated origins of the presigned URLs Wiz hands out for uploads (an Amazon S3 bucket, e.g. https://BUCKET.s3.amazonaws.com); the host lets the export reach only these besides the API. Wiz does not publish the bucket: if an export is refused with `origin … is not allowed`, add the origin it names",
         ),
     ]
 }
@@ -207,6 +218,7 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
     let mut client_secret = None;
     let mut scan_sca = true;
     let mut scan_images = true;
+    let mut upload_origins = Vec::new();
     for s in settings {
         let key = s.key.as_str();
         if !known.iter().any(|k| k == key) {
@@ -236,6 +248,15 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
             ("client-secret", _) => return Err(invalid(key, "must be passed as a secret")),
             ("scan-sca", SettingValue::Boolean(b)) => scan_sca = *b,
             ("scan-container-images", SettingValue::Boolean(b)) => scan_images = *b,
+            ("upload-origins", SettingValue::Text(t)) => {
+                for part in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let url = parse_url(key, part)?;
+                    if url.path() != "/" || url.query().is_some() {
+                        return Err(invalid(key, "an origin is scheme://host[:port] only"));
+                    }
+                    upload_origins.push(origin(&url));
+                }
+            }
             ("scan-sca" | "scan-container-images", _) => {
                 return Err(invalid(key, "must be a boolean"));
             }
@@ -273,25 +294,29 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
         client_secret,
         scan_sca,
         scan_container_images: scan_images,
+        upload_origins,
     })
 }
 
+/// `scheme://host:port` of a URL, the form the host's egress policy takes.
+fn origin(u: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        u.scheme(),
+        u.host_str().unwrap_or_default(),
+        u.port_or_known_default().unwrap_or(443)
+    )
+}
+
 impl Config {
-    /// The origins this configuration contacts: the API and the token
-    /// endpoint, as `scheme://host:port`.
+    /// The origins this configuration contacts: the API, the token
+    /// endpoint and the upload origins, as `scheme://host:port`.
     pub fn egress(&self) -> Vec<String> {
-        let origin = |u: &Url| {
-            format!(
-                "{}://{}:{}",
-                u.scheme(),
-                u.host_str().unwrap_or_default(),
-                u.port_or_known_default().unwrap_or(443)
-            )
-        };
         let mut out = vec![origin(&self.api_endpoint)];
-        let auth = origin(&self.auth_url);
-        if !out.contains(&auth) {
-            out.push(auth);
+        for o in std::iter::once(origin(&self.auth_url)).chain(self.upload_origins.clone()) {
+            if !out.contains(&o) {
+                out.push(o);
+            }
         }
         out
     }

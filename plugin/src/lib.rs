@@ -7,7 +7,10 @@
 //!   enabled asset types, repository-branch resolution, error
 //!   classification);
 //! - `map-finding(s)`: [`mapping`] (open findings with a CVE, of enabled
-//!   kinds, to the normalized finding, Wiz timestamps unchanged).
+//!   kinds, to the normalized finding, Wiz timestamps unchanged);
+//! - `findings-sink`: [`export`] (SAST findings as a Wiz ingestion
+//!   document, uploaded through a presigned URL, followed by its system
+//!   activity).
 //!
 //! The logic is plain Rust over the [`wiz::Env`] trait; only [`component`]
 //! touches the host imports, so the same code is unit-tested natively.
@@ -22,6 +25,7 @@ pub use exports::scanner::plugin::scanner_source as source;
 pub use scanner::plugin::types;
 
 pub mod config;
+pub mod export;
 pub mod mapping;
 pub mod wiz;
 

@@ -159,6 +159,16 @@ impl<'a, E: Env> Client<'a, E> {
         Self { env, config }
     }
 
+    /// The environment the client runs in.
+    pub fn env(&self) -> &'a E {
+        self.env
+    }
+
+    /// The tenant's configuration.
+    pub fn config(&self) -> &'a Config {
+        self.config
+    }
+
     fn token_fingerprint(&self) -> String {
         // Identifies the credentials a cached token belongs to without
         // storing the secret: reconnecting with other credentials must not

@@ -31,7 +31,7 @@ fn good() -> Settings {
 }
 
 #[test]
-fn describe_lists_the_six_wiz_fields() {
+fn describe_lists_the_wiz_fields() {
     let (_, plugin) = engine_and_plugin();
     let info = plugin.info();
     assert_eq!(info.name, "wiz");
@@ -49,6 +49,7 @@ fn describe_lists_the_six_wiz_fields() {
             ("client-secret", FieldKind::Secret, true),
             ("scan-sca", FieldKind::Boolean, false),
             ("scan-container-images", FieldKind::Boolean, false),
+            ("upload-origins", FieldKind::Text, false),
         ]
     );
     let default_of = |key: &str| {
