@@ -199,11 +199,12 @@ async fn rate_limits_and_server_errors_are_retried_to_a_complete_scan() {
                 code: "INTERNAL".into(),
                 message: "try again".into(),
             },
+            Fault::DropConnection,
         ],
         ..Faults::default()
     });
     let report = runtime.scan("t", &()).await.expect("scan completes");
-    assert_eq!(report.retries, 4);
+    assert_eq!(report.retries, 5);
     assert_eq!(imported(&runtime), expected_open(&sim, true, true));
 }
 
