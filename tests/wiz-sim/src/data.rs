@@ -65,6 +65,51 @@ impl SimAsset {
     }
 }
 
+/// The fields of a finding node, as the schema lists them.
+pub const FIELDS: &[&str] = &[
+    "__typename",
+    "id",
+    "name",
+    "vulnerabilityExternalId",
+    "CVEDescription",
+    "CVSSSeverity",
+    "severity",
+    "vendorSeverity",
+    "nvdSeverity",
+    "weightedSeverity",
+    "score",
+    "exploitabilityScore",
+    "impactScore",
+    "status",
+    "firstDetectedAt",
+    "lastDetectedAt",
+    "resolvedAt",
+    "updatedAt",
+    "publishedDate",
+    "description",
+    "remediation",
+    "detailedName",
+    "version",
+    "fixedVersion",
+    "recommendedVersion",
+    "locationPath",
+    "detectionMethod",
+    "portalUrl",
+    "link",
+    "hasExploit",
+    "hasCisaKevExploit",
+    "hasFix",
+    "isHighProfileThreat",
+    "validatedInRuntime",
+    "epssSeverity",
+    "epssPercentile",
+    "epssProbability",
+    "dataSourceName",
+    "resolutionReason",
+    "projects",
+    "vulnerableAsset",
+];
+
 /// One finding of the simulated tenant (ground truth for tests).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimFinding {
@@ -124,10 +169,9 @@ impl SimFinding {
         out
     }
 
-    /// The JSON object of this finding with every field the schema has,
-    /// for the executor to project.
-    pub fn to_json(&self) -> Value {
-        let asset = match &self.asset {
+    /// The `vulnerableAsset` object (with `__typename`).
+    pub fn asset_json(&self) -> Value {
+        match &self.asset {
             SimAsset::RepositoryBranch {
                 id,
                 repository_name,
@@ -164,29 +208,75 @@ impl SimFinding {
             }),
             // Wiz reports some assets as an empty object of an unknown type.
             SimAsset::Unknown => json!({"__typename": "VulnerableAssetCommon"}),
-        };
-        json!({
-            "__typename": "VulnerabilityFinding",
-            "id": self.id, "name": self.name, "vulnerabilityExternalId": self.external_id,
-            "status": self.status, "vendorSeverity": self.vendor_severity, "severity": self.severity,
-            "CVSSSeverity": self.severity, "nvdSeverity": self.severity, "score": self.score,
-            "exploitabilityScore": 3.9, "impactScore": 5.9,
-            "firstDetectedAt": self.first_detected_at, "lastDetectedAt": self.last_detected_at,
-            "updatedAt": self.updated_at, "resolvedAt": self.resolved_at,
-            "description": format!("The package `{}` version `{}` is vulnerable to {}.", self.package, self.version, self.name),
-            "CVEDescription": format!("Description of {}", self.name),
-            "remediation": self.fixed_version.as_ref().map(|v| format!("Upgrade {} to {v}", self.package)),
-            "detailedName": self.package, "version": self.version, "fixedVersion": self.fixed_version,
-            "locationPath": self.location_path, "detectionMethod": if matches!(self.asset, SimAsset::RepositoryBranch{..}) { "LIBRARY" } else { "PACKAGE" },
-            "portalUrl": format!("https://app.wiz.io/explorer/vulnerability-findings#~(entity~(~'{}*2cSECURITY_TOOL_FINDING))", self.id),
-            "link": format!("https://nvd.nist.gov/vuln/detail/{}", self.name),
-            "hasExploit": false, "hasCisaKevExploit": null, "hasFix": self.fixed_version.is_some(),
-            "isHighProfileThreat": false, "validatedInRuntime": null,
-            "epssSeverity": "LOW", "epssPercentile": 46.2, "epssProbability": 0.1,
-            "dataSourceName": null, "resolutionReason": null,
-            "projects": [{"id": self.project_id, "name": format!("Project {}", self.project_id), "slug": self.project_id}],
-            "vulnerableAsset": asset,
-        })
+        }
+    }
+
+    /// One field of the finding node by its schema name (`Null` for
+    /// fields the simulator leaves empty). Only selected fields are built:
+    /// serving a page is mostly this.
+    pub fn field(&self, name: &str) -> Value {
+        let text = |s: &str| Value::String(s.to_string());
+        let opt = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
+        match name {
+            "__typename" => text("VulnerabilityFinding"),
+            "id" => text(&self.id),
+            "name" => text(&self.name),
+            "vulnerabilityExternalId" => opt(&self.external_id),
+            "status" => text(&self.status),
+            "vendorSeverity" => opt(&self.vendor_severity),
+            "severity" | "CVSSSeverity" | "nvdSeverity" => text(&self.severity),
+            "score" => self.score.map_or(Value::Null, Value::from),
+            "exploitabilityScore" => 3.9.into(),
+            "impactScore" => 5.9.into(),
+            "firstDetectedAt" => text(&self.first_detected_at),
+            "lastDetectedAt" => text(&self.last_detected_at),
+            "updatedAt" => text(&self.updated_at),
+            "resolvedAt" => opt(&self.resolved_at),
+            "description" => Value::String(format!(
+                "The package `{}` version `{}` is vulnerable to {}.",
+                self.package, self.version, self.name
+            )),
+            "CVEDescription" => Value::String(format!("Description of {}", self.name)),
+            "remediation" => self.fixed_version.as_ref().map_or(Value::Null, |v| {
+                format!("Upgrade {} to {v}", self.package).into()
+            }),
+            "detailedName" => text(&self.package),
+            "version" => text(&self.version),
+            "fixedVersion" => opt(&self.fixed_version),
+            "locationPath" => opt(&self.location_path),
+            "detectionMethod" => text(if matches!(self.asset, SimAsset::RepositoryBranch { .. }) {
+                "LIBRARY"
+            } else {
+                "PACKAGE"
+            }),
+            "portalUrl" => Value::String(format!(
+                "https://app.wiz.io/explorer/vulnerability-findings#~(entity~(~'{}*2cSECURITY_TOOL_FINDING))",
+                self.id
+            )),
+            "link" => Value::String(format!("https://nvd.nist.gov/vuln/detail/{}", self.name)),
+            "hasExploit" | "isHighProfileThreat" => false.into(),
+            "hasFix" => self.fixed_version.is_some().into(),
+            "epssSeverity" => text("LOW"),
+            "epssPercentile" => 46.2.into(),
+            "epssProbability" => 0.1.into(),
+            "projects" => {
+                json!([{"__typename": "Project", "id": self.project_id, "name": format!("Project {}", self.project_id), "slug": self.project_id}])
+            }
+            "vulnerableAsset" => self.asset_json(),
+            // hasCisaKevExploit, validatedInRuntime, dataSourceName,
+            // resolutionReason… are null, as Wiz often sends them.
+            _ => Value::Null,
+        }
+    }
+
+    /// Every field the schema has, as one JSON object.
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            FIELDS
+                .iter()
+                .map(|k| (k.to_string(), self.field(k)))
+                .collect(),
+        )
     }
 }
 

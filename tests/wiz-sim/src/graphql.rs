@@ -3,7 +3,7 @@
 //! and a small executor that projects selections over JSON objects.
 
 use apollo_compiler::ast::Value as AstValue;
-use apollo_compiler::executable::{Selection, SelectionSet};
+use apollo_compiler::executable::{Field, Selection, SelectionSet};
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Schema};
 use serde_json::{Map, Value};
@@ -357,63 +357,92 @@ pub fn field_selection<'a>(
     None
 }
 
-/// Project `obj` (a full JSON object with `__typename`) onto `set`.
-pub fn project(
-    doc: &ExecutableDocument,
-    obj: &Value,
-    set: &SelectionSet,
-    out: &mut Map<String, Value>,
+/// The fields `set` selects on an object of type `typename`, in order,
+/// following the fragments whose type condition matches, one per response
+/// key. GraphQL merges the sub-selections of a key selected twice; the
+/// simulator keeps the first (public clients repeat only leaf fields).
+pub fn fields_of<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    typename: &str,
+    out: &mut Vec<&'a Field>,
 ) {
-    let typename = obj
-        .get("__typename")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     for selection in &set.selections {
         match selection {
             Selection::Field(f) => {
-                let key = f.response_key().to_string();
-                if f.name == "__typename" {
-                    out.insert(key, Value::String(typename.to_string()));
-                    continue;
+                if !out.iter().any(|o| o.response_key() == f.response_key()) {
+                    out.push(f);
                 }
-                let v = obj.get(f.name.as_str()).unwrap_or(&Value::Null);
-                let projected = if f.selection_set.selections.is_empty() {
-                    v.clone()
-                } else {
-                    project_value(doc, v, &f.selection_set)
-                };
-                out.insert(key, projected);
             }
             Selection::InlineFragment(i) => {
                 if i.type_condition
                     .as_ref()
                     .is_none_or(|c| type_matches(typename, c.as_str()))
                 {
-                    project(doc, obj, &i.selection_set, out);
+                    fields_of(doc, &i.selection_set, typename, out);
                 }
             }
             Selection::FragmentSpread(s) => {
                 if let Some(frag) = doc.fragments.get(&s.fragment_name)
                     && type_matches(typename, frag.type_condition().as_str())
                 {
-                    project(doc, obj, &frag.selection_set, out);
+                    fields_of(doc, &frag.selection_set, typename, out);
                 }
             }
         }
     }
 }
 
-/// Project a value that may be a list, an object or null.
-pub fn project_value(doc: &ExecutableDocument, v: &Value, set: &SelectionSet) -> Value {
+/// Appends `v` as JSON. Serializing a `Value` into a `Vec` cannot fail.
+pub fn write_json(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// Writes the projection of `v` (full JSON objects carrying `__typename`)
+/// onto `set` as JSON text, without building the projected tree: this is
+/// what serves a 500-finding page quickly.
+pub fn write_projected(doc: &ExecutableDocument, v: &Value, set: &SelectionSet, out: &mut Vec<u8>) {
     match v {
         Value::Array(items) => {
-            Value::Array(items.iter().map(|i| project_value(doc, i, set)).collect())
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_projected(doc, item, set, out);
+            }
+            out.push(b']');
         }
-        Value::Object(_) => {
-            let mut out = Map::new();
-            project(doc, v, set, &mut out);
-            Value::Object(out)
+        Value::Object(map) if !set.selections.is_empty() => {
+            let typename = map
+                .get("__typename")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut fields = Vec::new();
+            fields_of(doc, set, typename, &mut fields);
+            out.push(b'{');
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, f.response_key().as_str());
+                out.push(b':');
+                if f.name == "__typename" {
+                    write_json(out, typename);
+                } else {
+                    let child = map.get(f.name.as_str()).unwrap_or(&Value::Null);
+                    write_projected(doc, child, &f.selection_set, out);
+                }
+            }
+            out.push(b'}');
         }
-        other => other.clone(),
+        other => write_json(out, other),
     }
+}
+
+/// The projection of `v` onto `set` as a value (for small answers).
+pub fn project_value(doc: &ExecutableDocument, v: &Value, set: &SelectionSet) -> Value {
+    let mut out = Vec::new();
+    write_projected(doc, v, set, &mut out);
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
 }

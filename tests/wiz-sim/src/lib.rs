@@ -506,7 +506,7 @@ async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         // panic hook: nothing is printed.
         std::panic::resume_unwind(Box::new("simulated dropped connection"));
     }
-    let mut bytes = body.to_string().into_bytes();
+    let mut bytes = body;
     let mut headers_out = vec![(header::CONTENT_TYPE, "application/json".to_string())];
     match corrupt {
         Some(Fault::Malformed) => bytes = b"<html><body>502 Bad Gateway</body></html>{".to_vec(),
@@ -528,7 +528,25 @@ async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
 
 /// The answer to one `/graphql` request: status, body, and a fault that
 /// alters the body or headers.
-fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value, Option<Fault>) {
+fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Vec<u8>, Option<Fault>) {
+    let (status, body, fault) = answer_value(shared, headers, request);
+    match body {
+        Body::Json(v) => (status, v.to_string().into_bytes(), fault),
+        Body::Raw(bytes) => (status, bytes, fault),
+    }
+}
+
+/// A response body: a JSON value, or JSON text written directly.
+enum Body {
+    Json(Value),
+    Raw(Vec<u8>),
+}
+
+fn answer_value(
+    shared: &Shared,
+    headers: &HeaderMap,
+    request: &Value,
+) -> (u16, Body, Option<Fault>) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -536,7 +554,7 @@ fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value,
     if !content_type.starts_with("application/json") {
         return (
             415,
-            json!({"errors": [{"message": "Unsupported Media Type"}]}),
+            Body::Json(json!({"errors": [{"message": "Unsupported Media Type"}]})),
             None,
         );
     }
@@ -551,26 +569,32 @@ fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value,
         }
     };
     match &fault {
-        Some(Fault::DropConnection) => return (0, Value::Null, fault),
+        Some(Fault::DropConnection) => return (0, Body::Raw(Vec::new()), fault),
         Some(Fault::RevokeTokens) => lock(&shared.tokens).clear(),
         Some(f @ Fault::RateLimited { .. }) => {
             return (
                 429,
-                json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
+                Body::Json(
+                    json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
+                ),
                 Some(f.clone()),
             );
         }
         Some(Fault::Status { status }) => {
             return (
                 *status,
-                json!({"errors": [{"message": "Internal server error", "extensions": {"code": "INTERNAL"}}]}),
+                Body::Json(
+                    json!({"errors": [{"message": "Internal server error", "extensions": {"code": "INTERNAL"}}]}),
+                ),
                 None,
             );
         }
         Some(Fault::GraphqlError { code, message }) => {
             return (
                 200,
-                json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]}),
+                Body::Json(
+                    json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]}),
+                ),
                 None,
             );
         }
@@ -589,14 +613,16 @@ fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value,
             Some(t) if t.expires > Instant::now() => t.client.clone(),
             _ => {
                 let (s, b) = unauthenticated();
-                return (s, b, None);
+                return (s, Body::Json(b), None);
             }
         }
     };
     if let Some(wait) = take_token(shared, &client) {
         return (
             429,
-            json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
+            Body::Json(
+                json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
+            ),
             Some(Fault::RateLimited {
                 retry_after: Some(wait),
             }),
@@ -610,8 +636,14 @@ fn answer(shared: &Shared, headers: &HeaderMap, request: &Value) -> (u16, Value,
         .map(|c| c.scopes.clone())
         .unwrap_or_default();
     let (status, body) = match execute(shared, request, &scopes) {
-        Ok(data) => (200, json!({"data": data})),
-        Err(e) => (e.status, e.body()),
+        Ok(data) => {
+            let mut body = Vec::with_capacity(data.len() + 10);
+            body.extend_from_slice(b"{\"data\":");
+            body.extend_from_slice(&data);
+            body.push(b'}');
+            (200, Body::Raw(body))
+        }
+        Err(e) => (e.status, Body::Json(e.body())),
     };
     (status, body, fault)
 }
@@ -654,7 +686,8 @@ fn bad_input(message: impl Into<String>) -> GqlError {
     }
 }
 
-fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Value, GqlError> {
+/// Runs the request's operation; returns the `data` object as JSON text.
+fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Vec<u8>, GqlError> {
     let query = request
         .get("query")
         .and_then(Value::as_str)
@@ -670,8 +703,8 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Value,
         .operations
         .get(op_name)
         .map_err(|e| bad_input(e.message().to_string()))?;
-    let mut data = Map::new();
-    for selection in &operation.selection_set.selections {
+    let mut data = vec![b'{'];
+    for (n, selection) in operation.selection_set.selections.iter().enumerate() {
         let apollo_compiler::executable::Selection::Field(field) = selection else {
             return Err(bad_input(
                 "fragments on the root type are not supported by the simulator",
@@ -694,14 +727,21 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Value,
                 })
             }
         };
-        let value = match field.name.as_str() {
+        if n > 0 {
+            data.push(b',');
+        }
+        graphql::write_json(&mut data, field.response_key().as_str());
+        data.push(b':');
+        let out = &mut data;
+        match field.name.as_str() {
             "vulnerabilityFindings" => {
                 need("read:vulnerabilities")?;
-                findings_connection(shared, &doc, &field.selection_set, &args)?
+                findings_connection(shared, &doc, &field.selection_set, &args, out)?;
             }
             "versionControlResources" => {
                 need("read:resources")?;
-                branches_connection(shared, &doc, &field.selection_set, &args)?
+                let v = branches_connection(shared, &doc, &field.selection_set, &args)?;
+                graphql::write_json(out, &v);
             }
             "requestSecurityScanUpload" => {
                 need("create:external_data_ingestion")?;
@@ -729,14 +769,14 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Value,
                     "__typename": "RequestSecurityScanUploadPayload",
                     "upload": {"__typename": "SecurityScanUpload", "id": id, "url": url, "systemActivityId": activity},
                 });
-                graphql::project_value(&doc, &payload, &field.selection_set)
+                graphql::write_projected(&doc, &payload, &field.selection_set, out);
             }
             "systemActivity" => {
                 need("read:system_activities")?;
                 let id = args.get("id").and_then(Value::as_str).unwrap_or_default();
                 let activity = lock(&shared.uploads).poll(&shared.config.uploads, id);
                 match activity {
-                    Some(a) => graphql::project_value(&doc, &a, &field.selection_set),
+                    Some(a) => graphql::write_projected(&doc, &a, &field.selection_set, out),
                     None => {
                         return Err(GqlError {
                             status: 200,
@@ -747,16 +787,16 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Value,
                     }
                 }
             }
-            "__typename" => Value::String("Query".into()),
+            "__typename" => graphql::write_json(out, "Query"),
             other => {
                 return Err(bad_input(format!(
                     "field {other} is not served by the simulator"
                 )));
             }
-        };
-        data.insert(field.response_key().to_string(), value);
+        }
     }
-    Ok(Value::Object(data))
+    data.push(b'}');
+    Ok(data)
 }
 
 fn page_args(shared: &Shared, args: &Map<String, Value>) -> Result<(usize, usize), GqlError> {
@@ -896,12 +936,12 @@ fn findings_connection(
     doc: &apollo_compiler::ExecutableDocument,
     set: &apollo_compiler::executable::SelectionSet,
     args: &Map<String, Value>,
-) -> Result<Value, GqlError> {
+    out: &mut Vec<u8>,
+) -> Result<(), GqlError> {
     let (first, start) = page_args(shared, args)?;
     let filter = FindingFilter::new(args.get("filterBy"))?;
     let data = shared.data.read().unwrap_or_else(|p| p.into_inner());
     let mut page = Vec::with_capacity(first);
-    let mut last = None;
     let mut has_next = false;
     for (pos, f) in data.findings.iter().enumerate().skip(start) {
         if !filter.matches(f) {
@@ -911,42 +951,78 @@ fn findings_connection(
             has_next = true;
             break;
         }
-        page.push(f);
-        last = Some(pos);
+        page.push(pos);
     }
-    let mut conn = Map::new();
-    conn.insert("__typename".into(), "VulnerabilityFindingConnection".into());
-    // Full node objects, projected once with the connection below; only
-    // built when nodes are selected at all.
-    if graphql::field_selection(doc, set, "nodes").is_some() {
-        conn.insert(
-            "nodes".into(),
-            Value::Array(page.iter().map(|f| f.to_json()).collect()),
-        );
-    }
-    conn.insert(
-        "pageInfo".into(),
-        json!({"__typename": "PageInfo", "hasNextPage": has_next, "endCursor": last.map(encode_cursor)}),
-    );
-    if graphql::selects(doc, set, "totalCount") {
-        let key = (
-            args.get("filterBy")
-                .map(Value::to_string)
-                .unwrap_or_default(),
-            data.version,
-        );
-        let cached = lock(&shared.counts).get(&key).copied();
-        let total = match cached {
-            Some(t) => t,
-            None => {
-                let t = data.findings.iter().filter(|f| filter.matches(f)).count();
-                lock(&shared.counts).insert(key, t);
-                t
+    const TYPE: &str = "VulnerabilityFindingConnection";
+    let mut fields = Vec::new();
+    graphql::fields_of(doc, set, TYPE, &mut fields);
+    out.push(b'{');
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        graphql::write_json(out, field.response_key().as_str());
+        out.push(b':');
+        match field.name.as_str() {
+            "nodes" => {
+                // Each node is written straight from the finding, building
+                // only the fields selected: no full object, no projected
+                // tree.
+                let mut node_fields = Vec::new();
+                graphql::fields_of(
+                    doc,
+                    &field.selection_set,
+                    "VulnerabilityFinding",
+                    &mut node_fields,
+                );
+                out.push(b'[');
+                for (n, pos) in page.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    let finding = &data.findings[*pos];
+                    out.push(b'{');
+                    for (i, f) in node_fields.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        graphql::write_json(out, f.response_key().as_str());
+                        out.push(b':');
+                        let value = finding.field(f.name.as_str());
+                        graphql::write_projected(doc, &value, &f.selection_set, out);
+                    }
+                    out.push(b'}');
+                }
+                out.push(b']');
             }
-        };
-        conn.insert("totalCount".into(), total.into());
+            "pageInfo" => {
+                let info = json!({"__typename": "PageInfo", "hasNextPage": has_next, "endCursor": page.last().map(|p| encode_cursor(*p))});
+                graphql::write_projected(doc, &info, &field.selection_set, out);
+            }
+            "totalCount" => {
+                let key = (
+                    args.get("filterBy")
+                        .map(Value::to_string)
+                        .unwrap_or_default(),
+                    data.version,
+                );
+                let cached = lock(&shared.counts).get(&key).copied();
+                let total = match cached {
+                    Some(t) => t,
+                    None => {
+                        let t = data.findings.iter().filter(|f| filter.matches(f)).count();
+                        lock(&shared.counts).insert(key, t);
+                        t
+                    }
+                };
+                graphql::write_json(out, &total);
+            }
+            "__typename" => graphql::write_json(out, TYPE),
+            _ => out.extend_from_slice(b"null"),
+        }
     }
-    Ok(graphql::project_value(doc, &Value::Object(conn), set))
+    out.push(b'}');
+    Ok(())
 }
 
 fn branches_connection(
