@@ -170,6 +170,23 @@ pub struct ScanReport {
     pub skipped: u64,
     /// Retries made after rate limits or transient errors.
     pub retries: u32,
+    /// Where this run's wall time went.
+    pub timings: ScanTimings,
+}
+
+/// Where a scan's wall time went, summed over its pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScanTimings {
+    /// `fetch-page` calls, wall time: HTTP plus the plugin's work.
+    pub fetch: Duration,
+    /// Of `fetch`, the guest's CPU time (parsing the response, building
+    /// records); the rest is waiting for HTTP.
+    pub fetch_guest_cpu: Duration,
+    /// `map-findings` calls (all guest work and the copy across the
+    /// component boundary).
+    pub map: Duration,
+    /// Storing pages in one transaction each.
+    pub store: Duration,
 }
 
 /// Progress of a running scan, for a progress bar.
@@ -473,7 +490,11 @@ impl Runtime {
                 cursor: cursor.clone(),
                 updated_since: None,
             };
-            let page = match current.fetch_page(&request).await {
+            let fetch_started = std::time::Instant::now();
+            let fetched = current.fetch_page(&request).await;
+            report.timings.fetch += fetch_started.elapsed();
+            report.timings.fetch_guest_cpu += current.last_call_cpu();
+            let page = match fetched {
                 Ok(Ok(page)) => page,
                 Ok(Err(err)) => {
                     let Some(retry_after) = err.retry_hint() else {
@@ -496,7 +517,10 @@ impl Runtime {
             };
             seen += page.records.len() as u64;
             let ids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
-            let mapped = match current.map_findings(page.records).await {
+            let map_started = std::time::Instant::now();
+            let mapped = current.map_findings(page.records).await;
+            report.timings.map += map_started.elapsed();
+            let mapped = match mapped {
                 Ok(mapped) => mapped,
                 Err(err) => return Err(err.into()),
             };
@@ -516,8 +540,9 @@ impl Runtime {
             let tenant_owned = tenant.to_string();
             let next = page.next_cursor.clone();
             let now = self.clock.now();
+            let store_started = std::time::Instant::now();
             // SQLite work is blocking; keep it off the async workers.
-            tokio::task::spawn_blocking(move || {
+            let stored = tokio::task::spawn_blocking(move || {
                 store.store_page(
                     scan_id,
                     &tenant_owned,
@@ -527,8 +552,9 @@ impl Runtime {
                     now,
                 )
             })
-            .await
-            .map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
+            .await;
+            report.timings.store += store_started.elapsed();
+            stored.map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
             report.pages += 1;
             progress.page(seen, page.total);
             match page.next_cursor {

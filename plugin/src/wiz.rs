@@ -471,15 +471,17 @@ impl<'a, E: Env> Client<'a, E> {
             "after": request.cursor,
             "filterBy": self.filter(request.updated_since.as_deref()),
         });
-        let data = self.graphql(FINDINGS_QUERY, variables)?;
+        let mut data = self.graphql(FINDINGS_QUERY, variables)?;
         let conn = data
-            .get("vulnerabilityFindings")
+            .get_mut("vulnerabilityFindings")
             .filter(|c| c.is_object())
             .ok_or_else(|| protocol("response has no vulnerabilityFindings connection"))?;
-        let nodes = conn
-            .get("nodes")
-            .and_then(Value::as_array)
-            .ok_or_else(|| protocol("vulnerabilityFindings has no nodes list"))?;
+        // Taken, not cloned: a page is about a megabyte of JSON.
+        let mut nodes = match conn.get_mut("nodes").map(Value::take) {
+            Some(Value::Array(nodes)) => nodes,
+            _ => return Err(protocol("vulnerabilityFindings has no nodes list")),
+        };
+        let conn = &*conn;
         let info = conn
             .get("pageInfo")
             .ok_or_else(|| protocol("vulnerabilityFindings has no pageInfo"))?;
@@ -504,7 +506,9 @@ impl<'a, E: Env> Client<'a, E> {
         };
         let mut records = Vec::with_capacity(nodes.len());
         let mut missing = Vec::new();
-        let mut nodes: Vec<Value> = nodes.clone();
+        // Many findings share a branch: one storage call per branch and page.
+        let mut resolved: std::collections::HashMap<String, Option<Value>> =
+            std::collections::HashMap::new();
         for node in &mut nodes {
             let id = node
                 .get("id")
@@ -517,12 +521,13 @@ impl<'a, E: Env> Client<'a, E> {
                 == Some("REPOSITORY_BRANCH")
                 && let Some(asset) = node.pointer("/vulnerableAsset/id").and_then(Value::as_str)
             {
-                match self.env.get(&format!("{REPO_KEY_PREFIX}{asset}")) {
-                    Some(raw) => {
-                        if let Ok(v) = serde_json::from_slice::<Value>(&raw) {
-                            node[RESOLVED_KEY] = v;
-                        }
-                    }
+                let cached = resolved.entry(asset.to_string()).or_insert_with(|| {
+                    self.env
+                        .get(&format!("{REPO_KEY_PREFIX}{asset}"))
+                        .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+                });
+                match cached {
+                    Some(v) => node[RESOLVED_KEY] = v.clone(),
                     None => missing.push(asset.to_string()),
                 }
             }

@@ -819,6 +819,13 @@ impl std::fmt::Debug for SourceInstance {
 }
 
 impl SourceInstance {
+    /// Guest CPU time of the last call: the time the guest ran, without
+    /// the time it waited for HTTP or host calls (what the CPU limit
+    /// charges).
+    pub fn last_call_cpu(&self) -> Duration {
+        self.core.store.data().meter.used()
+    }
+
     /// Requests this instance's policy refused so far (all calls).
     pub fn egress_denied(&self) -> u64 {
         self.core.store.data().egress_denied()

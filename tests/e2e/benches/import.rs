@@ -1,10 +1,15 @@
-//! End-to-end import: simulator at 0 latency → Wiz plugin in wasmtime →
-//! host → SQLite. Prints a table. Run with `cargo bench -p scanner-tests`
-//! (sizes: SCANNER_BENCH_SIZES, default "10000,100000").
+//! End-to-end import: the simulator (its own process, 0 latency) → the Wiz
+//! plugin in wasmtime → host → SQLite. Prints a table with where the wall
+//! time went. Run with `cargo bench -p scanner-tests --bench import`.
+//!
+//! - `SCANNER_BENCH_SIZES` (default `10000,100000`; add `1000000` for the
+//!   large tenant);
+//! - `SCANNER_BENCH_LATENCY_MS` and `SCANNER_BENCH_RPS` (e.g. 200 and 10):
+//!   one more run of the largest size under that latency and rate budget,
+//!   against the lower bound they impose.
 
-use scanner_tests::{runtime_in, wiz_settings};
-use std::time::Instant;
-use wiz_sim::{SimConfig, Simulator};
+use scanner_tests::{SimProcess, runtime_in};
+use std::time::{Duration, Instant};
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -19,6 +24,36 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Resets the kernel's peak-RSS mark, so each size reports its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn env_num(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn share(part: Duration, whole: f64) -> String {
+    format!("{:.0} %", part.as_secs_f64() / whole * 100.0)
+}
+
+async fn run(n: usize, extra: &[String]) -> (scanner_host::runtime::ScanReport, f64, f64) {
+    let mut args = vec!["--findings".to_string(), n.to_string()];
+    args.extend_from_slice(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sim = SimProcess::start(&args);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path());
+    runtime
+        .connect("bench", "wiz", &sim.settings())
+        .await
+        .expect("connect");
+    reset_peak_rss();
+    let started = Instant::now();
+    let report = runtime.scan("bench", &()).await.expect("scan");
+    (report, started.elapsed().as_secs_f64(), peak_rss_mb())
+}
+
 #[tokio::main]
 async fn main() {
     let sizes: Vec<usize> = std::env::var("SCANNER_BENCH_SIZES")
@@ -27,32 +62,55 @@ async fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     println!(
-        "| findings in tenant | imported | pages | wall time | imported/s | records/s | peak RSS (process) |"
+        "| findings in tenant | imported | pages | wall time | records/s | peak RSS (host) | HTTP wait | guest parse | map | store | other |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for n in sizes {
-        let sim = Simulator::start_background(SimConfig {
-            findings: n,
-            ..SimConfig::default()
-        })
-        .expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let runtime = runtime_in(dir.path());
-        runtime
-            .connect("bench", "wiz", &wiz_settings(&sim))
-            .await
-            .expect("connect");
-        let started = Instant::now();
-        let report = runtime.scan("bench", &()).await.expect("scan");
-        let secs = started.elapsed().as_secs_f64();
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &n in &sizes {
+        let (report, secs, rss) = run(n, &[]).await;
+        let t = report.timings;
         let records = report.new + report.skipped;
+        let http = t.fetch.saturating_sub(t.fetch_guest_cpu);
+        let other = Duration::from_secs_f64(secs).saturating_sub(t.fetch + t.map + t.store);
         println!(
-            "| {n} | {} | {} | {secs:.2} s | {:.0} | {:.0} | {:.0} MB |",
+            "| {n} | {} | {} | {secs:.2} s | {:.0} | {rss:.0} MB | {} | {} | {} | {} | {} |",
             report.new,
             report.pages,
-            report.new as f64 / secs,
             records as f64 / secs,
-            peak_rss_mb()
+            share(http, secs),
+            share(t.fetch_guest_cpu, secs),
+            share(t.map, secs),
+            share(t.store, secs),
+            share(other, secs),
+        );
+    }
+    if let (Some(latency), Some(rps), Some(&n)) = (
+        env_num("SCANNER_BENCH_LATENCY_MS"),
+        env_num("SCANNER_BENCH_RPS"),
+        sizes.iter().max(),
+    ) {
+        let extra = vec![
+            "--latency-ms".to_string(),
+            latency.to_string(),
+            "--rate-limit-rps".to_string(),
+            rps.to_string(),
+        ];
+        let (report, secs, _) = run(n, &extra).await;
+        // Every request (token, inventory, pages) waits `latency`; the
+        // budget allows `rps` GraphQL requests a second. Overlapping
+        // requests could reach the larger of the two bounds.
+        let requests = report.pages as f64 + 2.0;
+        let by_rate = report.pages as f64 / rps as f64;
+        let by_latency_sequential = requests * latency as f64 / 1e3;
+        println!();
+        println!("| {latency} ms latency, {rps} requests/s | value |");
+        println!("|---|---|");
+        println!("| pages | {} (retries {}) |", report.pages, report.retries);
+        println!("| wall time | {secs:.1} s |");
+        println!("| lower bound from the rate budget | {by_rate:.1} s |");
+        println!("| sequential paging at this latency | {by_latency_sequential:.1} s |");
+        println!(
+            "| wall time / lower bound | {:.2}× |",
+            secs / by_rate.max(latency as f64 / 1e3)
         );
     }
 }

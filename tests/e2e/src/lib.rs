@@ -37,6 +37,85 @@ pub fn plugin_wasm() -> &'static Path {
     })
 }
 
+/// The `wiz-sim` binary (release build), built once: benchmarks run the
+/// simulator as its own process so the host's figures are its own.
+pub fn sim_bin() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        cargo_build(&["-p", "wiz-sim", "--bin", "wiz-sim", "--release"]);
+        let path = workspace_root().join("target/release/wiz-sim");
+        assert!(path.exists(), "{} missing after build", path.display());
+        path
+    })
+}
+
+/// A `wiz-sim` process on a free port; killed when dropped.
+pub struct SimProcess {
+    child: std::process::Child,
+    /// The GraphQL endpoint.
+    pub api_endpoint: String,
+    /// The token endpoint.
+    pub token_url: String,
+}
+
+impl SimProcess {
+    /// Starts `wiz-sim --port 0` with `args` and reads its endpoints.
+    pub fn start(args: &[&str]) -> SimProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(sim_bin())
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start wiz-sim");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut field = |name: &str| loop {
+            let line = lines.next().expect("wiz-sim output").expect("line");
+            if let Some(v) = line.trim().strip_prefix(name) {
+                return v.trim().to_string();
+            }
+        };
+        let api_endpoint = field("API endpoint:");
+        let token_url = field("auth URL:");
+        // Read to its last line: closing the pipe earlier would make its
+        // remaining prints fail.
+        field("admin:");
+        SimProcess {
+            child,
+            api_endpoint,
+            token_url,
+        }
+    }
+
+    /// Settings for the Wiz plugin against this process.
+    pub fn settings(&self) -> Settings {
+        let client = wiz_sim::SimConfig::default().clients[0].clone();
+        let mut s = Settings::new();
+        s.insert(
+            "api-endpoint".into(),
+            SettingValue::Text(self.api_endpoint.clone()),
+        );
+        s.insert(
+            "auth-url".into(),
+            SettingValue::Text(self.token_url.clone()),
+        );
+        s.insert("client-id".into(), SettingValue::Text(client.id));
+        s.insert(
+            "client-secret".into(),
+            SettingValue::Secret(Secret::new(&client.secret)),
+        );
+        s
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The `scanner-host` binary (debug build), built once.
 pub fn host_bin() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
