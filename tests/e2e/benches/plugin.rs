@@ -1,0 +1,160 @@
+//! The plugin itself: the same mapping code natively and inside the
+//! component, and what starting a plugin costs (compile, load from the
+//! compiled cache, instantiate). Run with
+//! `cargo bench -p scanner-tests --bench plugin`.
+
+use scanner_host::contract::{PageRequest, RawRecord};
+use scanner_host::engine::{EgressPolicy, Engine, EngineConfig, TenantSandbox};
+use scanner_host::store::Store;
+use scanner_tests::{plugin_wasm, wiz_settings};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wiz_sim::{SimConfig, Simulator};
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let wasm = plugin_wasm();
+    let store: Arc<Store> = Arc::new(Store::open_in_memory().expect("store"));
+
+    // ----- start-up -----------------------------------------------------
+    let started = Instant::now();
+    let engine = Engine::new(EngineConfig::default()).expect("engine");
+    let plugin = engine.load_plugin(wasm).expect("compile");
+    let cold = started.elapsed();
+
+    let cache = tempfile::tempdir().expect("tempdir");
+    let cached = |dir: &std::path::Path| {
+        let started = Instant::now();
+        let engine = Engine::new(EngineConfig {
+            cache_dir: Some(dir.to_path_buf()),
+            ..EngineConfig::default()
+        })
+        .expect("engine");
+        engine.load_plugin(wasm).expect("load");
+        started.elapsed()
+    };
+    let first_with_cache = cached(cache.path());
+    // A restarted host: a new engine over the same cache directory.
+    let from_cache = cached(cache.path());
+
+    let sandbox = TenantSandbox {
+        tenant: "bench".into(),
+        kv: store.clone(),
+        egress: EgressPolicy::deny_all(),
+        limits: None,
+    };
+    let mut instantiate: Vec<Duration> = (0..2000)
+        .map(|_| {
+            let started = Instant::now();
+            let instance = futures_block(plugin.source(&sandbox));
+            let took = started.elapsed();
+            drop(instance);
+            took
+        })
+        .collect();
+    let first_instance = instantiate.remove(0);
+    instantiate.sort();
+
+    // ----- mapping: native vs component -----------------------------------
+    let sim = Simulator::start_background(SimConfig {
+        findings: 2000,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let settings = wiz_settings(&sim);
+    let live = TenantSandbox {
+        egress: EgressPolicy::from_origins(&[sim.base_url()]).expect("egress"),
+        ..sandbox.clone()
+    };
+    let mut instance = plugin.source(&live).await.expect("instance");
+    instance
+        .configure(&settings)
+        .await
+        .expect("engine")
+        .expect("configure");
+    let page = instance
+        .fetch_page(&PageRequest {
+            cursor: None,
+            updated_since: None,
+        })
+        .await
+        .expect("engine")
+        .expect("page");
+    let records: Vec<RawRecord> = page.records;
+    let n = records.len();
+    let rounds = 20;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let out = instance
+            .map_findings(records.clone())
+            .await
+            .expect("engine");
+        assert_eq!(out.len(), n);
+    }
+    let component = started.elapsed();
+    let native_records: Vec<wiz_plugin::source::RawRecord> = records
+        .iter()
+        .map(|r| wiz_plugin::source::RawRecord {
+            id: r.id.clone(),
+            body: r.body.clone(),
+        })
+        .collect();
+    let kinds = wiz_plugin::mapping::Kinds {
+        sca: true,
+        images: true,
+    };
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let mapped: Vec<_> = native_records
+            .clone()
+            .iter()
+            .map(|r| wiz_plugin::mapping::map_record(r, kinds))
+            .collect();
+        assert_eq!(mapped.len(), n);
+    }
+    let native = started.elapsed();
+    let per = |d: Duration| micros(d) / (rounds * n) as f64;
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| compile the component (no cache) | {:.0} ms |",
+        cold.as_secs_f64() * 1e3
+    );
+    println!(
+        "| first start with an empty cache (compile + write) | {:.0} ms |",
+        first_with_cache.as_secs_f64() * 1e3
+    );
+    println!(
+        "| restarted host, load from the compiled cache | {:.1} ms |",
+        from_cache.as_secs_f64() * 1e3
+    );
+    println!("| first instantiate | {:.0} µs |", micros(first_instance));
+    println!(
+        "| warm instantiate (InstancePre, pooling), p50 / p99 | {:.1} / {:.1} µs |",
+        micros(percentile(&instantiate, 0.5)),
+        micros(percentile(&instantiate, 0.99))
+    );
+    println!("| mapping, native, per finding | {:.2} µs |", per(native));
+    println!(
+        "| mapping, in the component (map-findings batch of {n}), per finding | {:.2} µs |",
+        per(component)
+    );
+    println!(
+        "| component / native | {:.2}× |",
+        component.as_secs_f64() / native.as_secs_f64()
+    );
+}
+
+/// Runs a future to completion on the current runtime from sync code.
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
