@@ -9,12 +9,12 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
-echo "== build the plugin component (wasm32-wasip2)"
-cargo build -p wiz-plugin --target wasm32-wasip2 --release
+echo "== build the plugin components (wasm32-wasip2): the Wiz connector and the hostile test plugin"
+cargo build -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 --release
 
 echo "== cargo clippy (native, all targets) and the plugin for wasm32-wasip2"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p wiz-plugin --target wasm32-wasip2 -- -D warnings
+cargo clippy -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --no-fail-fast

@@ -211,6 +211,7 @@ pub struct Runtime {
     shutdown: Arc<AtomicBool>,
     first_scan_delay: Duration,
     pub(crate) export_polling: crate::export::ExportPolling,
+    max_empty_pages: u32,
 }
 
 impl Runtime {
@@ -230,6 +231,7 @@ impl Runtime {
             shutdown: Arc::new(AtomicBool::new(false)),
             first_scan_delay: Duration::from_secs(30),
             export_polling: crate::export::ExportPolling::default(),
+            max_empty_pages: 1000,
         }
     }
 
@@ -248,6 +250,13 @@ impl Runtime {
     /// Use another retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// How many pages in a row may come back empty with a next cursor
+    /// before a scan is failed as endless (default 1 000).
+    pub fn with_max_empty_pages(mut self, pages: u32) -> Self {
+        self.max_empty_pages = pages.max(1);
         self
     }
 
@@ -470,6 +479,7 @@ impl Runtime {
         let mut seen: u64 = 0;
         let mut map_failures: u64 = 0;
         let mut first_failure: Option<String> = None;
+        let mut empty_in_a_row: u32 = 0;
         loop {
             if self.shutting_down() {
                 return Err(RuntimeError::Interrupted(tenant.to_string()));
@@ -516,6 +526,22 @@ impl Runtime {
                 Err(err) => return Err(err.into()),
             };
             seen += page.records.len() as u64;
+            // Distinct cursors and no records, forever: a broken or hostile
+            // plugin would keep the scan (and its slot) busy for good.
+            empty_in_a_row = if page.records.is_empty() {
+                empty_in_a_row + 1
+            } else {
+                0
+            };
+            if empty_in_a_row >= self.max_empty_pages && page.next_cursor.is_some() {
+                return Err(PluginError::Protocol {
+                    message: format!(
+                        "plugin returned {empty_in_a_row} empty pages in a row, each with a new cursor; the scan would not end"
+                    ),
+                    code: None,
+                }
+                .into());
+            }
             let ids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
             let map_started = std::time::Instant::now();
             let mapped = current.map_findings(page.records).await;

@@ -28,6 +28,9 @@ pub struct Limits {
     pub max_response_body_bytes: usize,
     /// Largest request body the plugin may send, per request.
     pub max_request_body_bytes: usize,
+    /// Largest page `fetch-page` may return (its records' ids and bodies):
+    /// a plugin cannot make the host hold more than this per call.
+    pub max_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +48,8 @@ impl Default for Limits {
             max_requests_per_call: 16,
             max_response_body_bytes: 16 * 1024 * 1024,
             max_request_body_bytes: 1024 * 1024,
+            // A page of 500 Wiz findings is about 1 MB.
+            max_page_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -178,6 +178,18 @@ pub enum EngineError {
         /// The call.
         call: &'static str,
     },
+    /// The call returned more than its output limit.
+    #[error("plugin {plugin} returned {bytes} bytes from {call}, over its limit of {limit_bytes}")]
+    OutputLimit {
+        /// The plugin.
+        plugin: String,
+        /// The call.
+        call: &'static str,
+        /// What it returned.
+        bytes: usize,
+        /// The limit.
+        limit_bytes: usize,
+    },
     /// The call failed after the egress policy refused one of its requests.
     #[error("plugin {plugin} was refused egress in {call}: {denial}")]
     EgressDenied {
@@ -217,6 +229,7 @@ impl EngineError {
                 | Self::Deadline { .. }
                 | Self::RequestLimit { .. }
                 | Self::BodyLimit { .. }
+                | Self::OutputLimit { .. }
         )
     }
 }
@@ -905,6 +918,24 @@ impl SourceInstance {
             .call_fetch_page(&mut self.core.store, &req);
         let out = run.run(fut).await;
         let answer = self.core.finish(CALL, out)?;
+        if let Ok(page) = &answer {
+            let bytes: usize = page
+                .records
+                .iter()
+                .map(|r| r.id.len() + r.body.len())
+                .sum::<usize>()
+                + page.next_cursor.as_ref().map_or(0, String::len);
+            let limit_bytes = self.core.limits.max_page_bytes;
+            if bytes > limit_bytes {
+                let e = EngineError::OutputLimit {
+                    plugin: self.core.plugin.to_string(),
+                    call: CALL,
+                    bytes,
+                    limit_bytes,
+                };
+                return Err(self.core.poison(e));
+            }
+        }
         self.core.judge(
             CALL,
             answer.map(bindings::page).map_err(bindings::plugin_error),

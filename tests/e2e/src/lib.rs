@@ -37,6 +37,39 @@ pub fn plugin_wasm() -> &'static Path {
     })
 }
 
+/// The hostile test component (`tests/hostile`), built once.
+pub fn hostile_wasm() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        cargo_build(&[
+            "-p",
+            "hostile-plugin",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+        ]);
+        let path = workspace_root().join("target/wasm32-wasip2/release/hostile_plugin.wasm");
+        assert!(path.exists(), "{} missing after build", path.display());
+        path
+    })
+}
+
+/// The ids of a tenant's open findings in the store.
+pub fn open_ids(runtime: &Runtime, tenant: &str) -> std::collections::BTreeSet<String> {
+    runtime
+        .store()
+        .findings(&scanner_host::store::FindingQuery {
+            tenant: Some(tenant.into()),
+            status: scanner_host::store::StatusFilter::Open,
+            include_unmapped: true,
+            ..Default::default()
+        })
+        .expect("findings")
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
 /// The `wiz-sim` binary (release build), built once: benchmarks run the
 /// simulator as its own process so the host's figures are its own.
 pub fn sim_bin() -> &'static Path {

@@ -3,7 +3,6 @@
 
 use scanner_host::contract::{PluginError, SettingValue};
 use scanner_host::runtime::{RetryPolicy, RuntimeError};
-use scanner_host::store::{FindingQuery, StatusFilter};
 use scanner_tests::{expected_open, runtime_in, wiz_settings, wiz_settings_with};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,18 +15,7 @@ fn sim(config: SimConfig) -> Simulator {
 }
 
 fn imported(runtime: &scanner_host::runtime::Runtime) -> BTreeSet<String> {
-    runtime
-        .store()
-        .findings(&FindingQuery {
-            tenant: Some("t".into()),
-            status: StatusFilter::Open,
-            include_unmapped: true,
-            ..FindingQuery::default()
-        })
-        .expect("findings")
-        .into_iter()
-        .map(|r| r.id)
-        .collect()
+    scanner_tests::open_ids(runtime, "t")
 }
 
 fn fast_retries() -> RetryPolicy {

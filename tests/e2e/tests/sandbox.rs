@@ -1,0 +1,366 @@
+//! Hostile plugins (`tests/hostile`): each misbehaviour fails cleanly with
+//! the right error while a well-behaved Wiz tenant scans at the same time
+//! and imports exactly what it should.
+
+use scanner_host::contract::{Page, PageRequest, PluginError, SettingValue, Settings};
+use scanner_host::engine::{EgressPolicy, Engine, EngineError, Limits, Plugin, TenantSandbox};
+use scanner_host::runtime::{Runtime, RuntimeError};
+use scanner_host::store::Store;
+use scanner_tests::{engine_and_plugin, expected_open, hostile_wasm, open_ids, wiz_settings};
+use std::io::{Read, Write};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wiz_sim::{SimConfig, Simulator};
+
+fn engine_and_hostile() -> (Engine, Plugin) {
+    static HOSTILE: OnceLock<Plugin> = OnceLock::new();
+    let (engine, _) = engine_and_plugin();
+    let hostile = HOSTILE
+        .get_or_init(|| engine.load_plugin(hostile_wasm()).expect("load hostile"))
+        .clone();
+    (engine, hostile)
+}
+
+/// Tight limits for hostile tenants, so the tests are quick.
+fn tight() -> Limits {
+    Limits {
+        cpu_per_call: Duration::from_millis(300),
+        wall_per_call: Duration::from_secs(10),
+        memory_bytes: 48 << 20,
+        max_page_bytes: 4 << 20,
+        ..Limits::default()
+    }
+}
+
+fn settings(mode: &str, target: &str, egress: &[String]) -> Settings {
+    let mut s = Settings::new();
+    s.insert("mode".into(), SettingValue::Text(mode.into()));
+    s.insert("target".into(), SettingValue::Text(target.into()));
+    s.insert("egress".into(), SettingValue::Text(egress.join(",")));
+    s
+}
+
+type Outcome = Result<Result<Page, PluginError>, EngineError>;
+
+/// One hostile `fetch-page` in a sandbox of its own: returns the outcome
+/// and the requests its egress policy refused.
+async fn hostile(
+    mode: &str,
+    target: &str,
+    egress: &[String],
+    store: Arc<Store>,
+    tenant: &str,
+) -> (Outcome, u64) {
+    let (_, plugin) = engine_and_hostile();
+    let policy = EgressPolicy::from_origins(egress).expect("egress");
+    let sandbox = TenantSandbox {
+        tenant: tenant.into(),
+        kv: store,
+        egress: policy.clone(),
+        limits: Some(tight()),
+    };
+    let mut instance = plugin.source(&sandbox).await.expect("instantiate");
+    instance
+        .configure(&settings(mode, target, egress))
+        .await
+        .expect("engine")
+        .expect("configure");
+    let outcome = instance
+        .fetch_page(&PageRequest {
+            cursor: None,
+            updated_since: None,
+        })
+        .await;
+    (outcome, policy.denied())
+}
+
+/// Runs `bad` (a hostile call) on its own task while a Wiz tenant scans
+/// in the same engine, and checks that scan imported exactly its findings.
+async fn alongside<F>(bad: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let sim = sim_of(1500);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = wiz_runtime(dir.path());
+    runtime
+        .connect("good", "wiz", &wiz_settings(&sim))
+        .await
+        .expect("connect");
+    let bad = tokio::spawn(bad);
+    runtime
+        .scan("good", &())
+        .await
+        .expect("the good tenant's scan completes");
+    let out = bad.await.expect("hostile task");
+    assert_eq!(
+        open_ids(&runtime, "good"),
+        expected_open(&sim, true, true),
+        "the good tenant imported exactly its open findings"
+    );
+    out
+}
+
+fn sim_of(findings: usize) -> Simulator {
+    Simulator::start_background(SimConfig {
+        findings,
+        ..SimConfig::default()
+    })
+    .expect("sim")
+}
+
+/// A runtime with only the Wiz plugin, over a fresh database in `dir`.
+fn wiz_runtime(dir: &std::path::Path) -> Runtime {
+    let (engine, wiz) = engine_and_plugin();
+    let store = Arc::new(Store::open(&dir.join("host.db")).expect("store"));
+    Runtime::new(engine, vec![wiz], store)
+}
+
+fn memory_store() -> Arc<Store> {
+    Arc::new(Store::open_in_memory().expect("store"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_is_cut_off_at_the_cpu_limit() {
+    let (outcome, _) = alongside(hostile("infinite-loop", "", &[], memory_store(), "h")).await;
+    assert!(
+        matches!(outcome, Err(EngineError::CpuLimit { .. })),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let (outcome, _) = alongside(hostile("memory-bomb", "", &[], memory_store(), "h")).await;
+    let err = outcome.expect_err("memory bomb");
+    // Failing to grow memory aborts the guest: the engine reports the limit.
+    assert!(matches!(err, EngineError::MemoryLimit { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_value_through_a_host_call_is_refused() {
+    let store = memory_store();
+    let (outcome, _) = alongside(hostile("huge-host-value", "", &[], store.clone(), "h")).await;
+    let err = outcome.expect("engine").expect_err("refused");
+    assert!(err.to_string().contains("TooLarge"), "{err}");
+    use scanner_host::contract::KvStore;
+    assert_eq!(store.get("h", "big").expect("get"), None, "nothing stored");
+}
+
+/// A server that answers every request with a redirect to `location`.
+fn redirector(location: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_outside_the_allow_list_is_refused_and_counted() {
+    let other_tenant = Simulator::start_background(SimConfig::default()).expect("sim");
+    let allowed = redirector(other_tenant.api_endpoint());
+    let port = allowed.rsplit(':').next().expect("port").to_string();
+    let egress = vec![allowed.clone()];
+    let cases = [
+        // Another tenant's endpoint: another port on the same host.
+        ("egress", other_tenant.api_endpoint()),
+        // The cloud metadata address.
+        (
+            "egress",
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+        ),
+        // The allowed server under another name, or as an IPv4-mapped
+        // IPv6 literal: only the origin the configuration named passes.
+        ("egress", format!("http://localhost:{port}/")),
+        ("egress", format!("http://[::ffff:7f00:1]:{port}/")),
+        // An allowed origin that redirects elsewhere.
+        ("egress-redirect", allowed.clone()),
+    ];
+    let outcomes = alongside(async move {
+        let mut out = Vec::new();
+        for (mode, target) in cases {
+            out.push((
+                target.clone(),
+                hostile(mode, &target, &egress, memory_store(), "h").await,
+            ));
+        }
+        out
+    })
+    .await;
+    for (target, (outcome, denied)) in outcomes {
+        assert!(
+            matches!(outcome, Err(EngineError::EgressDenied { .. })),
+            "{target}: {outcome:?}"
+        );
+        assert_eq!(denied, 1, "{target}: one denial counted");
+    }
+    assert!(
+        other_tenant.requests().is_empty(),
+        "the other tenant's endpoint was never reached"
+    );
+    // A configuration naming a never-reachable address is refused up front.
+    assert!(EgressPolicy::from_origins(&["http://169.254.169.254".into()]).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_shows_a_tenant_only_its_own_keys() {
+    let store = memory_store();
+    let ids = |outcome: Outcome| -> Vec<String> {
+        let page = outcome.expect("engine").expect("page");
+        page.records.into_iter().map(|r| r.id).collect()
+    };
+    let (first, _) = hostile("storage-probe", "a-value", &[], store.clone(), "tenant-a").await;
+    assert_eq!(ids(first), ["mine"]);
+    let b = hostile("storage-probe", "b-value", &[], store.clone(), "tenant-b");
+    let (second, _) = alongside(b).await;
+    let b_keys = ids(second);
+    assert_eq!(b_keys, ["mine"], "tenant b sees only its own key");
+    use scanner_host::contract::KvStore;
+    assert_eq!(
+        store.get("tenant-a", "mine").expect("get").as_deref(),
+        Some(&b"a-value"[..]),
+        "tenant a's value is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_invalid_strings_and_huge_outputs_fail_the_call() {
+    let outcomes = alongside(async {
+        let mut out = Vec::new();
+        for mode in ["trap", "invalid-utf8", "huge-output"] {
+            out.push((mode, hostile(mode, "", &[], memory_store(), "h").await.0));
+        }
+        out
+    })
+    .await;
+    for (mode, outcome) in outcomes {
+        // Never print the outcome: a huge page would flood the log.
+        let Err(err) = outcome else {
+            panic!("{mode}: the call succeeded");
+        };
+        let expected = match mode {
+            "huge-output" => matches!(err, EngineError::OutputLimit { .. }),
+            _ => matches!(err, EngineError::Trap { .. }),
+        };
+        assert!(expected, "{mode}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_that_never_ends_fails_the_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, hostile) = engine_and_hostile();
+    let store = Arc::new(Store::open(&dir.path().join("host.db")).expect("store"));
+    let runtime = Runtime::new(engine, vec![hostile], store).with_max_empty_pages(50);
+    runtime
+        .connect("h", "hostile", &settings("endless-cursor", "", &[]))
+        .await
+        .expect("connect");
+    let err = alongside(async move { runtime.scan("h", &()).await.map(|_| ()) })
+        .await
+        .expect_err("endless");
+    assert!(
+        matches!(&err, RuntimeError::Plugin(PluginError::Protocol { message, .. }) if message.contains("would not end")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
+    use scanner_host::scheduler::{Scheduler, SchedulerConfig};
+    use wiz_sim::SimClient;
+    const TENANTS: usize = 40;
+    // One simulated Wiz with a service account per tenant.
+    let mut config = SimConfig {
+        findings: 300,
+        ..SimConfig::default()
+    };
+    for i in 0..TENANTS {
+        config.clients.push(SimClient {
+            id: format!("client-{i}"),
+            secret: format!("secret-{i}"),
+            scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
+        });
+    }
+    let sim = Simulator::start_background(config).expect("sim");
+    // A slow tenant (every answer takes 150 ms) and one whose API goes
+    // away after connecting.
+    let slow = Simulator::start_background(SimConfig {
+        findings: 300,
+        latency: Duration::from_millis(150),
+        ..SimConfig::default()
+    })
+    .expect("slow sim");
+    let doomed = sim_of(10);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = Arc::new(wiz_runtime(dir.path()).with_first_scan_delay(Duration::ZERO));
+    for i in 0..TENANTS {
+        let settings =
+            scanner_tests::wiz_settings_with(&sim, &format!("client-{i}"), &format!("secret-{i}"));
+        runtime
+            .connect(&format!("t{i}"), "wiz", &settings)
+            .await
+            .expect("connect");
+    }
+    runtime
+        .connect("slow", "wiz", &wiz_settings(&slow))
+        .await
+        .expect("connect slow");
+    runtime
+        .connect("doomed", "wiz", &wiz_settings(&doomed))
+        .await
+        .expect("connect doomed");
+    doomed.shutdown();
+
+    let scheduler = Scheduler::new(
+        runtime.clone(),
+        SchedulerConfig {
+            concurrency: 4,
+            ..SchedulerConfig::default()
+        },
+    );
+    let started = scheduler.tick().expect("tick");
+    assert_eq!(started.len(), TENANTS + 2, "every due tenant starts");
+    for handle in started {
+        handle.await.expect("scan task");
+    }
+    let expected = expected_open(&sim, true, true);
+    for i in 0..TENANTS {
+        assert_eq!(
+            open_ids(&runtime, &format!("t{i}")),
+            expected,
+            "tenant t{i}"
+        );
+    }
+    assert_eq!(open_ids(&runtime, "slow"), expected_open(&slow, true, true));
+    let statuses = runtime.store().integration_statuses().expect("status");
+    let outcome = |tenant: &str| {
+        statuses
+            .iter()
+            .find(|s| s.tenant == tenant)
+            .and_then(|s| s.last_outcome.clone())
+    };
+    assert_eq!(outcome("doomed").as_deref(), Some("failed"));
+    assert!(
+        (0..TENANTS).all(|i| outcome(&format!("t{i}")).as_deref() == Some("completed")),
+        "every good tenant completed"
+    );
+    // Each tenant used its own credentials.
+    let token_requests = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/oauth/token")
+        .count();
+    assert!(token_requests >= TENANTS);
+}
