@@ -203,17 +203,16 @@ impl Runtime {
                 self.clock().now(),
             )
             .map_err(RuntimeError::from)?;
-        let result = self
-            .export_recorded(
-                tenant,
-                export_id,
-                request.scope,
-                request.analysis_date,
-                target,
-                kept,
-                policy,
-            )
-            .await;
+        let batch = ExportBatch {
+            target,
+            scope: request.scope,
+            analysis_date: request
+                .analysis_date
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into()),
+            findings: kept,
+        };
+        let result = self.export_recorded(tenant, export_id, batch, policy).await;
         let now = self.clock().now();
         let recorded = match &result {
             Ok(_) => Ok(()),
@@ -228,17 +227,16 @@ impl Runtime {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The export after its start is recorded: policy, snapshot
+    /// comparison, upload, verdict.
     async fn export_recorded(
         &self,
         tenant: &str,
         export_id: i64,
-        scope: ScanScope,
-        analysis_date: time::OffsetDateTime,
-        target: ExportTarget,
-        findings: Vec<SastFinding>,
+        batch: ExportBatch,
         policy: &ExportPolicy,
     ) -> Result<ExportReport, ExportError> {
+        let (target, scope) = (&batch.target, batch.scope);
         let repo = normalize_repo_url(&target.repository_url);
         if policy.full_scans_only && scope == ScanScope::Diff {
             return Err(ExportError::Refused(
@@ -266,12 +264,13 @@ impl Runtime {
             .store()
             .exported_findings(tenant, &target.repository_url, &target.branch)
             .map_err(RuntimeError::from)?;
-        let now_ids: HashSet<&str> = findings.iter().map(|f| f.id.as_str()).collect();
+        let now_ids: HashSet<&str> = batch.findings.iter().map(|f| f.id.as_str()).collect();
         let to_be_fixed: Vec<ExportedFinding> = previous
             .into_iter()
             .filter(|f| !now_ids.contains(f.id.as_str()))
             .collect();
-        let snapshot: Vec<ExportedFinding> = findings
+        let snapshot: Vec<ExportedFinding> = batch
+            .findings
             .iter()
             .map(|f| ExportedFinding {
                 id: f.id.clone(),
@@ -279,14 +278,6 @@ impl Runtime {
                 file_path: f.file_path.clone(),
             })
             .collect();
-        let batch = ExportBatch {
-            target,
-            scope,
-            analysis_date: analysis_date
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into()),
-            findings,
-        };
         let (mut sink, _) = self.configured_sink(tenant).await?;
         let receipt = self.send_with_retries(&mut sink, &batch).await?;
         self.store()
