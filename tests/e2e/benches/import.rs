@@ -12,16 +12,7 @@ use scanner_tests::{SimProcess, runtime_in};
 use std::time::{Duration, Instant};
 
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    scanner_tests::proc_status_mb("VmHWM")
 }
 
 /// Resets the kernel's peak-RSS mark, so each size reports its own.

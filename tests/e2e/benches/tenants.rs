@@ -12,16 +12,7 @@ use std::time::{Duration, Instant};
 use wiz_sim::{SimClient, SimConfig, Simulator};
 
 fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    scanner_tests::proc_status_mb("VmRSS")
 }
 
 fn env_num(name: &str, default: usize) -> usize {

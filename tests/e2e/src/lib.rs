@@ -124,21 +124,12 @@ impl SimProcess {
     /// Settings for the Wiz plugin against this process.
     pub fn settings(&self) -> Settings {
         let client = wiz_sim::SimConfig::default().clients[0].clone();
-        let mut s = Settings::new();
-        s.insert(
-            "api-endpoint".into(),
-            SettingValue::Text(self.api_endpoint.clone()),
-        );
-        s.insert(
-            "auth-url".into(),
-            SettingValue::Text(self.token_url.clone()),
-        );
-        s.insert("client-id".into(), SettingValue::Text(client.id));
-        s.insert(
-            "client-secret".into(),
-            SettingValue::Secret(Secret::new(&client.secret)),
-        );
-        s
+        settings_for(
+            &self.api_endpoint,
+            &self.token_url,
+            &client.id,
+            &client.secret,
+        )
     }
 }
 
@@ -147,6 +138,19 @@ impl Drop for SimProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A memory figure of this process from `/proc/self/status` in MB
+/// (`VmRSS` now, `VmHWM` the peak); NaN where the file is missing.
+pub fn proc_status_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// The `scanner-host` binary (debug build), built once.
@@ -189,12 +193,14 @@ pub fn wiz_settings(sim: &wiz_sim::Simulator) -> Settings {
 
 /// Settings for the Wiz plugin with explicit credentials.
 pub fn wiz_settings_with(sim: &wiz_sim::Simulator, id: &str, secret: &str) -> Settings {
+    settings_for(&sim.api_endpoint(), &sim.token_url(), id, secret)
+}
+
+/// Wiz plugin settings for an API endpoint, token URL and service account.
+fn settings_for(api: &str, token_url: &str, id: &str, secret: &str) -> Settings {
     let mut s = Settings::new();
-    s.insert(
-        "api-endpoint".into(),
-        SettingValue::Text(sim.api_endpoint()),
-    );
-    s.insert("auth-url".into(), SettingValue::Text(sim.token_url()));
+    s.insert("api-endpoint".into(), SettingValue::Text(api.into()));
+    s.insert("auth-url".into(), SettingValue::Text(token_url.into()));
     s.insert("client-id".into(), SettingValue::Text(id.into()));
     s.insert(
         "client-secret".into(),

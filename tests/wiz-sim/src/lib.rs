@@ -473,6 +473,10 @@ async fn token(
     json_response(status, &body)
 }
 
+fn rate_limited() -> Value {
+    json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]})
+}
+
 fn unauthenticated() -> (u16, Value) {
     (
         401,
@@ -572,13 +576,7 @@ fn answer_value(
         Some(Fault::DropConnection) => return (0, Body::Raw(Vec::new()), fault),
         Some(Fault::RevokeTokens) => lock(&shared.tokens).clear(),
         Some(f @ Fault::RateLimited { .. }) => {
-            return (
-                429,
-                Body::Json(
-                    json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
-                ),
-                Some(f.clone()),
-            );
+            return (429, Body::Json(rate_limited()), Some(f.clone()));
         }
         Some(Fault::Status { status }) => {
             return (
@@ -620,9 +618,7 @@ fn answer_value(
     if let Some(wait) = take_token(shared, &client) {
         return (
             429,
-            Body::Json(
-                json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATE_LIMIT_EXCEEDED"}}]}),
-            ),
+            Body::Json(rate_limited()),
             Some(Fault::RateLimited {
                 retry_after: Some(wait),
             }),
