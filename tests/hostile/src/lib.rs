@@ -1,6 +1,6 @@
 //! A hostile plugin: a `scanner-source` component that tries, one way per
 //! `mode` setting, to break out of its sandbox or take the host down. The
-//! sandbox tests (`tests/e2e/tests/sandbox.rs`) expect each to fail cleanly.
+//! sandbox tests (`tests/e2e/tests/suite/sandbox.rs`) expect each to fail cleanly.
 //!
 //! Settings: `mode`, `target` (a URL some modes request) and `egress`
 //! (comma-separated origins the plugin declares, as a real plugin derives

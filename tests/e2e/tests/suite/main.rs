@@ -1,0 +1,11 @@
+//! The end-to-end suite: the real plugin components in the real host against
+//! the Wiz simulator. One test binary on purpose: each binary links wasmtime,
+//! the simulator and SQLite, so one link instead of six keeps the suite's
+//! build time and disk use down (CI runs on 2 cores).
+
+mod connector;
+mod contract;
+mod export;
+mod host;
+mod import;
+mod sandbox;
