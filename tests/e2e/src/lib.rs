@@ -17,7 +17,29 @@ pub fn workspace_root() -> PathBuf {
 
 fn cargo_build(args: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // Cargo sets these for the running test, not for a top-level build;
+    // build scripts that watch them (ring watches CARGO_MANIFEST_DIR) would
+    // otherwise rebuild, and the next `cargo test` rebuild them back.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_test = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || matches!(
+                key.as_ref(),
+                "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if per_test {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
         .current_dir(workspace_root())
         .args(["build", "--quiet"])
         .args(args)
@@ -157,7 +179,11 @@ pub fn proc_status_mb(field: &str) -> f64 {
 pub fn host_bin() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        cargo_build(&["-p", "scanner-host", "--bin", "scanner-host"]);
+        // The same targets, hence the same features, as `cargo test
+        // --workspace`: under it this build is already done. `-p
+        // scanner-host` alone would unify features differently and rebuild
+        // wasmtime and its dependencies a second time.
+        cargo_build(&["--workspace", "--bins", "--tests"]);
         let path = workspace_root().join("target/debug/scanner-host");
         assert!(path.exists(), "{} missing after build", path.display());
         path
