@@ -4,13 +4,22 @@
 //! The schedule lives in the store (`next_scan_at` per integration), so a
 //! host that was down finds every overdue integration due exactly once when
 //! it starts, however many slots it missed.
+//!
+//! Fairness between tenants: at most `concurrency` scans run at once, a
+//! tenant never has more than one scan running or waiting, and waiting scans
+//! get a slot in the order they fell due (most overdue first). A slow tenant
+//! therefore holds one slot and no more, and a failing one backs off instead
+//! of coming straight back; a scan is bounded by the engine's per-call
+//! limits and its page limit.
 
 use crate::runtime::{Runtime, RuntimeError};
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 /// Scheduling settings.
 #[derive(Debug, Clone)]
@@ -106,8 +115,11 @@ impl Scheduler {
             let permits = self.permits.clone();
             let active = self.active.clone();
             let config = self.config.clone();
+            // Queued here, in due order, rather than inside the spawned
+            // task: tasks spawned together first run in no particular order.
+            let admission = Admission::queue(permits);
             started.push(tokio::spawn(async move {
-                if let Ok(_permit) = permits.acquire_owned().await {
+                if let Some(_permit) = admission.await {
                     run_one(&runtime, &config, &tenant).await;
                 }
                 active
@@ -150,6 +162,44 @@ impl Scheduler {
     }
 }
 
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// A place in the semaphore's queue, taken when created. Tokio's semaphore
+/// serves waiters first come, first served from their first poll, so
+/// polling once at creation fixes the order in which scans get a slot.
+/// Resolves to the slot, or `None` if the semaphore was closed.
+enum Admission {
+    /// A slot was free at once (taken out when the admission resolves).
+    Ready(Option<OwnedSemaphorePermit>),
+    /// Queued; resolves when the slot is ours.
+    Queued(Acquire),
+}
+
+impl Admission {
+    fn queue(permits: Arc<Semaphore>) -> Admission {
+        let mut acquire: Acquire = Box::pin(permits.acquire_owned());
+        // The no-op waker is replaced by the task's own on its first poll;
+        // a slot granted in between is seen by that poll, so no wake-up is
+        // lost.
+        let mut cx = Context::from_waker(Waker::noop());
+        match acquire.as_mut().poll(&mut cx) {
+            Poll::Ready(permit) => Admission::Ready(permit.ok()),
+            Poll::Pending => Admission::Queued(acquire),
+        }
+    }
+}
+
+impl Future for Admission {
+    type Output = Option<OwnedSemaphorePermit>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Admission::Ready(permit) => Poll::Ready(permit.take()),
+            Admission::Queued(acquire) => acquire.as_mut().poll(cx).map(Result::ok),
+        }
+    }
+}
+
 /// Scan one tenant and write its next slot.
 async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str) {
     let result = runtime.scan(tenant, &()).await;
@@ -176,5 +226,36 @@ async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str) {
     };
     if let Err(err) = next {
         tracing::error!(tenant, error = %err, "could not record the next scan time");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slots_go_to_waiters_in_the_order_they_queued() {
+        let permits = Arc::new(Semaphore::new(1));
+        let first = Admission::queue(permits.clone())
+            .await
+            .expect("a free slot");
+        let queued: Vec<Admission> = (0..8).map(|_| Admission::queue(permits.clone())).collect();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // Spawned last first: without the place taken when queueing, the
+        // order would be that of the tasks' first polls.
+        let mut tasks = Vec::new();
+        for (i, admission) in queued.into_iter().enumerate().rev() {
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let _slot = admission.await.expect("slot");
+                order.lock().expect("order").push(i);
+            }));
+        }
+        tokio::task::yield_now().await;
+        drop(first);
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(*order.lock().expect("order"), (0..8).collect::<Vec<_>>());
     }
 }

@@ -20,6 +20,7 @@
 use super::limits::CallFlags;
 use bytes::Bytes;
 use http_body::{Body, Frame};
+use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -281,17 +282,78 @@ fn always_forbidden(ip: IpAddr) -> bool {
     }
 }
 
-/// The [`WasiHttpHooks`] of one instance: its tenant's policy and the
-/// per-call budgets.
+/// The [`WasiHttpHooks`] of one instance: its tenant's policy, the per-call
+/// budgets and the instance's own connection pool.
 pub(crate) struct EgressHooks {
     pub(crate) policy: EgressPolicy,
+    tenant: Arc<str>,
+    plugin: Arc<str>,
+    flags: Arc<CallFlags>,
+    max_requests: u32,
+    max_request_body: u64,
+    max_response_body: u64,
+    client: PooledClient,
+}
+
+/// What [`EgressHooks::new`] needs besides the policy.
+pub(crate) struct HookSettings {
     pub(crate) tenant: Arc<str>,
     pub(crate) plugin: Arc<str>,
     pub(crate) flags: Arc<CallFlags>,
     pub(crate) max_requests: u32,
     pub(crate) max_request_body: u64,
     pub(crate) max_response_body: u64,
+    pub(crate) connections: Connections,
 }
+
+/// How an instance's connections are made.
+pub(crate) struct Connections {
+    /// Keep connections open between the requests of the instance.
+    pub(crate) reuse: bool,
+    /// The TLS client configuration (the engine's roots).
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+}
+
+/// The instance's HTTP client. The pool lives and dies with the instance
+/// (one scan, one tenant), so a connection is never shared between tenants;
+/// its connector is the only place connections are opened, and it dials
+/// only addresses the policy accepted.
+type PooledClient = hyper_util::client::legacy::Client<PinnedConnector, WasiBody>;
+
+impl EgressHooks {
+    pub(crate) fn new(policy: EgressPolicy, settings: HookSettings) -> Self {
+        let connector = PinnedConnector {
+            tls: tokio_rustls::TlsConnector::from(settings.connections.tls.clone()),
+            policy: policy.clone(),
+            flags: settings.flags.clone(),
+            tenant: settings.tenant.clone(),
+            plugin: settings.plugin.clone(),
+        };
+        let mut builder =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+        builder
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // One connection per origin is what a sequential plugin needs;
+            // a second one in flight at the same time opens its own.
+            .pool_max_idle_per_host(if settings.connections.reuse { 4 } else { 0 });
+        Self {
+            policy,
+            tenant: settings.tenant,
+            plugin: settings.plugin,
+            flags: settings.flags,
+            max_requests: settings.max_requests,
+            max_request_body: settings.max_request_body,
+            max_response_body: settings.max_response_body,
+            client: builder.build(connector),
+        }
+    }
+}
+
+/// How long an idle pooled connection stays open: longer than the pause
+/// between two pages (mapping and storing one page), shorter than the
+/// time servers usually keep idle connections.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type SendFuture = Box<
     dyn Future<
@@ -338,13 +400,10 @@ impl WasiHttpHooks for EgressHooks {
             return Box::new(async { Err(HttpError::ConnectionLimitReached) });
         }
         let uri = request.uri().to_string();
-        let origin = match self.policy.check_url(&uri) {
-            Ok(origin) => origin,
-            Err(why) => {
-                deny(&self.policy, &self.flags, &self.tenant, &self.plugin, &why);
-                return Box::new(async { Err(HttpError::HttpRequestDenied) });
-            }
-        };
+        if let Err(why) = self.policy.check_url(&uri) {
+            deny(&self.policy, &self.flags, &self.tenant, &self.plugin, &why);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -355,22 +414,154 @@ impl WasiHttpHooks for EgressHooks {
             return Box::new(async move { Err(HttpError::HttpRequestBodySize(declared)) });
         }
         let timeouts = Timeouts::from_options(options);
-        let policy = self.policy.clone();
         let flags = self.flags.clone();
-        let (tenant, plugin) = (self.tenant.clone(), self.plugin.clone());
         let (max_req, max_resp) = (self.max_request_body, self.max_response_body);
+        let client = self.client.clone();
         Box::new(async move {
-            let addrs = resolve(&origin, timeouts.connect).await?;
-            for addr in &addrs {
-                if let Err(why) = policy.check_address(&origin, addr.ip()) {
-                    deny(&policy, &flags, &tenant, &plugin, &why);
-                    return Err(HttpError::HttpRequestDenied);
-                }
-            }
             let request = request.map(|body| {
                 Capped::new(body, max_req, Direction::Request, flags.clone(), None).boxed()
             });
-            send_pinned(request, &origin, &addrs, timeouts, max_resp, flags).await
+            // The pooled client opens a connection only when no idle one to
+            // the same origin is left, and then through `PinnedConnector`.
+            // The plugin may ask for a shorter connect timeout; it bounds
+            // the whole wait for the response head together with the
+            // first-byte timeout.
+            let head = client.request(request);
+            let response = tokio::time::timeout(timeouts.connect + timeouts.first_byte, head)
+                .await
+                .map_err(|_| HttpError::ConnectionReadTimeout)?
+                .map_err(client_error)?;
+            let response = response.map(|body| {
+                Capped::new(
+                    body,
+                    max_resp,
+                    Direction::Response,
+                    flags,
+                    Some(timeouts.between_bytes),
+                )
+                .boxed()
+            });
+            // The pooled connection's errors reach the plugin through the
+            // body; there is no per-request connection task to wait for.
+            let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, io))
+        })
+    }
+}
+
+/// The error to give the plugin for a failed pooled request: the
+/// connector's own error when it refused or failed to connect, otherwise
+/// hyper's.
+fn client_error(e: hyper_util::client::legacy::Error) -> HttpError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(err) = source {
+        if let Some(http) = err.downcast_ref::<HttpError>() {
+            return clone_connect_error(http);
+        }
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            if hyper.is_timeout() {
+                return HttpError::ConnectionReadTimeout;
+            }
+            if hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled() {
+                return HttpError::ConnectionTerminated;
+            }
+            return HttpError::HttpProtocolError;
+        }
+        source = err.source();
+    }
+    if e.is_connect() {
+        HttpError::ConnectionRefused
+    } else {
+        HttpError::HttpProtocolError
+    }
+}
+
+/// The connector's errors come back by reference inside hyper's error; the
+/// ones it produces are rebuilt here (io errors keep their kind and text).
+fn clone_connect_error(e: &HttpError) -> HttpError {
+    match e {
+        HttpError::Connect(io) => {
+            HttpError::Connect(std::io::Error::new(io.kind(), io.to_string()))
+        }
+        HttpError::Tls(io) => HttpError::Tls(std::io::Error::new(io.kind(), io.to_string())),
+        HttpError::DnsError { rcode, info_code } => HttpError::DnsError {
+            rcode: rcode.clone(),
+            info_code: *info_code,
+        },
+        HttpError::DnsTimeout => HttpError::DnsTimeout,
+        HttpError::DestinationNotFound => HttpError::DestinationNotFound,
+        HttpError::HttpRequestDenied => HttpError::HttpRequestDenied,
+        HttpError::ConnectionTimeout => HttpError::ConnectionTimeout,
+        HttpError::HttpRequestUriInvalid => HttpError::HttpRequestUriInvalid,
+        _ => HttpError::ConnectionRefused,
+    }
+}
+
+/// Opens the instance's connections: resolves the origin, refuses the
+/// connection if any resolved address is forbidden, and dials exactly the
+/// vetted addresses (TLS for `https`, the name used only to verify the
+/// certificate). Every request was already checked against the allow-list
+/// in `send_request`, and the pool keys connections by scheme and
+/// authority, so a connection only ever carries requests to the origin it
+/// was vetted for.
+#[derive(Clone)]
+struct PinnedConnector {
+    tls: tokio_rustls::TlsConnector,
+    policy: EgressPolicy,
+    flags: Arc<CallFlags>,
+    tenant: Arc<str>,
+    plugin: Arc<str>,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<PinnedStream>, HttpError>> + Send>>;
+
+impl tower_service::Service<http::Uri> for PinnedConnector {
+    type Response = TokioIo<PinnedStream>;
+    type Error = HttpError;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            // Checked again here so that a connection can only ever be
+            // opened to an allowed origin, whoever asks for it.
+            let origin = match this.policy.check_url(&uri.to_string()) {
+                Ok(origin) => origin,
+                Err(why) => {
+                    deny(&this.policy, &this.flags, &this.tenant, &this.plugin, &why);
+                    return Err(HttpError::HttpRequestDenied);
+                }
+            };
+            let addrs = resolve(&origin, CONNECT_TIMEOUT).await?;
+            for addr in &addrs {
+                if let Err(why) = this.policy.check_address(&origin, addr.ip()) {
+                    deny(&this.policy, &this.flags, &this.tenant, &this.plugin, &why);
+                    return Err(HttpError::HttpRequestDenied);
+                }
+            }
+            let connect = connect_pinned(&origin, &addrs, &this.tls);
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| HttpError::ConnectionTimeout)
+                .and_then(|r| r)
+                .inspect_err(|e| {
+                    // The plugin may only see its request body's stream
+                    // close; the operator needs the cause, such as an
+                    // untrusted certificate.
+                    tracing::warn!(
+                        tenant = %this.tenant,
+                        plugin = %this.plugin,
+                        %origin,
+                        error = %e,
+                        "connection failed"
+                    );
+                })?;
+            Ok(TokioIo::new(stream))
         })
     }
 }
@@ -423,125 +614,119 @@ async fn resolve(origin: &Origin, timeout: Duration) -> Result<Vec<SocketAddr>, 
     Ok(addrs)
 }
 
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-impl<T> Stream for T where T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, HttpError> {
-    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
-        std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        // The provider is named explicitly: relying on the process default
-        // panics when more than one provider is compiled in.
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .ok()
-        .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-    });
-    config
-        .clone()
-        .map(tokio_rustls::TlsConnector::from)
-        .ok_or(HttpError::ConfigurationError)
+/// The TLS client configuration: the public web PKI roots plus `extra`
+/// (DER certificates). Errors name the certificate that was refused.
+pub(crate) fn tls_config(extra: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    for (i, der) in extra.iter().enumerate() {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| format!("extra root certificate #{} is not usable: {e}", i + 1))?;
+    }
+    // The provider is named explicitly: relying on the process default
+    // panics when more than one provider is compiled in.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup failed: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
-/// Sends `request` over a connection to one of the vetted `addrs`; the
-/// name is used only for TLS verification, never resolved again.
-async fn send_pinned(
-    mut request: http::Request<WasiBody>,
+/// A connection to one of the vetted `addrs`, TLS for `https`; the name is
+/// used only for certificate verification, never resolved again.
+async fn connect_pinned(
     origin: &Origin,
     addrs: &[SocketAddr],
-    timeouts: Timeouts,
-    max_response_body: u64,
-    flags: Arc<CallFlags>,
-) -> Result<
-    (
-        http::Response<WasiBody>,
-        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ),
-    HttpError,
-> {
-    let connect = async {
-        let mut last = None;
-        for addr in addrs {
-            match tokio::net::TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+    tls: &tokio_rustls::TlsConnector,
+) -> Result<PinnedStream, HttpError> {
+    let mut last = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
             }
+            Err(e) => last = Some(e),
         }
-        Err(HttpError::Connect(last.unwrap_or_else(|| {
+    }
+    let Some(tcp) = tcp else {
+        return Err(HttpError::Connect(last.unwrap_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
-        })))
+        })));
     };
-    let tcp = tokio::time::timeout(timeouts.connect, connect)
-        .await
-        .map_err(|_| HttpError::ConnectionTimeout)??;
-    let stream: Box<dyn StreamObj> = match origin.scheme {
-        OriginScheme::Http => Box::new(tcp),
+    // Requests are small and sequential: send each at once.
+    let _ = tcp.set_nodelay(true);
+    match origin.scheme {
+        OriginScheme::Http => Ok(PinnedStream::Plain(tcp)),
         OriginScheme::Https => {
             let name = match &origin.host {
                 url::Host::Domain(d) => rustls::pki_types::ServerName::try_from(d.clone())?,
                 url::Host::Ipv4(ip) => IpAddr::V4(*ip).into(),
                 url::Host::Ipv6(ip) => IpAddr::V6(*ip).into(),
             };
-            let tls = tokio::time::timeout(timeouts.connect, tls_connector()?.connect(name, tcp))
-                .await
-                .map_err(|_| HttpError::ConnectionTimeout)?
-                .map_err(HttpError::Tls)?;
-            Box::new(tls)
+            let tls = tls.connect(name, tcp).await.map_err(HttpError::Tls)?;
+            Ok(PinnedStream::Tls(Box::new(tls)))
         }
-    };
-    let (mut sender, conn) = tokio::time::timeout(
-        timeouts.connect,
-        hyper::client::conn::http1::Builder::new()
-            .handshake(wasmtime_wasi_http::io::TokioIo::new(stream)),
-    )
-    .await
-    .map_err(|_| HttpError::ConnectionTimeout)??;
-    // The connection task ends when the response body and the sender are
-    // dropped; its error, if any, reaches the plugin through the body.
-    let conn = tokio::spawn(conn);
-
-    // The URI on the wire carries only the path: the scheme and authority
-    // are for proxies.
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    *request.uri_mut() = http::Uri::builder()
-        .path_and_query(path)
-        .build()
-        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-
-    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
-        .await
-        .map_err(|_| HttpError::ConnectionReadTimeout)??;
-    let response = response.map(|body| {
-        Capped::new(
-            body,
-            max_response_body,
-            Direction::Response,
-            flags,
-            Some(timeouts.between_bytes),
-        )
-        .boxed()
-    });
-    let io = async move {
-        match conn.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(HttpError::from(e)),
-            Err(_) => Err(HttpError::ConnectionTerminated),
-        }
-    };
-    Ok((response, Box::new(io)))
+    }
 }
 
-trait StreamObj: Stream {}
-impl<T: Stream> StreamObj for T {}
+/// A connection the connector opened.
+enum PinnedStream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl hyper_util::client::legacy::connect::Connection for PinnedStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+impl tokio::io::AsyncRead for PinnedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PinnedStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PinnedStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PinnedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PinnedStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PinnedStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PinnedStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PinnedStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PinnedStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PinnedStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Direction {

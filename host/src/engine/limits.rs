@@ -28,9 +28,17 @@ pub struct Limits {
     pub max_response_body_bytes: usize,
     /// Largest request body the plugin may send, per request.
     pub max_request_body_bytes: usize,
-    /// Largest page `fetch-page` may return (its records' ids and bodies):
-    /// a plugin cannot make the host hold more than this per call.
-    pub max_page_bytes: usize,
+    /// Most data one crossing may copy out of the guest into the host: the
+    /// results of one call (a page, a page of findings) or the arguments of
+    /// one host call (a storage value, a log record, HTTP headers). This
+    /// bounds what the host allocates for a plugin however the guest lays
+    /// its data out: strings that all point at the same guest bytes are
+    /// each counted, so 2 048 aliases of one MiB cost 2 GiB, not 1 MiB.
+    pub max_transfer_bytes: usize,
+    /// `fetch-page` calls one instance may answer. An instance lives for one
+    /// scan, so this bounds a scan whose plugin hands out fresh cursors for
+    /// ever, even with records on every page.
+    pub max_pages_per_instance: u32,
 }
 
 impl Default for Limits {
@@ -48,8 +56,12 @@ impl Default for Limits {
             max_requests_per_call: 16,
             max_response_body_bytes: 16 * 1024 * 1024,
             max_request_body_bytes: 1024 * 1024,
-            // A page of 500 Wiz findings is about 1 MB.
-            max_page_bytes: 64 * 1024 * 1024,
+            // A page of 500 Wiz findings is about 1 MB as records, less as
+            // findings; 32 MiB leaves room for pages of much larger records.
+            max_transfer_bytes: 32 * 1024 * 1024,
+            // 50 million findings at 500 per page; a real scan of 100 000
+            // Wiz findings is 200 pages.
+            max_pages_per_instance: 100_000,
         }
     }
 }

@@ -33,6 +33,7 @@ pub use limits::Limits;
 
 use crate::contract;
 use bindings::{sink as wsink, source as wsrc};
+use egress::Connections;
 use limits::{CpuExceeded, Metered};
 use state::HostState;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,12 @@ pub struct EngineConfig {
     pub pooling: bool,
     /// Instances that may exist at once with pooling: the size of the pool.
     pub max_instances: u32,
+    /// Keep HTTP connections open between the requests of one instance (one
+    /// scan of one tenant). Off only to measure what reuse saves.
+    pub reuse_connections: bool,
+    /// Certificates (DER) trusted as TLS roots besides the public web PKI
+    /// roots: a company's own CA in front of a scanner, or a test server.
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +80,8 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             pooling: true,
             max_instances: 1000,
+            reuse_connections: true,
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -178,17 +187,25 @@ pub enum EngineError {
         /// The call.
         call: &'static str,
     },
-    /// The call returned more than its output limit.
-    #[error("plugin {plugin} returned {bytes} bytes from {call}, over its limit of {limit_bytes}")]
-    OutputLimit {
+    /// The guest tried to pass more data into the host in one crossing (a
+    /// call's results or a host call's arguments) than its limit.
+    #[error("plugin {plugin} tried to pass more than {limit_bytes} bytes to the host in {call}")]
+    TransferLimit {
         /// The plugin.
         plugin: String,
         /// The call.
         call: &'static str,
-        /// What it returned.
-        bytes: usize,
         /// The limit.
         limit_bytes: usize,
+    },
+    /// The instance already answered as many `fetch-page` calls as its
+    /// limit allows: the scan does not end.
+    #[error("plugin {plugin} reached its limit of {limit} pages in one scan")]
+    PageLimit {
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        limit: u32,
     },
     /// The call failed after the egress policy refused one of its requests.
     #[error("plugin {plugin} was refused egress in {call}: {denial}")]
@@ -229,7 +246,8 @@ impl EngineError {
                 | Self::Deadline { .. }
                 | Self::RequestLimit { .. }
                 | Self::BodyLimit { .. }
-                | Self::OutputLimit { .. }
+                | Self::TransferLimit { .. }
+                | Self::PageLimit { .. }
         )
     }
 }
@@ -239,6 +257,8 @@ struct Shared {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     config: EngineConfig,
+    /// The TLS client configuration every instance's connections use.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// Owns the wasmtime configuration and engine, the linker, and the epoch
@@ -309,6 +329,9 @@ impl Engine {
             )
         };
 
+        let tls = egress::tls_config(&config.extra_root_certificates)
+            .map_err(|message| EngineError::Setup { message })?;
+
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
@@ -341,6 +364,7 @@ impl Engine {
                 engine,
                 linker,
                 config,
+                tls,
             }),
             pooling,
         })
@@ -607,9 +631,22 @@ impl Plugin {
             .limits
             .clone()
             .unwrap_or_else(|| self.inner.shared.config.limits.clone());
-        let state = HostState::new(sandbox, self.inner.label.clone(), &limits);
+        let state = HostState::new(
+            sandbox,
+            self.inner.label.clone(),
+            &limits,
+            Connections {
+                reuse: self.inner.shared.config.reuse_connections,
+                tls: self.inner.shared.tls.clone(),
+            },
+        );
         let mut store = Store::new(&self.inner.shared.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // What the host allocates when it copies the guest's data out is not
+        // guest memory, so the memory limit does not see it; wasmtime meters
+        // it per crossing instead.
+        store.set_hostcall_fuel(limits.max_transfer_bytes);
+        store.set_max_component_handles(state::MAX_HANDLES);
         // Checked every epoch tick while guest code runs: trap once the
         // call's CPU budget is spent, otherwise yield to the executor so
         // one busy guest cannot starve the other tenants on this thread.
@@ -625,6 +662,7 @@ impl Plugin {
             plugin: self.inner.label.clone(),
             limits,
             poisoned: None,
+            pages: 0,
         }
     }
 
@@ -669,6 +707,16 @@ struct Core {
     plugin: Arc<str>,
     limits: Limits,
     poisoned: Option<String>,
+    /// `fetch-page` calls answered so far.
+    pages: u32,
+}
+
+/// Whether `e` is wasmtime's hostcall fuel running out (see
+/// [`Limits::max_transfer_bytes`]). Its error type is private, so the
+/// message is the only mark; the sandbox tests fail if an upgrade changes it.
+fn transfer_exhausted(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|c| c.to_string().contains("fuel allocated for hostcalls"))
 }
 
 /// What a call runs under, detached from the store it borrows.
@@ -728,7 +776,13 @@ impl Core {
                 let interrupted = e
                     .downcast_ref::<wasmtime::Trap>()
                     .is_some_and(|t| *t == wasmtime::Trap::Interrupt);
-                if e.is::<CpuExceeded>() || interrupted {
+                if transfer_exhausted(&e) {
+                    EngineError::TransferLimit {
+                        plugin,
+                        call,
+                        limit_bytes: self.limits.max_transfer_bytes,
+                    }
+                } else if e.is::<CpuExceeded>() || interrupted {
                     EngineError::CpuLimit {
                         plugin,
                         call,
@@ -912,30 +966,20 @@ impl SourceInstance {
         const CALL: &str = "fetch-page";
         let req = bindings::page_request(req);
         let run = self.core.begin(CALL)?;
+        if self.core.pages >= self.core.limits.max_pages_per_instance {
+            let e = EngineError::PageLimit {
+                plugin: self.core.plugin.to_string(),
+                limit: self.core.limits.max_pages_per_instance,
+            };
+            return Err(self.core.poison(e));
+        }
+        self.core.pages += 1;
         let fut = self
             .bindings
             .scanner_plugin_scanner_source()
             .call_fetch_page(&mut self.core.store, &req);
         let out = run.run(fut).await;
         let answer = self.core.finish(CALL, out)?;
-        if let Ok(page) = &answer {
-            let bytes: usize = page
-                .records
-                .iter()
-                .map(|r| r.id.len() + r.body.len())
-                .sum::<usize>()
-                + page.next_cursor.as_ref().map_or(0, String::len);
-            let limit_bytes = self.core.limits.max_page_bytes;
-            if bytes > limit_bytes {
-                let e = EngineError::OutputLimit {
-                    plugin: self.core.plugin.to_string(),
-                    call: CALL,
-                    bytes,
-                    limit_bytes,
-                };
-                return Err(self.core.poison(e));
-            }
-        }
         self.core.judge(
             CALL,
             answer.map(bindings::page).map_err(bindings::plugin_error),

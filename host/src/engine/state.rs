@@ -2,13 +2,23 @@
 //! contexts of the sandbox, the egress hooks and the limiter.
 
 use super::TenantSandbox;
-use super::egress::EgressHooks;
+use super::egress::{Connections, EgressHooks, HookSettings};
 use super::limits::{CallFlags, CpuMeter, Limiter, Limits};
 use crate::contract::KvStore;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Resources (HTTP requests, bodies, streams…) one instance may hold at
+/// once, in the WASI table and in the component model's own table. A scan
+/// holds a handful; without a cap a plugin could fill the host's memory with
+/// handles, which the memory limit does not see.
+pub(crate) const MAX_HANDLES: usize = 10_000;
+
+/// Largest `get-random-bytes` answer: random numbers are for nonces and
+/// ids, not bulk data the host would allocate for the guest.
+const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 
 /// The `T` of every plugin `Store<T>`.
 pub(crate) struct HostState {
@@ -25,7 +35,12 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(sandbox: &TenantSandbox, plugin: Arc<str>, limits: &Limits) -> Self {
+    pub(crate) fn new(
+        sandbox: &TenantSandbox,
+        plugin: Arc<str>,
+        limits: &Limits,
+        connections: Connections,
+    ) -> Self {
         let tenant: Arc<str> = Arc::from(sandbox.tenant.as_str());
         let flags = Arc::new(CallFlags::default());
         // The sandbox of issue 7: no preopens, no environment, no arguments,
@@ -38,16 +53,22 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
-        let hooks = EgressHooks {
-            policy: sandbox.egress.clone(),
-            tenant: tenant.clone(),
-            plugin: plugin.clone(),
-            flags: flags.clone(),
-            max_requests: limits.max_requests_per_call,
-            max_request_body: limits.max_request_body_bytes as u64,
-            max_response_body: limits.max_response_body_bytes as u64,
-        };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
+        let hooks = EgressHooks::new(
+            sandbox.egress.clone(),
+            HookSettings {
+                tenant: tenant.clone(),
+                plugin: plugin.clone(),
+                flags: flags.clone(),
+                max_requests: limits.max_requests_per_call,
+                max_request_body: limits.max_request_body_bytes as u64,
+                max_response_body: limits.max_response_body_bytes as u64,
+                connections,
+            },
+        );
         Self {
             tenant,
             plugin,
@@ -58,7 +79,7 @@ impl HostState {
             wasi,
             http: WasiHttpCtx::new(),
             hooks,
-            table: ResourceTable::new(),
+            table,
         }
     }
 }

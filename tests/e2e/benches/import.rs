@@ -7,9 +7,19 @@
 //! - `SCANNER_BENCH_LATENCY_MS` and `SCANNER_BENCH_RPS` (e.g. 200 and 10):
 //!   one more run of the largest size under that latency and rate budget,
 //!   against the lower bound they impose.
+//!
+//! Then HTTP through the sandbox: one scan over TLS (the simulator in this
+//! process with a certificate the engine trusts) with and without
+//! connection reuse, `SCANNER_BENCH_HTTP_FINDINGS` (default 100000)
+//! findings.
 
-use scanner_tests::{SimProcess, runtime_in};
+use scanner_host::engine::{Engine, EngineConfig};
+use scanner_host::runtime::Runtime;
+use scanner_host::store::Store;
+use scanner_tests::{SimProcess, plugin_wasm, runtime_in, wiz_settings};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wiz_sim::{SimConfig, Simulator};
 
 fn peak_rss_mb() -> f64 {
     scanner_tests::proc_status_mb("VmHWM")
@@ -43,6 +53,64 @@ async fn run(n: usize, extra: &[String]) -> (scanner_host::runtime::ScanReport, 
     let started = Instant::now();
     let report = runtime.scan("bench", &()).await.expect("scan");
     (report, started.elapsed().as_secs_f64(), peak_rss_mb())
+}
+
+/// One scan over TLS: (requests, connections, seconds).
+async fn http_run(sim: &Simulator, reuse: bool) -> (u64, u64, f64) {
+    let engine = Engine::new(EngineConfig {
+        reuse_connections: reuse,
+        extra_root_certificates: sim
+            .certificate_der()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect(),
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let plugin = engine.load_plugin(plugin_wasm()).expect("plugin");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(&dir.path().join("host.db")).expect("store"));
+    let runtime = Runtime::new(engine, vec![plugin], store);
+    runtime
+        .connect("bench", "wiz", &wiz_settings(sim))
+        .await
+        .expect("connect");
+    let (requests, connections) = (sim.requests().len() as u64, sim.connections());
+    let started = Instant::now();
+    runtime.scan("bench", &()).await.expect("scan");
+    let secs = started.elapsed().as_secs_f64();
+    (
+        sim.requests().len() as u64 - requests,
+        sim.connections() - connections,
+        secs,
+    )
+}
+
+async fn http_table() {
+    let n = env_num("SCANNER_BENCH_HTTP_FINDINGS").unwrap_or(100_000) as usize;
+    let sim = Simulator::start_background(SimConfig {
+        findings: n,
+        tls: true,
+        ..SimConfig::default()
+    })
+    .expect("simulator");
+    println!();
+    println!(
+        "| HTTP over TLS, one scan of {n} findings | requests | connections opened | wall time | requests/s |"
+    );
+    println!("|---|---|---|---|---|");
+    for reuse in [true, false] {
+        let (requests, connections, secs) = http_run(&sim, reuse).await;
+        let how = if reuse {
+            "pooled, reused"
+        } else {
+            "a connection per request"
+        };
+        println!(
+            "| {how} | {requests} | {connections} | {secs:.2} s | {:.0} |",
+            requests as f64 / secs
+        );
+    }
 }
 
 #[tokio::main]
@@ -104,4 +172,5 @@ async fn main() {
             secs / by_rate.max(latency as f64 / 1e3)
         );
     }
+    http_table().await;
 }

@@ -14,12 +14,59 @@ wit_bindgen::generate!({
 });
 
 use exports::scanner::plugin::scanner_source::{Finding, Guest, Page, PageRequest, RawRecord};
-use scanner::plugin::storage;
 use scanner::plugin::types::{
     ConfigField, Configured, ConnectionInfo, ErrorDetail, FieldKind, PluginError, PluginInfo,
     Setting, SettingValue,
 };
+use scanner::plugin::{log, storage};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const MIB: usize = 1 << 20;
+
+/// The system allocator, except that frees inside the alias arena are
+/// skipped: the aliased strings below all point into one leaked buffer, and
+/// the bindings free each of them after the call (once per alias).
+struct SkipArena;
+
+static ARENA_START: AtomicUsize = AtomicUsize::new(0);
+static ARENA_END: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only skips frees of memory that
+// was leaked on purpose and is never reused.
+unsafe impl GlobalAlloc for SkipArena {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let p = ptr as usize;
+        if p >= ARENA_START.load(Ordering::Relaxed) && p < ARENA_END.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: SkipArena = SkipArena;
+
+/// `count` strings that all share one buffer of `len` bytes: the guest pays
+/// for `len` once, a host that copies each string pays `count` times.
+fn aliases(count: usize, len: usize) -> Vec<String> {
+    let arena: &'static mut [u8] = Vec::leak(vec![b'a'; len]);
+    let start = arena.as_mut_ptr();
+    ARENA_START.store(start as usize, Ordering::Relaxed);
+    ARENA_END.store(start as usize + len, Ordering::Relaxed);
+    (0..count)
+        // SAFETY: the buffer is valid UTF-8, lives for ever, is never
+        // written again, and its frees are skipped by `SkipArena`.
+        .map(|_| unsafe { String::from_raw_parts(start, len, len) })
+        .collect()
+}
 
 thread_local! {
     static SETTINGS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
@@ -131,8 +178,10 @@ impl Guest for Hostile {
                 }
             }
             "huge-host-value" => {
-                // More than the host takes for one value.
-                let value = vec![7u8; 8 << 20];
+                // More than the host stores as one value (1 MiB), less than
+                // what may cross into the host in one call, so it is the
+                // storage limit that refuses it.
+                let value = vec![7u8; 4 << 20];
                 match storage::set("big", &value) {
                     Ok(()) => Ok(page(vec![record("stored".into(), "{}".into())], None)),
                     Err(e) => Err(failed(format!("storage refused: {e:?}"))),
@@ -180,6 +229,33 @@ impl Guest for Hostile {
             "huge-output" => {
                 let body = "x".repeat(24 << 20);
                 Ok(page(vec![record("huge".into(), body)], None))
+            }
+            // One host call whose fields all alias one MiB: copied one by
+            // one, 2 GiB of host memory.
+            "aliased-log" => {
+                let fields: Vec<(String, String)> = aliases(2048, MIB)
+                    .into_iter()
+                    .map(|s| (String::new(), s))
+                    .collect();
+                log::log(log::Level::Info, "aliased fields", &fields);
+                Ok(page(Vec::new(), None))
+            }
+            // A page whose record bodies all alias one MiB.
+            "aliased-page" => {
+                let records = aliases(2048, MIB)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, body)| record(i.to_string(), body))
+                    .collect();
+                Ok(page(records, None))
+            }
+            // Very many empty records: cheap in the guest, dearer as host
+            // structs.
+            "many-records" => {
+                let records = (0..400_000)
+                    .map(|_| record(String::new(), String::new()))
+                    .collect();
+                Ok(page(records, None))
             }
             "endless-cursor" => {
                 let n: u64 = request

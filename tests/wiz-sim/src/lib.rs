@@ -8,6 +8,8 @@
 
 pub mod data;
 pub mod graphql;
+mod serve;
+mod tls;
 pub mod upload;
 
 pub use data::{AdvanceSummary, Dataset, SimAsset, SimBranch, SimFinding};
@@ -127,6 +129,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// How uploads are processed.
     pub uploads: UploadConfig,
+    /// Serve HTTPS with a self-signed certificate made at start (see
+    /// [`Simulator::certificate_der`]) instead of plain HTTP.
+    pub tls: bool,
 }
 
 impl Default for SimConfig {
@@ -148,6 +153,7 @@ impl Default for SimConfig {
             }],
             faults: Faults::default(),
             uploads: UploadConfig::default(),
+            tls: false,
         }
     }
 }
@@ -176,6 +182,10 @@ struct Token {
 
 struct Shared {
     addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// TCP connections accepted so far.
+    connections: AtomicU64,
     config: SimConfig,
     uploads: Mutex<upload::Uploads>,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -197,6 +207,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Simulator {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    certificate: Option<Vec<u8>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -206,10 +217,17 @@ impl Simulator {
     pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
         let addr = listener.local_addr()?;
+        let tls = if config.tls {
+            Some(tls::self_signed()?)
+        } else {
+            None
+        };
         let data = Dataset::generate(config.findings, config.seed);
         let queue = config.faults.script.iter().cloned().collect();
         let shared = Arc::new(Shared {
             addr,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            connections: AtomicU64::new(0),
             uploads: Mutex::default(),
             buckets: Mutex::default(),
             faults: Mutex::new((config.faults.clone(), queue)),
@@ -233,16 +251,19 @@ impl Simulator {
             .route("/_sim/s3/uploads/{id}/{filename}", put(put_upload))
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let certificate = tls.as_ref().map(|t| t.certificate.clone());
+        let acceptor = tls.map(|t| t.acceptor);
+        tokio::spawn(serve::accept_loop(
+            listener,
+            app,
+            acceptor,
+            shared.clone(),
+            rx,
+        ));
         Ok(Simulator {
             addr,
             shared,
+            certificate,
             shutdown: Some(tx),
             thread: None,
         })
@@ -267,7 +288,8 @@ impl Simulator {
             runtime.block_on(async move {
                 match Simulator::start(config).await {
                     Ok(sim) => {
-                        let _ = tx.send(Ok((sim.addr, sim.shared.clone())));
+                        let _ =
+                            tx.send(Ok((sim.addr, sim.shared.clone(), sim.certificate.clone())));
                         let _ = stop_rx.await;
                         drop(sim);
                     }
@@ -277,20 +299,34 @@ impl Simulator {
                 }
             });
         });
-        let (addr, shared) = rx
+        let (addr, shared, certificate) = rx
             .recv()
             .map_err(|_| std::io::Error::other("simulator thread died"))??;
         Ok(Simulator {
             addr,
             shared,
+            certificate,
             shutdown: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when serving TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.shared.scheme, self.addr)
+    }
+
+    /// The self-signed certificate (DER) when serving TLS: a client trusts
+    /// the simulator by adding it as a root. Valid for `127.0.0.1` and
+    /// `localhost`.
+    pub fn certificate_der(&self) -> Option<&[u8]> {
+        self.certificate.as_deref()
+    }
+
+    /// TCP connections accepted so far: shows whether a client reuses its
+    /// connections.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// The GraphQL endpoint.
@@ -758,8 +794,8 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Vec<u8
                 // Real slots are presigned S3 URLs (§5.2); this one is on
                 // the simulator, in the same shape.
                 let url = format!(
-                    "http://{}/_sim/s3/uploads/{id}/{filename}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature={signature}",
-                    shared.addr
+                    "{}://{}/_sim/s3/uploads/{id}/{filename}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature={signature}",
+                    shared.scheme, shared.addr
                 );
                 let payload = json!({
                     "__typename": "RequestSecurityScanUploadPayload",

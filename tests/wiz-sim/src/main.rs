@@ -71,6 +71,7 @@ async fn main() -> std::io::Result<()> {
             rate_limit_rps: args.rate_limit_rps,
             ..Faults::default()
         },
+        tls: false,
         uploads: UploadConfig {
             hidden_polls: args.activity_hidden_polls,
             running_polls: args.activity_running_polls,

@@ -7,5 +7,6 @@ mod connector;
 mod contract;
 mod export;
 mod host;
+mod http;
 mod import;
 mod sandbox;

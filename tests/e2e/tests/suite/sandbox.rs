@@ -27,7 +27,7 @@ fn tight() -> Limits {
         cpu_per_call: Duration::from_millis(300),
         wall_per_call: Duration::from_secs(10),
         memory_bytes: 48 << 20,
-        max_page_bytes: 4 << 20,
+        max_transfer_bytes: 8 << 20,
         ..Limits::default()
     }
 }
@@ -249,11 +249,86 @@ async fn traps_invalid_strings_and_huge_outputs_fail_the_call() {
             panic!("{mode}: the call succeeded");
         };
         let expected = match mode {
-            "huge-output" => matches!(err, EngineError::OutputLimit { .. }),
+            "huge-output" => matches!(err, EngineError::TransferLimit { .. }),
             _ => matches!(err, EngineError::Trap { .. }),
         };
         assert!(expected, "{mode}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliased_strings_and_very_many_records_cannot_inflate_what_the_host_copies() {
+    // 2 048 strings over one MiB of guest memory would be 2 GiB copied one
+    // by one. Both ways out of the guest are metered: a host call's
+    // arguments (a log record) and a call's results (a page). 400 000 empty
+    // records are 6 MB in the guest's layout and ~19 MB as host structs.
+    let outcomes = alongside(async {
+        let mut out = Vec::new();
+        for mode in ["aliased-log", "aliased-page", "many-records"] {
+            out.push((mode, hostile(mode, "", &[], memory_store(), "h").await.0));
+        }
+        out
+    })
+    .await;
+    for (mode, outcome) in outcomes {
+        let Err(err) = outcome else {
+            panic!("{mode}: the call succeeded");
+        };
+        assert!(
+            matches!(
+                err,
+                EngineError::TransferLimit {
+                    call: "fetch-page",
+                    limit_bytes: 0x80_0000,
+                    ..
+                }
+            ),
+            "{mode}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answers_at_most_its_page_limit() {
+    let (_, plugin) = engine_and_hostile();
+    let sandbox = TenantSandbox {
+        tenant: "h".into(),
+        kv: memory_store(),
+        egress: EgressPolicy::deny_all(),
+        limits: Some(Limits {
+            max_pages_per_instance: 3,
+            ..tight()
+        }),
+    };
+    let mut instance = plugin.source(&sandbox).await.expect("instantiate");
+    instance
+        .configure(&settings("endless-cursor", "", &[]))
+        .await
+        .expect("engine")
+        .expect("configure");
+    let mut cursor = None;
+    for _ in 0..3 {
+        let page = instance
+            .fetch_page(&PageRequest {
+                cursor: cursor.take(),
+                updated_since: None,
+            })
+            .await
+            .expect("engine")
+            .expect("page");
+        cursor = page.next_cursor;
+    }
+    let err = instance
+        .fetch_page(&PageRequest {
+            cursor,
+            updated_since: None,
+        })
+        .await
+        .expect_err("the fourth page");
+    assert!(
+        matches!(err, EngineError::PageLimit { limit: 3, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
