@@ -374,6 +374,37 @@ pub struct Page {
     pub total: Option<u64>,
 }
 
+/// A record a plugin could not map (WIT `rejected-record`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectedRecord {
+    /// The record's id at the source.
+    pub id: String,
+    /// Why it could not be mapped.
+    pub error: PluginError,
+}
+
+/// One page fetched and mapped in one call (WIT `finding-page`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FindingPage {
+    /// The page's imported findings, in source order.
+    pub findings: Vec<Finding>,
+    /// Records the plugin chose not to import.
+    pub skipped: u32,
+    /// Records the plugin could not map.
+    pub rejected: Vec<RejectedRecord>,
+    /// The next page's cursor; `None` when done.
+    pub next_cursor: Option<String>,
+    /// Total records, when known.
+    pub total: Option<u64>,
+}
+
+impl FindingPage {
+    /// Records the page held: imported, skipped and rejected.
+    pub fn records(&self) -> u64 {
+        self.findings.len() as u64 + u64::from(self.skipped) + self.rejected.len() as u64
+    }
+}
+
 /// Why the host's key-value state refused an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {

@@ -5,7 +5,7 @@
 //! origins a tenant may reach, how a scan pages, checkpoints and retries, and
 //! when an integration needs an operator's attention.
 
-use crate::contract::{ConnectionInfo, Finding, PageRequest, PluginError, PluginInfo, Settings};
+use crate::contract::{ConnectionInfo, PageRequest, PluginError, PluginInfo, Settings};
 use crate::engine::{EgressPolicy, Engine, EngineError, Plugin, SourceInstance, TenantSandbox};
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
@@ -177,16 +177,45 @@ pub struct ScanReport {
 /// Where a scan's wall time went, summed over its pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScanTimings {
-    /// `fetch-page` calls, wall time: HTTP plus the plugin's work.
+    /// `fetch-findings` calls, wall time: HTTP plus the plugin's work.
     pub fetch: Duration,
-    /// Of `fetch`, the guest's CPU time (parsing the response, building
-    /// records); the rest is waiting for HTTP.
+    /// Of `fetch`, the guest's CPU time (parsing the response, mapping,
+    /// copying findings out); the rest is waiting for HTTP.
     pub fetch_guest_cpu: Duration,
-    /// `map-findings` calls (all guest work and the copy across the
-    /// component boundary).
-    pub map: Duration,
-    /// Storing pages in one transaction each.
+    /// Storing pages, one transaction each. A page is stored while the next
+    /// one is fetched, so this overlaps `fetch`.
     pub store: Duration,
+    /// Of `store`, the time the scan waited for it.
+    pub store_wait: Duration,
+}
+
+/// A page whose store runs while the next page is fetched.
+struct StoringPage {
+    /// The blocking store call; its time on success.
+    task: tokio::task::JoinHandle<Result<Duration, StoreError>>,
+    /// Records seen up to and including this page.
+    seen: u64,
+    /// The plugin's total, when it knows it.
+    total: Option<u64>,
+}
+
+/// Wait for the page being stored, if any, and account for it.
+async fn settle(
+    storing: &mut Option<StoringPage>,
+    report: &mut ScanReport,
+    progress: &dyn Progress,
+) -> Result<(), RuntimeError> {
+    let Some(page) = storing.take() else {
+        return Ok(());
+    };
+    let waited = std::time::Instant::now();
+    let stored = page.task.await;
+    report.timings.store_wait += waited.elapsed();
+    let busy = stored.map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
+    report.timings.store += busy;
+    report.pages += 1;
+    progress.page(page.seen, page.total);
+    Ok(())
 }
 
 /// Progress of a running scan, for a progress bar.
@@ -466,15 +495,46 @@ impl Runtime {
         &self,
         tenant: &str,
         integration: &crate::store::Integration,
-        mut cursor: Option<String>,
+        cursor: Option<String>,
         scan_id: i64,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
-        let plugin = self.plugin(&integration.plugin)?;
         let mut report = ScanReport {
             tenant: tenant.to_string(),
             ..ScanReport::default()
         };
+        let mut storing = None;
+        let paged = self
+            .page_loop(
+                tenant,
+                integration,
+                cursor,
+                scan_id,
+                progress,
+                &mut report,
+                &mut storing,
+            )
+            .await;
+        // Whatever ended the loop, the page being stored lands (or fails)
+        // before the scan is completed or failed in the store.
+        let settled = settle(&mut storing, &mut report, progress).await;
+        paged.and(settled).map(|()| report)
+    }
+
+    /// Fetch pages until the last one, storing each while the next one is
+    /// fetched (`storing` is the page in flight).
+    #[allow(clippy::too_many_arguments)]
+    async fn page_loop(
+        &self,
+        tenant: &str,
+        integration: &crate::store::Integration,
+        mut cursor: Option<String>,
+        scan_id: i64,
+        progress: &dyn Progress,
+        report: &mut ScanReport,
+        storing: &mut Option<StoringPage>,
+    ) -> Result<(), RuntimeError> {
+        let plugin = self.plugin(&integration.plugin)?;
         let mut instance: Option<SourceInstance> = None;
         let mut seen: u64 = 0;
         let mut map_failures: u64 = 0;
@@ -501,7 +561,7 @@ impl Runtime {
                 updated_since: None,
             };
             let fetch_started = std::time::Instant::now();
-            let fetched = current.fetch_page(&request).await;
+            let fetched = current.fetch_findings(&request).await;
             report.timings.fetch += fetch_started.elapsed();
             report.timings.fetch_guest_cpu += current.last_call_cpu();
             let page = match fetched {
@@ -525,10 +585,10 @@ impl Runtime {
                 // The scan fails; the poisoned instance dies with it.
                 Err(err) => return Err(err.into()),
             };
-            seen += page.records.len() as u64;
+            seen += page.records();
             // Distinct cursors and no records, forever: a broken or hostile
             // plugin would keep the scan (and its slot) busy for good.
-            empty_in_a_row = if page.records.is_empty() {
+            empty_in_a_row = if page.records() == 0 {
                 empty_in_a_row + 1
             } else {
                 0
@@ -542,60 +602,52 @@ impl Runtime {
                 }
                 .into());
             }
-            let ids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
-            let map_started = std::time::Instant::now();
-            let mapped = current.map_findings(page.records).await;
-            report.timings.map += map_started.elapsed();
-            let mapped = match mapped {
-                Ok(mapped) => mapped,
-                Err(err) => return Err(err.into()),
-            };
-            let mut findings: Vec<Finding> = Vec::with_capacity(mapped.len());
-            let mut skipped = 0u64;
-            for (id, result) in ids.iter().zip(mapped) {
-                match result {
-                    Ok(Some(f)) => findings.push(f),
-                    Ok(None) => skipped += 1,
-                    Err(e) => {
-                        map_failures += 1;
-                        first_failure.get_or_insert_with(|| format!("record {id}: {e}"));
-                    }
+            if let Some(next) = &page.next_cursor
+                && cursor.as_deref() == Some(next.as_str())
+            {
+                return Err(PluginError::Protocol {
+                    message: "plugin returned the same cursor twice; the scan would never end"
+                        .into(),
+                    code: None,
                 }
+                .into());
             }
+            for rejected in &page.rejected {
+                map_failures += 1;
+                first_failure
+                    .get_or_insert_with(|| format!("record {}: {}", rejected.id, rejected.error));
+            }
+            // The previous page must be stored before this one: pages
+            // checkpoint the cursor in order.
+            settle(storing, report, progress).await?;
             let store = self.store.clone();
             let tenant_owned = tenant.to_string();
             let next = page.next_cursor.clone();
             let now = self.clock.now();
-            let store_started = std::time::Instant::now();
-            // SQLite work is blocking; keep it off the async workers.
-            let stored = tokio::task::spawn_blocking(move || {
-                store.store_page(
-                    scan_id,
-                    &tenant_owned,
-                    &findings,
-                    skipped,
-                    next.as_deref(),
-                    now,
-                )
-            })
-            .await;
-            report.timings.store += store_started.elapsed();
-            stored.map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
-            report.pages += 1;
-            progress.page(seen, page.total);
+            let findings = page.findings;
+            let skipped = u64::from(page.skipped);
+            // SQLite work is blocking; keep it off the async workers, and
+            // let the next page's fetch run meanwhile.
+            let task = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                store
+                    .store_page(
+                        scan_id,
+                        &tenant_owned,
+                        &findings,
+                        skipped,
+                        next.as_deref(),
+                        now,
+                    )
+                    .map(|_| started.elapsed())
+            });
+            *storing = Some(StoringPage {
+                task,
+                seen,
+                total: page.total,
+            });
             match page.next_cursor {
-                Some(next) => {
-                    if cursor.as_deref() == Some(next.as_str()) {
-                        return Err(PluginError::Protocol {
-                            message:
-                                "plugin returned the same cursor twice; the scan would never end"
-                                    .into(),
-                            code: None,
-                        }
-                        .into());
-                    }
-                    cursor = Some(next);
-                }
+                Some(next) => cursor = Some(next),
                 None => break,
             }
         }
@@ -605,7 +657,7 @@ impl Runtime {
                 first: first_failure.unwrap_or_default(),
             });
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Remove a tenant's integration with its findings and state.

@@ -5,7 +5,7 @@ use crate::config::{self, Config};
 use crate::mapping::{self, Kinds};
 use crate::scanner::plugin::{log, storage};
 use crate::sink;
-use crate::source::{self, Finding, Page, PageRequest, RawRecord};
+use crate::source::{self, Finding, FindingPage, Page, PageRequest, RawRecord};
 use crate::types::{Configured, ConnectionInfo, PluginError, PluginInfo, Setting};
 use crate::wiz::{Client, Env, Level, Request, Response, TransportError};
 use std::cell::RefCell;
@@ -167,6 +167,14 @@ impl source::Guest for Wiz {
         let config = configured()?;
         let mut refreshed = STATE.with_borrow(|s| s.vcs_refreshed);
         let page = Client::new(&HostEnv, &config).fetch_page(&request, &mut refreshed);
+        STATE.with_borrow_mut(|s| s.vcs_refreshed = refreshed);
+        page
+    }
+
+    fn fetch_findings(request: PageRequest) -> Result<FindingPage, PluginError> {
+        let config = configured()?;
+        let mut refreshed = STATE.with_borrow(|s| s.vcs_refreshed);
+        let page = Client::new(&HostEnv, &config).fetch_findings(&request, &mut refreshed, kinds());
         STATE.with_borrow_mut(|s| s.vcs_refreshed = refreshed);
         page
     }

@@ -1,8 +1,8 @@
-//! The Wiz connector, a `scanner:plugin@0.1.0` component.
+//! The Wiz connector, a `scanner:plugin@0.2.0` component.
 //!
 //! - `describe` / `configure`: [`config`] (fields, validation, auth URL
 //!   derivation, the origins the tenant's sandbox must allow);
-//! - `test` / `fetch-page`: [`wiz`] (OAuth2 client credentials with a token
+//! - `test` / `fetch-findings` / `fetch-page`: [`wiz`] (OAuth2 client credentials with a token
 //!   cached in tenant storage, GraphQL paging of open findings of the
 //!   enabled asset types, repository-branch resolution, error
 //!   classification);

@@ -1,14 +1,17 @@
 //! From one Wiz `vulnerabilityFindings` node to the normalized finding.
 //!
 //! Tolerant by design: unknown enum values map to `unknown`, extra fields
-//! are ignored and missing optional fields stay empty. Only a record that
-//! is not JSON or has no id is an error, and then for that record alone.
+//! are ignored, missing optional fields stay empty, and a field of an
+//! unexpected type is dropped rather than failing the record. Only a record
+//! that is not JSON or has no id is an error, and then for that record
+//! alone.
 
 use crate::source::{
     Finding, FindingKind, FindingStatus, ImageLocation, Location, RawRecord, RepositoryLocation,
     Severity,
 };
 use crate::types::{ErrorDetail, PluginError};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Which kinds the tenant imports.
@@ -69,110 +72,254 @@ fn status(v: Option<&str>) -> FindingStatus {
     }
 }
 
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key)?
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+/// The fields of one `vulnerabilityFindings` node that mapping reads.
+///
+/// Parsed straight from the node's JSON; fields Wiz adds later are ignored
+/// and missing ones stay `None`. A node whose known fields have types this
+/// struct does not expect is read again leniently ([`Node::parse`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Node {
+    /// The finding's id at Wiz.
+    pub id: Option<String>,
+    /// Usually the CVE id.
+    pub name: Option<String>,
+    pub vulnerability_external_id: Option<String>,
+    pub status: Option<String>,
+    pub vendor_severity: Option<String>,
+    pub severity: Option<String>,
+    #[serde(rename = "CVSSSeverity")]
+    pub cvss_severity: Option<String>,
+    pub score: Option<f64>,
+    pub first_detected_at: Option<String>,
+    pub last_detected_at: Option<String>,
+    pub description: Option<String>,
+    #[serde(rename = "CVEDescription")]
+    pub cve_description: Option<String>,
+    pub remediation: Option<String>,
+    /// The package name.
+    pub detailed_name: Option<String>,
+    pub version: Option<String>,
+    pub fixed_version: Option<String>,
+    pub location_path: Option<String>,
+    pub portal_url: Option<String>,
+    pub vulnerable_asset: Option<Asset>,
+    /// The repository `fetch-page` resolved for a repository-branch asset.
+    #[serde(rename = "_resolvedRepository")]
+    pub resolved: Option<Resolved>,
+}
+
+/// The `vulnerableAsset` members mapping reads (whichever union member it
+/// is, through the query's fragments).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Asset {
+    pub id: Option<String>,
+    /// `REPOSITORY_BRANCH`, `CONTAINER_IMAGE`, … (unknown values skip the
+    /// finding, they do not fail it).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub repository_name: Option<String>,
+    pub image_id: Option<String>,
+    pub image_tags: Option<Vec<Option<String>>>,
+    pub registry: Option<Named>,
+    pub repository: Option<Named>,
+}
+
+/// An object of which only the name is read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Named {
+    pub name: Option<String>,
+}
+
+/// A repository branch resolved to its repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Resolved {
+    /// Repository URL.
+    pub url: Option<String>,
+    /// `org/repo`.
+    pub name: Option<String>,
+    /// Branch name.
+    pub branch: Option<String>,
+}
+
+fn lenient_text(v: &Value, key: &str) -> Option<String> {
+    v.get(key)?.as_str().map(str::to_string)
+}
+
+fn lenient_named(v: &Value, key: &str) -> Option<Named> {
+    let o = v.get(key)?;
+    o.is_object().then(|| Named {
+        name: lenient_text(o, "name"),
+    })
+}
+
+impl Node {
+    /// Read a node from its JSON text: typed first (one pass, no tree),
+    /// then, when a known field has an unexpected type, from a JSON tree
+    /// that keeps what it can and drops what it cannot read.
+    pub fn parse(text: &str) -> Result<Node, serde_json::Error> {
+        match serde_json::from_str::<Node>(text) {
+            Ok(node) => Ok(node),
+            Err(_) => serde_json::from_str::<Value>(text).map(|v| Node::lenient(&v)),
+        }
+    }
+
+    fn lenient(v: &Value) -> Node {
+        let asset = v.get("vulnerableAsset").filter(|a| a.is_object());
+        let resolved = v.get(RESOLVED_KEY).filter(|r| r.is_object());
+        Node {
+            id: lenient_text(v, "id"),
+            name: lenient_text(v, "name"),
+            vulnerability_external_id: lenient_text(v, "vulnerabilityExternalId"),
+            status: lenient_text(v, "status"),
+            vendor_severity: lenient_text(v, "vendorSeverity"),
+            severity: lenient_text(v, "severity"),
+            cvss_severity: lenient_text(v, "CVSSSeverity"),
+            score: v.get("score").and_then(Value::as_f64),
+            first_detected_at: lenient_text(v, "firstDetectedAt"),
+            last_detected_at: lenient_text(v, "lastDetectedAt"),
+            description: lenient_text(v, "description"),
+            cve_description: lenient_text(v, "CVEDescription"),
+            remediation: lenient_text(v, "remediation"),
+            detailed_name: lenient_text(v, "detailedName"),
+            version: lenient_text(v, "version"),
+            fixed_version: lenient_text(v, "fixedVersion"),
+            location_path: lenient_text(v, "locationPath"),
+            portal_url: lenient_text(v, "portalUrl"),
+            vulnerable_asset: asset.map(|a| Asset {
+                id: lenient_text(a, "id"),
+                kind: lenient_text(a, "type"),
+                repository_name: lenient_text(a, "repositoryName"),
+                image_id: lenient_text(a, "imageId"),
+                image_tags: a
+                    .get("imageTags")
+                    .and_then(Value::as_array)
+                    .map(|t| t.iter().map(|t| t.as_str().map(str::to_string)).collect()),
+                registry: lenient_named(a, "registry"),
+                repository: lenient_named(a, "repository"),
+            }),
+            resolved: resolved.map(|r| Resolved {
+                url: lenient_text(r, "url"),
+                name: lenient_text(r, "name"),
+                branch: lenient_text(r, "branch"),
+            }),
+        }
+    }
+
+    /// The node's id, when it has a non-empty one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// The asset id of a repository-branch finding, which `fetch-page`
+    /// resolves to a repository.
+    pub fn branch_asset(&self) -> Option<&str> {
+        let asset = self.vulnerable_asset.as_ref()?;
+        (asset.kind.as_deref() == Some("REPOSITORY_BRANCH"))
+            .then_some(asset.id.as_deref())
+            .flatten()
+    }
+}
+
+/// Empty strings are as good as missing.
+fn given(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
 }
 
 /// Map one record: `Ok(None)` when it is not imported (not open, no CVE,
 /// a kind the tenant disabled or one the connector does not import).
 pub fn map_record(record: &RawRecord, kinds: Kinds) -> Result<Option<Finding>, PluginError> {
-    let node: Value = serde_json::from_str(&record.body).map_err(|e| {
+    let node = Node::parse(&record.body).map_err(|e| {
         PluginError::Protocol(ErrorDetail {
             message: format!("record {} is not valid JSON: {e}", record.id),
             code: None,
         })
     })?;
-    let Some(id) = text(&node, "id") else {
+    if node.id().is_none() {
         return Err(PluginError::Protocol(ErrorDetail {
             message: format!("record {} has no `id`", record.id),
             code: None,
         }));
-    };
-    let status = status(node.get("status").and_then(Value::as_str));
+    }
+    Ok(map_node(node, kinds))
+}
+
+/// Map one node that has an id: `None` when it is not imported.
+pub fn map_node(node: Node, kinds: Kinds) -> Option<Finding> {
+    let status = status(node.status.as_deref());
     if status != FindingStatus::Open {
-        return Ok(None);
+        return None;
     }
     let mut cves = Vec::new();
-    for key in ["name", "vulnerabilityExternalId"] {
-        if let Some(s) = node.get(key).and_then(Value::as_str) {
-            cve_ids(s, &mut cves);
-        }
+    for text in [&node.name, &node.vulnerability_external_id]
+        .into_iter()
+        .flatten()
+    {
+        cve_ids(text, &mut cves);
     }
     if cves.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let asset = node.get("vulnerableAsset").unwrap_or(&Value::Null);
-    let asset_type = asset
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let (kind, location) = match asset_type {
+    let asset = node.vulnerable_asset.unwrap_or_default();
+    let (kind, location) = match asset.kind.as_deref().unwrap_or_default() {
         "REPOSITORY_BRANCH" if kinds.sca => {
-            let resolved = node.get(RESOLVED_KEY).unwrap_or(&Value::Null);
+            let resolved = node.resolved.unwrap_or_default();
             (
                 FindingKind::CodeDependency,
                 Location::Repository(RepositoryLocation {
-                    url: text(resolved, "url"),
-                    name: text(resolved, "name").or_else(|| text(asset, "repositoryName")),
-                    branch: text(resolved, "branch"),
-                    file_path: text(&node, "locationPath"),
+                    url: given(resolved.url),
+                    name: given(resolved.name).or_else(|| given(asset.repository_name)),
+                    branch: given(resolved.branch),
+                    file_path: given(node.location_path),
                 }),
             )
         }
-        "CONTAINER_IMAGE" if kinds.images => {
-            let name_of = |k: &str| asset.get(k).and_then(|o| text(o, "name"));
-            let tags = asset
-                .get("imageTags")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let digest = text(asset, "imageId").filter(|d| d.starts_with("sha256:"));
-            (
-                FindingKind::ContainerImage,
-                Location::ContainerImage(ImageLocation {
-                    registry: name_of("registry"),
-                    repository: name_of("repository"),
-                    tags,
-                    digest,
-                }),
-            )
-        }
-        _ => return Ok(None),
+        "CONTAINER_IMAGE" if kinds.images => (
+            FindingKind::ContainerImage,
+            Location::ContainerImage(ImageLocation {
+                registry: given(asset.registry.and_then(|r| r.name)),
+                repository: given(asset.repository.and_then(|r| r.name)),
+                tags: asset
+                    .image_tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                digest: given(asset.image_id).filter(|d| d.starts_with("sha256:")),
+            }),
+        ),
+        _ => return None,
     };
-    let severity = ["vendorSeverity", "severity", "CVSSSeverity"]
-        .iter()
-        .find_map(|k| severity(node.get(*k).and_then(Value::as_str)))
+    let severity = [&node.vendor_severity, &node.severity, &node.cvss_severity]
+        .into_iter()
+        .find_map(|s| severity(s.as_deref()))
         .unwrap_or(Severity::Unknown);
-    let package = text(&node, "detailedName");
+    let package = given(node.detailed_name);
     let title = match &package {
         Some(p) => format!("{} in {p}", cves.join(", ")),
         None => cves.join(", "),
     };
-    Ok(Some(Finding {
-        source_id: id,
+    Some(Finding {
+        source_id: node.id.unwrap_or_default(),
         cve_ids: cves,
         title,
-        description: text(&node, "description").or_else(|| text(&node, "CVEDescription")),
+        description: given(node.description).or_else(|| given(node.cve_description)),
         severity,
-        score: node.get("score").and_then(Value::as_f64),
+        score: node.score,
         status,
         kind,
         package_name: package,
-        package_version: text(&node, "version"),
-        fixed_version: text(&node, "fixedVersion"),
+        package_version: given(node.version),
+        fixed_version: given(node.fixed_version),
         location: Some(location),
-        first_detected_at: text(&node, "firstDetectedAt"),
-        last_detected_at: text(&node, "lastDetectedAt"),
-        portal_url: text(&node, "portalUrl"),
-        remediation: text(&node, "remediation"),
-    }))
+        first_detected_at: given(node.first_detected_at),
+        last_detected_at: given(node.last_detected_at),
+        portal_url: given(node.portal_url),
+        remediation: given(node.remediation),
+    })
 }
 
 #[cfg(test)]

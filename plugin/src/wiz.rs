@@ -5,10 +5,14 @@
 //! code runs in the component and natively in tests.
 
 use crate::config::Config;
-use crate::mapping::RESOLVED_KEY;
-use crate::source::{Page, PageRequest, RawRecord};
+use crate::mapping::{self, Kinds, Node, RESOLVED_KEY, Resolved};
+use crate::source::{FindingPage, Page, PageRequest, RawRecord};
 use crate::types::{ConnectionInfo, ErrorDetail, PluginError, RetryDetail};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 /// Page size asked of Wiz. Wiz's maximum is reported as 500 (wiz-api.md §9.5
 /// lists disagreeing sources); staying at it keeps pages few but valid.
@@ -147,6 +151,53 @@ const VCS_QUERY: &str = "query VersionControlResources($first: Int, $after: Stri
   }
 }";
 
+/// A GraphQL response body: `data` kept as text, `errors` as a tree.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    errors: Option<Value>,
+}
+
+/// The `data` of a findings page.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FindingsData {
+    vulnerability_findings: Option<FindingsConnection>,
+}
+
+/// A findings connection; each node stays text until [`Node::parse`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FindingsConnection {
+    nodes: Option<Vec<Box<RawValue>>>,
+    page_info: Option<Value>,
+    total_count: Option<Value>,
+}
+
+/// One fetched page of nodes.
+struct NodePage {
+    nodes: Vec<(Box<RawValue>, Node)>,
+    next_cursor: Option<String>,
+    total: Option<u64>,
+}
+
+/// A node's JSON text with the resolved repository added as
+/// [`RESOLVED_KEY`], for the raw-record path.
+fn with_resolved(node: &str, resolved: Option<&Resolved>) -> String {
+    let (Some(resolved), Some(rest)) = (resolved, node.strip_prefix('{')) else {
+        return node.to_string();
+    };
+    let resolved = serde_json::to_string(resolved).unwrap_or_else(|_| "null".into());
+    let comma = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!("{{\"{RESOLVED_KEY}\":{resolved}{comma}{rest}")
+}
+
 /// A client for one tenant's configuration.
 pub struct Client<'a, E: Env> {
     env: &'a E,
@@ -272,8 +323,26 @@ impl<'a, E: Env> Client<'a, E> {
         Ok(token)
     }
 
-    /// POST one GraphQL document; re-authenticates once on a 401.
+    /// POST one GraphQL document and return its `data` as a JSON tree.
     pub fn graphql(&self, query: &str, variables: Value) -> Result<Value, PluginError> {
+        self.graphql_as(query, variables)
+    }
+
+    /// POST one GraphQL document and read its `data` as `T`; a `data` of
+    /// another shape is a protocol error.
+    pub fn graphql_as<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> Result<T, PluginError> {
+        let data = self.graphql_raw(query, variables)?;
+        serde_json::from_str(data.get())
+            .map_err(|e| protocol(format!("GraphQL `data` has an unexpected shape: {e}")))
+    }
+
+    /// POST one GraphQL document; re-authenticates once on a 401. Returns
+    /// the text of `data`, unparsed.
+    fn graphql_raw(&self, query: &str, variables: Value) -> Result<Box<RawValue>, PluginError> {
         let body = json!({"query": query, "variables": variables}).to_string();
         let mut token = self.token(false)?;
         let mut reauthenticated = false;
@@ -314,7 +383,7 @@ impl<'a, E: Env> Client<'a, E> {
         }
     }
 
-    fn read_graphql(&self, response: Response) -> Result<Value, PluginError> {
+    fn read_graphql(&self, response: Response) -> Result<Box<RawValue>, PluginError> {
         let status = response.status;
         match status {
             401 => {
@@ -352,7 +421,9 @@ impl<'a, E: Env> Client<'a, E> {
             }
             _ => {}
         }
-        let v: Value = serde_json::from_slice(&response.body).map_err(|e| {
+        // One pass over the body: `data` is kept as text for the caller's
+        // typed parse, only `errors` becomes a tree.
+        let v: Envelope = serde_json::from_slice(&response.body).map_err(|e| {
             protocol(format!(
                 "HTTP {status} body is not valid JSON ({e}; {} bytes): {}",
                 response.body.len(),
@@ -360,7 +431,8 @@ impl<'a, E: Env> Client<'a, E> {
             ))
         })?;
         if let Some(errors) = v
-            .get("errors")
+            .errors
+            .as_ref()
             .and_then(Value::as_array)
             .filter(|e| !e.is_empty())
         {
@@ -402,8 +474,8 @@ impl<'a, E: Env> Client<'a, E> {
                 Some(status.to_string()),
             )));
         }
-        match v.get("data") {
-            Some(data) if data.is_object() => Ok(data.clone()),
+        match v.data {
+            Some(data) if data.get().starts_with('{') => Ok(data),
             _ => Err(protocol("GraphQL response has no `data` object")),
         }
     }
@@ -460,30 +532,78 @@ impl<'a, E: Env> Client<'a, E> {
         })
     }
 
-    /// Fetch one page of findings, with repository branches resolved.
+    /// Fetch one page of findings as raw records, each node's JSON with
+    /// the repository its branch resolved to spliced in.
     pub fn fetch_page(
         &self,
         request: &PageRequest,
         vcs_refreshed: &mut bool,
     ) -> Result<Page, PluginError> {
+        let page = self.fetch_nodes(request, vcs_refreshed)?;
+        let records = page
+            .nodes
+            .into_iter()
+            .map(|(raw, node)| {
+                let body = with_resolved(raw.get(), node.resolved.as_ref());
+                RawRecord {
+                    id: node.id.unwrap_or_default(),
+                    body,
+                }
+            })
+            .collect();
+        Ok(Page {
+            records,
+            next_cursor: page.next_cursor,
+            total: page.total,
+        })
+    }
+
+    /// Fetch one page of findings and map it: the page is parsed once.
+    pub fn fetch_findings(
+        &self,
+        request: &PageRequest,
+        vcs_refreshed: &mut bool,
+        kinds: Kinds,
+    ) -> Result<FindingPage, PluginError> {
+        let page = self.fetch_nodes(request, vcs_refreshed)?;
+        let mut findings = Vec::with_capacity(page.nodes.len());
+        let mut skipped = 0u32;
+        for (_, node) in page.nodes {
+            match mapping::map_node(node, kinds) {
+                Some(f) => findings.push(f),
+                None => skipped += 1,
+            }
+        }
+        Ok(FindingPage {
+            findings,
+            skipped,
+            rejected: Vec::new(),
+            next_cursor: page.next_cursor,
+            total: page.total,
+        })
+    }
+
+    /// One page of nodes, each with its text and its typed fields, with
+    /// repository branches resolved.
+    fn fetch_nodes(
+        &self,
+        request: &PageRequest,
+        vcs_refreshed: &mut bool,
+    ) -> Result<NodePage, PluginError> {
         let variables = json!({
             "first": PAGE_SIZE,
             "after": request.cursor,
             "filterBy": self.filter(request.updated_since.as_deref()),
         });
-        let mut data = self.graphql(FINDINGS_QUERY, variables)?;
+        let data: FindingsData = self.graphql_as(FINDINGS_QUERY, variables)?;
         let conn = data
-            .get_mut("vulnerabilityFindings")
-            .filter(|c| c.is_object())
+            .vulnerability_findings
             .ok_or_else(|| protocol("response has no vulnerabilityFindings connection"))?;
-        // Taken, not cloned: a page is about a megabyte of JSON.
-        let mut nodes = match conn.get_mut("nodes").map(Value::take) {
-            Some(Value::Array(nodes)) => nodes,
-            _ => return Err(protocol("vulnerabilityFindings has no nodes list")),
-        };
-        let conn = &*conn;
+        let raw_nodes = conn
+            .nodes
+            .ok_or_else(|| protocol("vulnerabilityFindings has no nodes list"))?;
         let info = conn
-            .get("pageInfo")
+            .page_info
             .ok_or_else(|| protocol("vulnerabilityFindings has no pageInfo"))?;
         let has_next = info
             .get("hasNextPage")
@@ -504,63 +624,67 @@ impl<'a, E: Env> Client<'a, E> {
         } else {
             None
         };
-        let mut records = Vec::with_capacity(nodes.len());
-        let mut missing = Vec::new();
-        // Many findings share a branch: one storage call per branch and page.
-        let mut resolved: std::collections::HashMap<String, Option<Value>> =
-            std::collections::HashMap::new();
-        for node in &mut nodes {
-            let id = node
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| protocol("a finding node has no id"))?
-                .to_string();
-            if node
-                .pointer("/vulnerableAsset/type")
-                .and_then(Value::as_str)
-                == Some("REPOSITORY_BRANCH")
-                && let Some(asset) = node.pointer("/vulnerableAsset/id").and_then(Value::as_str)
-            {
-                let cached = resolved.entry(asset.to_string()).or_insert_with(|| {
-                    self.env
-                        .get(&format!("{REPO_KEY_PREFIX}{asset}"))
-                        .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
-                });
-                match cached {
-                    Some(v) => node[RESOLVED_KEY] = v.clone(),
-                    None => missing.push(asset.to_string()),
-                }
-            }
-            records.push(id);
+        let mut nodes = Vec::with_capacity(raw_nodes.len());
+        for raw in raw_nodes {
+            let node = Node::parse(raw.get())
+                .ok()
+                .filter(|n| n.id().is_some())
+                .ok_or_else(|| protocol("a finding node has no id"))?;
+            nodes.push((raw, node));
         }
-        if !missing.is_empty() && !*vcs_refreshed {
-            // Unknown branches: load the inventory once per instance, then
-            // resolve from the cache.
+        self.resolve_branches(&mut nodes, vcs_refreshed)?;
+        Ok(NodePage {
+            nodes,
+            next_cursor,
+            total: conn.total_count.as_ref().and_then(Value::as_u64),
+        })
+    }
+
+    /// Attach to each repository-branch node the repository its branch
+    /// belongs to, from the tenant's cache, loading the inventory once per
+    /// instance when a branch is unknown.
+    fn resolve_branches(
+        &self,
+        nodes: &mut [(Box<RawValue>, Node)],
+        vcs_refreshed: &mut bool,
+    ) -> Result<(), PluginError> {
+        // Many findings share a branch: one storage call per branch and page.
+        let mut cache: HashMap<String, Option<Resolved>> = HashMap::new();
+        let mut missing = false;
+        for (_, node) in nodes.iter_mut() {
+            if let Some(asset) = node.branch_asset() {
+                node.resolved = self.cached_branch(&mut cache, asset);
+                missing |= node.resolved.is_none();
+            }
+        }
+        if missing && !*vcs_refreshed {
             *vcs_refreshed = true;
             self.refresh_repositories()?;
-            for node in &mut nodes {
-                if node.get(RESOLVED_KEY).is_none()
-                    && let Some(asset) = node.pointer("/vulnerableAsset/id").and_then(Value::as_str)
-                    && let Some(raw) = self.env.get(&format!("{REPO_KEY_PREFIX}{asset}"))
-                    && let Ok(v) = serde_json::from_slice::<Value>(&raw)
+            cache.clear();
+            for (_, node) in nodes.iter_mut() {
+                if node.resolved.is_none()
+                    && let Some(asset) = node.branch_asset()
                 {
-                    node[RESOLVED_KEY] = v;
+                    node.resolved = self.cached_branch(&mut cache, asset);
                 }
             }
         }
-        let records = records
-            .into_iter()
-            .zip(nodes)
-            .map(|(id, node)| RawRecord {
-                id,
-                body: node.to_string(),
+        Ok(())
+    }
+
+    fn cached_branch(
+        &self,
+        cache: &mut HashMap<String, Option<Resolved>>,
+        asset: &str,
+    ) -> Option<Resolved> {
+        cache
+            .entry(asset.to_string())
+            .or_insert_with(|| {
+                self.env
+                    .get(&format!("{REPO_KEY_PREFIX}{asset}"))
+                    .and_then(|raw| serde_json::from_slice::<Resolved>(&raw).ok())
             })
-            .collect();
-        Ok(Page {
-            records,
-            next_cursor,
-            total: conn.get("totalCount").and_then(Value::as_u64),
-        })
+            .clone()
     }
 
     /// Page through the repository-branch inventory and cache each branch's
@@ -622,5 +746,196 @@ impl<'a, E: Env> Client<'a, E> {
             &[("count", &count.to_string())],
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{FindingKind, Location};
+    use crate::types::{Setting, SettingValue};
+    use std::cell::RefCell;
+
+    /// Answers the token endpoint and then each GraphQL request with the
+    /// next scripted body; keeps storage in memory.
+    struct Scripted {
+        pages: RefCell<Vec<String>>,
+        storage: RefCell<HashMap<String, Vec<u8>>>,
+    }
+
+    impl Env for Scripted {
+        fn send(&self, request: &Request) -> Result<Response, TransportError> {
+            let body = if request.url.contains("oauth") {
+                r#"{"access_token":"t","token_type":"Bearer","expires_in":3600}"#.to_string()
+            } else {
+                self.pages.borrow_mut().remove(0)
+            };
+            Ok(Response {
+                status: 200,
+                headers: Vec::new(),
+                body: body.into_bytes(),
+            })
+        }
+        fn get(&self, key: &str) -> Option<Vec<u8>> {
+            self.storage.borrow().get(key).cloned()
+        }
+        fn set(&self, key: &str, value: &[u8]) {
+            self.storage.borrow_mut().insert(key.into(), value.to_vec());
+        }
+        fn now(&self) -> u64 {
+            1_700_000_000
+        }
+        fn log(&self, _: Level, _: &str, _: &[(&str, &str)]) {}
+    }
+
+    fn config() -> Config {
+        let text = |k: &str, v: &str| Setting {
+            key: k.into(),
+            value: SettingValue::Text(v.into()),
+        };
+        crate::config::parse(&[
+            text("api-endpoint", "https://api.us17.app.wiz.io/graphql"),
+            text("client-id", "id"),
+            Setting {
+                key: "client-secret".into(),
+                value: SettingValue::Secret("s".into()),
+            },
+        ])
+        .expect("config")
+    }
+
+    fn findings_page(nodes: &str, next: Option<&str>) -> String {
+        let info = match next {
+            Some(c) => format!(r#"{{"hasNextPage":true,"endCursor":"{c}"}}"#),
+            None => r#"{"hasNextPage":false,"endCursor":null}"#.into(),
+        };
+        format!(
+            r#"{{"data":{{"vulnerabilityFindings":{{"nodes":[{nodes}],"pageInfo":{info},"totalCount":3,"extra":1}}}}}}"#
+        )
+    }
+
+    const NODES: &str = r#"
+        {"id":"f1","name":"CVE-2024-1111","status":"OPEN","severity":"HIGH","score":"7.5",
+         "vulnerableAsset":{"id":"b1","type":"REPOSITORY_BRANCH","repositoryName":"org/repo"}},
+        {"id":"f2","name":"GHSA-aaaa-bbbb-cccc","status":"OPEN",
+         "vulnerableAsset":{"id":"i1","type":"CONTAINER_IMAGE"}},
+        {"id":"f3","name":"CVE-2024-3333","status":"OPEN","severity":"SOMETHING_NEW",
+         "vulnerableAsset":{"type":"CONTAINER_IMAGE","imageId":"sha256:ab","imageTags":["v1",null],
+           "registry":{"name":"ecr"},"repository":null}}"#;
+
+    const VCS: &str = r#"{"data":{"versionControlResources":{"nodes":[
+        {"id":"b1","name":"main","type":"REPOSITORY_BRANCH","providerID":"github.com##org/repo##main",
+         "repository":{"id":"r","name":"org/repo","url":"https://github.com/org/repo"}}],
+        "pageInfo":{"hasNextPage":false,"endCursor":null}}}}"#;
+
+    fn first_page() -> PageRequest {
+        PageRequest {
+            cursor: None,
+            updated_since: None,
+        }
+    }
+
+    fn env(pages: Vec<String>) -> Scripted {
+        Scripted {
+            pages: RefCell::new(pages),
+            storage: RefCell::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn one_pass_maps_a_page_and_resolves_branches() {
+        let env = env(vec![findings_page(NODES, Some("c1")), VCS.into()]);
+        let config = config();
+        let mut refreshed = false;
+        let kinds = Kinds {
+            sca: true,
+            images: true,
+        };
+        let page = Client::new(&env, &config)
+            .fetch_findings(&first_page(), &mut refreshed, kinds)
+            .expect("page");
+        assert!(refreshed, "an unknown branch loads the inventory");
+        assert_eq!(page.next_cursor.as_deref(), Some("c1"));
+        assert_eq!(page.total, Some(3));
+        assert_eq!(page.skipped, 1, "the GHSA finding is not imported");
+        assert_eq!(page.findings.len(), 2);
+        let repo = &page.findings[0];
+        assert_eq!(repo.kind, FindingKind::CodeDependency);
+        // A score of the wrong type is dropped, not fatal.
+        assert_eq!(repo.score, None);
+        match &repo.location {
+            Some(Location::Repository(r)) => {
+                assert_eq!(r.url.as_deref(), Some("https://github.com/org/repo"));
+                assert_eq!(r.branch.as_deref(), Some("main"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &page.findings[1].location {
+            Some(Location::ContainerImage(i)) => {
+                assert_eq!(i.tags, vec!["v1"]);
+                assert_eq!(i.registry.as_deref(), Some("ecr"));
+                assert_eq!(i.digest.as_deref(), Some("sha256:ab"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_records_carry_the_resolved_repository_and_map_the_same() {
+        let env = env(vec![findings_page(NODES, None), VCS.into()]);
+        let config = config();
+        let kinds = Kinds {
+            sca: true,
+            images: true,
+        };
+        let page = Client::new(&env, &config)
+            .fetch_page(&first_page(), &mut false)
+            .expect("page");
+        let ids: Vec<&str> = page.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["f1", "f2", "f3"]);
+        let mapped: Vec<_> = page
+            .records
+            .iter()
+            .map(|r| mapping::map_record(r, kinds).expect("maps"))
+            .collect();
+        // The same page again, through the one-pass path, with the
+        // inventory the first client cached.
+        env.pages.borrow_mut().push(findings_page(NODES, None));
+        let one_pass = Client::new(&env, &config)
+            .fetch_findings(&first_page(), &mut true, kinds)
+            .expect("page");
+        let two_step: Vec<_> = mapped.into_iter().flatten().collect();
+        assert_eq!(format!("{two_step:?}"), format!("{:?}", one_pass.findings));
+    }
+
+    #[test]
+    fn splicing_keeps_the_node_valid_json() {
+        let r = Resolved {
+            url: Some("u".into()),
+            name: None,
+            branch: Some("b".into()),
+        };
+        for node in [r#"{"id":"x"}"#, "{}", "{ }"] {
+            let v: Value = serde_json::from_str(&with_resolved(node, Some(&r))).expect("json");
+            assert_eq!(v[RESOLVED_KEY]["branch"], "b");
+        }
+        assert_eq!(with_resolved(r#"{"id":"x"}"#, None), r#"{"id":"x"}"#);
+    }
+
+    #[test]
+    fn a_node_without_id_fails_the_page() {
+        let env = env(vec![findings_page(r#"{"name":"CVE-2024-1"}"#, None)]);
+        let config = config();
+        let err = Client::new(&env, &config)
+            .fetch_findings(
+                &first_page(),
+                &mut true,
+                Kinds {
+                    sca: true,
+                    images: true,
+                },
+            )
+            .expect_err("no id");
+        assert!(matches!(err, PluginError::Protocol(_)), "{err:?}");
     }
 }

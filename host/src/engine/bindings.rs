@@ -256,6 +256,23 @@ pub(crate) fn page(p: wsrc::Page) -> contract::Page {
     }
 }
 
+pub(crate) fn finding_page(p: wsrc::FindingPage) -> contract::FindingPage {
+    contract::FindingPage {
+        findings: p.findings.into_iter().map(finding).collect(),
+        skipped: p.skipped,
+        rejected: p
+            .rejected
+            .into_iter()
+            .map(|r| contract::RejectedRecord {
+                id: r.id,
+                error: plugin_error(r.error),
+            })
+            .collect(),
+        next_cursor: p.next_cursor,
+        total: p.total,
+    }
+}
+
 fn raw_record_in(r: wsrc::RawRecord) -> contract::RawRecord {
     contract::RawRecord {
         id: r.id,

@@ -50,6 +50,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// tries to load artifacts of another version.
 const WASMTIME_VERSION: &str = "48.0.8";
 
+/// The `scanner:plugin` package version this host loads (`wit/`).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
 /// How the [`Engine`] is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -401,9 +404,15 @@ impl Engine {
         let source = wsrc::SourcePluginPre::new(pre.clone()).ok();
         let sink = wsink::SinkPluginPre::new(pre).ok();
         if source.is_none() && sink.is_none() {
+            let message = match self.contract_version_of(&component) {
+                Some(v) if v != CONTRACT_VERSION => format!(
+                    "built against scanner:plugin@{v}; this host loads scanner:plugin@{CONTRACT_VERSION} plugins (rebuild it against this host's wit/)"
+                ),
+                _ => "exports neither scanner-source nor findings-sink".into(),
+            };
             return Err(EngineError::Instantiate {
                 plugin: label,
-                message: "exports neither scanner-source nor findings-sink".into(),
+                message,
             });
         }
         let mut plugin = Plugin {
@@ -442,6 +451,15 @@ impl Engine {
         inner.label = Arc::from(format!("{}@{}", info.name, info.version).as_str());
         inner.info = info;
         Ok(plugin)
+    }
+
+    /// The `scanner:plugin` version a component exports, if any.
+    fn contract_version_of(&self, component: &Component) -> Option<String> {
+        let ty = component.component_type();
+        ty.exports(&self.shared.engine)
+            .find_map(|(name, _)| name.strip_prefix("scanner:plugin/"))
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(_, version)| version.to_string())
     }
 
     fn compile(&self, wasm: &Path) -> Result<Component, EngineError> {
@@ -958,14 +976,8 @@ impl SourceInstance {
         )
     }
 
-    /// Fetch one page of records.
-    pub async fn fetch_page(
-        &mut self,
-        req: &contract::PageRequest,
-    ) -> Result<Result<contract::Page, contract::PluginError>, EngineError> {
-        const CALL: &str = "fetch-page";
-        let req = bindings::page_request(req);
-        let run = self.core.begin(CALL)?;
+    /// Counts one more page against the instance's page limit.
+    fn count_page(&mut self) -> Result<(), EngineError> {
         if self.core.pages >= self.core.limits.max_pages_per_instance {
             let e = EngineError::PageLimit {
                 plugin: self.core.plugin.to_string(),
@@ -974,6 +986,43 @@ impl SourceInstance {
             return Err(self.core.poison(e));
         }
         self.core.pages += 1;
+        Ok(())
+    }
+
+    /// Fetch one page and map it in the same call (`fetch-findings`), the
+    /// way scans run.
+    pub async fn fetch_findings(
+        &mut self,
+        req: &contract::PageRequest,
+    ) -> Result<Result<contract::FindingPage, contract::PluginError>, EngineError> {
+        const CALL: &str = "fetch-findings";
+        let req = bindings::page_request(req);
+        let run = self.core.begin(CALL)?;
+        self.count_page()?;
+        let fut = self
+            .bindings
+            .scanner_plugin_scanner_source()
+            .call_fetch_findings(&mut self.core.store, &req);
+        let out = run.run(fut).await;
+        let answer = self.core.finish(CALL, out)?;
+        self.core.judge(
+            CALL,
+            answer
+                .map(bindings::finding_page)
+                .map_err(bindings::plugin_error),
+        )
+    }
+
+    /// Fetch one page of raw records (`fetch-page`), to inspect what a
+    /// source returns; scans use [`SourceInstance::fetch_findings`].
+    pub async fn fetch_page(
+        &mut self,
+        req: &contract::PageRequest,
+    ) -> Result<Result<contract::Page, contract::PluginError>, EngineError> {
+        const CALL: &str = "fetch-page";
+        let req = bindings::page_request(req);
+        let run = self.core.begin(CALL)?;
+        self.count_page()?;
         let fut = self
             .bindings
             .scanner_plugin_scanner_source()

@@ -13,7 +13,9 @@ wit_bindgen::generate!({
     world: "source-plugin",
 });
 
-use exports::scanner::plugin::scanner_source::{Finding, Guest, Page, PageRequest, RawRecord};
+use exports::scanner::plugin::scanner_source::{
+    Finding, FindingKind, FindingPage, FindingStatus, Guest, Page, PageRequest, RawRecord, Severity,
+};
 use scanner::plugin::types::{
     ConfigField, Configured, ConnectionInfo, ErrorDetail, FieldKind, PluginError, PluginInfo,
     Setting, SettingValue,
@@ -110,6 +112,29 @@ fn page(records: Vec<RawRecord>, next_cursor: Option<String>) -> Page {
         records,
         next_cursor,
         total: None,
+    }
+}
+
+/// A record as a finding, strings moved (aliases stay aliases), so each
+/// mode behaves the same through `fetch-findings`.
+fn as_finding(r: RawRecord) -> Finding {
+    Finding {
+        source_id: r.id,
+        cve_ids: Vec::new(),
+        title: r.body,
+        description: None,
+        severity: Severity::Unknown,
+        score: None,
+        status: FindingStatus::Open,
+        kind: FindingKind::Other,
+        package_name: None,
+        package_version: None,
+        fixed_version: None,
+        location: None,
+        first_detected_at: None,
+        last_detected_at: None,
+        portal_url: None,
+        remediation: None,
     }
 }
 
@@ -267,6 +292,17 @@ impl Guest for Hostile {
             }
             other => Err(failed(format!("unknown mode `{other}`"))),
         }
+    }
+
+    fn fetch_findings(request: PageRequest) -> Result<FindingPage, PluginError> {
+        let page = Self::fetch_page(request)?;
+        Ok(FindingPage {
+            findings: page.records.into_iter().map(as_finding).collect(),
+            skipped: 0,
+            rejected: Vec::new(),
+            next_cursor: page.next_cursor,
+            total: page.total,
+        })
     }
 
     fn map_finding(_record: RawRecord) -> Result<Option<Finding>, PluginError> {

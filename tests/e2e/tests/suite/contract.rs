@@ -188,3 +188,29 @@ async fn plain_http_is_accepted_for_loopback_only() {
         .expect("call")
         .expect("loopback http accepted");
 }
+
+#[test]
+fn a_plugin_built_for_another_contract_version_is_refused_by_name() {
+    let (engine, _) = engine_and_plugin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The smallest component that claims to implement the 0.1.0 interface.
+    let old = dir.path().join("old.wat");
+    std::fs::write(
+        &old,
+        r#"(component
+             (component $c)
+             (instance $i (instantiate $c))
+             (export "scanner:plugin/scanner-source@0.1.0" (instance $i)))"#,
+    )
+    .expect("write");
+    let err = engine.load_plugin(&old).expect_err("an 0.1.0 plugin");
+    let text = err.to_string();
+    assert!(
+        text.contains("scanner:plugin@0.1.0")
+            && text.contains(&format!(
+                "scanner:plugin@{}",
+                scanner_host::engine::CONTRACT_VERSION
+            )),
+        "{text}"
+    );
+}
