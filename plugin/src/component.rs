@@ -7,8 +7,10 @@ use crate::scanner::plugin::{log, storage};
 use crate::sink;
 use crate::source::{self, Finding, FindingPage, Page, PageRequest, RawRecord};
 use crate::types::{Configured, ConnectionInfo, PluginError, PluginInfo, Setting};
-use crate::wiz::{Client, Env, Level, Request, Response, TransportError};
+use crate::wiz::{Client, Env, InFlight, Level, Request, Response, TransportError};
 use std::cell::RefCell;
+use waki::bindings::wasi::http::{outgoing_handler, types as http};
+use waki::bindings::wasi::io::streams;
 
 /// What an instance keeps between calls. One instance serves one tenant.
 #[derive(Default)]
@@ -16,6 +18,8 @@ struct State {
     config: Option<Config>,
     /// The repository inventory was loaded by this instance already.
     vcs_refreshed: bool,
+    /// Page requests started for the calls to come.
+    inflight: InFlight<Pending>,
 }
 
 thread_local! {
@@ -24,46 +28,163 @@ thread_local! {
 
 struct HostEnv;
 
-impl Env for HostEnv {
-    fn send(&self, request: &Request) -> Result<Response, TransportError> {
-        let client = waki::Client::new();
-        let builder = match request.method {
-            "GET" => client.get(&request.url),
-            "PUT" => client.put(&request.url),
-            _ => client.post(&request.url),
+/// A request handed to the host whose response is read later: what lets a
+/// scan keep several page requests in flight. `waki`'s client only sends
+/// and waits, so this uses the wasi:http bindings `waki` itself is built on.
+pub struct Pending {
+    response: http::FutureIncomingResponse,
+}
+
+thread_local! {
+    /// When the last paced request started.
+    static LAST_PACED: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+fn transport(message: String) -> TransportError {
+    TransportError {
+        denied: false,
+        unreachable: false,
+        message,
+    }
+}
+
+fn transport_code(e: http::ErrorCode) -> TransportError {
+    use http::ErrorCode as E;
+    TransportError {
+        denied: matches!(e, E::HttpRequestDenied),
+        unreachable: matches!(
+            e,
+            E::DnsTimeout | E::DnsError(_) | E::ConnectionRefused | E::DestinationNotFound
+        ),
+        message: format!("{e:?}"),
+    }
+}
+
+impl HostEnv {
+    fn outgoing(request: &Request) -> Result<http::OutgoingRequest, TransportError> {
+        let url = url::Url::parse(&request.url)
+            .map_err(|e| transport(format!("bad URL {}: {e}", request.url)))?;
+        let headers: Vec<(String, Vec<u8>)> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let fields = http::Fields::from_list(&headers)
+            .map_err(|e| transport(format!("bad request header: {e:?}")))?;
+        let out = http::OutgoingRequest::new(fields);
+        let method = match request.method {
+            "GET" => http::Method::Get,
+            "PUT" => http::Method::Put,
+            _ => http::Method::Post,
         };
-        let builder = builder
-            .headers(request.headers.clone())
-            .body(request.body.clone());
-        let response = builder.send().map_err(|e| {
-            let message = format!("{e:#}");
-            TransportError {
-                denied: message.contains("Denied"),
-                unreachable: message.contains("DNS") || message.contains("ConnectionRefused"),
-                message,
+        let scheme = match url.scheme() {
+            "http" => http::Scheme::Http,
+            _ => http::Scheme::Https,
+        };
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let set = out
+            .set_method(&method)
+            .and_then(|()| out.set_scheme(Some(&scheme)))
+            .and_then(|()| out.set_authority(Some(&authority)))
+            .and_then(|()| out.set_path_with_query(Some(&path)));
+        set.map_err(|()| transport(format!("the host refused the URL {}", request.url)))?;
+        Ok(out)
+    }
+}
+
+impl Env for HostEnv {
+    type Pending = Pending;
+
+    fn start(&self, request: &Request) -> Result<Pending, TransportError> {
+        let out = Self::outgoing(request)?;
+        let body = out
+            .body()
+            .map_err(|()| transport("request body unavailable".into()))?;
+        let response = outgoing_handler::handle(out, None).map_err(transport_code)?;
+        // A body that cannot be written means the request failed; the
+        // response then says why (denied, TLS, refused), so only wait.
+        if let Ok(stream) = body.write() {
+            let mut ok = true;
+            for chunk in request.body.chunks(4096) {
+                if stream.blocking_write_and_flush(chunk).is_err() {
+                    ok = false;
+                    break;
+                }
             }
-        })?;
-        let status = response.status_code();
+            drop(stream);
+            if ok {
+                let _ = http::OutgoingBody::finish(body, None);
+            }
+        }
+        Ok(Pending { response })
+    }
+
+    fn wait(&self, pending: Pending) -> Result<Response, TransportError> {
+        let future = pending.response;
+        let answer = match future.get() {
+            Some(answer) => answer,
+            None => {
+                future.subscribe().block();
+                future
+                    .get()
+                    .ok_or_else(|| transport("no response after waiting".into()))?
+            }
+        };
+        let response = answer
+            .map_err(|()| transport("response already taken".into()))?
+            .map_err(transport_code)?;
+        let status = response.status();
         let headers = response
             .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect();
-        let body = response.body().map_err(|e| TransportError {
-            denied: false,
-            unreachable: false,
-            message: format!("reading the response body failed: {e:#}"),
-        })?;
+        let incoming = response
+            .consume()
+            .map_err(|()| transport("response body unavailable".into()))?;
+        let stream = incoming
+            .stream()
+            .map_err(|()| transport("response body unavailable".into()))?;
+        let mut body = Vec::new();
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(streams::StreamError::Closed) => break,
+                Err(streams::StreamError::LastOperationFailed(e)) => {
+                    return Err(transport(format!(
+                        "reading the response body failed: {}",
+                        e.to_debug_string()
+                    )));
+                }
+            }
+        }
+        drop(stream);
+        drop(http::IncomingBody::finish(incoming));
         Ok(Response {
             status,
             headers,
             body,
         })
+    }
+
+    fn pace(&self, interval: std::time::Duration) {
+        let now = std::time::Instant::now();
+        let start = LAST_PACED
+            .get()
+            .map_or(now, |last| (last + interval).max(now));
+        if start > now {
+            std::thread::sleep(start - now);
+        }
+        LAST_PACED.set(Some(start));
     }
 
     fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -143,8 +264,29 @@ fn configure(settings: Vec<Setting>) -> Result<Configured, PluginError> {
     STATE.with_borrow_mut(|s| {
         s.config = Some(config);
         s.vcs_refreshed = false;
+        s.inflight = InFlight::default();
     });
     Ok(Configured { egress })
+}
+
+/// Run one paging call with the instance's paging state, which stays with
+/// the instance whether the call succeeds or not.
+fn paging<T>(
+    call: impl FnOnce(&Client<'_, HostEnv>, &mut bool, &mut InFlight<Pending>) -> Result<T, PluginError>,
+) -> Result<T, PluginError> {
+    let config = configured()?;
+    let (mut refreshed, mut inflight) =
+        STATE.with_borrow_mut(|s| (s.vcs_refreshed, std::mem::take(&mut s.inflight)));
+    let out = call(
+        &Client::new(&HostEnv, &config),
+        &mut refreshed,
+        &mut inflight,
+    );
+    STATE.with_borrow_mut(|s| {
+        s.vcs_refreshed = refreshed;
+        s.inflight = inflight;
+    });
+    out
 }
 
 struct Wiz;
@@ -164,19 +306,14 @@ impl source::Guest for Wiz {
     }
 
     fn fetch_page(request: PageRequest) -> Result<Page, PluginError> {
-        let config = configured()?;
-        let mut refreshed = STATE.with_borrow(|s| s.vcs_refreshed);
-        let page = Client::new(&HostEnv, &config).fetch_page(&request, &mut refreshed);
-        STATE.with_borrow_mut(|s| s.vcs_refreshed = refreshed);
-        page
+        paging(|client, refreshed, inflight| client.fetch_page(&request, refreshed, inflight))
     }
 
     fn fetch_findings(request: PageRequest) -> Result<FindingPage, PluginError> {
-        let config = configured()?;
-        let mut refreshed = STATE.with_borrow(|s| s.vcs_refreshed);
-        let page = Client::new(&HostEnv, &config).fetch_findings(&request, &mut refreshed, kinds());
-        STATE.with_borrow_mut(|s| s.vcs_refreshed = refreshed);
-        page
+        let kinds = kinds();
+        paging(|client, refreshed, inflight| {
+            client.fetch_findings(&request, refreshed, inflight, kinds)
+        })
     }
 
     fn map_finding(record: RawRecord) -> Result<Option<Finding>, PluginError> {

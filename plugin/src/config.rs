@@ -23,6 +23,9 @@ pub struct Config {
     pub scan_container_images: bool,
     /// Origins of Wiz's presigned upload URLs (export only).
     pub upload_origins: Vec<String>,
+    /// GraphQL requests per second the connector allows itself; 0 means
+    /// unpaced (simulators and benchmarks).
+    pub requests_per_second: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for Config {
             .field("client_secret", &"***")
             .field("scan_sca", &self.scan_sca)
             .field("scan_container_images", &self.scan_container_images)
+            .field("requests_per_second", &self.requests_per_second)
             .field("upload_origins", &self.upload_origins)
             .finish()
     }
@@ -116,8 +120,23 @@ pub fn fields() -> Vec<ConfigField> {
             false,
             "Comma-separated origins of the presigned URLs Wiz hands out for uploads (an Amazon S3 bucket, e.g. https://BUCKET.s3.amazonaws.com); the host lets the export reach only these besides the API. Wiz does not publish the bucket: if an export is refused with `origin … is not allowed`, add the origin it names",
         ),
+        field(
+            "requests-per-second",
+            "API requests per second",
+            FieldKind::Text,
+            Some(DEFAULT_REQUESTS_PER_SECOND),
+            false,
+            "The GraphQL request rate the connector keeps to, shared by its concurrent requests. Wiz is reported to allow 10 per second per service account (not officially published); 0 turns pacing off",
+        ),
     ]
 }
+
+/// Wiz's reported budget per service account (wiz-api.md §4.1: PORT and
+/// U-CROGL say 10 requests/s; Wiz publishes no figure).
+const DEFAULT_REQUESTS_PER_SECOND: &str = "10";
+
+/// Above this a pace is no pace at all; likely a typo.
+const MAX_REQUESTS_PER_SECOND: u32 = 1000;
 
 fn invalid(field: &str, message: impl Into<String>) -> PluginError {
     PluginError::InvalidConfig(ConfigProblem {
@@ -219,6 +238,7 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
     let mut scan_sca = true;
     let mut scan_images = true;
     let mut upload_origins = Vec::new();
+    let mut requests_per_second = DEFAULT_REQUESTS_PER_SECOND.parse().unwrap_or(10);
     for s in settings {
         let key = s.key.as_str();
         if !known.iter().any(|k| k == key) {
@@ -256,6 +276,19 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
                     }
                     upload_origins.push(origin(&url));
                 }
+            }
+            ("requests-per-second", SettingValue::Text(t)) => {
+                requests_per_second = t
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= MAX_REQUESTS_PER_SECOND)
+                    .ok_or_else(|| {
+                        invalid(
+                            key,
+                            format!("must be a whole number from 0 to {MAX_REQUESTS_PER_SECOND}"),
+                        )
+                    })?;
             }
             ("scan-sca" | "scan-container-images", _) => {
                 return Err(invalid(key, "must be a boolean"));
@@ -295,6 +328,7 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
         scan_sca,
         scan_container_images: scan_images,
         upload_origins,
+        requests_per_second,
     })
 }
 

@@ -8,8 +8,8 @@ use crate::config::Config;
 use crate::mapping::{self, Kinds, Node, RESOLVED_KEY, Resolved};
 use crate::source::{FindingPage, Page, PageRequest, RawRecord};
 use crate::types::{ConnectionInfo, ErrorDetail, PluginError, RetryDetail};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -77,8 +77,20 @@ pub struct TransportError {
 
 /// What the client needs from its surroundings.
 pub trait Env {
-    /// Send one request.
-    fn send(&self, request: &Request) -> Result<Response, TransportError>;
+    /// A request started by [`Env::start`] whose response is not read yet.
+    type Pending;
+    /// Send one request without waiting for its response.
+    fn start(&self, request: &Request) -> Result<Self::Pending, TransportError>;
+    /// Wait for the response of a started request.
+    fn wait(&self, pending: Self::Pending) -> Result<Response, TransportError>;
+    /// Send one request and wait for its response.
+    fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        let pending = self.start(request)?;
+        self.wait(pending)
+    }
+    /// Block until `interval` has passed since the previous paced request
+    /// started (across calls), then count this one as started.
+    fn pace(&self, interval: std::time::Duration);
     /// Read a tenant storage value.
     fn get(&self, key: &str) -> Option<Vec<u8>>;
     /// Write a tenant storage value (best effort: caches only).
@@ -151,6 +163,10 @@ const VCS_QUERY: &str = "query VersionControlResources($first: Int, $after: Stri
   }
 }";
 
+fn graphql_body(query: &str, variables: &Value) -> String {
+    json!({"query": query, "variables": variables}).to_string()
+}
+
 /// A GraphQL response body: `data` kept as text, `errors` as a tree.
 #[derive(Deserialize)]
 struct Envelope {
@@ -174,6 +190,119 @@ struct FindingsConnection {
     nodes: Option<Vec<Box<RawValue>>>,
     page_info: Option<Value>,
     total_count: Option<Value>,
+}
+
+/// Page requests sent by one call and answered in a later one; the
+/// instance keeps them between calls.
+pub struct InFlight<P> {
+    /// Request body and the request in flight.
+    requests: Vec<(String, P)>,
+}
+
+impl<P> Default for InFlight<P> {
+    fn default() -> Self {
+        Self {
+            requests: Vec::new(),
+        }
+    }
+}
+
+impl<P> InFlight<P> {
+    /// Requests in flight.
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+}
+
+/// Where a scan stands, as the page cursor the host stores: one Wiz cursor
+/// per shard and the shard whose page comes next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ScanCursor {
+    /// Format version of this cursor text.
+    v: u32,
+    shards: Vec<Shard>,
+    /// Index of the shard whose page the next call returns.
+    next: usize,
+}
+
+/// One disjoint part of a scan: the findings of some asset types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Shard {
+    types: Vec<String>,
+    /// Wiz's cursor after the last page returned; `None` before the first.
+    after: Option<String>,
+    done: bool,
+    /// Wiz's `totalCount` for this shard, once seen.
+    total: Option<u64>,
+}
+
+impl ScanCursor {
+    const VERSION: u32 = 1;
+
+    /// A new scan: one shard per asset type.
+    fn start(types: Vec<&str>) -> Self {
+        Self {
+            v: Self::VERSION,
+            shards: types
+                .into_iter()
+                .map(|t| Shard {
+                    types: vec![t.to_string()],
+                    after: None,
+                    done: false,
+                    total: None,
+                })
+                .collect(),
+            next: 0,
+        }
+    }
+
+    /// A stored cursor. One that is not ours (a plain Wiz cursor written
+    /// before scans were sharded) continues as one shard over every type.
+    fn parse(text: &str, types: Vec<&str>) -> Self {
+        match serde_json::from_str::<ScanCursor>(text) {
+            Ok(c) if c.v == Self::VERSION && c.next < c.shards.len() => c,
+            _ => Self {
+                v: Self::VERSION,
+                shards: vec![Shard {
+                    types: types.into_iter().map(str::to_string).collect(),
+                    after: Some(text.to_string()),
+                    done: false,
+                    total: None,
+                }],
+                next: 0,
+            },
+        }
+    }
+
+    /// Move `next` to the following unfinished shard, round robin;
+    /// `false` when every shard is done.
+    fn advance(&mut self) -> bool {
+        let n = self.shards.len();
+        match (1..=n)
+            .map(|step| (self.next + step) % n)
+            .find(|&i| !self.shards[i].done)
+        {
+            Some(i) => {
+                self.next = i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The scan's total once every shard has reported one.
+    fn total(&self) -> Option<u64> {
+        self.shards.iter().map(|s| s.total).sum()
+    }
+
+    fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// One fetched page of nodes.
@@ -343,43 +472,75 @@ impl<'a, E: Env> Client<'a, E> {
     /// POST one GraphQL document; re-authenticates once on a 401. Returns
     /// the text of `data`, unparsed.
     fn graphql_raw(&self, query: &str, variables: Value) -> Result<Box<RawValue>, PluginError> {
-        let body = json!({"query": query, "variables": variables}).to_string();
-        let mut token = self.token(false)?;
-        let mut reauthenticated = false;
-        loop {
-            let request = Request {
-                method: "POST",
-                url: self.config.api_endpoint.to_string(),
-                headers: vec![
-                    ("content-type", "application/json".into()),
-                    ("accept", "application/json".into()),
-                    ("authorization", format!("Bearer {token}")),
-                ],
-                body: body.clone().into_bytes(),
-            };
-            let response = self.env.send(&request).map_err(|e| {
-                let message = format!("API endpoint {}: {}", self.config.api_endpoint, e.message);
-                if e.denied || e.unreachable {
-                    PluginError::EndpointError(detail(message, None))
-                } else {
-                    PluginError::Transient(RetryDetail {
-                        message,
-                        retry_after_seconds: None,
-                    })
-                }
-            })?;
-            if response.status == 401 && !reauthenticated {
-                // Expired or revoked mid-scan: one fresh token, one retry.
-                self.env.log(
-                    Level::Info,
-                    "token refused by the API; re-authenticating",
-                    &[],
-                );
-                token = self.token(true)?;
-                reauthenticated = true;
-                continue;
-            }
+        let body = graphql_body(query, &variables);
+        let pending = self.start_graphql(&body)?;
+        self.finish_graphql(&body, pending)
+    }
+
+    /// Send a GraphQL POST (paced) without waiting for its answer.
+    fn start_graphql(&self, body: &str) -> Result<E::Pending, PluginError> {
+        let token = self.token(false)?;
+        self.post_graphql(body, &token)
+    }
+
+    fn post_graphql(&self, body: &str, token: &str) -> Result<E::Pending, PluginError> {
+        if self.config.requests_per_second > 0 {
+            self.env.pace(std::time::Duration::from_secs_f64(
+                1.0 / f64::from(self.config.requests_per_second),
+            ));
+        }
+        let request = Request {
+            method: "POST",
+            url: self.config.api_endpoint.to_string(),
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("accept", "application/json".into()),
+                ("authorization", format!("Bearer {token}")),
+            ],
+            body: body.as_bytes().to_vec(),
+        };
+        self.env
+            .start(&request)
+            .map_err(|e| self.api_transport_error(e))
+    }
+
+    /// Wait for a GraphQL POST; re-authenticates and resends once on a 401.
+    fn finish_graphql(
+        &self,
+        body: &str,
+        pending: E::Pending,
+    ) -> Result<Box<RawValue>, PluginError> {
+        let response = self
+            .env
+            .wait(pending)
+            .map_err(|e| self.api_transport_error(e))?;
+        if response.status != 401 {
             return self.read_graphql(response);
+        }
+        // Expired or revoked mid-scan: one fresh token, one retry.
+        self.env.log(
+            Level::Info,
+            "token refused by the API; re-authenticating",
+            &[],
+        );
+        let token = self.token(true)?;
+        let pending = self.post_graphql(body, &token)?;
+        let response = self
+            .env
+            .wait(pending)
+            .map_err(|e| self.api_transport_error(e))?;
+        self.read_graphql(response)
+    }
+
+    fn api_transport_error(&self, e: TransportError) -> PluginError {
+        let message = format!("API endpoint {}: {}", self.config.api_endpoint, e.message);
+        if e.denied || e.unreachable {
+            PluginError::EndpointError(detail(message, None))
+        } else {
+            PluginError::Transient(RetryDetail {
+                message,
+                retry_after_seconds: None,
+            })
         }
     }
 
@@ -480,26 +641,16 @@ impl<'a, E: Env> Client<'a, E> {
         }
     }
 
-    fn filter(&self, updated_since: Option<&str>) -> Value {
-        let mut asset_types = Vec::new();
-        if self.config.scan_sca {
-            asset_types.push("REPOSITORY_BRANCH");
-        }
-        if self.config.scan_container_images {
-            asset_types.push("CONTAINER_IMAGE");
-        }
-        let mut filter = json!({"status": ["OPEN"], "assetType": asset_types});
-        if let Some(since) = updated_since {
-            filter["updatedAt"] = json!({"after": since});
-        }
-        filter
+    /// The findings filter of a whole scan (all enabled asset types).
+    fn filter(&self) -> Value {
+        json!({"status": ["OPEN"], "assetType": self.asset_types()})
     }
 
     /// Check credentials, then the API with one cheap query.
     pub fn test(&self) -> Result<ConnectionInfo, PluginError> {
         self.token(true)?;
         let data = self
-            .graphql(TEST_QUERY, json!({"filterBy": self.filter(None)}))
+            .graphql(TEST_QUERY, json!({"filterBy": self.filter()}))
             .map_err(|e| match e {
                 // Whatever answered is not the Wiz GraphQL API.
                 PluginError::Protocol(d) | PluginError::RequestRejected(d) => {
@@ -538,8 +689,9 @@ impl<'a, E: Env> Client<'a, E> {
         &self,
         request: &PageRequest,
         vcs_refreshed: &mut bool,
+        inflight: &mut InFlight<E::Pending>,
     ) -> Result<Page, PluginError> {
-        let page = self.fetch_nodes(request, vcs_refreshed)?;
+        let page = self.fetch_nodes(request, vcs_refreshed, inflight)?;
         let records = page
             .nodes
             .into_iter()
@@ -563,9 +715,10 @@ impl<'a, E: Env> Client<'a, E> {
         &self,
         request: &PageRequest,
         vcs_refreshed: &mut bool,
+        inflight: &mut InFlight<E::Pending>,
         kinds: Kinds,
     ) -> Result<FindingPage, PluginError> {
-        let page = self.fetch_nodes(request, vcs_refreshed)?;
+        let page = self.fetch_nodes(request, vcs_refreshed, inflight)?;
         let mut findings = Vec::with_capacity(page.nodes.len());
         let mut skipped = 0u32;
         for (_, node) in page.nodes {
@@ -585,17 +738,52 @@ impl<'a, E: Env> Client<'a, E> {
 
     /// One page of nodes, each with its text and its typed fields, with
     /// repository branches resolved.
+    ///
+    /// A scan pages its shards (one per asset type) side by side: every
+    /// unfinished shard has its next request in flight while one shard's
+    /// page is read and returned, and while the host stores it. The cursor
+    /// records each shard's Wiz cursor, so a resumed scan continues every
+    /// shard where its last stored page ended.
     fn fetch_nodes(
         &self,
         request: &PageRequest,
         vcs_refreshed: &mut bool,
+        inflight: &mut InFlight<E::Pending>,
     ) -> Result<NodePage, PluginError> {
-        let variables = json!({
-            "first": PAGE_SIZE,
-            "after": request.cursor,
-            "filterBy": self.filter(request.updated_since.as_deref()),
-        });
-        let data: FindingsData = self.graphql_as(FINDINGS_QUERY, variables)?;
+        let mut cursor = match &request.cursor {
+            Some(text) => ScanCursor::parse(text, self.asset_types()),
+            None => ScanCursor::start(self.asset_types()),
+        };
+        let serving = cursor.next;
+        let since = request.updated_since.as_deref();
+        let bodies: Vec<Option<String>> = cursor
+            .shards
+            .iter()
+            .map(|shard| (!shard.done).then(|| self.page_body(shard, since)))
+            .collect();
+        let Some(Some(body)) = bodies.get(serving).cloned() else {
+            return Err(protocol("the scan cursor has no unfinished shard to page"));
+        };
+        // What an earlier call started for another cursor is of no use.
+        inflight
+            .requests
+            .retain(|(b, _)| bodies.iter().flatten().any(|x| x == b));
+        // The page to return first, then every other shard's next page.
+        for body in std::iter::once(&body).chain(bodies.iter().flatten()) {
+            if !inflight.requests.iter().any(|(b, _)| b == body) {
+                let pending = self.start_graphql(body)?;
+                inflight.requests.push((body.clone(), pending));
+            }
+        }
+        let at = inflight
+            .requests
+            .iter()
+            .position(|(b, _)| *b == body)
+            .ok_or_else(|| protocol("the page request was not started"))?;
+        let (_, pending) = inflight.requests.remove(at);
+        let raw = self.finish_graphql(&body, pending)?;
+        let data: FindingsData = serde_json::from_str(raw.get())
+            .map_err(|e| protocol(format!("GraphQL `data` has an unexpected shape: {e}")))?;
         let conn = data
             .vulnerability_findings
             .ok_or_else(|| protocol("response has no vulnerabilityFindings connection"))?;
@@ -609,21 +797,30 @@ impl<'a, E: Env> Client<'a, E> {
             .get("hasNextPage")
             .and_then(Value::as_bool)
             .ok_or_else(|| protocol("pageInfo.hasNextPage missing"))?;
-        let next_cursor = if has_next {
-            let cursor = info
+        let shard = &mut cursor.shards[serving];
+        if has_next {
+            let next = info
                 .get("endCursor")
                 .and_then(Value::as_str)
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| protocol("hasNextPage is true but endCursor is missing"))?;
-            if request.cursor.as_deref() == Some(cursor) {
+            if shard.after.as_deref() == Some(next) {
                 return Err(protocol(
                     "Wiz returned the same cursor again; paging would not end",
                 ));
             }
-            Some(cursor.to_string())
+            shard.after = Some(next.to_string());
         } else {
-            None
-        };
+            shard.done = true;
+        }
+        shard.total = conn.total_count.as_ref().and_then(Value::as_u64);
+        if !shard.done {
+            // Ask now for this shard's next page: it travels while this one
+            // is mapped and stored.
+            let body = self.page_body(shard, since);
+            let pending = self.start_graphql(&body)?;
+            inflight.requests.push((body, pending));
+        }
         let mut nodes = Vec::with_capacity(raw_nodes.len());
         for raw in raw_nodes {
             let node = Node::parse(raw.get())
@@ -633,11 +830,37 @@ impl<'a, E: Env> Client<'a, E> {
             nodes.push((raw, node));
         }
         self.resolve_branches(&mut nodes, vcs_refreshed)?;
+        let total = cursor.total();
+        let next_cursor = cursor.advance().then(|| cursor.to_text());
         Ok(NodePage {
             nodes,
             next_cursor,
-            total: conn.total_count.as_ref().and_then(Value::as_u64),
+            total,
         })
+    }
+
+    /// The asset types the tenant imports, each paged as its own shard.
+    fn asset_types(&self) -> Vec<&'static str> {
+        let mut types = Vec::new();
+        if self.config.scan_sca {
+            types.push("REPOSITORY_BRANCH");
+        }
+        if self.config.scan_container_images {
+            types.push("CONTAINER_IMAGE");
+        }
+        types
+    }
+
+    /// The GraphQL body of a shard's next page.
+    fn page_body(&self, shard: &Shard, updated_since: Option<&str>) -> String {
+        let mut filter = json!({"status": ["OPEN"], "assetType": shard.types});
+        if let Some(since) = updated_since {
+            filter["updatedAt"] = json!({"after": since});
+        }
+        graphql_body(
+            FINDINGS_QUERY,
+            &json!({"first": PAGE_SIZE, "after": shard.after, "filterBy": filter}),
+        )
     }
 
     /// Attach to each repository-branch node the repository its branch
@@ -754,27 +977,96 @@ mod tests {
     use super::*;
     use crate::source::{FindingKind, Location};
     use crate::types::{Setting, SettingValue};
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
-    /// Answers the token endpoint and then each GraphQL request with the
-    /// next scripted body; keeps storage in memory.
-    struct Scripted {
-        pages: RefCell<Vec<String>>,
+    /// A small Wiz: findings per asset type, paged `per_page` at a time
+    /// with the index as cursor; the token endpoint and the repository
+    /// inventory. Responses are made when a request starts.
+    struct FakeWiz {
+        repo: Vec<String>,
+        image: Vec<String>,
+        per_page: usize,
         storage: RefCell<HashMap<String, Vec<u8>>>,
+        graphql_requests: Cell<usize>,
+        paced: Cell<usize>,
     }
 
-    impl Env for Scripted {
-        fn send(&self, request: &Request) -> Result<Response, TransportError> {
+    const VCS: &str = r#"{"data":{"versionControlResources":{"nodes":[
+        {"id":"b1","name":"main","type":"REPOSITORY_BRANCH","providerID":"github.com##org/repo##main",
+         "repository":{"id":"r","name":"org/repo","url":"https://github.com/org/repo"}}],
+        "pageInfo":{"hasNextPage":false,"endCursor":null}}}}"#;
+
+    impl FakeWiz {
+        fn new(repo: Vec<String>, image: Vec<String>, per_page: usize) -> Self {
+            Self {
+                repo,
+                image,
+                per_page,
+                storage: RefCell::new(HashMap::new()),
+                graphql_requests: Cell::new(0),
+                paced: Cell::new(0),
+            }
+        }
+
+        fn answer(&self, body: &str) -> String {
+            if body.contains("versionControlResources") {
+                return VCS.into();
+            }
+            let v: Value = serde_json::from_str(body).expect("request JSON");
+            let vars = &v["variables"];
+            let types: Vec<&str> = vars["filterBy"]["assetType"]
+                .as_array()
+                .expect("assetType")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut all: Vec<&String> = Vec::new();
+            if types.contains(&"REPOSITORY_BRANCH") {
+                all.extend(&self.repo);
+            }
+            if types.contains(&"CONTAINER_IMAGE") {
+                all.extend(&self.image);
+            }
+            let from: usize = vars["after"]
+                .as_str()
+                .map_or(0, |a| a.parse().expect("cursor"));
+            let to = (from + self.per_page).min(all.len());
+            let nodes: Vec<&str> = all[from..to].iter().map(|s| s.as_str()).collect();
+            let info = if to < all.len() {
+                format!(r#"{{"hasNextPage":true,"endCursor":"{to}"}}"#)
+            } else {
+                r#"{"hasNextPage":false,"endCursor":null}"#.into()
+            };
+            format!(
+                r#"{{"data":{{"vulnerabilityFindings":{{"nodes":[{}],"pageInfo":{info},"totalCount":{},"extra":1}}}}}}"#,
+                nodes.join(","),
+                all.len()
+            )
+        }
+    }
+
+    impl Env for FakeWiz {
+        type Pending = Response;
+
+        fn start(&self, request: &Request) -> Result<Response, TransportError> {
             let body = if request.url.contains("oauth") {
                 r#"{"access_token":"t","token_type":"Bearer","expires_in":3600}"#.to_string()
             } else {
-                self.pages.borrow_mut().remove(0)
+                self.graphql_requests.set(self.graphql_requests.get() + 1);
+                self.answer(std::str::from_utf8(&request.body).expect("utf-8"))
             };
             Ok(Response {
                 status: 200,
                 headers: Vec::new(),
                 body: body.into_bytes(),
             })
+        }
+        fn wait(&self, pending: Response) -> Result<Response, TransportError> {
+            Ok(pending)
+        }
+        fn pace(&self, interval: std::time::Duration) {
+            assert_eq!(interval, std::time::Duration::from_millis(100));
+            self.paced.set(self.paced.get() + 1);
         }
         fn get(&self, key: &str) -> Option<Vec<u8>> {
             self.storage.borrow().get(key).cloned()
@@ -804,62 +1096,154 @@ mod tests {
         .expect("config")
     }
 
-    fn findings_page(nodes: &str, next: Option<&str>) -> String {
-        let info = match next {
-            Some(c) => format!(r#"{{"hasNextPage":true,"endCursor":"{c}"}}"#),
-            None => r#"{"hasNextPage":false,"endCursor":null}"#.into(),
-        };
-        format!(
-            r#"{{"data":{{"vulnerabilityFindings":{{"nodes":[{nodes}],"pageInfo":{info},"totalCount":3,"extra":1}}}}}}"#
-        )
-    }
+    const BOTH: Kinds = Kinds {
+        sca: true,
+        images: true,
+    };
 
-    const NODES: &str = r#"
-        {"id":"f1","name":"CVE-2024-1111","status":"OPEN","severity":"HIGH","score":"7.5",
-         "vulnerableAsset":{"id":"b1","type":"REPOSITORY_BRANCH","repositoryName":"org/repo"}},
-        {"id":"f2","name":"GHSA-aaaa-bbbb-cccc","status":"OPEN",
-         "vulnerableAsset":{"id":"i1","type":"CONTAINER_IMAGE"}},
-        {"id":"f3","name":"CVE-2024-3333","status":"OPEN","severity":"SOMETHING_NEW",
-         "vulnerableAsset":{"type":"CONTAINER_IMAGE","imageId":"sha256:ab","imageTags":["v1",null],
-           "registry":{"name":"ecr"},"repository":null}}"#;
-
-    const VCS: &str = r#"{"data":{"versionControlResources":{"nodes":[
-        {"id":"b1","name":"main","type":"REPOSITORY_BRANCH","providerID":"github.com##org/repo##main",
-         "repository":{"id":"r","name":"org/repo","url":"https://github.com/org/repo"}}],
-        "pageInfo":{"hasNextPage":false,"endCursor":null}}}}"#;
-
-    fn first_page() -> PageRequest {
+    fn page_from(cursor: Option<String>) -> PageRequest {
         PageRequest {
-            cursor: None,
+            cursor,
             updated_since: None,
         }
     }
 
-    fn env(pages: Vec<String>) -> Scripted {
-        Scripted {
-            pages: RefCell::new(pages),
-            storage: RefCell::new(HashMap::new()),
+    fn node(id: &str, kind: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","name":"CVE-2024-1000","status":"OPEN","vulnerableAsset":{{"id":"b1","type":"{kind}"}}}}"#
+        )
+    }
+
+    fn nodes(prefix: &str, kind: &str, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| node(&format!("{prefix}{i}"), kind))
+            .collect()
+    }
+
+    /// Pages from `cursor` to the end: ids per page and requests in flight
+    /// after each page.
+    fn page_all(
+        wiz: &FakeWiz,
+        mut cursor: Option<String>,
+        inflight: &mut InFlight<Response>,
+        max_pages: usize,
+    ) -> (Vec<Vec<String>>, Vec<usize>, Option<String>) {
+        let config = config();
+        let client = Client::new(wiz, &config);
+        let (mut pages, mut in_flight) = (Vec::new(), Vec::new());
+        let mut refreshed = false;
+        for _ in 0..max_pages {
+            let page = client
+                .fetch_findings(&page_from(cursor.clone()), &mut refreshed, inflight, BOTH)
+                .expect("page");
+            pages.push(page.findings.into_iter().map(|f| f.source_id).collect());
+            in_flight.push(inflight.len());
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
         }
+        (pages, in_flight, cursor)
+    }
+
+    fn sorted(pages: &[Vec<String>]) -> Vec<String> {
+        let mut ids: Vec<String> = pages.iter().flatten().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn shards_page_side_by_side_and_return_every_finding_once() {
+        let wiz = FakeWiz::new(
+            nodes("r", "REPOSITORY_BRANCH", 5),
+            nodes("i", "CONTAINER_IMAGE", 3),
+            2,
+        );
+        let (pages, in_flight, end) = page_all(&wiz, None, &mut InFlight::default(), 20);
+        assert_eq!(end, None);
+        let mut expected: Vec<String> = (0..5).map(|i| format!("r{i}")).collect();
+        expected.extend((0..3).map(|i| format!("i{i}")));
+        expected.sort();
+        assert_eq!(sorted(&pages), expected, "every finding exactly once");
+        // Pages alternate while both shards have pages; then the longer
+        // shard finishes alone.
+        let first: Vec<&str> = pages.iter().map(|p| &p[0][..1]).collect();
+        assert_eq!(first, ["r", "i", "r", "i", "r"]);
+        // While both shards run, both have a request in flight after every
+        // page; nothing is left in flight at the end.
+        assert_eq!(in_flight, [2, 2, 2, 1, 0]);
+        // Requests: 5 pages, no request made twice, no prefetch wasted.
+        assert_eq!(wiz.graphql_requests.get(), 5 + 1, "pages + inventory");
+        assert_eq!(wiz.paced.get(), wiz.graphql_requests.get());
+    }
+
+    #[test]
+    fn a_scan_resumes_from_its_stored_cursor_in_a_new_instance() {
+        let wiz = FakeWiz::new(
+            nodes("r", "REPOSITORY_BRANCH", 5),
+            nodes("i", "CONTAINER_IMAGE", 3),
+            2,
+        );
+        let (before, _, cursor) = page_all(&wiz, None, &mut InFlight::default(), 3);
+        assert!(cursor.is_some());
+        // A new instance: nothing in flight, only the stored cursor.
+        let (after, _, end) = page_all(&wiz, cursor, &mut InFlight::default(), 20);
+        assert_eq!(end, None);
+        let all: Vec<Vec<String>> = before.into_iter().chain(after).collect();
+        assert_eq!(sorted(&all).len(), 8);
+        let mut unique = sorted(&all);
+        unique.dedup();
+        assert_eq!(unique.len(), 8, "nothing returned twice");
+    }
+
+    #[test]
+    fn a_plain_wiz_cursor_continues_as_one_shard_over_every_type() {
+        let wiz = FakeWiz::new(
+            nodes("r", "REPOSITORY_BRANCH", 3),
+            nodes("i", "CONTAINER_IMAGE", 3),
+            2,
+        );
+        // Written by a connector that paged both types in one query.
+        let (pages, _, end) = page_all(&wiz, Some("2".into()), &mut InFlight::default(), 20);
+        assert_eq!(end, None);
+        assert_eq!(sorted(&pages), ["i0", "i1", "i2", "r2"]);
     }
 
     #[test]
     fn one_pass_maps_a_page_and_resolves_branches() {
-        let env = env(vec![findings_page(NODES, Some("c1")), VCS.into()]);
+        let nodes = [
+            r#"{"id":"f1","name":"CVE-2024-1111","status":"OPEN","severity":"HIGH","score":"7.5",
+                "vulnerableAsset":{"id":"b1","type":"REPOSITORY_BRANCH","repositoryName":"org/repo"}}"#
+                .to_string(),
+            r#"{"id":"f2","name":"GHSA-aaaa-bbbb-cccc","status":"OPEN",
+                "vulnerableAsset":{"id":"i1","type":"CONTAINER_IMAGE"}}"#
+                .to_string(),
+            r#"{"id":"f3","name":"CVE-2024-3333","status":"OPEN","severity":"SOMETHING_NEW",
+                "vulnerableAsset":{"type":"CONTAINER_IMAGE","imageId":"sha256:ab","imageTags":["v1",null],
+                "registry":{"name":"ecr"},"repository":null}}"#
+                .to_string(),
+        ];
+        let wiz = FakeWiz::new(nodes[..1].to_vec(), nodes[1..].to_vec(), 10);
         let config = config();
+        let client = Client::new(&wiz, &config);
         let mut refreshed = false;
-        let kinds = Kinds {
-            sca: true,
-            images: true,
-        };
-        let page = Client::new(&env, &config)
-            .fetch_findings(&first_page(), &mut refreshed, kinds)
+        let mut inflight = InFlight::default();
+        let repo_page = client
+            .fetch_findings(&page_from(None), &mut refreshed, &mut inflight, BOTH)
             .expect("page");
         assert!(refreshed, "an unknown branch loads the inventory");
-        assert_eq!(page.next_cursor.as_deref(), Some("c1"));
-        assert_eq!(page.total, Some(3));
-        assert_eq!(page.skipped, 1, "the GHSA finding is not imported");
-        assert_eq!(page.findings.len(), 2);
-        let repo = &page.findings[0];
+        let image_page = client
+            .fetch_findings(
+                &page_from(repo_page.next_cursor.clone()),
+                &mut refreshed,
+                &mut inflight,
+                BOTH,
+            )
+            .expect("page");
+        assert_eq!(image_page.next_cursor, None);
+        assert_eq!(image_page.total, Some(3), "the shards' totals add up");
+        assert_eq!(image_page.skipped, 1, "the GHSA finding is not imported");
+        let repo = &repo_page.findings[0];
         assert_eq!(repo.kind, FindingKind::CodeDependency);
         // A score of the wrong type is dropped, not fatal.
         assert_eq!(repo.score, None);
@@ -870,7 +1254,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match &page.findings[1].location {
+        match &image_page.findings[0].location {
             Some(Location::ContainerImage(i)) => {
                 assert_eq!(i.tags, vec!["v1"]);
                 assert_eq!(i.registry.as_deref(), Some("ecr"));
@@ -882,30 +1266,42 @@ mod tests {
 
     #[test]
     fn raw_records_carry_the_resolved_repository_and_map_the_same() {
-        let env = env(vec![findings_page(NODES, None), VCS.into()]);
+        let wiz = FakeWiz::new(
+            nodes("r", "REPOSITORY_BRANCH", 3),
+            nodes("i", "CONTAINER_IMAGE", 2),
+            10,
+        );
         let config = config();
-        let kinds = Kinds {
-            sca: true,
-            images: true,
-        };
-        let page = Client::new(&env, &config)
-            .fetch_page(&first_page(), &mut false)
-            .expect("page");
-        let ids: Vec<&str> = page.records.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["f1", "f2", "f3"]);
-        let mapped: Vec<_> = page
-            .records
-            .iter()
-            .map(|r| mapping::map_record(r, kinds).expect("maps"))
-            .collect();
-        // The same page again, through the one-pass path, with the
-        // inventory the first client cached.
-        env.pages.borrow_mut().push(findings_page(NODES, None));
-        let one_pass = Client::new(&env, &config)
-            .fetch_findings(&first_page(), &mut true, kinds)
-            .expect("page");
-        let two_step: Vec<_> = mapped.into_iter().flatten().collect();
-        assert_eq!(format!("{two_step:?}"), format!("{:?}", one_pass.findings));
+        let client = Client::new(&wiz, &config);
+        let (mut two_step, mut one_pass) = (Vec::new(), Vec::new());
+        let (mut a, mut b) = (None, None);
+        loop {
+            let page = client
+                .fetch_page(&page_from(a.clone()), &mut false, &mut InFlight::default())
+                .expect("page");
+            for r in &page.records {
+                let v: Value = serde_json::from_str(&r.body).expect("json");
+                if r.id.starts_with('r') {
+                    assert_eq!(v[RESOLVED_KEY]["branch"], "main");
+                }
+                two_step.extend(mapping::map_record(r, BOTH).expect("maps"));
+            }
+            let page = client
+                .fetch_findings(
+                    &page_from(b.clone()),
+                    &mut true,
+                    &mut InFlight::default(),
+                    BOTH,
+                )
+                .expect("page");
+            one_pass.extend(page.findings);
+            (a, b) = (page.next_cursor.clone(), page.next_cursor);
+            if a.is_none() {
+                break;
+            }
+        }
+        assert_eq!(two_step.len(), 5);
+        assert_eq!(format!("{two_step:?}"), format!("{one_pass:?}"));
     }
 
     #[test]
@@ -924,17 +1320,10 @@ mod tests {
 
     #[test]
     fn a_node_without_id_fails_the_page() {
-        let env = env(vec![findings_page(r#"{"name":"CVE-2024-1"}"#, None)]);
+        let wiz = FakeWiz::new(vec![r#"{"name":"CVE-2024-1"}"#.into()], Vec::new(), 10);
         let config = config();
-        let err = Client::new(&env, &config)
-            .fetch_findings(
-                &first_page(),
-                &mut true,
-                Kinds {
-                    sca: true,
-                    images: true,
-                },
-            )
+        let err = Client::new(&wiz, &config)
+            .fetch_findings(&page_from(None), &mut true, &mut InFlight::default(), BOTH)
             .expect_err("no id");
         assert!(matches!(err, PluginError::Protocol(_)), "{err:?}");
     }

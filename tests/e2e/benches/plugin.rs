@@ -70,7 +70,12 @@ async fn main() {
         ..SimConfig::default()
     })
     .expect("sim");
-    let settings = wiz_settings(&sim);
+    let mut settings = wiz_settings(&sim);
+    // Unpaced: the bench measures CPU, not Wiz's request budget.
+    settings.insert(
+        "requests-per-second".into(),
+        scanner_host::contract::SettingValue::Text("0".into()),
+    );
     let live = TenantSandbox {
         egress: EgressPolicy::from_origins(&[sim.base_url()]).expect("egress"),
         ..sandbox.clone()
@@ -173,6 +178,7 @@ async fn main() {
                     updated_since: None,
                 },
                 &mut true,
+                &mut wiz_plugin::wiz::InFlight::default(),
                 kinds,
             )
             .expect("native page");
@@ -237,7 +243,18 @@ fn native_text(key: &str, value: &str) -> wiz_plugin::types::Setting {
 struct MemoryPage(Vec<u8>);
 
 impl wiz_plugin::wiz::Env for MemoryPage {
-    fn send(
+    type Pending = wiz_plugin::wiz::Response;
+
+    fn wait(
+        &self,
+        pending: wiz_plugin::wiz::Response,
+    ) -> Result<wiz_plugin::wiz::Response, wiz_plugin::wiz::TransportError> {
+        Ok(pending)
+    }
+
+    fn pace(&self, _: Duration) {}
+
+    fn start(
         &self,
         request: &wiz_plugin::wiz::Request,
     ) -> Result<wiz_plugin::wiz::Response, wiz_plugin::wiz::TransportError> {

@@ -50,6 +50,7 @@ fn describe_lists_the_wiz_fields() {
             ("scan-sca", FieldKind::Boolean, false),
             ("scan-container-images", FieldKind::Boolean, false),
             ("upload-origins", FieldKind::Text, false),
+            ("requests-per-second", FieldKind::Text, false),
         ]
     );
     let default_of = |key: &str| {

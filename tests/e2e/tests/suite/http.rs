@@ -37,7 +37,7 @@ fn runtime_trusting(sim: &Simulator, reuse: bool, dir: &std::path::Path) -> Runt
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scan_over_tls_keeps_one_connection_per_instance() {
+async fn a_scan_over_tls_reuses_a_connection_per_request_in_flight() {
     let sim = tls_sim();
     assert!(sim.base_url().starts_with("https://"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -49,15 +49,18 @@ async fn a_scan_over_tls_keeps_one_connection_per_instance() {
     let report = runtime.scan("t", &()).await.expect("scan over TLS");
     assert!(report.pages > 3, "several pages: {}", report.pages);
     assert_eq!(open_ids(&runtime, "t"), expected_open(&sim, true, true));
-    // `connect` tests in one instance and the scan runs in another; token,
-    // repository lookups and every page of each share its connection.
+    // `connect` tests in one instance (one connection) and the scan runs
+    // in another, which keeps its two shards' page requests in flight side
+    // by side (two connections); token, repository lookups and every page
+    // reuse those.
     let requests = sim.requests().len() as u64;
     assert!(requests > report.pages as u64, "{requests} requests");
-    // Exactly 2 in practice; a little slack because the pool may race a
-    // fresh connection against one that is just being returned.
+    // 3 or 4 in practice: a page's next request starts the moment its
+    // body is read, and the pool may open a fresh connection before the
+    // one just read is back. Most requests must still reuse one.
     let connections = sim.connections();
     assert!(
-        (2..=3).contains(&connections),
+        connections >= 3 && connections * 2 <= requests,
         "{connections} connections for {requests} requests"
     );
 }
