@@ -47,6 +47,16 @@ struct Cli {
     /// Directory for compiled plugins, so a restart does not recompile.
     #[arg(long, env = "SCANNER_HOST_CACHE", global = true)]
     cache_dir: Option<PathBuf>,
+    /// PEM files of certificate authorities plugins' HTTPS may also trust,
+    /// besides the public web roots (a corporate proxy, a test server);
+    /// colon-separated in the environment variable.
+    #[arg(
+        long = "ca-cert",
+        env = "SCANNER_HOST_CA_CERTS",
+        value_delimiter = ':',
+        global = true
+    )]
+    ca_certs: Vec<PathBuf>,
     /// Output format for data.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
@@ -341,7 +351,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins => {
-            let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
+            let runtime = build_runtime(
+                &cli.db,
+                &cli.plugins,
+                cli.cache_dir.as_deref(),
+                &cli.ca_certs,
+            )?;
             let infos: Vec<&PluginInfo> = runtime.plugins().collect();
             print_plugins(&infos, cli.format)?;
             Ok(ExitCode::SUCCESS)
@@ -352,7 +367,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             set,
             secret,
         } => {
-            let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
+            let runtime = build_runtime(
+                &cli.db,
+                &cli.plugins,
+                cli.cache_dir.as_deref(),
+                &cli.ca_certs,
+            )?;
             let info = runtime
                 .plugins()
                 .find(|p| p.name == plugin)
@@ -372,7 +392,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { tenant, export } => {
-            let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
+            let runtime = build_runtime(
+                &cli.db,
+                &cli.plugins,
+                cli.cache_dir.as_deref(),
+                &cli.ca_certs,
+            )?;
             let connection = if export {
                 runtime.test_export(&tenant).await?
             } else {
@@ -384,11 +409,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(args) => {
-            let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
+            let runtime = build_runtime(
+                &cli.db,
+                &cli.plugins,
+                cli.cache_dir.as_deref(),
+                &cli.ca_certs,
+            )?;
             export(&runtime, args, cli.format).await
         }
         Command::Scan { tenant } => {
-            let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
+            let runtime = build_runtime(
+                &cli.db,
+                &cli.plugins,
+                cli.cache_dir.as_deref(),
+                &cli.ca_certs,
+            )?;
             let report = scan_with_progress(&runtime, &tenant).await?;
             print_json_or(cli.format, &report, || print_report(&report))?;
             Ok(ExitCode::SUCCESS)
@@ -405,6 +440,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &cli.db,
                 &cli.plugins,
                 cli.cache_dir.as_deref(),
+                &cli.ca_certs,
             )?);
             let config = SchedulerConfig {
                 interval: Duration::from_secs_f64(interval_hours * 3600.0),
@@ -540,10 +576,12 @@ fn build_runtime(
     db: &Path,
     plugins: &[PathBuf],
     cache_dir: Option<&Path>,
+    ca_certs: &[PathBuf],
 ) -> anyhow::Result<Runtime> {
     let store = Arc::new(open_store(db)?);
     let engine = Engine::new(EngineConfig {
         cache_dir: cache_dir.map(Path::to_path_buf),
+        extra_root_certificates: read_certificates(ca_certs)?,
         ..EngineConfig::default()
     })?;
     let mut loaded = Vec::new();
@@ -554,6 +592,27 @@ fn build_runtime(
         loaded.push(plugin);
     }
     Ok(Runtime::new(engine, loaded, store))
+}
+
+/// The DER certificates of PEM files; a file without one is an error.
+fn read_certificates(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut out = Vec::new();
+    for file in files {
+        let before = out.len();
+        let certs = CertificateDer::pem_file_iter(file)
+            .with_context(|| format!("--ca-cert {}: cannot read", file.display()))?;
+        for cert in certs {
+            let cert = cert
+                .with_context(|| format!("--ca-cert {}: not PEM certificates", file.display()))?;
+            out.push(cert.as_ref().to_vec());
+        }
+        if out.len() == before {
+            bail!("--ca-cert {}: holds no certificate", file.display());
+        }
+    }
+    Ok(out)
 }
 
 /// Typed settings from `--set` and `--secret`, checked against the plugin's
@@ -975,7 +1034,12 @@ async fn demo(cli: &Cli, findings: usize, seed: u64) -> anyhow::Result<()> {
         "Wiz simulator on {} with {findings} findings (seed {seed})",
         sim.base_url()
     );
-    let runtime = build_runtime(&cli.db, &cli.plugins, cli.cache_dir.as_deref())?;
+    let runtime = build_runtime(
+        &cli.db,
+        &cli.plugins,
+        cli.cache_dir.as_deref(),
+        &cli.ca_certs,
+    )?;
     let tenant = "demo";
     let mut settings = Settings::new();
     settings.insert(

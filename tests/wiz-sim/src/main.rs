@@ -48,6 +48,23 @@ struct Args {
     /// Polls answered IN_PROGRESS after that.
     #[arg(long, default_value_t = 1)]
     activity_running_polls: u32,
+    /// Serve HTTPS with a fresh self-signed certificate for 127.0.0.1 and
+    /// localhost, written to this file (PEM) for clients to trust.
+    #[arg(long)]
+    tls_cert: Option<std::path::PathBuf>,
+}
+
+/// PEM text of one DER certificate.
+fn pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 #[tokio::main]
@@ -71,7 +88,7 @@ async fn main() -> std::io::Result<()> {
             rate_limit_rps: args.rate_limit_rps,
             ..Faults::default()
         },
-        tls: false,
+        tls: args.tls_cert.is_some(),
         uploads: UploadConfig {
             hidden_polls: args.activity_hidden_polls,
             running_polls: args.activity_running_polls,
@@ -86,6 +103,10 @@ async fn main() -> std::io::Result<()> {
     println!("  API endpoint: {}", sim.api_endpoint());
     println!("  auth URL:     {}", sim.token_url());
     println!("  client id:    {}", args.client_id);
+    if let (Some(path), Some(der)) = (&args.tls_cert, sim.certificate_der()) {
+        std::fs::write(path, pem(der))?;
+        println!("  certificate:  {} (PEM)", path.display());
+    }
     println!(
         "  admin:        POST {0}/_sim/advance?seed=N, POST {0}/_sim/faults, GET {0}/_sim/requests, GET {0}/_sim/ingested, GET {0}/_sim/activities",
         sim.base_url()

@@ -6,7 +6,8 @@
 use scanner_host::engine::{Engine, EngineConfig};
 use scanner_host::runtime::Runtime;
 use scanner_host::store::Store;
-use scanner_tests::{expected_open, open_ids, plugin_wasm, wiz_settings};
+use scanner_tests::{SimProcess, expected_open, host_bin, open_ids, plugin_wasm, wiz_settings};
+use std::process::Command;
 use std::sync::Arc;
 use wiz_sim::{SimConfig, Simulator};
 
@@ -97,4 +98,56 @@ async fn an_untrusted_certificate_fails_the_connection_test() {
     assert!(text.contains("could not reach"), "{text}");
     assert!(sim.connections() >= 1, "the handshake was attempted");
     assert!(sim.requests().is_empty(), "nothing reached the API");
+}
+
+/// `scanner-host --ca-cert FILE connect …` against `wiz-sim --tls-cert FILE`.
+#[test]
+fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("sim.pem");
+    let cert_arg = cert.to_str().expect("utf-8 path").to_string();
+    let sim = SimProcess::start(&["--findings", "300", "--tls-cert", &cert_arg]);
+    assert!(
+        sim.api_endpoint.starts_with("https://"),
+        "{}",
+        sim.api_endpoint
+    );
+    let db = dir.path().join("host.db");
+    let connect = |extra: &[&str]| {
+        Command::new(host_bin())
+            .arg("--db")
+            .arg(&db)
+            .arg("--plugins")
+            .arg(plugin_wasm())
+            .args(extra)
+            .args(["connect", "t", "--plugin", "wiz", "--set"])
+            .arg(format!("api-endpoint={}", sim.api_endpoint))
+            .arg("--set")
+            .arg(format!("auth-url={}", sim.token_url))
+            .args(["--set", "client-id=sim-client-id"])
+            .args(["--secret", "client-secret=env:SIM_SECRET"])
+            .env("SIM_SECRET", "sim-client-secret")
+            .output()
+            .expect("run scanner-host")
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let untrusted = connect(&[]);
+    assert!(!untrusted.status.success(), "{}", text(&untrusted));
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate\n").expect("write");
+    let out = connect(&["--ca-cert", bogus.to_str().expect("utf-8 path")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("bogus.pem") && text(&out).contains("no certificate"),
+        "{}",
+        text(&out)
+    );
+    let trusted = connect(&["--ca-cert", &cert_arg]);
+    assert!(trusted.status.success(), "{}", text(&trusted));
 }
