@@ -27,6 +27,19 @@ use std::time::Duration;
     about = "Run scanner plugins per tenant and keep their findings"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
+    /// Output format for data.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the host keeps its data and finds its plugins: what every
+/// command that builds a runtime needs.
+#[derive(clap::Args)]
+struct Global {
     /// SQLite database file (created on first use).
     #[arg(
         long,
@@ -57,11 +70,6 @@ struct Cli {
         global = true
     )]
     ca_certs: Vec<PathBuf>,
-    /// Output format for data.
-    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
-    format: Format,
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -301,12 +309,12 @@ fn report_error(format: Format, kind: &str, err: &anyhow::Error) -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Repos { command } => {
-            let store = open_store(&cli.db)?;
+            let store = open_store(&cli.global.db)?;
             repos(&store, command, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let store = open_store(&cli.db)?;
+            let store = open_store(&cli.global.db)?;
             status(&store, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -318,7 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             include_unmapped,
             limit,
         } => {
-            let store = open_store(&cli.db)?;
+            let store = open_store(&cli.global.db)?;
             let query = FindingQuery {
                 tenant,
                 status: match status {
@@ -340,7 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Disconnect { tenant, yes } => {
-            let store = open_store(&cli.db)?;
+            let store = open_store(&cli.global.db)?;
             if !yes && !confirm(&format!("Delete tenant `{tenant}` and all its findings?"))? {
                 bail!("not confirmed (pass --yes to skip the question)");
             }
@@ -351,12 +359,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins => {
-            let runtime = build_runtime(
-                &cli.db,
-                &cli.plugins,
-                cli.cache_dir.as_deref(),
-                &cli.ca_certs,
-            )?;
+            let runtime = build_runtime(&cli.global)?;
             let infos: Vec<&PluginInfo> = runtime.plugins().collect();
             print_plugins(&infos, cli.format)?;
             Ok(ExitCode::SUCCESS)
@@ -367,12 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             set,
             secret,
         } => {
-            let runtime = build_runtime(
-                &cli.db,
-                &cli.plugins,
-                cli.cache_dir.as_deref(),
-                &cli.ca_certs,
-            )?;
+            let runtime = build_runtime(&cli.global)?;
             let info = runtime
                 .plugins()
                 .find(|p| p.name == plugin)
@@ -392,12 +390,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { tenant, export } => {
-            let runtime = build_runtime(
-                &cli.db,
-                &cli.plugins,
-                cli.cache_dir.as_deref(),
-                &cli.ca_certs,
-            )?;
+            let runtime = build_runtime(&cli.global)?;
             let connection = if export {
                 runtime.test_export(&tenant).await?
             } else {
@@ -409,21 +402,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(args) => {
-            let runtime = build_runtime(
-                &cli.db,
-                &cli.plugins,
-                cli.cache_dir.as_deref(),
-                &cli.ca_certs,
-            )?;
+            let runtime = build_runtime(&cli.global)?;
             export(&runtime, args, cli.format).await
         }
         Command::Scan { tenant } => {
-            let runtime = build_runtime(
-                &cli.db,
-                &cli.plugins,
-                cli.cache_dir.as_deref(),
-                &cli.ca_certs,
-            )?;
+            let runtime = build_runtime(&cli.global)?;
             let report = scan_with_progress(&runtime, &tenant).await?;
             print_json_or(cli.format, &report, || print_report(&report))?;
             Ok(ExitCode::SUCCESS)
@@ -436,12 +419,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !(interval_hours.is_finite() && interval_hours > 0.0) {
                 bail!("--interval-hours must be a positive number, got {interval_hours}");
             }
-            let runtime = Arc::new(build_runtime(
-                &cli.db,
-                &cli.plugins,
-                cli.cache_dir.as_deref(),
-                &cli.ca_certs,
-            )?);
+            let runtime = Arc::new(build_runtime(&cli.global)?);
             let config = SchedulerConfig {
                 interval: Duration::from_secs_f64(interval_hours * 3600.0),
                 first_delay: Duration::from_secs(first_delay_secs),
@@ -572,20 +550,15 @@ fn plugin_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn build_runtime(
-    db: &Path,
-    plugins: &[PathBuf],
-    cache_dir: Option<&Path>,
-    ca_certs: &[PathBuf],
-) -> anyhow::Result<Runtime> {
-    let store = Arc::new(open_store(db)?);
+fn build_runtime(global: &Global) -> anyhow::Result<Runtime> {
+    let store = Arc::new(open_store(&global.db)?);
     let engine = Engine::new(EngineConfig {
-        cache_dir: cache_dir.map(Path::to_path_buf),
-        extra_root_certificates: read_certificates(ca_certs)?,
+        cache_dir: global.cache_dir.clone(),
+        extra_root_certificates: read_certificates(&global.ca_certs)?,
         ..EngineConfig::default()
     })?;
     let mut loaded = Vec::new();
-    for file in plugin_files(plugins)? {
+    for file in plugin_files(&global.plugins)? {
         let plugin = engine
             .load_plugin(&file)
             .with_context(|| format!("loading plugin {}", file.display()))?;
@@ -1034,12 +1007,7 @@ async fn demo(cli: &Cli, findings: usize, seed: u64) -> anyhow::Result<()> {
         "Wiz simulator on {} with {findings} findings (seed {seed})",
         sim.base_url()
     );
-    let runtime = build_runtime(
-        &cli.db,
-        &cli.plugins,
-        cli.cache_dir.as_deref(),
-        &cli.ca_certs,
-    )?;
+    let runtime = build_runtime(&cli.global)?;
     let tenant = "demo";
     let mut settings = Settings::new();
     settings.insert(
