@@ -97,7 +97,7 @@ fn migrates_a_new_file_and_reopens_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sub/dir/host.db");
     let store = Store::open(&path).expect("create");
-    assert_eq!(store.schema_version().expect("version"), 2);
+    assert_eq!(store.schema_version().expect("version"), 3);
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -495,4 +495,30 @@ fn schedule_due_and_backoff() {
     );
     assert!(store.delete_integration("t").expect("delete"));
     assert!(!store.delete_integration("t").expect("again"));
+}
+
+#[test]
+fn a_page_counts_each_finding_once_against_what_was_stored_before() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    let repo = "https://github.com/acme/shop";
+    full_scan(&store, "t", &[vec![finding("a", repo)]], T0);
+    let t1 = T0 + time::Duration::hours(6);
+    let s = store.begin_scan("t", t1).expect("begin");
+    // `a` is known, `b` is new and listed twice on the page.
+    let page = vec![finding("a", repo), finding("b", repo), finding("b", repo)];
+    let counts = store
+        .store_page(s.scan_id, "t", &page, 0, Some("c1"), t1)
+        .expect("page");
+    assert_eq!((counts.new, counts.updated, counts.reopened), (1, 1, 0));
+    // The same page stored again (a resume) changes nothing.
+    let again = store
+        .store_page(s.scan_id, "t", &page, 0, None, t1)
+        .expect("page");
+    assert_eq!((again.new, again.updated, again.reopened), (0, 0, 0));
+    let summary = store.complete_scan(s.scan_id, "t", t1).expect("complete");
+    assert_eq!((summary.new, summary.updated), (1, 1));
+    assert_eq!(open_ids(&store, "t"), vec!["a", "b"]);
 }

@@ -114,10 +114,22 @@ pub struct SimProcess {
 }
 
 impl SimProcess {
-    /// Starts `wiz-sim --port 0` with `args` and reads its endpoints.
+    /// Starts the release `wiz-sim --port 0` with `args` (benchmarks).
     pub fn start(args: &[&str]) -> SimProcess {
+        Self::spawn(sim_bin(), args)
+    }
+
+    /// Starts the debug `wiz-sim` that `cargo test --workspace` builds
+    /// anyway: tests need no release build of the simulator.
+    pub fn start_debug(args: &[&str]) -> SimProcess {
+        host_bin();
+        Self::spawn(&workspace_root().join("target/debug/wiz-sim"), args)
+    }
+
+    /// Starts `bin --port 0` with `args` and reads its endpoints.
+    fn spawn(bin: &Path, args: &[&str]) -> SimProcess {
         use std::io::BufRead;
-        let mut child = Command::new(sim_bin())
+        let mut child = Command::new(bin)
             .args(["--port", "0"])
             .args(args)
             .stdout(std::process::Stdio::piped())

@@ -106,7 +106,7 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("sim.pem");
     let cert_arg = cert.to_str().expect("utf-8 path").to_string();
-    let sim = SimProcess::start(&["--findings", "300", "--tls-cert", &cert_arg]);
+    let sim = SimProcess::start_debug(&["--findings", "300", "--tls-cert", &cert_arg]);
     assert!(
         sim.api_endpoint.starts_with("https://"),
         "{}",
