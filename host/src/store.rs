@@ -921,11 +921,7 @@ impl Store {
         {
             // What the store knew of the page's findings, in one query
             // rather than one per finding.
-            let mut previous = tx.prepare_cached(
-                "SELECT f.source_id, f.state, f.last_seen_scan
-                 FROM json_each(?2) AS page JOIN findings AS f
-                   ON f.tenant = ?1 AND f.source_id = page.value",
-            )?;
+            let mut previous = tx.prepare_cached(KNOWN_FINDINGS)?;
             let ids = json(&findings.iter().map(|f| &f.source_id).collect::<Vec<_>>());
             let mut known: HashMap<String, (String, i64)> = previous
                 .query_map(params![tenant, ids], |r| {
@@ -1496,6 +1492,12 @@ fn read_summary(conn: &Connection, scan_id: i64) -> Result<Option<ScanSummary>, 
         .optional()?)
 }
 
+/// The state of those of a page's findings (`?2`, a JSON list of ids) the
+/// tenant (`?1`) has. Written as `IN` so that SQLite probes the primary key
+/// per id: as a join it scanned the tenant's findings for every page.
+const KNOWN_FINDINGS: &str = "SELECT source_id, state, last_seen_scan FROM findings
+    WHERE tenant = ?1 AND source_id IN (SELECT value FROM json_each(?2))";
+
 const UPSERT_FINDING: &str = "
 INSERT INTO findings (tenant, source_id, state, source_status, cves, title, description, severity,
     score, kind, package, version, fixed_version, repo_url, repo_url_norm, repo_name, branch,
@@ -1655,5 +1657,34 @@ impl KvStore for Store {
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-page lookup must stay a primary-key probe per id: a scan of
+    /// the tenant's findings per page makes large imports quadratic.
+    #[test]
+    fn the_page_lookup_probes_the_primary_key() {
+        let store = Store::open_in_memory().expect("store");
+        let conn = store.conn();
+        let mut plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {KNOWN_FINDINGS}"))
+            .expect("explain");
+        let steps: Vec<String> = plan
+            .query_map(params!["t", r#"["a","b"]"#], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let text = steps.join("\n");
+        assert!(
+            text.contains(
+                "SEARCH findings USING INDEX sqlite_autoindex_findings_1 (tenant=? AND source_id=?)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("SCAN findings"), "{text}");
     }
 }
