@@ -176,20 +176,69 @@ struct Envelope {
     errors: Option<Value>,
 }
 
-/// The `data` of a findings page.
+/// The `data` of a findings page, with nodes read as `N`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FindingsData {
-    vulnerability_findings: Option<FindingsConnection>,
+struct FindingsData<N> {
+    vulnerability_findings: Option<FindingsConnection<N>>,
 }
 
-/// A findings connection; each node stays text until [`Node::parse`].
+/// A findings connection.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FindingsConnection {
-    nodes: Option<Vec<Box<RawValue>>>,
+struct FindingsConnection<N> {
+    nodes: Option<Vec<N>>,
     page_info: Option<Value>,
     total_count: Option<Value>,
+}
+
+/// A page's nodes, typed, each with its JSON text when it was kept.
+type Nodes = Vec<(Option<Box<RawValue>>, Node)>;
+
+/// Read a findings page's `data`: the connection's page info and total,
+/// and its nodes. Without `keep_raw` the page is parsed once, straight into
+/// [`Node`]s; a page with an odd node is read again node by node, each
+/// with [`Node::parse`]'s lenient fallback.
+fn read_page(data: &str, keep_raw: bool) -> Result<(FindingsConnection<()>, Nodes), PluginError> {
+    fn parts<N>(data: FindingsData<N>) -> Result<(FindingsConnection<()>, Vec<N>), PluginError> {
+        let conn = data
+            .vulnerability_findings
+            .ok_or_else(|| protocol("response has no vulnerabilityFindings connection"))?;
+        let nodes = conn
+            .nodes
+            .ok_or_else(|| protocol("vulnerabilityFindings has no nodes list"))?;
+        let meta = FindingsConnection {
+            nodes: None,
+            page_info: conn.page_info,
+            total_count: conn.total_count,
+        };
+        Ok((meta, nodes))
+    }
+    let typed = (!keep_raw)
+        .then(|| serde_json::from_str::<FindingsData<Node>>(data).ok())
+        .flatten();
+    let (meta, nodes): (_, Nodes) = match typed {
+        Some(data) => {
+            let (meta, nodes) = parts(data)?;
+            (meta, nodes.into_iter().map(|n| (None, n)).collect())
+        }
+        None => {
+            let data: FindingsData<Box<RawValue>> = serde_json::from_str(data)
+                .map_err(|e| protocol(format!("GraphQL `data` has an unexpected shape: {e}")))?;
+            let (meta, raws) = parts(data)?;
+            let mut nodes = Vec::with_capacity(raws.len());
+            for raw in raws {
+                let node = Node::parse(raw.get())
+                    .map_err(|_| protocol("a finding node is not a JSON object"))?;
+                nodes.push((Some(raw), node));
+            }
+            (meta, nodes)
+        }
+    };
+    if nodes.iter().any(|(_, n)| n.id().is_none()) {
+        return Err(protocol("a finding node has no id"));
+    }
+    Ok((meta, nodes))
 }
 
 /// Page requests sent by one call and answered in a later one; the
@@ -307,7 +356,7 @@ impl ScanCursor {
 
 /// One fetched page of nodes.
 struct NodePage {
-    nodes: Vec<(Box<RawValue>, Node)>,
+    nodes: Nodes,
     next_cursor: Option<String>,
     total: Option<u64>,
 }
@@ -691,12 +740,13 @@ impl<'a, E: Env> Client<'a, E> {
         vcs_refreshed: &mut bool,
         inflight: &mut InFlight<E::Pending>,
     ) -> Result<Page, PluginError> {
-        let page = self.fetch_nodes(request, vcs_refreshed, inflight)?;
+        let page = self.fetch_nodes(request, vcs_refreshed, inflight, true)?;
         let records = page
             .nodes
             .into_iter()
             .map(|(raw, node)| {
-                let body = with_resolved(raw.get(), node.resolved.as_ref());
+                let text = raw.as_deref().map(RawValue::get).unwrap_or("{}");
+                let body = with_resolved(text, node.resolved.as_ref());
                 RawRecord {
                     id: node.id.unwrap_or_default(),
                     body,
@@ -718,7 +768,7 @@ impl<'a, E: Env> Client<'a, E> {
         inflight: &mut InFlight<E::Pending>,
         kinds: Kinds,
     ) -> Result<FindingPage, PluginError> {
-        let page = self.fetch_nodes(request, vcs_refreshed, inflight)?;
+        let page = self.fetch_nodes(request, vcs_refreshed, inflight, false)?;
         let mut findings = Vec::with_capacity(page.nodes.len());
         let mut skipped = 0u32;
         for (_, node) in page.nodes {
@@ -749,6 +799,7 @@ impl<'a, E: Env> Client<'a, E> {
         request: &PageRequest,
         vcs_refreshed: &mut bool,
         inflight: &mut InFlight<E::Pending>,
+        keep_raw: bool,
     ) -> Result<NodePage, PluginError> {
         let mut cursor = match &request.cursor {
             Some(text) => ScanCursor::parse(text, self.asset_types()),
@@ -782,14 +833,8 @@ impl<'a, E: Env> Client<'a, E> {
             .ok_or_else(|| protocol("the page request was not started"))?;
         let (_, pending) = inflight.requests.remove(at);
         let raw = self.finish_graphql(&body, pending)?;
-        let data: FindingsData = serde_json::from_str(raw.get())
-            .map_err(|e| protocol(format!("GraphQL `data` has an unexpected shape: {e}")))?;
-        let conn = data
-            .vulnerability_findings
-            .ok_or_else(|| protocol("response has no vulnerabilityFindings connection"))?;
-        let raw_nodes = conn
-            .nodes
-            .ok_or_else(|| protocol("vulnerabilityFindings has no nodes list"))?;
+        let (conn, mut nodes) = read_page(raw.get(), keep_raw)?;
+        drop(raw);
         let info = conn
             .page_info
             .ok_or_else(|| protocol("vulnerabilityFindings has no pageInfo"))?;
@@ -820,14 +865,6 @@ impl<'a, E: Env> Client<'a, E> {
             let body = self.page_body(shard, since);
             let pending = self.start_graphql(&body)?;
             inflight.requests.push((body, pending));
-        }
-        let mut nodes = Vec::with_capacity(raw_nodes.len());
-        for raw in raw_nodes {
-            let node = Node::parse(raw.get())
-                .ok()
-                .filter(|n| n.id().is_some())
-                .ok_or_else(|| protocol("a finding node has no id"))?;
-            nodes.push((raw, node));
         }
         self.resolve_branches(&mut nodes, vcs_refreshed)?;
         let total = cursor.total();
@@ -868,7 +905,7 @@ impl<'a, E: Env> Client<'a, E> {
     /// instance when a branch is unknown.
     fn resolve_branches(
         &self,
-        nodes: &mut [(Box<RawValue>, Node)],
+        nodes: &mut Nodes,
         vcs_refreshed: &mut bool,
     ) -> Result<(), PluginError> {
         // Many findings share a branch: one storage call per branch and page.
