@@ -124,7 +124,7 @@ pub fn fields() -> Vec<ConfigField> {
             "requests-per-second",
             "API requests per second",
             FieldKind::Text,
-            Some(DEFAULT_REQUESTS_PER_SECOND),
+            Some(&DEFAULT_REQUESTS_PER_SECOND.to_string()),
             false,
             "The GraphQL request rate the connector keeps to, shared by its concurrent requests. Wiz is reported to allow 10 per second per service account (not officially published); 0 turns pacing off",
         ),
@@ -133,7 +133,7 @@ pub fn fields() -> Vec<ConfigField> {
 
 /// Wiz's reported budget per service account (wiz-api.md §4.1: PORT and
 /// U-CROGL say 10 requests/s; Wiz publishes no figure).
-const DEFAULT_REQUESTS_PER_SECOND: &str = "10";
+const DEFAULT_REQUESTS_PER_SECOND: u32 = 10;
 
 /// Above this a pace is no pace at all; likely a typo.
 const MAX_REQUESTS_PER_SECOND: u32 = 1000;
@@ -238,7 +238,7 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
     let mut scan_sca = true;
     let mut scan_images = true;
     let mut upload_origins = Vec::new();
-    let mut requests_per_second = DEFAULT_REQUESTS_PER_SECOND.parse().unwrap_or(10);
+    let mut requests_per_second = DEFAULT_REQUESTS_PER_SECOND;
     for s in settings {
         let key = s.key.as_str();
         if !known.iter().any(|k| k == key) {
@@ -474,6 +474,14 @@ mod tests {
             ("client-secret", vec![good()[0].clone(), good()[1].clone()]),
             ("scan-sca", [good(), vec![text("scan-sca", "yes")]].concat()),
             ("colour", [good(), vec![text("colour", "blue")]].concat()),
+            (
+                "requests-per-second",
+                [good(), vec![text("requests-per-second", "ten")]].concat(),
+            ),
+            (
+                "requests-per-second",
+                [good(), vec![text("requests-per-second", "5000")]].concat(),
+            ),
         ];
         for (want, settings) in cases {
             assert_eq!(field_of(parse(&settings).expect_err(want)), want);

@@ -163,6 +163,20 @@ const VCS_QUERY: &str = "query VersionControlResources($first: Int, $after: Stri
   }
 }";
 
+/// The findings a scan asks for: open ones of `asset_types`, changed after
+/// `updated_since` when given.
+fn findings_filter<T: Serialize>(asset_types: &[T], updated_since: Option<&str>) -> Value {
+    let mut filter = json!({"status": ["OPEN"], "assetType": asset_types});
+    if let Some(since) = updated_since {
+        filter["updatedAt"] = json!({"after": since});
+    }
+    filter
+}
+
+fn unexpected_shape(e: serde_json::Error) -> PluginError {
+    protocol(format!("GraphQL `data` has an unexpected shape: {e}"))
+}
+
 fn graphql_body(query: &str, variables: &Value) -> String {
     json!({"query": query, "variables": variables}).to_string()
 }
@@ -223,8 +237,8 @@ fn read_page(data: &str, keep_raw: bool) -> Result<(FindingsConnection<()>, Node
             (meta, nodes.into_iter().map(|n| (None, n)).collect())
         }
         None => {
-            let data: FindingsData<Box<RawValue>> = serde_json::from_str(data)
-                .map_err(|e| protocol(format!("GraphQL `data` has an unexpected shape: {e}")))?;
+            let data: FindingsData<Box<RawValue>> =
+                serde_json::from_str(data).map_err(unexpected_shape)?;
             let (meta, raws) = parts(data)?;
             let mut nodes = Vec::with_capacity(raws.len());
             for raw in raws {
@@ -514,8 +528,7 @@ impl<'a, E: Env> Client<'a, E> {
         variables: Value,
     ) -> Result<T, PluginError> {
         let data = self.graphql_raw(query, variables)?;
-        serde_json::from_str(data.get())
-            .map_err(|e| protocol(format!("GraphQL `data` has an unexpected shape: {e}")))
+        serde_json::from_str(data.get()).map_err(unexpected_shape)
     }
 
     /// POST one GraphQL document; re-authenticates once on a 401. Returns
@@ -690,16 +703,14 @@ impl<'a, E: Env> Client<'a, E> {
         }
     }
 
-    /// The findings filter of a whole scan (all enabled asset types).
-    fn filter(&self) -> Value {
-        json!({"status": ["OPEN"], "assetType": self.asset_types()})
-    }
-
     /// Check credentials, then the API with one cheap query.
     pub fn test(&self) -> Result<ConnectionInfo, PluginError> {
         self.token(true)?;
         let data = self
-            .graphql(TEST_QUERY, json!({"filterBy": self.filter()}))
+            .graphql(
+                TEST_QUERY,
+                json!({"filterBy": findings_filter(&self.asset_types(), None)}),
+            )
             .map_err(|e| match e {
                 // Whatever answered is not the Wiz GraphQL API.
                 PluginError::Protocol(d) | PluginError::RequestRejected(d) => {
@@ -890,10 +901,7 @@ impl<'a, E: Env> Client<'a, E> {
 
     /// The GraphQL body of a shard's next page.
     fn page_body(&self, shard: &Shard, updated_since: Option<&str>) -> String {
-        let mut filter = json!({"status": ["OPEN"], "assetType": shard.types});
-        if let Some(since) = updated_since {
-            filter["updatedAt"] = json!({"after": since});
-        }
+        let filter = findings_filter(&shard.types, updated_since);
         graphql_body(
             FINDINGS_QUERY,
             &json!({"first": PAGE_SIZE, "after": shard.after, "filterBy": filter}),
