@@ -199,23 +199,28 @@ struct StoringPage {
     total: Option<u64>,
 }
 
-/// Wait for the page being stored, if any, and account for it.
-async fn settle(
-    storing: &mut Option<StoringPage>,
-    report: &mut ScanReport,
-    progress: &dyn Progress,
-) -> Result<(), RuntimeError> {
-    let Some(page) = storing.take() else {
-        return Ok(());
-    };
-    let waited = std::time::Instant::now();
-    let stored = page.task.await;
-    report.timings.store_wait += waited.elapsed();
-    let busy = stored.map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
-    report.timings.store += busy;
-    report.pages += 1;
-    progress.page(page.seen, page.total);
-    Ok(())
+/// A scan's paging so far: its report and the page being stored.
+struct Paging {
+    report: ScanReport,
+    storing: Option<StoringPage>,
+}
+
+impl Paging {
+    /// Wait for the page being stored, if any, and account for it.
+    async fn settle(&mut self, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        let Some(page) = self.storing.take() else {
+            return Ok(());
+        };
+        let waited = std::time::Instant::now();
+        let stored = page.task.await;
+        self.report.timings.store_wait += waited.elapsed();
+        let busy =
+            stored.map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
+        self.report.timings.store += busy;
+        self.report.pages += 1;
+        progress.page(page.seen, page.total);
+        Ok(())
+    }
 }
 
 /// Progress of a running scan, for a progress bar.
@@ -499,31 +504,24 @@ impl Runtime {
         scan_id: i64,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
-        let mut report = ScanReport {
-            tenant: tenant.to_string(),
-            ..ScanReport::default()
+        let mut paging = Paging {
+            report: ScanReport {
+                tenant: tenant.to_string(),
+                ..ScanReport::default()
+            },
+            storing: None,
         };
-        let mut storing = None;
         let paged = self
-            .page_loop(
-                tenant,
-                integration,
-                cursor,
-                scan_id,
-                progress,
-                &mut report,
-                &mut storing,
-            )
+            .page_loop(tenant, integration, cursor, scan_id, progress, &mut paging)
             .await;
         // Whatever ended the loop, the page being stored lands (or fails)
         // before the scan is completed or failed in the store.
-        let settled = settle(&mut storing, &mut report, progress).await;
-        paged.and(settled).map(|()| report)
+        let settled = paging.settle(progress).await;
+        paged.and(settled).map(|()| paging.report)
     }
 
     /// Fetch pages until the last one, storing each while the next one is
-    /// fetched (`storing` is the page in flight).
-    #[allow(clippy::too_many_arguments)]
+    /// fetched.
     async fn page_loop(
         &self,
         tenant: &str,
@@ -531,8 +529,7 @@ impl Runtime {
         mut cursor: Option<String>,
         scan_id: i64,
         progress: &dyn Progress,
-        report: &mut ScanReport,
-        storing: &mut Option<StoringPage>,
+        paging: &mut Paging,
     ) -> Result<(), RuntimeError> {
         let plugin = self.plugin(&integration.plugin)?;
         let mut instance: Option<SourceInstance> = None;
@@ -562,23 +559,23 @@ impl Runtime {
             };
             let fetch_started = std::time::Instant::now();
             let fetched = current.fetch_findings(&request).await;
-            report.timings.fetch += fetch_started.elapsed();
-            report.timings.fetch_guest_cpu += current.last_call_cpu();
+            paging.report.timings.fetch += fetch_started.elapsed();
+            paging.report.timings.fetch_guest_cpu += current.last_call_cpu();
             let page = match fetched {
                 Ok(Ok(page)) => page,
                 Ok(Err(err)) => {
                     let Some(retry_after) = err.retry_hint() else {
                         return Err(err.into());
                     };
-                    if report.retries >= self.retry.max_retries_per_scan {
+                    if paging.report.retries >= self.retry.max_retries_per_scan {
                         return Err(RuntimeError::RetriesExhausted {
-                            retries: report.retries,
+                            retries: paging.report.retries,
                             last: err,
                         });
                     }
-                    let wait = self.retry.delay(report.retries, retry_after);
+                    let wait = self.retry.delay(paging.report.retries, retry_after);
                     tracing::warn!(tenant, error = %err, wait_ms = wait.as_millis() as u64, "retrying page");
-                    report.retries += 1;
+                    paging.report.retries += 1;
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -619,7 +616,7 @@ impl Runtime {
             }
             // The previous page must be stored before this one: pages
             // checkpoint the cursor in order.
-            settle(storing, report, progress).await?;
+            paging.settle(progress).await?;
             let store = self.store.clone();
             let tenant_owned = tenant.to_string();
             let next = page.next_cursor.clone();
@@ -641,7 +638,7 @@ impl Runtime {
                     )
                     .map(|_| started.elapsed())
             });
-            *storing = Some(StoringPage {
+            paging.storing = Some(StoringPage {
                 task,
                 seen,
                 total: page.total,
