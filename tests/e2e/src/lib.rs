@@ -187,6 +187,22 @@ pub fn proc_status_mb(field: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// `scanner-host --db DB --plugins <the Wiz plugin>`, ready for a command.
+pub fn host_command(db: &Path) -> Command {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("--db").arg(db).arg("--plugins").arg(plugin_wasm());
+    cmd
+}
+
+/// A finished process's stdout then stderr, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The `scanner-host` binary (debug build), built once.
 pub fn host_bin() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

@@ -6,9 +6,8 @@ use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_host::export::{ExportError, ExportPolicy, ExportPolling, ExportRequest};
 use scanner_host::runtime::Runtime;
 use scanner_host::sarif;
-use scanner_tests::{host_bin, plugin_wasm, runtime_in, wiz_settings};
+use scanner_tests::{host_command, output_text, runtime_in, wiz_settings};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use wiz_sim::{ActivityStatus, Fault, Faults, SimConfig, Simulator};
 
@@ -301,23 +300,13 @@ fn the_cli_exports_sarif_and_status_shows_it() {
     let db = dir.path().join("host.db");
     let secret = wiz_sim::SimConfig::default().clients[0].secret.clone();
     let cli = |args: &[&str]| {
-        Command::new(host_bin())
-            .arg("--db")
-            .arg(&db)
-            .arg("--plugins")
-            .arg(plugin_wasm())
+        host_command(&db)
             .args(args)
             .env("WIZ_SECRET", &secret)
             .output()
             .expect("run scanner-host")
     };
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
+    let text = output_text;
     let out = cli(&[
         "connect",
         "t",

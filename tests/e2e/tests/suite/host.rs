@@ -6,7 +6,7 @@ use scanner_host::runtime::{Clock, Runtime};
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
 use scanner_host::store::{FindingQuery, StatusFilter, Store};
 use scanner_tests::{
-    expected_open, host_bin, plugin_wasm, runtime_in, wiz_settings, wiz_settings_with,
+    expected_open, host_command, output_text, runtime_in, wiz_settings, wiz_settings_with,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -278,12 +278,8 @@ async fn failures_back_off_and_mark_the_integration() {
 // ----- the CLI as a real process ---------------------------------------------
 
 fn cli(db: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(host_bin());
-    cmd.arg("--db")
-        .arg(db)
-        .arg("--plugins")
-        .arg(plugin_wasm())
-        .args(args);
+    let mut cmd = host_command(db);
+    cmd.args(args);
     cmd.env("SIM_SECRET", SECRET)
         .env("SCANNER_HOST_LOG", "debug");
     cmd
@@ -310,14 +306,6 @@ fn connect_args(sim: &Simulator) -> Vec<String> {
     ]
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn a_host_killed_mid_scan_resumes_to_the_same_result() {
     let sim = Simulator::start_background(SimConfig {
@@ -334,7 +322,7 @@ fn a_host_killed_mid_scan_resumes_to_the_same_result() {
     let reference = dir.path().join("reference.db");
     assert!(run(&reference, &args).status.success());
     let out = run(&reference, &["scan", "t"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 
     let db = dir.path().join("killed.db");
     assert!(run(&db, &args).status.success());
@@ -370,7 +358,7 @@ fn a_host_killed_mid_scan_resumes_to_the_same_result() {
     assert!(stored < 12, "killed before the end ({stored} pages)");
 
     let out = run(&db, &["scan", "t", "--format", "json"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["resumed"], true, "{report}");
 
@@ -403,7 +391,7 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
     assert!(!out.status.success());
     let err: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json error");
     assert_eq!(err["error"]["kind"], "authentication-failed", "{err}");
-    assert!(!text(&out).contains("wrong-secret"));
+    assert!(!output_text(&out).contains("wrong-secret"));
 
     // A secret on the command line is refused without echoing it.
     let out = run(
@@ -418,20 +406,20 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
         ],
     );
     assert!(!out.status.success());
-    assert!(!text(&out).contains("hunter2"));
+    assert!(!output_text(&out).contains("hunter2"));
 
     let args = connect_args(&sim);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&db, &args);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     outputs.push(out);
     let out = run(&db, &["scan", "t"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     outputs.push(out);
 
     let json = |args: &[&str]| -> serde_json::Value {
         let out = run(&db, args);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         serde_json::from_slice(&out.stdout).expect("json")
     };
     let all = json(&["findings", "t", "--include-unmapped", "--format", "json"]);
@@ -478,7 +466,7 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
             "ghcr.io/acme/shop",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let shop = json(&[
         "findings",
         "t",
@@ -521,10 +509,14 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
     outputs.push(run(&db, &["test", "t"]));
 
     for out in &outputs {
-        assert!(!text(out).contains(SECRET), "secret printed: {}", text(out));
+        assert!(
+            !output_text(out).contains(SECRET),
+            "secret printed: {}",
+            output_text(out)
+        );
     }
     let out = run(&db, &["disconnect", "t", "--yes"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
         json(&[
             "findings",

@@ -6,8 +6,9 @@
 use scanner_host::engine::{Engine, EngineConfig};
 use scanner_host::runtime::Runtime;
 use scanner_host::store::Store;
-use scanner_tests::{SimProcess, expected_open, host_bin, open_ids, plugin_wasm, wiz_settings};
-use std::process::Command;
+use scanner_tests::{
+    SimProcess, expected_open, host_command, open_ids, output_text, plugin_wasm, wiz_settings,
+};
 use std::sync::Arc;
 use wiz_sim::{SimConfig, Simulator};
 
@@ -114,11 +115,7 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
     );
     let db = dir.path().join("host.db");
     let connect = |extra: &[&str]| {
-        Command::new(host_bin())
-            .arg("--db")
-            .arg(&db)
-            .arg("--plugins")
-            .arg(plugin_wasm())
+        host_command(&db)
             .args(extra)
             .args(["connect", "t", "--plugin", "wiz", "--set"])
             .arg(format!("api-endpoint={}", sim.api_endpoint))
@@ -130,13 +127,7 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
             .output()
             .expect("run scanner-host")
     };
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
+    let text = output_text;
     let untrusted = connect(&[]);
     assert!(!untrusted.status.success(), "{}", text(&untrusted));
     let bogus = dir.path().join("bogus.pem");
