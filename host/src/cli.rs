@@ -7,13 +7,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_host::contract::{FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings};
-use scanner_host::engine::{Engine, EngineConfig};
+use scanner_host::engine::{Engine, EngineConfig, escape_untrusted};
 use scanner_host::export::{ExportPolicy, ExportRequest};
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
 use scanner_host::store::{FindingQuery, FindingRow, StatusFilter, Store};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,8 +33,34 @@ struct Cli {
     /// Output format for data.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
+    /// Colour in log lines on stderr: `auto` colours a terminal only, and
+    /// not when `NO_COLOR` is set.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto, global = true)]
+    color: ColorArg,
+    /// Log lines as text or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More log lines on stderr (`-v` info, `-vv` debug, `-vvv` trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where the host keeps its data and finds its plugins: what every
@@ -97,6 +124,10 @@ enum Command {
         /// (stdin); never the secret itself.
         #[arg(long = "secret", value_parser = parse_pair)]
         secret: Vec<(String, String)>,
+        /// Run the tenant with the component now loaded under the plugin's
+        /// name, although it is not the one the tenant was connected with.
+        #[arg(long)]
+        accept_plugin_update: bool,
     },
     /// Test a tenant's saved connection.
     Test {
@@ -144,16 +175,17 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Run the scheduler until SIGINT or SIGTERM.
+    /// Run the scheduler until SIGINT or SIGTERM (a second signal exits
+    /// at once; scans resume from their last stored page).
     Serve {
-        /// Hours between scans of an integration.
-        #[arg(long, default_value_t = 6.0)]
+        /// Hours between scans of an integration (up to a year).
+        #[arg(long, default_value_t = 6.0, value_parser = parse_interval_hours)]
         interval_hours: f64,
-        /// Seconds between connecting and the first scan.
-        #[arg(long, default_value_t = 30)]
+        /// Seconds between connecting and the first scan (up to a day).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         first_delay_secs: u64,
         /// Scans running at once.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = parse_concurrency)]
         concurrency: usize,
     },
     /// Start the Wiz simulator in-process, connect a demo tenant, scan, and
@@ -259,6 +291,27 @@ enum KindArg {
     Other,
 }
 
+/// Hours between scans: positive, finite, at most a year (a larger value
+/// would overflow the schedule's clock arithmetic).
+fn parse_interval_hours(s: &str) -> Result<f64, String> {
+    let hours: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of hours"))?;
+    if !(hours.is_finite() && hours > 0.0 && hours <= 24.0 * 366.0) {
+        return Err(format!(
+            "{s} hours is out of range: give more than 0 and at most 8784 (a year)"
+        ));
+    }
+    Ok(hours)
+}
+
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of scans from 1 to 1024")),
+    }
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -269,7 +322,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(&cli);
     let format = cli.format;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -277,44 +330,138 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): nothing to say.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let kind = err
                 .downcast_ref::<RuntimeError>()
                 .map(RuntimeError::kind)
+                .or_else(|| err.downcast_ref::<UsageError>().map(|_| "usage"))
                 .unwrap_or("host");
             report_error(format, kind, &err)
         }
     }
 }
 
-fn init_tracing() {
+/// Input the command line refuses after parsing (exit code 2, as clap's
+/// own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || e.downcast_ref::<csv::Error>().is_some_and(|c| {
+                matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
+}
+
+/// The process exit code of an error kind; the README's CLI section lists
+/// them.
+fn exit_code(kind: &str) -> u8 {
+    match kind {
+        "usage" | "invalid-input" | "invalid-config" => 2,
+        "authentication-failed" => 3,
+        "endpoint-error" | "transient" | "rate-limited" => 4,
+        "not-found" => 5,
+        "busy" => 6,
+        "plugin-changed" => 7,
+        "interrupted" => 130,
+        _ => 1,
+    }
+}
+
+fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
     let filter =
-        EnvFilter::try_from_env("SCANNER_HOST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        EnvFilter::try_from_env("SCANNER_HOST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = match cli.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+    };
+}
+
+/// `s` made safe for a terminal: control characters and text-reordering
+/// characters become visible escapes (plugin-provided text can carry escape
+/// sequences, carriage returns, forged newlines).
+fn term(s: &str) -> Cow<'_, str> {
+    escape_untrusted(s)
+}
+
+/// A CSV cell a spreadsheet will not run as a formula: a cell starting with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, as
+/// OWASP recommends against CSV injection.
+fn csv_cell(s: &str) -> Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Writes a line to stdout; a closed pipe comes back as an error that
+/// ends the command quietly.
+macro_rules! outln {
+    () => { writeln!(std::io::stdout().lock())? };
+    ($($arg:tt)*) => { writeln!(std::io::stdout().lock(), $($arg)*)? };
 }
 
 fn report_error(format: Format, kind: &str, err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
+    let message = format!("{err:#}");
+    eprintln!("error: {}", term(&message));
     if format == Format::Json {
-        let body = serde_json::json!({"error": {"kind": kind, "message": format!("{err:#}")}});
-        println!("{body}");
+        let body = serde_json::json!({"error": {"kind": kind, "message": message}});
+        let _ = writeln!(std::io::stdout().lock(), "{body}");
     }
-    ExitCode::FAILURE
+    ExitCode::from(exit_code(kind))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // CSV is for tables; a command that prints a summary would ignore it.
+    let tabular = matches!(
+        cli.command,
+        Command::Plugins
+            | Command::Status
+            | Command::Findings { .. }
+            | Command::Repos {
+                command: ReposCommand::List
+            }
+    );
+    if cli.format == Format::Csv && !tabular {
+        return Err(UsageError(
+            "--format csv is for commands that list rows (plugins, status, findings, repos list); use table or json here".into(),
+        )
+        .into());
+    }
     match cli.command {
         Command::Repos { command } => {
-            let store = open_store(&cli.global.db)?;
+            let store = open_store(&cli.global.db, command_writes_repos(&command))?;
             repos(&store, command, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let store = open_store(&cli.global.db)?;
+            let store = open_store(&cli.global.db, false)?;
             status(&store, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -326,7 +473,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             include_unmapped,
             limit,
         } => {
-            let store = open_store(&cli.global.db)?;
+            let store = open_store(&cli.global.db, false)?;
+            if let Some(t) = &tenant
+                && store.integration(t)?.is_none()
+            {
+                return Err(RuntimeError::UnknownTenant(t.clone()).into());
+            }
             let query = FindingQuery {
                 tenant,
                 status: match status {
@@ -348,8 +500,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Disconnect { tenant, yes } => {
-            let store = open_store(&cli.global.db)?;
-            if !yes && !confirm(&format!("Delete tenant `{tenant}` and all its findings?"))? {
+            let store = open_store(&cli.global.db, false)?;
+            if !yes
+                && !confirm(&format!(
+                    "Delete tenant `{}` and all its findings?",
+                    term(&tenant)
+                ))?
+            {
                 bail!("not confirmed (pass --yes to skip the question)");
             }
             if !store.delete_integration(&tenant)? {
@@ -359,7 +516,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins => {
-            let runtime = build_runtime(&cli.global)?;
+            let runtime = build_runtime(&cli.global, false)?;
             let infos: Vec<&PluginInfo> = runtime.plugins().collect();
             print_plugins(&infos, cli.format)?;
             Ok(ExitCode::SUCCESS)
@@ -369,13 +526,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plugin,
             set,
             secret,
+            accept_plugin_update,
         } => {
-            let runtime = build_runtime(&cli.global)?;
+            scanner_host::runtime::check_tenant_name(&tenant)?;
+            let runtime = build_runtime(&cli.global, true)?;
+            // A name claimed twice is refused here, before any settings
+            // are read.
             let info = runtime
                 .plugins()
                 .find(|p| p.name == plugin)
                 .cloned()
-                .ok_or_else(|| RuntimeError::UnknownPlugin(plugin.clone()))?;
+                .ok_or_else(|| match runtime.plugin_conflicts().get(&plugin) {
+                    Some(files) => RuntimeError::PluginConflict {
+                        name: plugin.clone(),
+                        files: files.clone(),
+                    },
+                    None => RuntimeError::UnknownPlugin(plugin.clone()),
+                })?;
             let existing = runtime
                 .store()
                 .integration(&tenant)?
@@ -383,31 +550,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|i| i.settings)
                 .unwrap_or_default();
             let settings = build_settings(&info, existing, &set, &secret)?;
-            let connection = runtime.connect(&tenant, &plugin, &settings).await?;
+            let connection = runtime
+                .connect_with(&tenant, &plugin, &settings, accept_plugin_update)
+                .await?;
             print_json_or(cli.format, &connection, || {
-                println!("connected `{tenant}` to {plugin}: {}", connection.summary);
+                outln!(
+                    "connected `{tenant}` to {plugin}: {}",
+                    term(&connection.summary)
+                );
+                Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { tenant, export } => {
-            let runtime = build_runtime(&cli.global)?;
+            let runtime = build_runtime(&cli.global, true)?;
             let connection = if export {
                 runtime.test_export(&tenant).await?
             } else {
                 runtime.test(&tenant).await?
             };
             print_json_or(cli.format, &connection, || {
-                println!("ok: {} ({})", connection.summary, connection.endpoint);
+                outln!(
+                    "ok: {} ({})",
+                    term(&connection.summary),
+                    term(&connection.endpoint)
+                );
+                Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(args) => {
-            let runtime = build_runtime(&cli.global)?;
+            let runtime = build_runtime(&cli.global, true)?;
             export(&runtime, args, cli.format).await
         }
         Command::Scan { tenant } => {
-            let runtime = build_runtime(&cli.global)?;
-            let report = scan_with_progress(&runtime, &tenant).await?;
+            let runtime = Arc::new(build_runtime(&cli.global, true)?);
+            // Ctrl-C or SIGTERM stops the scan at a page boundary and
+            // records it as interrupted; a second one exits at once.
+            let stopper = {
+                let runtime = runtime.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    eprintln!("interrupted: stopping after the current page (again to quit now)");
+                    runtime.request_shutdown();
+                    shutdown_signal().await;
+                    std::process::exit(130);
+                })
+            };
+            let report = scan_with_progress(&runtime, &tenant).await;
+            stopper.abort();
+            let report = report?;
             print_json_or(cli.format, &report, || print_report(&report))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -416,19 +608,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             first_delay_secs,
             concurrency,
         } => {
-            if !(interval_hours.is_finite() && interval_hours > 0.0) {
-                bail!("--interval-hours must be a positive number, got {interval_hours}");
-            }
-            let runtime = Arc::new(build_runtime(&cli.global)?);
+            let interval = Duration::from_secs_f64(interval_hours * 3600.0);
+            let runtime = Arc::new(build_runtime(&cli.global, true)?.with_scan_interval(interval));
             let config = SchedulerConfig {
-                interval: Duration::from_secs_f64(interval_hours * 3600.0),
+                interval,
                 first_delay: Duration::from_secs(first_delay_secs),
                 concurrency,
                 ..SchedulerConfig::default()
             };
             let scheduler = Scheduler::new(runtime, config);
-            eprintln!("serving; SIGINT or SIGTERM stops after the current pages");
-            scheduler.run(shutdown_signal()).await;
+            eprintln!(
+                "serving; SIGINT or SIGTERM stops after the current pages, a second one at once"
+            );
+            scheduler
+                .run(async {
+                    shutdown_signal().await;
+                    eprintln!("stopping: scans end at their current page (again to quit now)");
+                    // The first signal starts a graceful stop; the second
+                    // ends the process: every stored page is safe, and
+                    // scans resume from their checkpoints.
+                    tokio::spawn(async {
+                        shutdown_signal().await;
+                        std::process::exit(130);
+                    });
+                })
+                .await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { findings, seed } => {
@@ -436,6 +640,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether a `repos` command writes to the database.
+fn command_writes_repos(command: &ReposCommand) -> bool {
+    !matches!(command, ReposCommand::List)
 }
 
 /// `org/repo` from a repository URL.
@@ -494,7 +703,7 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
         }
     };
     print_json_or(format, &report, || {
-        println!(
+        outln!(
             "exported {} of {} finding(s) from {} ({} below the minimum severity, {} suppressed in the files)",
             report.sent,
             report.findings_in,
@@ -502,25 +711,69 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
             report.filtered,
             read.skipped
         );
-        println!(
+        outln!(
             "the platform handled {} (activity {})",
-            report.handled, report.activity_id
+            report.handled,
+            report.activity_id
         );
         if !report.to_be_fixed.is_empty() {
-            println!(
+            outln!(
                 "{} finding(s) exported before and absent now will be marked fixed:",
                 report.to_be_fixed.len()
             );
             for f in &report.to_be_fixed {
-                println!("  {}  {}  {}", f.id, f.file_path, f.title);
+                outln!(
+                    "  {}  {}  {}",
+                    term(&f.id),
+                    term(&f.file_path),
+                    term(&f.title)
+                );
             }
         }
+        Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_store(db: &Path) -> anyhow::Result<Store> {
-    Store::open(db).with_context(|| format!("opening database {}", db.display()))
+/// Opens the database. Commands that only read need it to exist (a
+/// mistyped `--db` must not create an empty database and report nothing),
+/// and can read a database they may not write.
+fn open_store(db: &Path, writes: bool) -> anyhow::Result<Store> {
+    if !writes && !db.exists() {
+        return Err(UsageError(format!(
+            "no database at {} (check --db or SCANNER_HOST_DB; `connect` creates one)",
+            db.display()
+        ))
+        .into());
+    }
+    if writes
+        && let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(UsageError(format!(
+            "the folder of --db {} does not exist; create it first",
+            db.display()
+        ))
+        .into());
+    }
+    match Store::open(db) {
+        Ok(store) => Ok(store),
+        Err(e) if !writes && read_only(db) => Store::open_read_only(db)
+            .with_context(|| format!("opening database {} read-only (after: {e})", db.display())),
+        Err(e) => Err(e).with_context(|| format!("opening database {}", db.display())),
+    }
+}
+
+/// Whether this process may not write `db` (or its folder, where SQLite
+/// keeps its journal).
+fn read_only(db: &Path) -> bool {
+    let writable = |p: &Path| std::fs::OpenOptions::new().append(true).open(p).is_ok();
+    !writable(db)
+        || db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .and_then(|p| p.metadata().ok())
+            .is_some_and(|m| m.permissions().readonly())
 }
 
 /// Every `.wasm` file named directly or found in a named directory.
@@ -539,19 +792,30 @@ fn plugin_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         } else if path.is_file() {
             files.push(path.clone());
         } else {
-            bail!("plugin path {} does not exist", path.display());
+            return Err(
+                UsageError(format!("plugin path {} does not exist", path.display())).into(),
+            );
         }
     }
     if files.is_empty() {
-        bail!(
-            "no plugins: pass --plugins DIR_OR_FILE (or set SCANNER_HOST_PLUGINS); `bash scripts/demo.sh` builds the Wiz plugin into ./plugins"
-        );
+        return Err(UsageError(
+            "no plugins: pass --plugins DIR_OR_FILE (or set SCANNER_HOST_PLUGINS); `bash scripts/demo.sh` builds the Wiz plugin into ./plugins".into(),
+        )
+        .into());
     }
     Ok(files)
 }
 
-fn build_runtime(global: &Global) -> anyhow::Result<Runtime> {
-    let store = Arc::new(open_store(&global.db)?);
+/// The runtime over the database and every plugin that loads. A component
+/// that does not load is named and skipped (the others still serve), and
+/// two components claiming one name are named and neither is used.
+fn build_runtime(global: &Global, writes: bool) -> anyhow::Result<Runtime> {
+    let store = if !writes && !global.db.exists() {
+        // Nothing stored yet: listing plugins needs no database file.
+        Store::open_in_memory()?
+    } else {
+        open_store(&global.db, writes)?
+    };
     let engine = Engine::new(EngineConfig {
         cache_dir: global.cache_dir.clone(),
         extra_root_certificates: read_certificates(&global.ca_certs)?,
@@ -559,12 +823,24 @@ fn build_runtime(global: &Global) -> anyhow::Result<Runtime> {
     })?;
     let mut loaded = Vec::new();
     for file in plugin_files(&global.plugins)? {
-        let plugin = engine
-            .load_plugin(&file)
-            .with_context(|| format!("loading plugin {}", file.display()))?;
-        loaded.push(plugin);
+        match engine.load_plugin(&file) {
+            Ok(plugin) => loaded.push(plugin),
+            Err(e) => eprintln!(
+                "warning: skipping plugin {}: {}",
+                term(&file.display().to_string()),
+                term(&e.to_string())
+            ),
+        }
     }
-    Ok(Runtime::new(engine, loaded, store))
+    let runtime = Runtime::new(engine, loaded, Arc::new(store));
+    for (name, files) in runtime.plugin_conflicts() {
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        eprintln!(
+            "warning: plugins {} all call themselves `{name}`; none of them is used until one is removed",
+            term(&files.join(" and "))
+        );
+    }
+    Ok(runtime)
 }
 
 /// The DER certificates of PEM files; a file without one is an error.
@@ -687,14 +963,33 @@ async fn shutdown_signal() {
     }
 }
 
-struct Bar(ProgressBar);
+/// A scan's progress on stderr: a bar on a terminal; elsewhere only the
+/// waits, one line each, so a log shows why a scan took its time.
+struct Bar {
+    bar: ProgressBar,
+    tenant: String,
+}
 
 impl Progress for Bar {
     fn page(&self, records: u64, total: Option<u64>) {
         if let Some(total) = total {
-            self.0.set_length(total.max(records));
+            self.bar.set_length(total.max(records));
         }
-        self.0.set_position(records);
+        self.bar.set_position(records);
+        self.bar.set_message(format!("scanning {}", self.tenant));
+    }
+
+    fn waiting(&self, wait: Duration, why: &str) {
+        let line = format!(
+            "waiting {:.1}s before retrying: {}",
+            wait.as_secs_f64(),
+            term(why)
+        );
+        if self.bar.is_hidden() {
+            eprintln!("{} {line}", self.tenant);
+        } else {
+            self.bar.set_message(format!("{}: {line}", self.tenant));
+        }
     }
 }
 
@@ -708,18 +1003,23 @@ async fn scan_with_progress(runtime: &Runtime, tenant: &str) -> anyhow::Result<S
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_message(format!("scanning {tenant}"));
+        // Redrawn while the scan waits on the network, not only per page.
+        bar.enable_steady_tick(Duration::from_millis(200));
         bar
     } else {
         ProgressBar::hidden()
     };
-    let progress = Bar(bar);
+    let progress = Bar {
+        bar,
+        tenant: tenant.to_string(),
+    };
     let result = runtime.scan(tenant, &progress).await;
-    progress.0.finish_and_clear();
+    progress.bar.finish_and_clear();
     Ok(result?)
 }
 
-fn print_report(report: &ScanReport) {
-    println!(
+fn print_report(report: &ScanReport) -> anyhow::Result<()> {
+    outln!(
         "scanned `{}`{}: {} new, {} updated, {} reopened, {} resolved, {} skipped ({} pages, {} retries)",
         report.tenant,
         if report.resumed { " (resumed)" } else { "" },
@@ -731,22 +1031,28 @@ fn print_report(report: &ScanReport) {
         report.pages,
         report.retries
     );
+    Ok(())
 }
 
 fn print_json_or<T: Serialize>(
     format: Format,
     value: &T,
-    text: impl FnOnce(),
+    text: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
     } else {
-        text();
+        text()
     }
-    Ok(())
 }
 
-/// Print rows as an aligned table, JSON array, or CSV.
+/// Widest a table cell is shown; longer ones end in `…`.
+const MAX_CELL: usize = 60;
+
+/// Print rows as an aligned table, JSON array, or CSV. Table cells are
+/// made safe for a terminal and cut with an ellipsis, never silently; CSV
+/// cells are neutralised against formula injection; JSON is exact.
 fn print_rows(
     format: Format,
     headers: &[&str],
@@ -760,24 +1066,35 @@ fn print_rows(
             let mut w = csv::Writer::from_writer(out);
             w.write_record(headers)?;
             for row in rows {
-                w.write_record(row)?;
+                w.write_record(row.iter().map(|c| csv_cell(c).into_owned()))?;
             }
             w.flush()?;
         }
         Format::Table => {
+            let cell = |c: &str| -> String {
+                let safe = term(c);
+                if safe.chars().count() <= MAX_CELL {
+                    safe.into_owned()
+                } else {
+                    let mut cut: String = safe.chars().take(MAX_CELL - 1).collect();
+                    cut.push('…');
+                    cut
+                }
+            };
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|row| row.iter().map(|c| cell(c)).collect())
+                .collect();
             let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-            for row in rows {
-                for (w, cell) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(cell.chars().count().min(60));
+            for row in &table {
+                for (w, c) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(c.chars().count());
                 }
             }
             let line = |cells: &mut dyn Iterator<Item = String>| -> String {
                 cells
                     .zip(&widths)
-                    .map(|(c, w)| {
-                        let c: String = c.chars().take(60).collect();
-                        format!("{c:<w$}")
-                    })
+                    .map(|(c, w)| format!("{c:<w$}"))
                     .collect::<Vec<_>>()
                     .join("  ")
                     .trim_end()
@@ -788,8 +1105,8 @@ fn print_rows(
                 "{}",
                 line(&mut headers.iter().map(|h| h.to_uppercase()))
             )?;
-            for row in rows {
-                writeln!(out, "{}", line(&mut row.iter().cloned()))?;
+            for row in table {
+                writeln!(out, "{}", line(&mut row.into_iter()))?;
             }
         }
     }
@@ -869,7 +1186,17 @@ fn print_plugins(infos: &[&PluginInfo], format: Format) -> anyhow::Result<()> {
 }
 
 fn status(store: &Store, format: Format) -> anyhow::Result<()> {
-    let rows = store.integration_statuses()?;
+    let mut rows = store.integration_statuses()?;
+    // A scan recorded running that no live process holds was cut off (its
+    // host was killed): it is interrupted, and the next scan resumes it.
+    let now = time::OffsetDateTime::now_utc();
+    for row in &mut rows {
+        if row.last_outcome.as_deref() == Some("running")
+            && scanner_host::runtime::live_scan_lock(store, &row.tenant, now)?.is_none()
+        {
+            row.last_outcome = Some("interrupted".into());
+        }
+    }
     let headers = [
         "tenant",
         "plugin",
@@ -898,7 +1225,7 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
     let exports = store.exports(None, 20)?;
     if format == Format::Json {
         let body = serde_json::json!({"integrations": rows, "exports": exports});
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        outln!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
     print_rows(format, &headers, &table, || {
@@ -907,7 +1234,7 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
     if exports.is_empty() {
         return Ok(());
     }
-    println!();
+    outln!();
     let headers = [
         "tenant",
         "repository",
@@ -1007,7 +1334,7 @@ async fn demo(cli: &Cli, findings: usize, seed: u64) -> anyhow::Result<()> {
         "Wiz simulator on {} with {findings} findings (seed {seed})",
         sim.base_url()
     );
-    let runtime = build_runtime(&cli.global)?;
+    let runtime = build_runtime(&cli.global, true)?;
     let tenant = "demo";
     let mut settings = Settings::new();
     settings.insert(
@@ -1025,7 +1352,6 @@ async fn demo(cli: &Cli, findings: usize, seed: u64) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let report = scan_with_progress(&runtime, tenant).await?;
     let elapsed = started.elapsed();
-    print_report(&report);
     eprintln!("scan took {:.2}s", elapsed.as_secs_f64());
     let mut rows = runtime.store().findings(&FindingQuery {
         tenant: Some(tenant.into()),
@@ -1033,17 +1359,28 @@ async fn demo(cli: &Cli, findings: usize, seed: u64) -> anyhow::Result<()> {
         include_unmapped: true,
         ..FindingQuery::default()
     })?;
-    let by_kind = |kind: &str| rows.iter().filter(|r| r.kind == kind).count();
-    println!(
-        "open findings: {} ({} code-dependency, {} container-image)",
+    let count = |kind: &str| rows.iter().filter(|r| r.kind == kind).count();
+    let (open, code, images) = (
         rows.len(),
-        by_kind("code-dependency"),
-        by_kind("container-image")
+        count("code-dependency"),
+        count("container-image"),
     );
     rows.sort_by_key(|r| std::cmp::Reverse(severity_rank(&r.severity)));
     rows.truncate(10);
-    println!("top findings:");
-    print_findings(&rows, cli.format)?;
+    if cli.format == Format::Json {
+        // One JSON document on stdout, nothing before it.
+        let body = serde_json::json!({
+            "scan": report,
+            "open_findings": {"total": open, "code-dependency": code, "container-image": images},
+            "top_findings": rows,
+        });
+        outln!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print_report(&report)?;
+        outln!("open findings: {open} ({code} code-dependency, {images} container-image)");
+        outln!("top findings:");
+        print_findings(&rows, cli.format)?;
+    }
     sim.shutdown();
     Ok(())
 }

@@ -315,7 +315,7 @@ impl Runtime {
             match sink.export(batch).await? {
                 Ok(receipt) => return Ok(receipt),
                 Err(e) => match e.retry_hint() {
-                    Some(after) if retries < self.retry().max_retries_per_scan => {
+                    Some(after) if retries < self.retry().max_retries_per_page => {
                         let wait = self.retry().delay(retries, after);
                         tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "retrying export");
                         retries += 1;
@@ -355,7 +355,7 @@ impl Runtime {
                 }
                 Ok(ExportState::Pending | ExportState::InProgress) => {}
                 Err(e)
-                    if e.retry_hint().is_some() && retries < self.retry().max_retries_per_scan =>
+                    if e.retry_hint().is_some() && retries < self.retry().max_retries_per_page =>
                 {
                     retries += 1;
                     tracing::warn!(error = %e, "retrying export status");

@@ -6,9 +6,12 @@
 //! when an integration needs an operator's attention.
 
 use crate::contract::{ConnectionInfo, PageRequest, PluginError, PluginInfo, Settings};
-use crate::engine::{EgressPolicy, Engine, EngineError, Plugin, SourceInstance, TenantSandbox};
-use crate::store::{Store, StoreError};
+use crate::engine::{
+    EgressPolicy, Engine, EngineError, Plugin, SourceInstance, TenantSandbox, escape_untrusted,
+};
+use crate::store::{PageCounts, Store, StoreError, TenantLock};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -33,8 +36,14 @@ impl Clock for SystemClock {
 /// How a scan retries rate-limited and transient failures.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Retries allowed in one scan, across all its pages.
-    pub max_retries_per_scan: u32,
+    /// Retries allowed for one page; a page that succeeds gives the next
+    /// one a fresh budget, so a long scan is not failed by a few 429s
+    /// spread over it.
+    pub max_retries_per_page: u32,
+    /// All the retry waits of one scan together stop at this: a service
+    /// that keeps failing fails the scan (which the next scan resumes)
+    /// rather than holding its slot for hours.
+    pub max_wait_per_scan: Duration,
     /// First backoff when the service gave no `Retry-After`.
     pub base_delay: Duration,
     /// No single wait is longer than this, whatever the service asked.
@@ -44,9 +53,97 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_retries_per_scan: 8,
+            max_retries_per_page: 8,
+            max_wait_per_scan: Duration::from_secs(15 * 60),
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How large a scan, and a tenant's stored findings, may grow: a plugin
+/// that returns findings for ever must not fill the host's disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanCaps {
+    /// Findings one scan may store.
+    pub max_findings_per_scan: u64,
+    /// Findings a tenant may have stored, open and resolved.
+    pub max_findings_per_tenant: u64,
+    /// Records (findings, skipped and rejected) one page may hold.
+    pub max_records_per_page: u64,
+}
+
+impl Default for ScanCaps {
+    fn default() -> Self {
+        Self {
+            // Fifty times the largest Wiz tenants seen; a plugin that goes
+            // past it is broken or hostile.
+            max_findings_per_scan: 5_000_000,
+            max_findings_per_tenant: 5_000_000,
+            // Wiz pages hold 500; twenty times that leaves room for other
+            // scanners' larger pages.
+            max_records_per_page: 10_000,
+        }
+    }
+}
+
+/// How this process names itself in a tenant's scan lock.
+#[derive(Debug, Clone)]
+struct LockHolder {
+    /// Host name, pid and start time: unique among processes.
+    id: String,
+    host: String,
+    pid: u32,
+}
+
+impl LockHolder {
+    fn of_this_process() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let pid = std::process::id();
+        let started = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Self {
+            id: format!("{host}:{pid}:{started}"),
+            host,
+            pid,
+        }
+    }
+
+    /// Whether `lock`'s holder is a process of this host that no longer
+    /// runs. Locks of other hosts lapse by time only.
+    fn is_gone(&self, lock: &TenantLock) -> bool {
+        lock.host == self.host
+            && lock.pid != self.pid
+            && std::path::Path::new("/proc/self").exists()
+            && !std::path::Path::new(&format!("/proc/{}", lock.pid)).exists()
+    }
+}
+
+/// How long a scan lock lasts without renewal, and how often a scan
+/// renews it.
+const LOCK_TTL: Duration = Duration::from_secs(60);
+const LOCK_RENEWAL: Duration = Duration::from_secs(10);
+
+/// A stop request: a flag scans read at page boundaries, and a
+/// notification that wakes their retry waits.
+#[derive(Default)]
+struct ShutdownSignal {
+    requested: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl ShutdownSignal {
+    async fn requested(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.requested.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -79,8 +176,58 @@ pub enum RuntimeError {
     #[error("tenant `{0}` is not connected")]
     UnknownTenant(String),
     /// The plugin answered with an error.
-    #[error("{0}")]
+    #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// Two components in the plugin folder call themselves by one name;
+    /// neither is used until the operator removes one.
+    #[error("two plugins call themselves `{name}`: {}; remove one, nothing runs as `{name}` until then", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" and "))]
+    PluginConflict {
+        /// The name.
+        name: String,
+        /// The component files claiming it.
+        files: Vec<PathBuf>,
+    },
+    /// The component loaded under the integration's plugin name is not the
+    /// one it was connected with.
+    #[error(
+        "plugin `{plugin}` ({path}) is not the component tenant `{tenant}` was connected with; it gets no settings or secrets until an operator accepts it: `scanner-host connect {tenant} --plugin {plugin} --accept-plugin-update`"
+    )]
+    PluginChanged {
+        /// The tenant.
+        tenant: String,
+        /// The plugin name.
+        plugin: String,
+        /// The component file now loaded under that name.
+        path: String,
+    },
+    /// A tenant name the host refuses.
+    #[error("invalid tenant name `{name}`: {reason}")]
+    InvalidTenant {
+        /// The name, made safe to print.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Another process is scanning the tenant.
+    #[error(
+        "tenant `{tenant}` is being scanned by process {} on {} since {}; try again when it ends",
+        holder.pid, holder.host, holder.acquired_at
+    )]
+    Locked {
+        /// The tenant.
+        tenant: String,
+        /// Who holds its lock (boxed: the error stays small on every
+        /// `Result` path).
+        holder: Box<TenantLock>,
+    },
+    /// A scan or a tenant reached a cap on stored findings.
+    #[error("{what} reached its cap of {limit}; nothing more was stored")]
+    CapReached {
+        /// Which cap, in words.
+        what: String,
+        /// The cap.
+        limit: u64,
+    },
     /// The engine failed: a trap, a limit, a broken plugin.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -98,11 +245,14 @@ pub enum RuntimeError {
     /// A scan for this tenant is already running in this process.
     #[error("a scan for tenant `{0}` is already running")]
     ScanInProgress(String),
-    /// The scan was stopped by shutdown after checkpointing.
-    #[error("scan of `{0}` stopped by shutdown; it resumes from its checkpoint")]
+    /// The scan was stopped by shutdown or an interrupt after its last
+    /// stored page.
+    #[error(
+        "scan of `{0}` was interrupted; its stored pages are kept and `scanner-host scan {0}` resumes it"
+    )]
     Interrupted(String),
     /// Retries ran out.
-    #[error("scan gave up after {retries} retries: {last}")]
+    #[error("scan gave up after {retries} retries; the next scan resumes it: {last}")]
     RetriesExhausted {
         /// Retries made.
         retries: u32,
@@ -129,6 +279,11 @@ impl RuntimeError {
         match self {
             Self::Plugin(e) | Self::RetriesExhausted { last: e, .. } => e.kind(),
             Self::UnknownPlugin(_) | Self::UnknownTenant(_) => "not-found",
+            Self::PluginConflict { .. } | Self::PluginChanged { .. } => "plugin-changed",
+            Self::InvalidTenant { .. } => "invalid-input",
+            Self::Locked { .. } => "busy",
+            Self::CapReached { .. } => "cap-reached",
+            Self::Engine(EngineError::Cancelled { .. }) => "interrupted",
             Self::Engine(_) => "engine",
             Self::Internal(_) => "internal",
             Self::Store(_) => "store",
@@ -143,10 +298,62 @@ impl RuntimeError {
     pub fn needs_attention(&self) -> bool {
         match self {
             Self::Plugin(e) | Self::RetriesExhausted { last: e, .. } => e.needs_attention(),
-            Self::BadEgress { .. } => true,
+            Self::BadEgress { .. } | Self::PluginChanged { .. } | Self::PluginConflict { .. } => {
+                true
+            }
             _ => false,
         }
     }
+
+    /// Whether the next scan should resume from this scan's last stored
+    /// page: the failure was passing (rate limits, outages), not a fault of
+    /// the configuration or the plugin.
+    pub fn resumable(&self) -> bool {
+        match self {
+            Self::RetriesExhausted { .. } | Self::Interrupted(_) => true,
+            Self::Plugin(e) => e.retry_hint().is_some(),
+            Self::Engine(EngineError::Cancelled { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The tenant's scan lock when a live process holds it: unexpired, and not
+/// held by a process of this host that is gone.
+pub fn live_scan_lock(
+    store: &Store,
+    tenant: &str,
+    now: OffsetDateTime,
+) -> Result<Option<TenantLock>, StoreError> {
+    let me = LockHolder::of_this_process();
+    Ok(store
+        .tenant_lock(tenant)?
+        .filter(|l| l.expires_at > crate::store::timestamp(now) && !me.is_gone(l)))
+}
+
+/// Refuses tenant names that would be ambiguous in a path, a URL, a log
+/// line or a terminal.
+pub fn check_tenant_name(name: &str) -> Result<(), RuntimeError> {
+    let invalid = |reason| RuntimeError::InvalidTenant {
+        name: escape_untrusted(name).into_owned(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.len() > 64 {
+        return Err(invalid("it is longer than 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err(invalid(
+            "use ASCII letters, digits, `-`, `_` and `.`, starting with a letter or digit",
+        ));
+    }
+    Ok(())
 }
 
 /// What a scan did.
@@ -191,18 +398,23 @@ pub struct ScanTimings {
 
 /// A page whose store runs while the next page is fetched.
 struct StoringPage {
-    /// The blocking store call; its time on success.
-    task: tokio::task::JoinHandle<Result<Duration, StoreError>>,
+    /// The blocking store call; its time and counts on success.
+    task: tokio::task::JoinHandle<Result<(Duration, PageCounts), StoreError>>,
     /// Records seen up to and including this page.
     seen: u64,
     /// The plugin's total, when it knows it.
     total: Option<u64>,
 }
 
-/// A scan's paging so far: its report and the page being stored.
+/// A scan's paging so far: its report, the page being stored, and what
+/// the caps count.
 struct Paging {
     report: ScanReport,
     storing: Option<StoringPage>,
+    /// Findings this scan stored, earlier runs of it included.
+    findings: u64,
+    /// New findings stored by this run (settled pages).
+    new: u64,
 }
 
 impl Paging {
@@ -214,10 +426,11 @@ impl Paging {
         let waited = std::time::Instant::now();
         let stored = page.task.await;
         self.report.timings.store_wait += waited.elapsed();
-        let busy =
+        let (busy, counts) =
             stored.map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
         self.report.timings.store += busy;
         self.report.pages += 1;
+        self.new += counts.new;
         progress.page(page.seen, page.total);
         Ok(())
     }
@@ -228,6 +441,10 @@ pub trait Progress: Send + Sync {
     /// Called after every stored page with records seen so far and the
     /// plugin's total when it knows it.
     fn page(&self, records_so_far: u64, total: Option<u64>);
+
+    /// Called before the scan waits to retry: how long, and why (the
+    /// plugin's error, made safe to print).
+    fn waiting(&self, _wait: Duration, _why: &str) {}
 }
 
 impl Progress for () {
@@ -238,40 +455,71 @@ impl Progress for () {
 pub struct Runtime {
     engine: Engine,
     plugins: BTreeMap<String, Plugin>,
+    /// Names claimed by more than one component: none of them runs.
+    conflicts: BTreeMap<String, Vec<PathBuf>>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
+    caps: ScanCaps,
+    plugin_caps: BTreeMap<String, ScanCaps>,
     running: std::sync::Mutex<std::collections::HashSet<String>>,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Arc<ShutdownSignal>,
     first_scan_delay: Duration,
+    scan_interval: Duration,
     pub(crate) export_polling: crate::export::ExportPolling,
     max_empty_pages: u32,
+    holder: LockHolder,
 }
 
 impl Runtime {
-    /// A runtime over an engine, loaded plugins and a store.
+    /// A runtime over an engine, loaded plugins and a store. Two plugins
+    /// that call themselves by one name are both set aside (see
+    /// [`Runtime::plugin_conflicts`]): whichever came last must not
+    /// silently receive the other's tenants and secrets.
     pub fn new(engine: Engine, plugins: Vec<Plugin>, store: Arc<Store>) -> Self {
-        let plugins = plugins
-            .into_iter()
-            .map(|p| (p.info().name.clone(), p))
-            .collect();
+        let mut by_name: BTreeMap<String, Vec<Plugin>> = BTreeMap::new();
+        for p in plugins {
+            by_name.entry(p.info().name.clone()).or_default().push(p);
+        }
+        let mut loaded = BTreeMap::new();
+        let mut conflicts = BTreeMap::new();
+        for (name, mut claimants) in by_name {
+            if claimants.len() == 1 {
+                loaded.insert(name, claimants.remove(0));
+            } else {
+                let files = claimants.iter().map(|p| p.path().to_path_buf()).collect();
+                conflicts.insert(name, files);
+            }
+        }
         Self {
             engine,
-            plugins,
+            plugins: loaded,
+            conflicts,
             store,
             clock: Arc::new(SystemClock),
             retry: RetryPolicy::default(),
+            caps: ScanCaps::default(),
+            plugin_caps: BTreeMap::new(),
             running: Default::default(),
-            shutdown: Arc::new(AtomicBool::new(false)),
+            shutdown: Arc::default(),
             first_scan_delay: Duration::from_secs(30),
+            scan_interval: Duration::from_secs(6 * 60 * 60),
             export_polling: crate::export::ExportPolling::default(),
             max_empty_pages: 1000,
+            holder: LockHolder::of_this_process(),
         }
     }
 
     /// How long after connecting the first scan is due (default 30 s).
     pub fn with_first_scan_delay(mut self, delay: Duration) -> Self {
         self.first_scan_delay = delay;
+        self
+    }
+
+    /// The time from one scan's end to the next one's slot (default 6 h):
+    /// a scan run by hand moves the slot as a scheduled one does.
+    pub fn with_scan_interval(mut self, interval: Duration) -> Self {
+        self.scan_interval = interval;
         self
     }
 
@@ -284,6 +532,18 @@ impl Runtime {
     /// Use another retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The caps of every plugin without caps of its own.
+    pub fn with_scan_caps(mut self, caps: ScanCaps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// The caps of one plugin's scans.
+    pub fn with_plugin_scan_caps(mut self, plugin: &str, caps: ScanCaps) -> Self {
+        self.plugin_caps.insert(plugin.to_string(), caps);
         self
     }
 
@@ -325,20 +585,77 @@ impl Runtime {
         self.plugins.values().map(|p| p.info())
     }
 
-    /// Ask running scans to stop after their current page.
+    /// Plugin names claimed by more than one component, with the files.
+    pub fn plugin_conflicts(&self) -> &BTreeMap<String, Vec<PathBuf>> {
+        &self.conflicts
+    }
+
+    /// Ask running scans to stop after their current page; retry waits end
+    /// at once. Calls in flight go on: see [`Runtime::cancel_plugin_calls`].
     pub fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
+        self.shutdown.requested.store(true, Ordering::SeqCst);
+        self.shutdown.notify.notify_waiters();
+    }
+
+    /// Stop plugin calls in flight now (after a shutdown's grace period):
+    /// their scans end as interrupted and resume from their last stored
+    /// page.
+    pub fn cancel_plugin_calls(&self) {
+        self.engine.cancel_calls();
     }
 
     /// Whether shutdown was requested.
     pub fn shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::SeqCst)
+        self.shutdown.requested.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `wait` unless shutdown is requested first.
+    async fn pause(&self, tenant: &str, wait: Duration) -> Result<(), RuntimeError> {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            () = self.shutdown.requested() => Err(RuntimeError::Interrupted(tenant.to_string())),
+        }
     }
 
     pub(crate) fn plugin(&self, name: &str) -> Result<&Plugin, RuntimeError> {
+        if let Some(files) = self.conflicts.get(name) {
+            return Err(RuntimeError::PluginConflict {
+                name: name.to_string(),
+                files: files.clone(),
+            });
+        }
         self.plugins
             .get(name)
             .ok_or_else(|| RuntimeError::UnknownPlugin(name.to_string()))
+    }
+
+    /// The plugin of a saved integration, if it is the component the
+    /// integration was connected with. A different component under the
+    /// same name puts the integration in needs-attention and is given
+    /// nothing. Integrations saved before digests were kept adopt the
+    /// component they meet first.
+    pub(crate) fn integration_plugin(
+        &self,
+        integration: &crate::store::Integration,
+    ) -> Result<&Plugin, RuntimeError> {
+        let plugin = self.plugin(&integration.plugin)?;
+        let tenant = &integration.tenant;
+        match self.store.plugin_digest(tenant)? {
+            Some(digest) if digest == plugin.digest() => Ok(plugin),
+            Some(_) => {
+                let err = RuntimeError::PluginChanged {
+                    tenant: tenant.clone(),
+                    plugin: integration.plugin.clone(),
+                    path: plugin.path().display().to_string(),
+                };
+                self.store.set_needs_attention(tenant, &err.to_string())?;
+                Err(err)
+            }
+            None => {
+                self.store.set_plugin_digest(tenant, plugin.digest())?;
+                Ok(plugin)
+            }
+        }
     }
 
     pub(crate) fn sandbox(&self, tenant: &str, egress: EgressPolicy) -> TenantSandbox {
@@ -352,6 +669,8 @@ impl Runtime {
 
     /// Configure a fresh instance; the plugin's answer is returned as the
     /// inner result so callers can tell config errors from engine errors.
+    /// `configure` itself never has network (the engine sees to it); the
+    /// instance keeps `egress` for the calls after it.
     async fn configured_source(
         &self,
         plugin: &Plugin,
@@ -373,7 +692,39 @@ impl Runtime {
         plugin_name: &str,
         settings: &Settings,
     ) -> Result<ConnectionInfo, RuntimeError> {
+        self.connect_with(tenant, plugin_name, settings, false)
+            .await
+    }
+
+    /// [`Runtime::connect`], and with `accept_plugin_update` the operator's
+    /// consent to run the tenant with the component now loaded under the
+    /// plugin's name, when it differs from the one it was connected with.
+    pub async fn connect_with(
+        &self,
+        tenant: &str,
+        plugin_name: &str,
+        settings: &Settings,
+        accept_plugin_update: bool,
+    ) -> Result<ConnectionInfo, RuntimeError> {
+        check_tenant_name(tenant)?;
         let plugin = self.plugin(plugin_name)?;
+        // Before any instance sees the settings (they may carry the
+        // tenant's stored secret): is this the component it trusted?
+        let same_plugin = self
+            .store
+            .integration(tenant)?
+            .is_some_and(|i| i.plugin == plugin_name);
+        if same_plugin
+            && !accept_plugin_update
+            && let Some(digest) = self.store.plugin_digest(tenant)?
+            && digest != plugin.digest()
+        {
+            return Err(RuntimeError::PluginChanged {
+                tenant: tenant.to_string(),
+                plugin: plugin_name.to_string(),
+                path: plugin.path().display().to_string(),
+            });
+        }
         // `configure` makes no network calls, so it runs with no egress at
         // all; it tells us which origins the configuration needs.
         let (_, egress) = self
@@ -390,6 +741,7 @@ impl Runtime {
         let now = self.clock.now();
         self.store
             .upsert_integration(tenant, plugin_name, settings, &egress, now)?;
+        self.store.set_plugin_digest(tenant, plugin.digest())?;
         self.store.set_connected(tenant)?;
         self.store
             .set_next_scan(tenant, now + self.first_scan_delay)?;
@@ -402,7 +754,7 @@ impl Runtime {
             .store
             .integration(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
-        let plugin = self.plugin(&integration.plugin)?;
+        let plugin = self.integration_plugin(&integration)?;
         let policy = self.policy_of(&integration.plugin, &integration.egress)?;
         let (mut instance, _) = self
             .configured_source(plugin, tenant, policy, &integration.settings)
@@ -422,7 +774,8 @@ impl Runtime {
     }
 
     /// Run one scan of a tenant to completion (or resume an interrupted
-    /// one), storing every page as it arrives.
+    /// one), storing every page as it arrives. The tenant's lock in the
+    /// store keeps any other process from scanning it meanwhile.
     pub async fn scan(
         &self,
         tenant: &str,
@@ -434,12 +787,68 @@ impl Runtime {
                 return Err(RuntimeError::ScanInProgress(tenant.to_string()));
             }
         }
-        let result = self.scan_inner(tenant, progress).await;
+        let result = self.scan_locked(tenant, progress).await;
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(tenant);
         result
+    }
+
+    /// Take the tenant's lock, keep it renewed while scanning, give it back.
+    async fn scan_locked(
+        &self,
+        tenant: &str,
+        progress: &dyn Progress,
+    ) -> Result<ScanReport, RuntimeError> {
+        let now = self.clock.now();
+        let me = &self.holder;
+        let store = self.store.clone();
+        let (t, id, host, pid) = (tenant.to_string(), me.id.clone(), me.host.clone(), me.pid);
+        let holder = me.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            store.acquire_tenant_lock(&t, &id, &host, pid, now, now + LOCK_TTL, |l| {
+                holder.is_gone(l)
+            })
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(format!("lock task failed: {e}")))??;
+        if let Some(holder) = taken {
+            return Err(RuntimeError::Locked {
+                tenant: tenant.to_string(),
+                holder: Box::new(holder),
+            });
+        }
+        let renewal = {
+            let (store, clock) = (self.store.clone(), self.clock.clone());
+            let (tenant, id) = (tenant.to_string(), me.id.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(LOCK_RENEWAL);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let (store, t, id) = (store.clone(), tenant.clone(), id.clone());
+                    let expires = clock.now() + LOCK_TTL;
+                    let renewed = tokio::task::spawn_blocking(move || {
+                        store.renew_tenant_lock(&t, &id, expires)
+                    })
+                    .await;
+                    if !matches!(renewed, Ok(Ok(true))) {
+                        tracing::warn!(tenant, "could not renew the tenant's scan lock");
+                    }
+                }
+            })
+        };
+        let result = self.scan_inner(tenant, progress).await;
+        renewal.abort();
+        if let Err(e) = self.store.release_tenant_lock(tenant, &me.id) {
+            tracing::warn!(tenant, error = %e, "could not release the tenant's scan lock");
+        }
+        result
+    }
+
+    fn caps_of(&self, plugin: &str) -> &ScanCaps {
+        self.plugin_caps.get(plugin).unwrap_or(&self.caps)
     }
 
     async fn scan_inner(
@@ -460,14 +869,8 @@ impl Runtime {
                 ..ScanReport::default()
             })
         } else {
-            self.page_through(
-                tenant,
-                &integration,
-                start.cursor.clone(),
-                scan_id,
-                progress,
-            )
-            .await
+            self.page_through(tenant, &integration, &start, progress)
+                .await
         };
         let now = self.clock.now();
         match outcome {
@@ -480,14 +883,29 @@ impl Runtime {
                 report.resolved = summary.resolved;
                 report.skipped = summary.skipped;
                 self.store.set_connected(tenant)?;
+                self.store
+                    .record_scan_success(tenant, now + self.scan_interval)?;
                 Ok(report)
             }
-            // Leave the scan running in the store: its checkpoint is the
-            // last stored page and the next start resumes it.
-            Err(RuntimeError::Interrupted(t)) => Err(RuntimeError::Interrupted(t)),
+            // Stopped at a page boundary: what was stored is kept and the
+            // next scan resumes from the last stored page.
+            Err(err @ RuntimeError::Interrupted(_))
+            | Err(err @ RuntimeError::Engine(EngineError::Cancelled { .. })) => {
+                self.store.interrupt_scan(scan_id, tenant, now)?;
+                Err(RuntimeError::Interrupted(match err {
+                    RuntimeError::Interrupted(t) => t,
+                    _ => tenant.to_string(),
+                }))
+            }
             Err(err) => {
-                self.store
-                    .fail_scan(scan_id, tenant, err.kind(), &err.to_string(), now)?;
+                self.store.fail_scan(
+                    scan_id,
+                    tenant,
+                    err.kind(),
+                    &err.to_string(),
+                    err.resumable(),
+                    now,
+                )?;
                 if err.needs_attention() {
                     self.store.set_needs_attention(tenant, &err.to_string())?;
                 }
@@ -500,8 +918,7 @@ impl Runtime {
         &self,
         tenant: &str,
         integration: &crate::store::Integration,
-        cursor: Option<String>,
-        scan_id: i64,
+        start: &crate::store::ScanStart,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
         let mut paging = Paging {
@@ -510,9 +927,11 @@ impl Runtime {
                 ..ScanReport::default()
             },
             storing: None,
+            findings: start.findings,
+            new: 0,
         };
         let paged = self
-            .page_loop(tenant, integration, cursor, scan_id, progress, &mut paging)
+            .page_loop(tenant, integration, start, progress, &mut paging)
             .await;
         // Whatever ended the loop, the page being stored lands (or fails)
         // before the scan is completed or failed in the store.
@@ -526,17 +945,27 @@ impl Runtime {
         &self,
         tenant: &str,
         integration: &crate::store::Integration,
-        mut cursor: Option<String>,
-        scan_id: i64,
+        start: &crate::store::ScanStart,
         progress: &dyn Progress,
         paging: &mut Paging,
     ) -> Result<(), RuntimeError> {
-        let plugin = self.plugin(&integration.plugin)?;
+        let plugin = self.integration_plugin(integration)?;
+        let caps = self.caps_of(&integration.plugin).clone();
+        let scan_id = start.scan_id;
+        let mut cursor = start.cursor.clone();
+        let stored_before = {
+            let (store, tenant) = (self.store.clone(), tenant.to_string());
+            tokio::task::spawn_blocking(move || store.finding_count(&tenant))
+                .await
+                .map_err(|e| RuntimeError::Internal(format!("count task failed: {e}")))??
+        };
         let mut instance: Option<SourceInstance> = None;
         let mut seen: u64 = 0;
         let mut map_failures: u64 = 0;
         let mut first_failure: Option<String> = None;
         let mut empty_in_a_row: u32 = 0;
+        let mut page_retries: u32 = 0;
+        let mut waited = Duration::ZERO;
         loop {
             if self.shutting_down() {
                 return Err(RuntimeError::Interrupted(tenant.to_string()));
@@ -567,21 +996,34 @@ impl Runtime {
                     let Some(retry_after) = err.retry_hint() else {
                         return Err(err.into());
                     };
-                    if paging.report.retries >= self.retry.max_retries_per_scan {
+                    let wait = self.retry.delay(page_retries, retry_after);
+                    if page_retries >= self.retry.max_retries_per_page
+                        || waited + wait > self.retry.max_wait_per_scan
+                    {
                         return Err(RuntimeError::RetriesExhausted {
                             retries: paging.report.retries,
                             last: err,
                         });
                     }
-                    let wait = self.retry.delay(paging.report.retries, retry_after);
-                    tracing::warn!(tenant, error = %err, wait_ms = wait.as_millis() as u64, "retrying page");
+                    let why = escape_untrusted(&err.to_string()).into_owned();
+                    tracing::warn!(tenant, error = %why, wait_ms = wait.as_millis() as u64, "retrying page");
+                    progress.waiting(wait, &why);
+                    page_retries += 1;
                     paging.report.retries += 1;
-                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    self.pause(tenant, wait).await?;
                     continue;
                 }
                 // The scan fails; the poisoned instance dies with it.
                 Err(err) => return Err(err.into()),
             };
+            page_retries = 0;
+            if page.records() > caps.max_records_per_page {
+                return Err(RuntimeError::CapReached {
+                    what: format!("a page of plugin `{}`", integration.plugin),
+                    limit: caps.max_records_per_page,
+                });
+            }
             seen += page.records();
             // Distinct cursors and no records, forever: a broken or hostile
             // plugin would keep the scan (and its slot) busy for good.
@@ -617,6 +1059,22 @@ impl Runtime {
             // The previous page must be stored before this one: pages
             // checkpoint the cursor in order.
             paging.settle(progress).await?;
+            let on_page = page.findings.len() as u64;
+            if paging.findings + on_page > caps.max_findings_per_scan {
+                return Err(RuntimeError::CapReached {
+                    what: format!("the scan of tenant `{tenant}`"),
+                    limit: caps.max_findings_per_scan,
+                });
+            }
+            // Every finding of the page could be new: checked before
+            // storing it, so the cap is never passed.
+            if stored_before + paging.new + on_page > caps.max_findings_per_tenant {
+                return Err(RuntimeError::CapReached {
+                    what: format!("the findings of tenant `{tenant}`"),
+                    limit: caps.max_findings_per_tenant,
+                });
+            }
+            paging.findings += on_page;
             let store = self.store.clone();
             let tenant_owned = tenant.to_string();
             let next = page.next_cursor.clone();
@@ -636,7 +1094,7 @@ impl Runtime {
                         next.as_deref(),
                         now,
                     )
-                    .map(|_| started.elapsed())
+                    .map(|counts| (started.elapsed(), counts))
             });
             paging.storing = Some(StoringPage {
                 task,

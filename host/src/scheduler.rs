@@ -35,6 +35,9 @@ pub struct SchedulerConfig {
     pub concurrency: usize,
     /// How often the scheduler looks for due integrations.
     pub poll: Duration,
+    /// On shutdown, how long plugin calls in flight may run on before
+    /// they are stopped (their scans resume from the last stored page).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -45,6 +48,7 @@ impl Default for SchedulerConfig {
             failure_backoff: Duration::from_secs(60),
             concurrency: 8,
             poll: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(3),
         }
     }
 }
@@ -102,7 +106,10 @@ impl Scheduler {
     /// a tenant waiting for a permit does not hold up the others.
     pub fn tick(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
         let now = self.runtime.clock().now();
-        let due = self.runtime.store().due_integrations(now)?;
+        let due = self
+            .runtime
+            .store()
+            .due_integrations(now, self.config.first_delay)?;
         let mut started = Vec::new();
         for tenant in due {
             {
@@ -132,9 +139,21 @@ impl Scheduler {
     }
 
     /// Run until `shutdown` resolves, then ask running scans to stop after
-    /// their current page and wait for them.
+    /// their current page, give calls in flight the grace period, stop the
+    /// rest, and wait for the scans to record where they stopped.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Scans left running by a host that died are interrupted, not
+        // running: say so before anything else reads the store.
+        match self
+            .runtime
+            .store()
+            .mark_orphaned_scans(self.runtime.clock().now())
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(scans = n, "scans left by a stopped host marked interrupted"),
+            Err(err) => tracing::warn!(error = %err, "could not mark orphaned scans"),
+        }
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             match self.tick() {
@@ -158,7 +177,18 @@ impl Scheduler {
             "shutting down: finishing current pages"
         );
         self.runtime.request_shutdown();
-        while tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!(
+                running = tasks.len(),
+                "grace period over: stopping plugin calls"
+            );
+            self.runtime.cancel_plugin_calls();
+            while tasks.join_next().await.is_some() {}
+        }
     }
 }
 

@@ -166,7 +166,29 @@ CREATE TABLE exported_findings (
 DROP INDEX findings_repo;
 CREATE INDEX findings_repo ON findings(repo_url_norm) WHERE repo_url_norm IS NOT NULL;
 "#,
+    // The component an integration was connected with; the findings a scan
+    // stored (for its caps); a hash of each finding's content, so that a
+    // finding seen again unchanged is not counted as updated; and one lock
+    // per tenant, so that two processes never scan one tenant at once.
+    r#"
+ALTER TABLE integrations ADD COLUMN plugin_digest TEXT;
+ALTER TABLE scan_runs ADD COLUMN findings INTEGER NOT NULL DEFAULT 0;
+-- A failed scan the next one resumes (it failed on a passing error).
+ALTER TABLE scan_runs ADD COLUMN resumable INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE findings ADD COLUMN content_hash INTEGER;
+CREATE TABLE tenant_locks (
+    tenant TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,              -- host name, pid and start time of the holder
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    acquired_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
+
+/// The schema version this host writes: the number of migration steps.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Per-tenant plugin state quota: total bytes.
 pub const KV_QUOTA_BYTES: i64 = 16 * 1024 * 1024;
@@ -231,6 +253,23 @@ pub struct ScanStart {
     /// Every page was stored before the interruption; only completion is
     /// left.
     pub paging_done: bool,
+    /// Findings the scan stored before this run (resumed scans).
+    pub findings: u64,
+}
+
+/// Who holds a tenant's scan lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantLock {
+    /// The holder's identity: host name, pid and start time.
+    pub holder: String,
+    /// The holder's host name.
+    pub host: String,
+    /// The holder's process id.
+    pub pid: u32,
+    /// When it took the lock.
+    pub acquired_at: String,
+    /// When the lock lapses unless renewed.
+    pub expires_at: String,
 }
 
 /// What one stored page changed.
@@ -551,6 +590,48 @@ impl Store {
         Self::setup(conn, path)
     }
 
+    /// Open an existing database for reading only, without migrating it:
+    /// for a database file the process may not write (a read-only copy,
+    /// another user's file). Its schema must be this host's.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        use rusqlite::OpenFlags;
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        // `immutable`: SQLite reads the file as it is, without the WAL
+        // index it could not create next to a file it may not write.
+        let uri = format!(
+            "file:{}?immutable=1",
+            percent_encoding::utf8_percent_encode(
+                &path.to_string_lossy(),
+                percent_encoding::NON_ALPHANUMERIC
+            )
+            .to_string()
+            .replace("%2F", "/")
+        );
+        let conn = Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(open_err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        let known = MIGRATIONS.len() as i64;
+        if version != known {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: format!(
+                    "read-only database has schema version {version}; this host reads version {known} (open it once writable to upgrade it)"
+                ),
+            });
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
     /// A private in-memory database (tests, dry runs).
     pub fn open_in_memory() -> Result<Store, StoreError> {
         Self::setup(Connection::open_in_memory()?, Path::new(":memory:"))
@@ -792,15 +873,46 @@ impl Store {
         at.flatten().map(|s| parse_timestamp(&s)).transpose()
     }
 
-    /// Tenants whose next scan is due at `now`, most overdue first.
-    pub fn due_integrations(&self, now: OffsetDateTime) -> Result<Vec<String>, StoreError> {
+    /// Tenants whose next scan is due at `now`, most overdue first. An
+    /// integration never scanned is due `first_delay` after it was
+    /// (re)connected, whatever slot the connecting process wrote: the
+    /// scheduler's own setting decides.
+    pub fn due_integrations(
+        &self,
+        now: OffsetDateTime,
+        first_delay: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT tenant FROM integrations WHERE next_scan_at IS NOT NULL AND next_scan_at <= ?1
-             ORDER BY next_scan_at, tenant",
+            "SELECT tenant, next_scan_at, updated_at,
+                EXISTS (SELECT 1 FROM scan_runs s WHERE s.tenant = i.tenant)
+             FROM integrations i",
         )?;
-        let rows = stmt.query_map([timestamp(now)], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })?;
+        let mut due = Vec::new();
+        for row in rows {
+            let (tenant, next, connected, scanned) = row?;
+            let at = if scanned {
+                match next {
+                    Some(next) => parse_timestamp(&next)?,
+                    None => continue,
+                }
+            } else {
+                parse_timestamp(&connected)? + first_delay
+            };
+            if at <= now {
+                due.push((at, tenant));
+            }
+        }
+        due.sort();
+        Ok(due.into_iter().map(|(_, tenant)| tenant).collect())
     }
 
     /// After a successful scan: clear the failure count, set the next slot.
@@ -845,29 +957,45 @@ impl Store {
 
     // ----- scans ----------------------------------------------------------
 
-    /// Start a scan, or resume the tenant's interrupted one (a scan left
-    /// `running` by a host that died) from its checkpoint.
+    /// Start a scan, or resume the tenant's last one from its checkpoint
+    /// when it did not end: left `running` by a host that died, recorded
+    /// `interrupted` by a shutdown, or failed on a passing error
+    /// (`resumable`). Call it holding the tenant's lock: a `running` scan
+    /// is then no other live process's.
     pub fn begin_scan(&self, tenant: &str, now: OffsetDateTime) -> Result<ScanStart, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let running = tx
+        let last = tx
             .query_row(
-                "SELECT id, cursor, paging_done FROM scan_runs
-                 WHERE tenant = ?1 AND outcome = 'running' ORDER BY id DESC LIMIT 1",
+                "SELECT id, cursor, paging_done, findings, outcome = 'running'
+                        OR outcome = 'interrupted' OR (outcome = 'failed' AND resumable)
+                 FROM scan_runs WHERE tenant = ?1 ORDER BY id DESC LIMIT 1",
                 [tenant],
                 |r| {
-                    Ok(ScanStart {
-                        scan_id: r.get(0)?,
-                        cursor: r.get(1)?,
-                        resumed: true,
-                        paging_done: r.get(2)?,
-                    })
+                    Ok((
+                        ScanStart {
+                            scan_id: r.get(0)?,
+                            cursor: r.get(1)?,
+                            resumed: true,
+                            paging_done: r.get(2)?,
+                            findings: r.get(3)?,
+                        },
+                        r.get::<_, bool>(4)?,
+                    ))
                 },
             )
             .optional()?;
-        let start = match running {
-            Some(start) => start,
-            None => {
+        let start = match last {
+            Some((start, true)) => {
+                tx.execute(
+                    "UPDATE scan_runs SET outcome = 'running', finished_at = NULL,
+                        error_kind = NULL, error_message = NULL, resumable = 0
+                     WHERE id = ?1",
+                    [start.scan_id],
+                )?;
+                start
+            }
+            _ => {
                 tx.execute(
                     "INSERT INTO scan_runs (tenant, started_at, outcome) VALUES (?1, ?2, 'running')",
                     params![tenant, timestamp(now)],
@@ -877,11 +1005,155 @@ impl Store {
                     cursor: None,
                     resumed: false,
                     paging_done: false,
+                    findings: 0,
                 }
             }
         };
         tx.commit()?;
         Ok(start)
+    }
+
+    /// How many findings, open and resolved, the tenant has stored.
+    pub fn finding_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM findings WHERE tenant = ?1",
+            [tenant],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Record a scan stopped by shutdown or an interrupt after its last
+    /// stored page: the next scan of the tenant resumes it.
+    pub fn interrupt_scan(
+        &self,
+        scan_id: i64,
+        tenant: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE scan_runs SET outcome = 'interrupted', finished_at = ?3
+             WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
+            params![scan_id, tenant, timestamp(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Mark scans left `running` whose tenant nobody holds the lock of
+    /// (their host died) as `interrupted`, as they are; returns how many.
+    pub fn mark_orphaned_scans(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE scan_runs SET outcome = 'interrupted', finished_at = ?1
+             WHERE outcome = 'running' AND tenant NOT IN
+                (SELECT tenant FROM tenant_locks WHERE expires_at > ?1)",
+            [timestamp(now)],
+        )?)
+    }
+
+    // ----- tenant locks ---------------------------------------------------
+
+    /// Take the tenant's scan lock for `holder` until `expires`, unless a
+    /// live holder has it: an unexpired lock is live unless `stale` says
+    /// its holder is gone (a dead process on this host). Returns the other
+    /// holder when the lock is taken.
+    #[allow(clippy::too_many_arguments)]
+    pub fn acquire_tenant_lock(
+        &self,
+        tenant: &str,
+        holder: &str,
+        host: &str,
+        pid: u32,
+        now: OffsetDateTime,
+        expires: OffsetDateTime,
+        stale: impl Fn(&TenantLock) -> bool,
+    ) -> Result<Option<TenantLock>, StoreError> {
+        let mut conn = self.conn();
+        // IMMEDIATE: two processes deciding at once serialize here.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current = Self::read_lock(&tx, tenant)?;
+        if let Some(lock) = current
+            && lock.holder != holder
+            && lock.expires_at > timestamp(now)
+            && !stale(&lock)
+        {
+            return Ok(Some(lock));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO tenant_locks (tenant, holder, host, pid, acquired_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![tenant, holder, host, pid, timestamp(now), timestamp(expires)],
+        )?;
+        tx.commit()?;
+        Ok(None)
+    }
+
+    /// Extend `holder`'s lock; false when it no longer holds it.
+    pub fn renew_tenant_lock(
+        &self,
+        tenant: &str,
+        holder: &str,
+        expires: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE tenant_locks SET expires_at = ?3 WHERE tenant = ?1 AND holder = ?2",
+            params![tenant, holder, timestamp(expires)],
+        )? > 0)
+    }
+
+    /// Give `holder`'s lock back.
+    pub fn release_tenant_lock(&self, tenant: &str, holder: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM tenant_locks WHERE tenant = ?1 AND holder = ?2",
+            params![tenant, holder],
+        )?;
+        Ok(())
+    }
+
+    /// Who holds the tenant's lock, if anyone (expired locks included).
+    pub fn tenant_lock(&self, tenant: &str) -> Result<Option<TenantLock>, StoreError> {
+        Self::read_lock(&self.conn(), tenant)
+    }
+
+    fn read_lock(conn: &Connection, tenant: &str) -> Result<Option<TenantLock>, StoreError> {
+        Ok(conn
+            .query_row(
+                "SELECT holder, host, pid, acquired_at, expires_at FROM tenant_locks WHERE tenant = ?1",
+                [tenant],
+                |r| {
+                    Ok(TenantLock {
+                        holder: r.get(0)?,
+                        host: r.get(1)?,
+                        pid: r.get(2)?,
+                        acquired_at: r.get(3)?,
+                        expires_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    // ----- plugin identity ------------------------------------------------
+
+    /// The digest of the component the tenant's integration was connected
+    /// (or last accepted) with; `None` for integrations older than digests.
+    pub fn plugin_digest(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT plugin_digest FROM integrations WHERE tenant = ?1",
+                [tenant],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Remember the component the tenant's integration runs with.
+    pub fn set_plugin_digest(&self, tenant: &str, digest: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE integrations SET plugin_digest = ?2 WHERE tenant = ?1",
+            params![tenant, digest],
+        )?;
+        Ok(())
     }
 
     fn check_running(tx: &Transaction<'_>, scan_id: i64, tenant: &str) -> Result<(), StoreError> {
@@ -923,9 +1195,9 @@ impl Store {
             // rather than one per finding.
             let mut previous = tx.prepare_cached(KNOWN_FINDINGS)?;
             let ids = json(&findings.iter().map(|f| &f.source_id).collect::<Vec<_>>());
-            let mut known: HashMap<String, (String, i64)> = previous
+            let mut known: HashMap<String, (String, i64, Option<i64>)> = previous
                 .query_map(params![tenant, ids], |r| {
-                    Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))
+                    Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
                 })?
                 .collect::<Result<_, _>>()?;
             let mut upsert = tx.prepare_cached(UPSERT_FINDING)?;
@@ -934,15 +1206,19 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
             )?;
             for f in findings {
+                let hash = content_hash(f);
                 // A finding twice on one page counts once, as it would
                 // have stored one row at a time.
-                let before = known.insert(f.source_id.clone(), ("open".into(), scan_id));
+                let before =
+                    known.insert(f.source_id.clone(), ("open".into(), scan_id, Some(hash)));
                 match &before {
                     None => counts.new += 1,
-                    Some((state, _)) if state == "resolved" => counts.reopened += 1,
+                    Some((state, _, _)) if state == "resolved" => counts.reopened += 1,
                     // Seen already by this very scan: a page stored again
                     // after a resume; not a change.
-                    Some((_, seen)) if *seen == scan_id => {}
+                    Some((_, seen, _)) if *seen == scan_id => {}
+                    // Seen again as it was: not an update.
+                    Some((_, _, previous)) if *previous == Some(hash) => {}
                     Some(_) => counts.updated += 1,
                 }
                 let row = FindingColumns::of(f);
@@ -979,6 +1255,7 @@ impl Store {
                     f.remediation,
                     now,
                     scan_id,
+                    hash,
                 ])?;
                 match before {
                     None => {
@@ -990,7 +1267,7 @@ impl Store {
                             None::<String>
                         ])?;
                     }
-                    Some((state, _)) if state == "resolved" => {
+                    Some((state, _, _)) if state == "resolved" => {
                         event.execute(params![tenant, f.source_id, scan_id, now, state])?;
                     }
                     Some(_) => {}
@@ -999,7 +1276,8 @@ impl Store {
         }
         tx.execute(
             "UPDATE scan_runs SET pages = pages + 1, new = new + ?2, updated = updated + ?3,
-                reopened = reopened + ?4, skipped = skipped + ?5, cursor = ?6, paging_done = ?7
+                reopened = reopened + ?4, skipped = skipped + ?5, cursor = ?6, paging_done = ?7,
+                findings = findings + ?8
              WHERE id = ?1",
             params![
                 scan_id,
@@ -1008,7 +1286,8 @@ impl Store {
                 counts.reopened,
                 skipped,
                 next_cursor,
-                next_cursor.is_none()
+                next_cursor.is_none(),
+                findings.len() as i64
             ],
         )?;
         tx.commit()?;
@@ -1061,21 +1340,32 @@ impl Store {
         Ok(summary)
     }
 
-    /// Record a failed scan. Nothing is resolved, and the scan is not
-    /// resumed: the next scan starts from the first page (what it stored
-    /// is kept; upserts make the repeat harmless).
+    /// Record a failed scan. Nothing is resolved. A `resumable` scan (one
+    /// that failed on a passing error: rate limits, outages) is resumed by
+    /// the next scan from its last stored page; any other starts again from
+    /// the first page (what it stored is kept; upserts make the repeat
+    /// harmless).
     pub fn fail_scan(
         &self,
         scan_id: i64,
         tenant: &str,
         error_kind: &str,
         message: &str,
+        resumable: bool,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE scan_runs SET outcome = 'failed', finished_at = ?3, error_kind = ?4, error_message = ?5
+            "UPDATE scan_runs SET outcome = 'failed', finished_at = ?3, error_kind = ?4,
+                error_message = ?5, resumable = ?6
              WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
-            params![scan_id, tenant, timestamp(now), error_kind, message],
+            params![
+                scan_id,
+                tenant,
+                timestamp(now),
+                error_kind,
+                message,
+                resumable
+            ],
         )?;
         Ok(())
     }
@@ -1495,7 +1785,7 @@ fn read_summary(conn: &Connection, scan_id: i64) -> Result<Option<ScanSummary>, 
 /// The state of those of a page's findings (`?2`, a JSON list of ids) the
 /// tenant (`?1`) has. Written as `IN` so that SQLite probes the primary key
 /// per id: as a join it scanned the tenant's findings for every page.
-const KNOWN_FINDINGS: &str = "SELECT source_id, state, last_seen_scan FROM findings
+const KNOWN_FINDINGS: &str = "SELECT source_id, state, last_seen_scan, content_hash FROM findings
     WHERE tenant = ?1 AND source_id IN (SELECT value FROM json_each(?2))";
 
 const UPSERT_FINDING: &str = "
@@ -1503,12 +1793,12 @@ INSERT INTO findings (tenant, source_id, state, source_status, cves, title, desc
     score, kind, package, version, fixed_version, repo_url, repo_url_norm, repo_name, branch,
     file_path, image_registry, image_repository, image_key, image_name_key, image_tags,
     image_digest, asset, first_detected_at, last_detected_at, portal_url, remediation,
-    first_seen_at, last_seen_at, last_seen_scan, resolved_at)
+    first_seen_at, last_seen_at, last_seen_scan, resolved_at, content_hash)
 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7,
     ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
     ?16, ?17, ?18, ?19, ?20, ?21,
     ?22, ?23, ?24, ?25, ?26, ?27,
-    ?28, ?29, ?29, ?30, NULL)
+    ?28, ?29, ?29, ?30, NULL, ?31)
 ON CONFLICT(tenant, source_id) DO UPDATE SET
     state = 'open', source_status = excluded.source_status, cves = excluded.cves,
     title = excluded.title, description = excluded.description, severity = excluded.severity,
@@ -1524,7 +1814,37 @@ ON CONFLICT(tenant, source_id) DO UPDATE SET
     first_detected_at = COALESCE(findings.first_detected_at, excluded.first_detected_at),
     last_detected_at = excluded.last_detected_at, portal_url = excluded.portal_url,
     remediation = excluded.remediation, last_seen_at = excluded.last_seen_at,
-    last_seen_scan = excluded.last_seen_scan, resolved_at = NULL";
+    last_seen_scan = excluded.last_seen_scan, resolved_at = NULL,
+    content_hash = excluded.content_hash";
+
+/// A hash of what a finding says, to tell a finding seen again unchanged
+/// from an updated one (a new last-detected time is an update: the stored
+/// row changes).
+fn content_hash(f: &Finding) -> i64 {
+    use std::hash::Hasher;
+    struct Sink(xxhash_rust::xxh3::Xxh3);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = Sink(xxhash_rust::xxh3::Xxh3::new());
+    let content = (
+        (&f.source_id, &f.cve_ids, &f.title, &f.description),
+        (&f.severity, f.score, &f.status, &f.kind),
+        (&f.package_name, &f.package_version, &f.fixed_version),
+        (&f.location, &f.first_detected_at, &f.last_detected_at),
+        (&f.portal_url, &f.remediation),
+    );
+    // Serializing plain data into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut sink, &content);
+    // SQLite integers are signed; the bits are what matter.
+    sink.0.finish() as i64
+}
 
 /// The location columns of a finding.
 #[derive(Default)]

@@ -97,7 +97,10 @@ fn migrates_a_new_file_and_reopens_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sub/dir/host.db");
     let store = Store::open(&path).expect("create");
-    assert_eq!(store.schema_version().expect("version"), 3);
+    assert_eq!(
+        store.schema_version().expect("version"),
+        scanner_host::store::SCHEMA_VERSION
+    );
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -208,7 +211,7 @@ fn a_failed_scan_resolves_nothing() {
         .store_page(s.scan_id, "t", &[finding("a", repo)], 0, Some("c1"), T0)
         .expect("page");
     store
-        .fail_scan(s.scan_id, "t", "transient", "boom", T0)
+        .fail_scan(s.scan_id, "t", "transient", "boom", false, T0)
         .expect("fail");
     assert_eq!(open_ids(&store, "t"), vec!["a", "b"]);
     // A failed scan is not resumed.
@@ -465,16 +468,43 @@ fn schedule_due_and_backoff() {
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
-    assert!(store.due_integrations(T0).expect("due").is_empty());
+    // Never scanned: due the scheduler's first delay after connecting,
+    // whatever slot the connecting process wrote.
+    let first_delay = std::time::Duration::from_secs(30);
     store
-        .set_next_scan("t", T0 + time::Duration::seconds(30))
+        .set_next_scan("t", T0 + time::Duration::hours(1))
         .expect("set");
-    assert!(store.due_integrations(T0).expect("due").is_empty());
+    assert!(
+        store
+            .due_integrations(T0, first_delay)
+            .expect("due")
+            .is_empty()
+    );
     assert_eq!(
         store
-            .due_integrations(T0 + time::Duration::seconds(30))
+            .due_integrations(T0 + time::Duration::seconds(30), first_delay)
             .expect("due"),
         vec!["t"]
+    );
+    assert_eq!(
+        store
+            .due_integrations(
+                T0 + time::Duration::seconds(5),
+                std::time::Duration::from_secs(5)
+            )
+            .expect("due"),
+        vec!["t"]
+    );
+    // Once scanned, its own slot counts.
+    let s = store.begin_scan("t", T0).expect("begin");
+    store
+        .fail_scan(s.scan_id, "t", "transient", "boom", false, T0)
+        .expect("fail");
+    assert!(
+        store
+            .due_integrations(T0 + time::Duration::seconds(30), first_delay)
+            .expect("due")
+            .is_empty()
     );
     let mut seen = Vec::new();
     for _ in 0..3 {
@@ -507,8 +537,10 @@ fn a_page_counts_each_finding_once_against_what_was_stored_before() {
     full_scan(&store, "t", &[vec![finding("a", repo)]], T0);
     let t1 = T0 + time::Duration::hours(6);
     let s = store.begin_scan("t", t1).expect("begin");
-    // `a` is known, `b` is new and listed twice on the page.
-    let page = vec![finding("a", repo), finding("b", repo), finding("b", repo)];
+    // `a` is known and changed, `b` is new and listed twice on the page.
+    let mut changed = finding("a", repo);
+    changed.title.push_str(" (now fixable)");
+    let page = vec![changed, finding("b", repo), finding("b", repo)];
     let counts = store
         .store_page(s.scan_id, "t", &page, 0, Some("c1"), t1)
         .expect("page");
@@ -521,4 +553,129 @@ fn a_page_counts_each_finding_once_against_what_was_stored_before() {
     let summary = store.complete_scan(s.scan_id, "t", t1).expect("complete");
     assert_eq!((summary.new, summary.updated), (1, 1));
     assert_eq!(open_ids(&store, "t"), vec!["a", "b"]);
+}
+
+#[test]
+fn a_finding_seen_again_unchanged_is_not_counted_as_updated() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    let repo = "https://github.com/acme/shop";
+    full_scan(
+        &store,
+        "t",
+        &[vec![finding("a", repo), finding("b", repo)]],
+        T0,
+    );
+    let t1 = T0 + time::Duration::hours(6);
+    let s = store.begin_scan("t", t1).expect("begin");
+    let counts = store
+        .store_page(
+            s.scan_id,
+            "t",
+            &[finding("a", repo), finding("b", repo)],
+            0,
+            None,
+            t1,
+        )
+        .expect("page");
+    assert_eq!((counts.new, counts.updated, counts.reopened), (0, 0, 0));
+    let summary = store.complete_scan(s.scan_id, "t", t1).expect("complete");
+    assert_eq!((summary.new, summary.updated, summary.resolved), (0, 0, 0));
+    // Re-detected by the scanner: its stored last-detected time changes.
+    let t2 = t1 + time::Duration::hours(6);
+    let s = store.begin_scan("t", t2).expect("begin");
+    let mut redetected = finding("a", repo);
+    redetected.last_detected_at = Some("2026-12-01T00:00:00Z".into());
+    let counts = store
+        .store_page(
+            s.scan_id,
+            "t",
+            &[redetected, finding("b", repo)],
+            0,
+            None,
+            t2,
+        )
+        .expect("page");
+    assert_eq!((counts.new, counts.updated, counts.reopened), (0, 1, 0));
+}
+
+#[test]
+fn a_scan_failed_on_a_passing_error_or_interrupted_is_resumed_from_its_checkpoint() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    let repo = "https://github.com/acme/shop";
+    let s = store.begin_scan("t", T0).expect("begin");
+    store
+        .store_page(s.scan_id, "t", &[finding("a", repo)], 0, Some("page-2"), T0)
+        .expect("page");
+    store.interrupt_scan(s.scan_id, "t", T0).expect("interrupt");
+    let resumed = store.begin_scan("t", T0).expect("resume");
+    assert!(resumed.resumed);
+    assert_eq!(
+        (resumed.scan_id, resumed.cursor.as_deref()),
+        (s.scan_id, Some("page-2"))
+    );
+    assert_eq!(resumed.findings, 1);
+    store
+        .fail_scan(s.scan_id, "t", "rate-limited", "429", true, T0)
+        .expect("fail");
+    let again = store.begin_scan("t", T0).expect("resume");
+    assert_eq!(
+        (again.scan_id, again.cursor.as_deref()),
+        (s.scan_id, Some("page-2"))
+    );
+    // A scan that failed for good is not resumed.
+    store
+        .fail_scan(s.scan_id, "t", "authentication-failed", "401", false, T0)
+        .expect("fail");
+    let fresh = store.begin_scan("t", T0).expect("begin");
+    assert!(!fresh.resumed);
+    assert_ne!(fresh.scan_id, s.scan_id);
+}
+
+#[test]
+fn a_tenant_lock_has_one_live_holder_and_lapses() {
+    let store = Store::open_in_memory().expect("store");
+    let later = T0 + time::Duration::minutes(1);
+    let live = |_: &scanner_host::store::TenantLock| false;
+    assert_eq!(
+        store
+            .acquire_tenant_lock("t", "a", "h", 1, T0, later, live)
+            .expect("lock"),
+        None
+    );
+    let held = store
+        .acquire_tenant_lock("t", "b", "h", 2, T0, later, live)
+        .expect("lock")
+        .expect("held by a");
+    assert_eq!((held.holder.as_str(), held.pid), ("a", 1));
+    // A holder known to be gone (its process died) loses the lock at once.
+    assert_eq!(
+        store
+            .acquire_tenant_lock("t", "b", "h", 2, T0, later, |l| l.pid == 1)
+            .expect("lock"),
+        None
+    );
+    assert!(!store.renew_tenant_lock("t", "a", later).expect("renew"));
+    // An expired lock is anybody's.
+    assert_eq!(
+        store
+            .acquire_tenant_lock(
+                "t",
+                "a",
+                "h",
+                1,
+                later,
+                later + time::Duration::minutes(1),
+                live
+            )
+            .expect("lock"),
+        None
+    );
+    store.release_tenant_lock("t", "a").expect("release");
+    assert_eq!(store.tenant_lock("t").expect("read"), None);
 }

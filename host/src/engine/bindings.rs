@@ -3,6 +3,7 @@
 //! types and [`crate::contract`]. Nothing generated leaves this module's
 //! parent.
 
+use super::plugin_log::escape_untrusted;
 use super::state::HostState;
 use crate::contract;
 
@@ -126,15 +127,28 @@ impl wstorage::Host for HostState {
 
 impl wlog::Host for HostState {
     async fn log(&mut self, level: wlog::Level, message: String, fields: Vec<(String, String)>) {
-        let message = truncate(&message, MAX_LOG_BYTES);
+        // The budget is checked first, so a flood of records costs the host
+        // no more than counting them.
+        let fields = &fields[..fields.len().min(MAX_LOG_FIELDS)];
+        let size = truncate(&message, MAX_LOG_BYTES).len()
+            + fields
+                .iter()
+                .map(|(k, v)| truncate(k, MAX_LOG_BYTES).len() + truncate(v, MAX_LOG_BYTES).len())
+                .sum::<usize>();
+        if !self.log.admit(&self.tenant, size) {
+            return;
+        }
+        // Every plugin-provided part is escaped: a newline in it must not
+        // start a forged line in the host's log, nor an escape sequence
+        // reach an operator's terminal.
+        let message = escape_untrusted(truncate(&message, MAX_LOG_BYTES)).into_owned();
         let fields: Vec<String> = fields
             .iter()
-            .take(MAX_LOG_FIELDS)
             .map(|(k, v)| {
                 format!(
                     "{}={}",
-                    truncate(k, MAX_LOG_BYTES),
-                    truncate(v, MAX_LOG_BYTES)
+                    escape_untrusted(truncate(k, MAX_LOG_BYTES)),
+                    escape_untrusted(truncate(v, MAX_LOG_BYTES))
                 )
             })
             .collect();

@@ -136,6 +136,15 @@ pub enum EgressDenial {
         /// The origin asked for.
         origin: String,
     },
+    /// The plugin tried a request during a call that runs with no network
+    /// at all (`configure`).
+    #[error("{call} runs without network; the request to {url} was refused")]
+    Offline {
+        /// The call.
+        call: &'static str,
+        /// The URL (without query).
+        url: String,
+    },
     /// The allowed name resolved to an address that is never reachable
     /// from a plugin (link-local, metadata, loopback for a remote name…).
     #[error("origin {origin} resolved to forbidden address {address}")]
@@ -286,6 +295,9 @@ fn always_forbidden(ip: IpAddr) -> bool {
 /// budgets and the instance's own connection pool.
 pub(crate) struct EgressHooks {
     pub(crate) policy: EgressPolicy,
+    /// Set while a call that must not use the network runs: every request
+    /// is refused, whatever the policy grants.
+    pub(crate) offline: Option<&'static str>,
     tenant: Arc<str>,
     plugin: Arc<str>,
     flags: Arc<CallFlags>,
@@ -339,6 +351,7 @@ impl EgressHooks {
             .pool_max_idle_per_host(if settings.connections.reuse { 4 } else { 0 });
         Self {
             policy,
+            offline: None,
             tenant: settings.tenant,
             plugin: settings.plugin,
             flags: settings.flags,
@@ -377,7 +390,9 @@ fn deny(policy: &EgressPolicy, flags: &CallFlags, tenant: &str, plugin: &str, wh
     if let Ok(mut last) = flags.last_denial.lock() {
         *last = Some(why.to_string());
     }
-    tracing::warn!(target: "policy", tenant, plugin, denial = %why, "egress denied");
+    // The denial names a URL the plugin chose.
+    let denial = super::plugin_log::escape_untrusted(&why.to_string()).into_owned();
+    tracing::warn!(target: "policy", tenant, plugin, denial, "egress denied");
 }
 
 impl WasiHttpHooks for EgressHooks {
@@ -400,6 +415,12 @@ impl WasiHttpHooks for EgressHooks {
             return Box::new(async { Err(HttpError::ConnectionLimitReached) });
         }
         let uri = request.uri().to_string();
+        if let Some(call) = self.offline {
+            let url = uri.split('?').next().unwrap_or_default().to_string();
+            let why = EgressDenial::Offline { call, url };
+            deny(&self.policy, &self.flags, &self.tenant, &self.plugin, &why);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
         if let Err(why) = self.policy.check_url(&uri) {
             deny(&self.policy, &self.flags, &self.tenant, &self.plugin, &why);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });

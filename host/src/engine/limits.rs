@@ -39,6 +39,8 @@ pub struct Limits {
     /// scan, so this bounds a scan whose plugin hands out fresh cursors for
     /// ever, even with records on every page.
     pub max_pages_per_instance: u32,
+    /// What one call, and one tenant over time, may write to the host's log.
+    pub log: super::plugin_log::LogLimits,
 }
 
 impl Default for Limits {
@@ -62,6 +64,7 @@ impl Default for Limits {
             // 50 million findings at 500 per page; a real scan of 100 000
             // Wiz findings is 200 pages.
             max_pages_per_instance: 100_000,
+            log: super::plugin_log::LogLimits::default(),
         }
     }
 }

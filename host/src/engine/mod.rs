@@ -26,10 +26,12 @@
 mod bindings;
 pub mod egress;
 mod limits;
+mod plugin_log;
 mod state;
 
 pub use egress::{EgressDenial, EgressPolicy, Origin, OriginScheme};
 pub use limits::Limits;
+pub use plugin_log::{LogLimits, escape_untrusted};
 
 use crate::contract;
 use bindings::{sink as wsink, source as wsrc};
@@ -235,6 +237,24 @@ pub enum EngineError {
     /// An egress origin is malformed or forbidden.
     #[error(transparent)]
     InvalidEgress(EgressDenial),
+    /// The host is shutting down and stopped the call.
+    #[error("plugin {plugin}: {call} was stopped because the host is shutting down")]
+    Cancelled {
+        /// The plugin.
+        plugin: String,
+        /// The call.
+        call: &'static str,
+    },
+    /// The plugin described itself with a name the host cannot use.
+    #[error("plugin {} describes itself with an invalid name `{name}`: {reason}", path.display())]
+    InvalidName {
+        /// The component file.
+        path: PathBuf,
+        /// The name, made safe to print.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl EngineError {
@@ -262,6 +282,33 @@ struct Shared {
     config: EngineConfig,
     /// The TLS client configuration every instance's connections use.
     tls: Arc<rustls::ClientConfig>,
+    /// What each tenant's instances logged lately, for its log rate.
+    log_rates: Arc<plugin_log::TenantLogRates>,
+    /// Set when the host stops: calls in flight end at their next yield.
+    cancel: Arc<Cancel>,
+}
+
+/// The engine-wide stop signal for calls in flight.
+#[derive(Default)]
+struct Cancel {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Cancel {
+    /// Resolves once [`Engine::cancel_calls`] was called.
+    async fn stopped(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            // Registered before the flag is read, so a cancel in between
+            // is not missed.
+            let notified = self.notify.notified();
+            if self.stopped.load(SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Owns the wasmtime configuration and engine, the linker, and the epoch
@@ -368,9 +415,23 @@ impl Engine {
                 linker,
                 config,
                 tls,
+                log_rates: Arc::default(),
+                cancel: Arc::default(),
             }),
             pooling,
         })
+    }
+
+    /// Stops every plugin call in flight, now and from now on: each ends
+    /// at its next yield (within an epoch tick of guest code, or at once
+    /// when it waits for HTTP) with [`EngineError::Cancelled`]. For shutdown,
+    /// after the grace period given to calls to finish on their own.
+    pub fn cancel_calls(&self) {
+        self.shared
+            .cancel
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.cancel.notify.notify_waiters();
     }
 
     /// Whether the pooling allocator is in use.
@@ -388,7 +449,7 @@ impl Engine {
     /// the compile and the one `describe` call; usable inside or outside a
     /// tokio runtime.
     pub fn load_plugin(&self, wasm: &Path) -> Result<Plugin, EngineError> {
-        let component = self.compile(wasm)?;
+        let (component, digest) = self.compile(wasm)?;
         let label = wasm.display().to_string();
         let instantiate = |e: wasmtime::Error| EngineError::Instantiate {
             plugin: label.clone(),
@@ -421,6 +482,8 @@ impl Engine {
                 source,
                 sink,
                 label: Arc::from(label.as_str()),
+                path: wasm.to_path_buf(),
+                digest,
                 info: contract::PluginInfo {
                     name: String::new(),
                     version: String::new(),
@@ -444,6 +507,11 @@ impl Engine {
                 plugin.sink(&sandbox).await?.describe().await
             }
         })?;
+        check_name(&info.name).map_err(|reason| EngineError::InvalidName {
+            path: wasm.to_path_buf(),
+            name: escape_untrusted(&info.name).into_owned(),
+            reason,
+        })?;
         let inner = Arc::get_mut(&mut plugin.inner).ok_or_else(|| EngineError::Instantiate {
             plugin: label.clone(),
             message: "plugin handle shared during load".into(),
@@ -462,17 +530,33 @@ impl Engine {
             .map(|(_, version)| version.to_string())
     }
 
-    fn compile(&self, wasm: &Path) -> Result<Component, EngineError> {
+    /// The compiled component and the SHA-256 of its bytes (hex).
+    fn compile(&self, wasm: &Path) -> Result<(Component, String), EngineError> {
         let compile_err = |message: String| EngineError::Compile {
             path: wasm.to_path_buf(),
             message,
         };
         let bytes = std::fs::read(wasm).map_err(|e| compile_err(e.to_string()))?;
+        let digest = sha256_hex(&bytes);
+        let component = self.compile_bytes(wasm, &bytes, &digest)?;
+        Ok((component, digest))
+    }
+
+    fn compile_bytes(
+        &self,
+        wasm: &Path,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<Component, EngineError> {
+        let compile_err = |message: String| EngineError::Compile {
+            path: wasm.to_path_buf(),
+            message,
+        };
         let engine = &self.shared.engine;
         let Some(dir) = &self.shared.config.cache_dir else {
-            return Component::new(engine, &bytes).map_err(|e| compile_err(format!("{e:#}")));
+            return Component::new(engine, bytes).map_err(|e| compile_err(format!("{e:#}")));
         };
-        let path = dir.join(self.cache_key(&bytes));
+        let path = dir.join(self.cache_key(digest));
         if path.exists() {
             // SAFETY: `deserialize_file` trusts its input to be wasmtime's
             // own output. The file is named by the hash of the component
@@ -487,8 +571,7 @@ impl Engine {
                 }
             }
         }
-        let component =
-            Component::new(engine, &bytes).map_err(|e| compile_err(format!("{e:#}")))?;
+        let component = Component::new(engine, bytes).map_err(|e| compile_err(format!("{e:#}")))?;
         // `serialize` yields the same artifact as `precompile_component`
         // without compiling a second time.
         if let Err(e) = self.store_cache(&path, &component) {
@@ -499,11 +582,8 @@ impl Engine {
         Ok(component)
     }
 
-    fn cache_key(&self, bytes: &[u8]) -> String {
-        use sha2::Digest;
+    fn cache_key(&self, hex: &str) -> String {
         use std::hash::{Hash, Hasher};
-        let digest = sha2::Sha256::digest(bytes);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         // Settings that change the compiled code (pooling, limits, CPU
         // features) go into the key too, so a changed setting recompiles
         // instead of failing to load.
@@ -531,6 +611,32 @@ impl Engine {
         std::fs::write(&tmp, bytes).map_err(|e| cache_err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| cache_err(e.to_string()))
     }
+}
+
+/// The SHA-256 of `bytes`, as lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a plugin name can serve as a name: the host keys integrations,
+/// storage and log records by it, and prints it.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a name has 1 to 64 characters");
+    }
+    let ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(
+            "a name is ASCII letters, digits, `-`, `_` and `.`, starting with a letter or digit",
+        );
+    }
+    Ok(())
 }
 
 /// Runs `fut` to completion on a private current-thread runtime in a
@@ -608,6 +714,10 @@ struct PluginInner {
     sink: Option<wsink::SinkPluginPre<HostState>>,
     /// `name@version`, or the file name before `describe` answered.
     label: Arc<str>,
+    /// The component file it was loaded from.
+    path: PathBuf,
+    /// SHA-256 of the component's bytes, hex.
+    digest: String,
     info: contract::PluginInfo,
 }
 
@@ -634,6 +744,18 @@ impl Plugin {
         &self.inner.info
     }
 
+    /// The component file the plugin was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// SHA-256 of the component's bytes (lower-case hex): what an
+    /// integration remembers, so a different component under the same
+    /// name is noticed.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
     /// Whether the plugin exports `scanner-source`.
     pub fn has_source(&self) -> bool {
         self.inner.source.is_some()
@@ -657,6 +779,7 @@ impl Plugin {
                 reuse: self.inner.shared.config.reuse_connections,
                 tls: self.inner.shared.tls.clone(),
             },
+            self.inner.shared.log_rates.clone(),
         );
         let mut store = Store::new(&self.inner.shared.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -677,6 +800,7 @@ impl Plugin {
         });
         Core {
             store,
+            cancel: self.inner.shared.cancel.clone(),
             plugin: self.inner.label.clone(),
             limits,
             poisoned: None,
@@ -722,6 +846,7 @@ impl Plugin {
 /// The store of one instance plus the bookkeeping of its calls.
 struct Core {
     store: Store<HostState>,
+    cancel: Arc<Cancel>,
     plugin: Arc<str>,
     limits: Limits,
     poisoned: Option<String>,
@@ -741,11 +866,25 @@ fn transfer_exhausted(e: &wasmtime::Error) -> bool {
 struct CallRun {
     meter: Arc<limits::CpuMeter>,
     wall: Duration,
+    cancel: Arc<Cancel>,
+}
+
+/// Why a call ended before the guest answered.
+enum Stopped {
+    /// Its wall-clock deadline passed.
+    Deadline,
+    /// The host is shutting down.
+    Cancelled,
 }
 
 impl CallRun {
-    async fn run<F: Future>(self, f: F) -> Result<F::Output, tokio::time::error::Elapsed> {
-        tokio::time::timeout(self.wall, Metered::new(f, self.meter)).await
+    async fn run<F: Future>(self, f: F) -> Result<F::Output, Stopped> {
+        tokio::select! {
+            out = tokio::time::timeout(self.wall, Metered::new(f, self.meter)) => {
+                out.map_err(|_| Stopped::Deadline)
+            }
+            () = self.cancel.stopped() => Err(Stopped::Cancelled),
+        }
     }
 }
 
@@ -762,12 +901,14 @@ impl Core {
         data.flags.reset();
         data.meter.reset(self.limits.cpu_per_call);
         data.limiter.memory_hit = false;
+        data.log.reset();
         let meter = data.meter.clone();
         // One tick from now; the callback extends it tick by tick.
         self.store.set_epoch_deadline(1);
         Ok(CallRun {
             meter,
             wall: self.limits.wall_per_call,
+            cancel: self.cancel.clone(),
         })
     }
 
@@ -780,16 +921,29 @@ impl Core {
     fn finish<R>(
         &mut self,
         call: &'static str,
-        out: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        out: Result<wasmtime::Result<R>, Stopped>,
     ) -> Result<R, EngineError> {
+        let dropped = self.store.data_mut().log.take_dropped();
+        if dropped > 0 {
+            let data = self.store.data();
+            tracing::warn!(
+                target: "plugin",
+                tenant = %data.tenant,
+                plugin = %data.plugin,
+                call,
+                dropped,
+                "{dropped} log records dropped: the plugin's log budget was reached"
+            );
+        }
         let plugin = self.plugin.to_string();
         let e = match out {
             Ok(Ok(r)) => return Ok(r),
-            Err(_) => EngineError::Deadline {
+            Err(Stopped::Deadline) => EngineError::Deadline {
                 plugin,
                 call,
                 limit: self.limits.wall_per_call,
             },
+            Err(Stopped::Cancelled) => EngineError::Cancelled { plugin, call },
             Ok(Err(e)) => {
                 let interrupted = e
                     .downcast_ref::<wasmtime::Trap>()
@@ -942,11 +1096,15 @@ impl SourceInstance {
         const CALL: &str = "configure";
         let settings = bindings::settings(settings);
         let run = self.core.begin(CALL)?;
+        // The contract promises `configure` needs no network; the host
+        // makes sure of it, whatever the tenant's grants.
+        self.core.store.data_mut().set_offline(Some(CALL));
         let fut = self
             .bindings
             .scanner_plugin_scanner_source()
             .call_configure(&mut self.core.store, &settings);
         let out = run.run(fut).await;
+        self.core.store.data_mut().set_offline(None);
         let answer = self.core.finish(CALL, out)?;
         self.core.judge(
             CALL,
@@ -1119,11 +1277,15 @@ impl SinkInstance {
         const CALL: &str = "configure";
         let settings = bindings::settings(settings);
         let run = self.core.begin(CALL)?;
+        // The contract promises `configure` needs no network; the host
+        // makes sure of it, whatever the tenant's grants.
+        self.core.store.data_mut().set_offline(Some(CALL));
         let fut = self
             .bindings
             .scanner_plugin_findings_sink()
             .call_configure(&mut self.core.store, &settings);
         let out = run.run(fut).await;
+        self.core.store.data_mut().set_offline(None);
         let answer = self.core.finish(CALL, out)?;
         self.core.judge(
             CALL,

@@ -4,6 +4,7 @@
 use super::TenantSandbox;
 use super::egress::{Connections, EgressHooks, HookSettings};
 use super::limits::{CallFlags, CpuMeter, Limiter, Limits};
+use super::plugin_log::{CallLog, TenantLogRates};
 use crate::contract::KvStore;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -28,6 +29,8 @@ pub(crate) struct HostState {
     pub(crate) limiter: Limiter,
     pub(crate) meter: Arc<CpuMeter>,
     pub(crate) flags: Arc<CallFlags>,
+    /// The `log` import's budget for the call in progress.
+    pub(crate) log: CallLog,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: EgressHooks,
@@ -40,10 +43,11 @@ impl HostState {
         plugin: Arc<str>,
         limits: &Limits,
         connections: Connections,
+        log_rates: Arc<TenantLogRates>,
     ) -> Self {
         let tenant: Arc<str> = Arc::from(sandbox.tenant.as_str());
         let flags = Arc::new(CallFlags::default());
-        // The sandbox of issue 7: no preopens, no environment, no arguments,
+        // The sandbox: no preopens, no environment, no arguments,
         // no sockets or name lookup (HTTP goes through wasi:http and its
         // hook only). Stdio is left at the builder's default, which is
         // closed stdin and discarded stdout/stderr. Clocks and random are
@@ -76,6 +80,7 @@ impl HostState {
             limiter: Limiter::new(limits),
             meter: Arc::new(CpuMeter::new(limits.cpu_per_call)),
             flags,
+            log: CallLog::new(limits.log.clone(), log_rates),
             wasi,
             http: WasiHttpCtx::new(),
             hooks,
@@ -85,6 +90,12 @@ impl HostState {
 }
 
 impl HostState {
+    /// Refuse every request (`Some(call)`) while a call that must not use
+    /// the network runs, or follow the policy again (`None`).
+    pub(crate) fn set_offline(&mut self, call: Option<&'static str>) {
+        self.hooks.offline = call;
+    }
+
     /// Requests the sandbox's egress policy refused so far.
     pub(crate) fn egress_denied(&self) -> u64 {
         self.hooks.policy.denied()

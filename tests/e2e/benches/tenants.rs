@@ -60,6 +60,7 @@ async fn main() {
         runtime.clone(),
         SchedulerConfig {
             concurrency,
+            first_delay: Duration::ZERO,
             ..SchedulerConfig::default()
         },
     );

@@ -70,6 +70,35 @@ fn aliases(count: usize, len: usize) -> Vec<String> {
         .collect()
 }
 
+/// The name `describe` reports, padded with NULs: a test copies the
+/// component and overwrites these bytes (after the marker) to build an
+/// impostor that claims another plugin's name. Read through a volatile
+/// load so the compiler keeps the bytes in the data section as they are.
+#[used]
+static NAME: [u8; 44] = *b"HOSTILE-NAME:hostile\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
+fn name() -> String {
+    // SAFETY: reads a static of the right type.
+    let bytes: [u8; 44] = unsafe { std::ptr::read_volatile(&NAME) };
+    let name = &bytes[b"HOSTILE-NAME:".len()..];
+    let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    String::from_utf8_lossy(&name[..end]).into_owned()
+}
+
+/// A finding whose every text field is `text`.
+fn finding_with(id: String, text: &str) -> Finding {
+    let mut f = as_finding(record(id, text.to_string()));
+    f.package_name = Some(text.to_string());
+    f.cve_ids = vec![text.to_string()];
+    f
+}
+
+/// Text that would take over a terminal or forge a line: a screen clear,
+/// a window title (OSC), colours, a bell, a carriage return and a NUL, a
+/// newline with a forged table row, and a right-to-left override.
+const TERMINAL_ATTACK: &str =
+    "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{1b}[31mred\r\u{0}\nFORGED-ROW  critical  open\u{202e}txt";
+
 thread_local! {
     static SETTINGS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
 }
@@ -151,7 +180,7 @@ impl Guest for Hostile {
             help: None,
         };
         PluginInfo {
-            name: "hostile".into(),
+            name: name(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "misbehaves on purpose".into(),
             fields: vec![field("mode"), field("target"), field("egress")],
@@ -170,6 +199,11 @@ impl Guest for Hostile {
             })
             .collect();
         SETTINGS.with_borrow_mut(|s| *s = pairs);
+        if setting("mode") == "configure-egress" {
+            // Try the network from `configure`, and pretend nothing
+            // happened: a host that grants egress here leaks a request.
+            let _ = get(&setting("target"));
+        }
         let egress = setting("egress")
             .split(',')
             .map(str::trim)
@@ -180,6 +214,31 @@ impl Guest for Hostile {
     }
 
     fn test() -> Result<ConnectionInfo, PluginError> {
+        match setting("mode").as_str() {
+            "log-flood" => {
+                // 4 KiB records for as long as the host lets us.
+                let record = "x".repeat(4096);
+                for i in 0..200_000u32 {
+                    log::log(log::Level::Warn, &record, &[("n".into(), i.to_string())]);
+                }
+            }
+            "log-forge" => log::log(
+                log::Level::Warn,
+                "harmless\n2026-11-30T00:00:00.000000Z ERROR scanner_host::runtime: FORGED-LOG-LINE",
+                &[("field\nFORGED-FIELD".into(), "value\r\u{1b}[2J".into())],
+            ),
+            "terminal-escapes" => {
+                return Ok(ConnectionInfo {
+                    summary: format!("hostile {TERMINAL_ATTACK}"),
+                    endpoint: TERMINAL_ATTACK.into(),
+                    details: Vec::new(),
+                });
+            }
+            "terminal-escapes-error" => {
+                return Err(failed(format!("refused {TERMINAL_ATTACK}")));
+            }
+            _ => {}
+        }
         Ok(ConnectionInfo {
             summary: "hostile".into(),
             endpoint: setting("target"),
@@ -282,6 +341,9 @@ impl Guest for Hostile {
                     .collect();
                 Ok(page(records, None))
             }
+            // Findings whose text attacks terminals and spreadsheets.
+            "terminal-escapes" | "csv-formula" => Ok(page(Vec::new(), None)),
+            "configure-egress" => Ok(page(Vec::new(), None)),
             "endless-cursor" => {
                 let n: u64 = request
                     .cursor
@@ -295,6 +357,51 @@ impl Guest for Hostile {
     }
 
     fn fetch_findings(request: PageRequest) -> Result<FindingPage, PluginError> {
+        let texts: &[&str] = match setting("mode").as_str() {
+            "terminal-escapes" => &[TERMINAL_ATTACK],
+            "csv-formula" => &[
+                "=cmd|' /C calc'!A0",
+                "+SUM(1,2)",
+                "-2+3",
+                "@SUM(1)",
+                "\tTAB",
+                "\rCR",
+            ],
+            // Pages of new findings for ever: the host's caps must stop
+            // them, not the disk.
+            "findings-flood" => {
+                let n: u64 = request
+                    .cursor
+                    .as_deref()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let findings = (0..1000)
+                    .map(|i| finding_with(format!("flood-{n}-{i}"), "flood"))
+                    .collect();
+                return Ok(FindingPage {
+                    findings,
+                    skipped: 0,
+                    rejected: Vec::new(),
+                    next_cursor: Some((n + 1).to_string()),
+                    total: None,
+                });
+            }
+            _ => &[],
+        };
+        if !texts.is_empty() {
+            let findings = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| finding_with(format!("{t}#{i}"), t))
+                .collect();
+            return Ok(FindingPage {
+                findings,
+                skipped: 0,
+                rejected: Vec::new(),
+                next_cursor: None,
+                total: None,
+            });
+        }
         let page = Self::fetch_page(request)?;
         Ok(FindingPage {
             findings: page.records.into_iter().map(as_finding).collect(),

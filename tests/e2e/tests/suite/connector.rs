@@ -20,9 +20,10 @@ fn imported(runtime: &scanner_host::runtime::Runtime) -> BTreeSet<String> {
 
 fn fast_retries() -> RetryPolicy {
     RetryPolicy {
-        max_retries_per_scan: 8,
+        max_retries_per_page: 8,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
+        ..RetryPolicy::default()
     }
 }
 

@@ -3,6 +3,7 @@
 //! the simulator and SQLite, so one link instead of six keeps the suite's
 //! build time and disk use down (CI runs on 2 cores).
 
+mod attacks;
 mod connector;
 mod contract;
 mod export;

@@ -402,6 +402,7 @@ async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
         runtime.clone(),
         SchedulerConfig {
             concurrency: 4,
+            first_delay: Duration::ZERO,
             ..SchedulerConfig::default()
         },
     );
