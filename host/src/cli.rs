@@ -12,9 +12,10 @@ use scanner_host::export::{ExportPolicy, ExportRequest};
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
-use scanner_host::store::{FindingQuery, FindingRow, StatusFilter, Store};
+use scanner_host::store::{FindingQuery, FindingRow, NewRepository, StatusFilter, Store};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -268,13 +269,23 @@ enum ReposCommand {
         image: Vec<String>,
     },
     /// Add repositories from a file: one URL per line, optionally followed
-    /// by images built from it (`URL image1 image2`).
+    /// by images built from it (`URL image1 image2`). All or nothing: a bad
+    /// line is reported with its number and nothing is imported.
     Import {
         /// The file.
         file: PathBuf,
     },
     /// List known repositories.
     List,
+    /// Remove a repository and its image rules; its image findings go to
+    /// whatever rule now matches them, else back under their image.
+    Remove {
+        /// Repository URL (any form `add` accepts).
+        url: String,
+    },
+    /// List how images map to repositories: explicit rules, then images
+    /// mapped by the name rule (owner/name).
+    Rules,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -445,7 +456,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Status
             | Command::Findings { .. }
             | Command::Repos {
-                command: ReposCommand::List
+                command: ReposCommand::List | ReposCommand::Rules
             }
     );
     if cli.format == Format::Csv && !tabular {
@@ -644,7 +655,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Whether a `repos` command writes to the database.
 fn command_writes_repos(command: &ReposCommand) -> bool {
-    !matches!(command, ReposCommand::List)
+    !matches!(command, ReposCommand::List | ReposCommand::Rules)
 }
 
 /// `org/repo` from a repository URL.
@@ -1273,9 +1284,11 @@ fn repos(store: &Store, command: ReposCommand, format: Format) -> anyhow::Result
             if !image.is_empty() && urls.len() != 1 {
                 bail!("--image maps images to one repository: give exactly one URL with it");
             }
-            for url in &urls {
-                store.add_repository(url, &image)?;
-            }
+            let repositories = urls
+                .iter()
+                .map(|url| NewRepository::parse(url, &image))
+                .collect::<Result<Vec<_>, _>>()?;
+            store.add_repositories(&repositories)?;
             eprintln!(
                 "added {} repositor{}",
                 urls.len(),
@@ -1285,8 +1298,13 @@ fn repos(store: &Store, command: ReposCommand, format: Format) -> anyhow::Result
         ReposCommand::Import { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let mut count = 0;
+            // Every line is checked before anything is stored, and the
+            // store adds them in one transaction: a bad line imports nothing.
+            let mut repositories = Vec::new();
+            // image → (line, repository) of its first mapping in the file.
+            let mut mapped: HashMap<String, (usize, String)> = HashMap::new();
             for (n, line) in text.lines().enumerate() {
+                let line_no = n + 1;
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
@@ -1294,12 +1312,52 @@ fn repos(store: &Store, command: ReposCommand, format: Format) -> anyhow::Result
                 let mut parts = line.split_whitespace();
                 let Some(url) = parts.next() else { continue };
                 let images: Vec<String> = parts.map(str::to_string).collect();
-                store
-                    .add_repository(url, &images)
-                    .with_context(|| format!("{}:{}", file.display(), n + 1))?;
-                count += 1;
+                let repository = NewRepository::parse(url, &images).map_err(|e| {
+                    anyhow!("{}:{line_no}: {e}; nothing was imported", file.display())
+                })?;
+                for image in repository.image_keys() {
+                    match mapped.get(image) {
+                        Some((first, other)) if other != repository.url_norm() => bail!(
+                            "{}:{line_no}: image `{image}` is mapped to {other} on line {first} already; nothing was imported",
+                            file.display()
+                        ),
+                        Some(_) => {}
+                        None => {
+                            mapped.insert(
+                                image.to_string(),
+                                (line_no, repository.url_norm().to_string()),
+                            );
+                        }
+                    }
+                }
+                repositories.push(repository);
             }
-            eprintln!("imported {count} repositories");
+            store
+                .add_repositories(&repositories)
+                .with_context(|| format!("importing {}; nothing was imported", file.display()))?;
+            eprintln!("imported {} repositories", repositories.len());
+        }
+        ReposCommand::Remove { url } => {
+            store.remove_repository(&url)?;
+            eprintln!("removed {url}");
+        }
+        ReposCommand::Rules => {
+            let rows = store.image_mappings()?;
+            let headers = ["image", "repository", "rule", "findings"];
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.image.clone(),
+                        r.repository.clone(),
+                        r.rule.as_str().to_string(),
+                        r.findings.to_string(),
+                    ]
+                })
+                .collect();
+            print_rows(format, &headers, &table, || {
+                Ok(serde_json::to_string_pretty(&rows)?)
+            })?;
         }
         ReposCommand::List => {
             let rows = store.repositories()?;

@@ -166,6 +166,61 @@ CREATE TABLE exported_findings (
 DROP INDEX findings_repo;
 CREATE INDEX findings_repo ON findings(repo_url_norm) WHERE repo_url_norm IS NOT NULL;
 "#,
+    // Image findings are attached to a repository when stored, and
+    // re-attached by one UPDATE per change when repositories or rules change
+    // (`image_repository_id`), instead of at every listing. The name rule
+    // compares owner AND name: `findings.image_name_key` and
+    // `repositories.name_key` now hold lower(owner/name), for an image the
+    // last two segments of its path without the registry host (or its only
+    // segment, which no repository's key equals). The index serves both the
+    // name rule (`image_name_key = ?`) and explicit rules (`image_name_key = ?
+    // AND image_key = ?`), so `repos add` touches only the findings it maps.
+    r#"
+ALTER TABLE findings ADD COLUMN image_repository_id INTEGER;
+CREATE TEMP TABLE migrate_image_names (image_key TEXT PRIMARY KEY, name_key TEXT);
+WITH RECURSIVE
+    keys(k, p) AS (
+        SELECT DISTINCT image_key, trim(image_key, '/') FROM findings WHERE image_key IS NOT NULL
+    ),
+    -- The first segment is a registry host when it has a dot or a port or
+    -- is localhost, and more follows.
+    paths(k, p) AS (
+        SELECT k, CASE
+            WHEN instr(p, '/') > 0 AND (
+                instr(substr(p, 1, instr(p, '/') - 1), '.') > 0
+                OR instr(substr(p, 1, instr(p, '/') - 1), ':') > 0
+                OR substr(p, 1, instr(p, '/') - 1) = 'localhost')
+            THEN substr(p, instr(p, '/') + 1) ELSE p END
+        FROM keys
+    ),
+    tails(k, p) AS (
+        SELECT k, p FROM paths
+        UNION ALL
+        SELECT k, substr(p, instr(p, '/') + 1) FROM tails
+        WHERE length(p) - length(replace(p, '/', '')) > 1
+    )
+INSERT INTO temp.migrate_image_names
+SELECT k, NULLIF(p, '') FROM tails WHERE length(p) - length(replace(p, '/', '')) <= 1;
+UPDATE findings SET image_name_key = (
+    SELECT name_key FROM temp.migrate_image_names m WHERE m.image_key = findings.image_key
+) WHERE image_key IS NOT NULL;
+DROP TABLE temp.migrate_image_names;
+WITH RECURSIVE tails(id, p) AS (
+    SELECT id, trim(name, '/') FROM repositories
+    UNION ALL
+    SELECT id, substr(p, instr(p, '/') + 1) FROM tails
+    WHERE length(p) - length(replace(p, '/', '')) > 1
+)
+UPDATE repositories SET name_key = (
+    SELECT p FROM tails WHERE tails.id = repositories.id
+        AND length(p) - length(replace(p, '/', '')) = 1
+);
+CREATE INDEX findings_image ON findings(image_name_key, image_key) WHERE image_name_key IS NOT NULL;
+UPDATE findings SET image_repository_id = COALESCE(
+    (SELECT repository_id FROM image_rules WHERE image_key = findings.image_key),
+    (SELECT id FROM repositories WHERE name_key = findings.image_name_key ORDER BY id LIMIT 1)
+) WHERE image_name_key IS NOT NULL;
+"#,
     // The component an integration was connected with; the findings a scan
     // stored (for its caps); a hash of each finding's content, so that a
     // finding seen again unchanged is not counted as updated; and one lock
@@ -238,6 +293,9 @@ pub enum StoreError {
         /// The tenant.
         tenant: String,
     },
+    /// A repository URL the host does not know.
+    #[error("no known repository `{0}` (see `repos list`)")]
+    UnknownRepository(String),
 }
 
 /// Where a (possibly resumed) scan starts.
@@ -479,6 +537,103 @@ pub struct RepositoryRow {
     pub images: Vec<String>,
 }
 
+/// A repository to add, checked and normalised: built by
+/// [`NewRepository::parse`], added by [`Store::add_repositories`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRepository {
+    url: String,
+    url_norm: String,
+    name: String,
+    name_key: String,
+    /// `(image_key, image_name_key)` of each image built from it.
+    images: Vec<(String, String)>,
+}
+
+impl NewRepository {
+    /// Check a repository URL (`https://HOST/ORG/REPO`, any form
+    /// [`normalize_repo_url`] accepts) and the images built from it
+    /// (`REGISTRY/REPOSITORY`, tag or digest ignored).
+    pub fn parse(url: &str, images: &[String]) -> Result<NewRepository, StoreError> {
+        let norm = normalize_repo_url(url);
+        let mut parts = norm.split('/');
+        let (Some(host), Some(_), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(StoreError::Invalid(format!(
+                "`{url}` is not a repository URL (expected https://HOST/ORG/REPO)"
+            )));
+        };
+        if host.is_empty() || norm.contains(char::is_whitespace) || norm.contains("//") {
+            return Err(StoreError::Invalid(format!(
+                "`{url}` is not a repository URL"
+            )));
+        }
+        let name = norm.split('/').skip(1).collect::<Vec<_>>().join("/");
+        let images = images
+            .iter()
+            .map(|image| {
+                let key = normalize_image(image);
+                match image_name_key(&key) {
+                    Some(name_key) if key.contains('/') && !key.contains(char::is_whitespace) => {
+                        Ok((key, name_key))
+                    }
+                    _ => Err(StoreError::Invalid(format!(
+                        "image `{image}` must be REGISTRY/REPOSITORY"
+                    ))),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(NewRepository {
+            url: url.trim().to_string(),
+            name_key: last_two_segments(&name),
+            url_norm: norm,
+            name,
+            images,
+        })
+    }
+
+    /// The normalised URL (what identifies the repository).
+    pub fn url_norm(&self) -> &str {
+        &self.url_norm
+    }
+
+    /// The normalised images (`registry/repository`) mapped to it.
+    pub fn image_keys(&self) -> impl Iterator<Item = &str> {
+        self.images.iter().map(|(key, _)| key.as_str())
+    }
+}
+
+/// Which rule maps an image to a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MappingRule {
+    /// A rule added with the repository (`repos add URL --image …`).
+    Explicit,
+    /// The image's owner/name equals the repository's.
+    Name,
+}
+
+impl MappingRule {
+    /// The rule's name as listings show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MappingRule::Explicit => "explicit",
+            MappingRule::Name => "name",
+        }
+    }
+}
+
+/// One line of `repos rules`: an image and the repository it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageMappingRow {
+    /// The image (`registry/repository`), or an explicit rule's pattern.
+    pub image: String,
+    /// URL of the repository, as added.
+    pub repository: String,
+    /// Which rule maps it.
+    pub rule: MappingRule,
+    /// Stored findings of the image mapped this way.
+    pub findings: u64,
+}
+
 /// The host's database.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -543,12 +698,36 @@ pub fn normalize_repo_url(url: &str) -> String {
     s
 }
 
-fn last_segment(s: &str) -> String {
-    s.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase()
+/// The last two segments of a `/`-separated path (fewer if it has fewer),
+/// in lower case.
+fn last_two_segments(path: &str) -> String {
+    let path = path.trim_matches('/');
+    let start = path
+        .rmatch_indices('/')
+        .nth(1)
+        .map(|(i, _)| i + 1)
+        .unwrap_or(0);
+    path[start..].to_ascii_lowercase()
+}
+
+/// The name rule's key of an image (`registry/repository`, as
+/// [`normalize_image`] gives it): the last two segments of its path, the
+/// registry host left out (the first segment when it has a dot or a port or
+/// is `localhost`, and more follows), so `registry.acme.io/acme/shop`
+/// gives `acme/shop`. An image with a one-segment path gives that segment,
+/// which equals no repository's `owner/name`: it matches nothing by name.
+/// The migration that introduced it computes the same in SQL.
+pub fn image_name_key(image: &str) -> Option<String> {
+    let image = image.trim_matches('/');
+    let path = match image.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            rest
+        }
+        _ => image,
+    };
+    Some(last_two_segments(path)).filter(|k| !k.is_empty())
 }
 
 /// An image reference reduced to lower-case `registry/repository`, without
@@ -1565,8 +1744,10 @@ impl Store {
 
     /// List findings, mapped to known repositories.
     pub fn findings(&self, q: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
-        // Mapping is resolved at query time, so adding a repository (or an
-        // image rule) later changes listings without touching findings.
+        // Code findings map by URL at query time, so adding a repository
+        // later changes listings without touching them; image findings
+        // carry the repository they were attached to (kept current when
+        // repositories or rules change).
         let mut sql = String::from(
             "SELECT * FROM (SELECT f.tenant, f.source_id, f.cves, f.title, f.severity, f.state, f.kind,
                 f.package, f.version, f.fixed_version, f.repo_url, f.branch, f.file_path,
@@ -1575,10 +1756,7 @@ impl Store {
                 f.portal_url, f.remediation,
                 COALESCE(
                     (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
-                    (SELECT r.url FROM image_rules ir JOIN repositories r ON r.id = ir.repository_id
-                        WHERE ir.image_key = f.image_key),
-                    (SELECT r.url FROM repositories r WHERE f.image_name_key IS NOT NULL
-                        AND r.name_key = f.image_name_key ORDER BY r.id LIMIT 1)
+                    (SELECT url FROM repositories r WHERE r.id = f.image_repository_id)
                 ) AS known_repo
              FROM findings f WHERE 1 = 1",
         );
@@ -1693,52 +1871,130 @@ impl Store {
     /// Add a repository the platform knows, with images built from it
     /// (`REGISTRY/REPOSITORY`, tag ignored). Adding it again adds rules.
     pub fn add_repository(&self, url: &str, images: &[String]) -> Result<(), StoreError> {
-        let norm = normalize_repo_url(url);
-        let mut parts = norm.split('/');
-        let (Some(host), Some(_), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(StoreError::Invalid(format!(
-                "`{url}` is not a repository URL (expected https://HOST/ORG/REPO)"
-            )));
-        };
-        if host.is_empty() || norm.contains(char::is_whitespace) {
-            return Err(StoreError::Invalid(format!(
-                "`{url}` is not a repository URL"
-            )));
-        }
-        let name = norm.split('/').skip(1).collect::<Vec<_>>().join("/");
+        self.add_repositories(&[NewRepository::parse(url, images)?])
+    }
+
+    /// Add repositories and their image rules in one transaction (all or
+    /// none), and re-attach the image findings they now decide: one
+    /// UPDATE per new repository (its name rule) and per rule, each
+    /// reaching only the findings of that owner/name through an index.
+    pub fn add_repositories(&self, repositories: &[NewRepository]) -> Result<(), StoreError> {
+        let now = timestamp(OffsetDateTime::now_utc());
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO repositories (url, url_norm, name, name_key, added_at)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(url_norm) DO NOTHING",
-            params![
-                url.trim(),
-                norm,
-                name,
-                last_segment(&name),
-                timestamp(OffsetDateTime::now_utc())
-            ],
-        )?;
-        let id: i64 = tx.query_row(
-            "SELECT id FROM repositories WHERE url_norm = ?1",
-            [&norm],
-            |r| r.get(0),
-        )?;
-        for image in images {
-            let key = normalize_image(image);
-            if key.is_empty() || !key.contains('/') {
-                return Err(StoreError::Invalid(format!(
-                    "image `{image}` must be REGISTRY/REPOSITORY"
-                )));
-            }
-            tx.execute(
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO repositories (url, url_norm, name, name_key, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(url_norm) DO NOTHING",
+            )?;
+            let mut id_of = tx.prepare_cached("SELECT id FROM repositories WHERE url_norm = ?1")?;
+            let mut rule = tx.prepare_cached(
                 "INSERT INTO image_rules (image_key, repository_id) VALUES (?1, ?2)
                  ON CONFLICT(image_key) DO UPDATE SET repository_id = excluded.repository_id",
-                params![key, id],
             )?;
+            let mut by_name = tx.prepare_cached(REMAP_BY_NAME)?;
+            let mut by_image = tx.prepare_cached(REMAP_BY_IMAGE)?;
+            for repo in repositories {
+                let added = insert.execute(params![
+                    repo.url,
+                    repo.url_norm,
+                    repo.name,
+                    repo.name_key,
+                    now
+                ])? > 0;
+                let id: i64 = id_of.query_row([&repo.url_norm], |r| r.get(0))?;
+                if added {
+                    by_name.execute([&repo.name_key])?;
+                }
+                for (key, name_key) in &repo.images {
+                    rule.execute(params![key, id])?;
+                    by_image.execute(params![name_key, key])?;
+                }
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Remove a known repository (any URL form) and its image rules; the
+    /// image findings it held go to the rule or repository that now matches
+    /// them, else back to unmapped. Code findings of its URL are hidden
+    /// again, as for any unknown repository.
+    pub fn remove_repository(&self, url: &str) -> Result<(), StoreError> {
+        let norm = normalize_repo_url(url);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (id, name_key): (i64, String) = tx
+            .query_row(
+                "SELECT id, name_key FROM repositories WHERE url_norm = ?1",
+                [&norm],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownRepository(url.trim().to_string()))?;
+        let rules: Vec<String> = tx
+            .prepare("DELETE FROM image_rules WHERE repository_id = ?1 RETURNING image_key")?
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute("DELETE FROM repositories WHERE id = ?1", [id])?;
+        // The findings it held are exactly those of its owner/name and of
+        // its rules' images.
+        tx.execute(REMAP_BY_NAME, [&name_key])?;
+        for key in &rules {
+            if let Some(rule_name) = image_name_key(key) {
+                tx.execute(REMAP_BY_IMAGE, params![rule_name, key])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How images map to repositories: every explicit rule, then every
+    /// image mapped by the name rule, with the stored findings each holds.
+    pub fn image_mappings(&self) -> Result<Vec<ImageMappingRow>, StoreError> {
+        let conn = self.conn();
+        let mut rules: Vec<ImageMappingRow> = conn
+            .prepare(
+                "SELECT ir.image_key, r.url FROM image_rules ir
+                 JOIN repositories r ON r.id = ir.repository_id ORDER BY ir.image_key",
+            )?
+            .query_map([], |r| {
+                Ok(ImageMappingRow {
+                    image: r.get(0)?,
+                    repository: r.get(1)?,
+                    rule: MappingRule::Explicit,
+                    findings: 0,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut count = conn.prepare(
+            "SELECT COUNT(*) FROM findings WHERE image_name_key = ?1 AND image_key = ?2",
+        )?;
+        for row in &mut rules {
+            if let Some(name_key) = image_name_key(&row.image) {
+                row.findings = count.query_row(params![name_key, row.image], |r| r.get(0))?;
+            }
+        }
+        // Per repository, its owner/name's findings through the index; an
+        // image with a rule is the rule's, whichever repository that is.
+        let mut by_name = conn.prepare(
+            "SELECT f.image_key, r.url, COUNT(*) FROM repositories r
+             JOIN findings f ON f.image_name_key = r.name_key AND f.image_repository_id = r.id
+             WHERE NOT EXISTS (SELECT 1 FROM image_rules ir WHERE ir.image_key = f.image_key)
+             GROUP BY r.id, f.image_key ORDER BY f.image_key, r.url",
+        )?;
+        let named = by_name.query_map([], |r| {
+            Ok(ImageMappingRow {
+                image: r.get(0)?,
+                repository: r.get(1)?,
+                rule: MappingRule::Name,
+                findings: r.get(2)?,
+            })
+        })?;
+        for row in named {
+            rules.push(row?);
+        }
+        Ok(rules)
     }
 
     /// Known repositories, in URL order.
@@ -1788,17 +2044,53 @@ fn read_summary(conn: &Connection, scan_id: i64) -> Result<Option<ScanSummary>, 
 const KNOWN_FINDINGS: &str = "SELECT source_id, state, last_seen_scan, content_hash FROM findings
     WHERE tenant = ?1 AND source_id IN (SELECT value FROM json_each(?2))";
 
-const UPSERT_FINDING: &str = "
+/// The repository an image finding maps to, given SQL expressions for its
+/// `image_key` and `image_name_key`: its explicit rule's, else the
+/// first-added repository whose owner/name is the image's. Both lookups
+/// are index probes.
+macro_rules! image_mapping {
+    ($key:literal, $name:literal) => {
+        concat!(
+            "COALESCE((SELECT repository_id FROM image_rules WHERE image_key = ",
+            $key,
+            "), (SELECT id FROM repositories WHERE name_key = ",
+            $name,
+            " ORDER BY id LIMIT 1))"
+        )
+    };
+}
+
+/// Re-attach the image findings whose owner/name is `?1` (those a new or
+/// removed repository's name rule decides).
+const REMAP_BY_NAME: &str = concat!(
+    "UPDATE findings SET image_repository_id = ",
+    image_mapping!("findings.image_key", "findings.image_name_key"),
+    " WHERE image_name_key = ?1"
+);
+
+/// Re-attach the image findings of image `?2` (owner/name `?1`): those an
+/// added, moved or removed explicit rule decides.
+const REMAP_BY_IMAGE: &str = concat!(
+    "UPDATE findings SET image_repository_id = ",
+    image_mapping!("findings.image_key", "findings.image_name_key"),
+    " WHERE image_name_key = ?1 AND image_key = ?2"
+);
+
+const UPSERT_FINDING: &str = concat!(
+    "
 INSERT INTO findings (tenant, source_id, state, source_status, cves, title, description, severity,
     score, kind, package, version, fixed_version, repo_url, repo_url_norm, repo_name, branch,
     file_path, image_registry, image_repository, image_key, image_name_key, image_tags,
     image_digest, asset, first_detected_at, last_detected_at, portal_url, remediation,
-    first_seen_at, last_seen_at, last_seen_scan, resolved_at, content_hash)
+    first_seen_at, last_seen_at, last_seen_scan, resolved_at, image_repository_id,
+    content_hash)
 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7,
     ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
     ?16, ?17, ?18, ?19, ?20, ?21,
     ?22, ?23, ?24, ?25, ?26, ?27,
-    ?28, ?29, ?29, ?30, NULL, ?31)
+    ?28, ?29, ?29, ?30, NULL, ",
+    image_mapping!("?20", "?21"),
+    ", ?31)
 ON CONFLICT(tenant, source_id) DO UPDATE SET
     state = 'open', source_status = excluded.source_status, cves = excluded.cves,
     title = excluded.title, description = excluded.description, severity = excluded.severity,
@@ -1815,7 +2107,9 @@ ON CONFLICT(tenant, source_id) DO UPDATE SET
     last_detected_at = excluded.last_detected_at, portal_url = excluded.portal_url,
     remediation = excluded.remediation, last_seen_at = excluded.last_seen_at,
     last_seen_scan = excluded.last_seen_scan, resolved_at = NULL,
-    content_hash = excluded.content_hash";
+    image_repository_id = excluded.image_repository_id,
+    content_hash = excluded.content_hash"
+);
 
 /// A hash of what a finding says, to tell a finding seen again unchanged
 /// from an updated one (a new last-detected time is an update: the stored
@@ -1884,20 +2178,23 @@ impl FindingColumns {
                 repository,
                 tags,
                 digest,
-            }) => Self {
-                image_key: repository.as_ref().map(|repo| {
+            }) => {
+                let image_key = repository.as_ref().map(|repo| {
                     normalize_image(&match registry {
                         Some(reg) => format!("{reg}/{repo}"),
                         None => repo.clone(),
                     })
-                }),
-                image_name_key: repository.as_deref().map(last_segment),
-                image_registry: registry.clone(),
-                image_repository: repository.clone(),
-                image_tags: Some(json(tags)),
-                image_digest: digest.clone(),
-                ..Self::default()
-            },
+                });
+                Self {
+                    image_name_key: image_key.as_deref().and_then(image_name_key),
+                    image_key,
+                    image_registry: registry.clone(),
+                    image_repository: repository.clone(),
+                    image_tags: Some(json(tags)),
+                    image_digest: digest.clone(),
+                    ..Self::default()
+                }
+            }
             Some(other @ Location::Asset { .. }) => Self {
                 asset: Some(json(other)),
                 ..Self::default()
@@ -2006,5 +2303,122 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("SCAN findings"), "{text}");
+    }
+
+    fn plan(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> String {
+        let mut plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let steps: Vec<String> = plan
+            .query_map(args, |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        steps.join("\n")
+    }
+
+    /// Re-attaching findings when a repository or rule changes must reach
+    /// only that owner/name's findings through the index: a scan of all
+    /// findings per change makes `repos add` (and imports of many
+    /// repositories) quadratic in a large store.
+    #[test]
+    fn remapping_and_storing_image_findings_use_indexes() {
+        let store = Store::open_in_memory().expect("store");
+        let conn = store.conn();
+        let by_name = plan(&conn, REMAP_BY_NAME, params!["acme/shop"]);
+        assert!(
+            by_name.contains("SEARCH findings USING INDEX findings_image (image_name_key=?)"),
+            "{by_name}"
+        );
+        let by_image = plan(
+            &conn,
+            REMAP_BY_IMAGE,
+            params!["acme/shop", "ghcr.io/acme/shop"],
+        );
+        assert!(
+            by_image.contains(
+                "SEARCH findings USING INDEX findings_image (image_name_key=? AND image_key=?)"
+            ),
+            "{by_image}"
+        );
+        for text in [&by_name, &by_image] {
+            assert!(!text.contains("SCAN"), "{text}");
+        }
+        let mut args: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Null; 31];
+        args[19] = "ghcr.io/acme/shop".to_string().into();
+        args[20] = "acme/shop".to_string().into();
+        let upsert = plan(&conn, UPSERT_FINDING, rusqlite::params_from_iter(args));
+        assert!(!upsert.contains("SCAN"), "{upsert}");
+    }
+
+    /// A store written before owner/name matching: the migration recomputes
+    /// the keys exactly as the code does and attaches every image finding.
+    #[test]
+    fn the_migration_recomputes_name_keys_and_attaches_image_findings() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        let tx = conn.transaction().expect("tx");
+        for step in &MIGRATIONS[..3] {
+            tx.execute_batch(step).expect("old schema");
+        }
+        tx.pragma_update(None, "user_version", 3).expect("version");
+        tx.execute_batch(
+            "INSERT INTO repositories (id, url, url_norm, name, name_key, added_at) VALUES
+                (1, 'https://github.com/acme/shop', 'github.com/acme/shop', 'acme/shop', 'shop', 't'),
+                (2, 'https://gitlab.com/grp/sub/deploy', 'gitlab.com/grp/sub/deploy', 'grp/sub/deploy', 'deploy', 't');
+             INSERT INTO image_rules (image_key, repository_id) VALUES ('registry.acme.io/storefront', 2);",
+        )
+        .expect("repositories");
+        let keys = [
+            "ghcr.io/acme/shop",
+            "ghcr.io/globex/shop",
+            "registry.acme.io/storefront",
+            "docker.io/shop",
+            "localhost:5000/team/sub/deploy",
+            "localhost/sub/deploy",
+            "ecr/shop",
+            "library/nginx",
+            "nginx",
+            "ghcr.io/",
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO findings (tenant, source_id, state, source_status, cves, title,
+                    severity, kind, image_key, image_name_key, first_seen_at, last_seen_at,
+                    last_seen_scan)
+                 VALUES ('t', ?1, 'open', 'open', '[]', 'x', 'high', 'container-image', ?2,
+                    'old', 't', 't', 1)",
+                params![format!("f{i}"), key],
+            )
+            .expect("finding");
+        }
+        tx.commit().expect("commit");
+        let store = Store::setup(conn, Path::new(":memory:")).expect("migrate");
+        let conn = store.conn();
+        for (i, key) in keys.iter().enumerate() {
+            let (name_key, repo): (Option<String>, Option<i64>) = conn
+                .query_row(
+                    "SELECT image_name_key, image_repository_id FROM findings WHERE source_id = ?1",
+                    [format!("f{i}")],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("row");
+            assert_eq!(name_key, image_name_key(key), "{key}");
+            let want = match *key {
+                "ghcr.io/acme/shop" => Some(1),
+                "registry.acme.io/storefront"
+                | "localhost:5000/team/sub/deploy"
+                | "localhost/sub/deploy" => Some(2),
+                _ => None,
+            };
+            assert_eq!(repo, want, "{key}");
+        }
+        let names: Vec<String> = conn
+            .prepare("SELECT name_key FROM repositories ORDER BY id")
+            .expect("select")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(names, vec!["acme/shop", "sub/deploy"]);
     }
 }

@@ -4,7 +4,9 @@ use scanner_host::contract::{
     Finding, FindingKind, FindingStatus, KvError, KvStore, Location, Secret, SettingValue,
     Settings, Severity,
 };
-use scanner_host::store::{FindingQuery, StatusFilter, Store, normalize_repo_url};
+use scanner_host::store::{
+    FindingQuery, MappingRule, StatusFilter, Store, StoreError, image_name_key, normalize_repo_url,
+};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -402,7 +404,11 @@ fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
             finding("known", "https://github.com/acme/shop"),
             finding("later", "https://github.com/acme/billing"),
             image_finding("img-rule", "registry.acme.io", "team/storefront"),
-            image_finding("img-name", "123.dkr.ecr.us-east-1.amazonaws.com", "billing"),
+            image_finding(
+                "img-name",
+                "123.dkr.ecr.us-east-1.amazonaws.com",
+                "acme/billing",
+            ),
             image_finding("img-none", "docker.io", "library/nginx"),
         ]],
         T0,
@@ -678,4 +684,264 @@ fn a_tenant_lock_has_one_live_holder_and_lapses() {
     );
     store.release_tenant_lock("t", "a").expect("release");
     assert_eq!(store.tenant_lock("t").expect("read"), None);
+}
+
+/// Each listed finding's repository (when known) or image, by id.
+fn places(store: &Store) -> Vec<(String, String)> {
+    store
+        .findings(&FindingQuery {
+            include_unmapped: true,
+            ..FindingQuery::default()
+        })
+        .expect("findings")
+        .into_iter()
+        .map(|r| {
+            let place = if r.repository_known {
+                r.repository.unwrap_or_default()
+            } else if r.kind == "container-image" {
+                format!("image {}", r.image.unwrap_or_default())
+            } else {
+                "unmapped".into()
+            };
+            (r.id, place)
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn image_name_keys_are_owner_and_name_without_registry_tag_or_digest() {
+    for (image, want) in [
+        ("registry.acme.io/acme/shop:1.2", Some("acme/shop")),
+        ("ghcr.io/globex/shop@sha256:0123abcd", Some("globex/shop")),
+        ("GHCR.io/Acme/Shop", Some("acme/shop")),
+        ("localhost:5000/team/acme/shop:latest", Some("acme/shop")),
+        ("localhost/acme/shop", Some("acme/shop")),
+        ("acme/shop", Some("acme/shop")),
+        // One path segment: a key no repository has (no `/`).
+        ("docker.io/shop:1.0", Some("shop")),
+        ("", None),
+    ] {
+        let key = image_name_key(&scanner_host::store::normalize_image(image));
+        assert_eq!(key.as_deref(), want, "{image}");
+    }
+}
+
+/// Twelve images of other organisations named `shop` used to map to
+/// `acme/shop` by their last segment alone.
+#[test]
+fn the_name_rule_maps_images_by_owner_and_name_and_follows_new_repositories() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    full_scan(
+        &store,
+        "t",
+        &[vec![
+            image_finding("acme-ghcr", "ghcr.io", "acme/shop"),
+            image_finding("acme-own", "registry.acme.io", "Acme/Shop"),
+            image_finding("globex", "ghcr.io", "globex/shop"),
+            image_finding("hooli", "registry.gitlab.com", "hooli/shop"),
+            image_finding("single", "docker.io", "shop"),
+        ]],
+        T0,
+    );
+    store
+        .add_repository("https://github.com/acme/shop", &[])
+        .expect("add");
+    let acme = "https://github.com/acme/shop";
+    assert_eq!(
+        places(&store),
+        pairs(&[
+            ("acme-ghcr", acme),
+            ("acme-own", acme),
+            ("globex", "image ghcr.io/globex/shop:1.2"),
+            ("hooli", "image registry.gitlab.com/hooli/shop:1.2"),
+            ("single", "image docker.io/shop:1.2"),
+        ])
+    );
+
+    // Added later, globex/shop takes its images; nothing else moves.
+    store
+        .add_repository("https://github.com/globex/shop", &[])
+        .expect("add");
+    let globex = "https://github.com/globex/shop";
+    assert_eq!(
+        places(&store),
+        pairs(&[
+            ("acme-ghcr", acme),
+            ("acme-own", acme),
+            ("globex", globex),
+            ("hooli", "image registry.gitlab.com/hooli/shop:1.2"),
+            ("single", "image docker.io/shop:1.2"),
+        ])
+    );
+
+    // Findings stored after the repositories exist map the same way.
+    let t1 = T0 + time::Duration::hours(6);
+    full_scan(
+        &store,
+        "t",
+        &[vec![
+            image_finding("acme-ghcr", "ghcr.io", "acme/shop"),
+            image_finding("globex", "ghcr.io", "globex/shop"),
+            image_finding("hooli", "registry.gitlab.com", "hooli/shop"),
+            image_finding("globex-new", "registry.gitlab.com", "globex/shop"),
+        ]],
+        t1,
+    );
+    assert_eq!(
+        places(&store),
+        pairs(&[
+            ("acme-ghcr", acme),
+            ("globex", globex),
+            ("globex-new", globex),
+            ("hooli", "image registry.gitlab.com/hooli/shop:1.2"),
+        ])
+    );
+    let rules = store.image_mappings().expect("rules");
+    let named: Vec<(&str, &str, MappingRule, u64)> = rules
+        .iter()
+        .map(|r| (r.image.as_str(), r.repository.as_str(), r.rule, r.findings))
+        .collect();
+    // Every stored finding counts, resolved ones too.
+    assert_eq!(
+        named,
+        vec![
+            ("ghcr.io/acme/shop", acme, MappingRule::Name, 1),
+            ("ghcr.io/globex/shop", globex, MappingRule::Name, 1),
+            ("registry.acme.io/acme/shop", acme, MappingRule::Name, 1),
+            (
+                "registry.gitlab.com/globex/shop",
+                globex,
+                MappingRule::Name,
+                1
+            ),
+        ]
+    );
+}
+
+#[test]
+fn explicit_rules_win_over_the_name_rule_whenever_added() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    full_scan(
+        &store,
+        "t",
+        &[vec![
+            image_finding("ghcr", "ghcr.io", "acme/shop"),
+            image_finding("ecr", "123.dkr.ecr.us-east-1.amazonaws.com", "acme/shop"),
+        ]],
+        T0,
+    );
+    let shop = "https://github.com/acme/shop";
+    let deploy = "https://github.com/acme/deploy";
+    store.add_repository(shop, &[]).expect("add");
+    // The rule comes after the name match: it moves the image.
+    store
+        .add_repository(deploy, &["GHCR.io/acme/shop:2.0".into()])
+        .expect("add");
+    assert_eq!(places(&store), pairs(&[("ecr", shop), ("ghcr", deploy)]));
+    // A repository whose name would match, added after the rule, takes
+    // only what no rule holds.
+    store
+        .add_repository("https://gitlab.com/acme/shop", &[])
+        .expect("add");
+    assert_eq!(places(&store), pairs(&[("ecr", shop), ("ghcr", deploy)]));
+
+    let rules = store.image_mappings().expect("rules");
+    let listed: Vec<(&str, &str, MappingRule, u64)> = rules
+        .iter()
+        .map(|r| (r.image.as_str(), r.repository.as_str(), r.rule, r.findings))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("ghcr.io/acme/shop", deploy, MappingRule::Explicit, 1),
+            (
+                "123.dkr.ecr.us-east-1.amazonaws.com/acme/shop",
+                shop,
+                MappingRule::Name,
+                1
+            ),
+        ]
+    );
+}
+
+#[test]
+fn removing_a_repository_detaches_its_findings_and_drops_its_rules() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    let shop = "https://github.com/acme/shop";
+    let deploy = "https://github.com/acme/deploy";
+    full_scan(
+        &store,
+        "t",
+        &[vec![
+            finding("code", shop),
+            image_finding("ghcr", "ghcr.io", "acme/shop"),
+            image_finding("ecr", "123.dkr.ecr.us-east-1.amazonaws.com", "acme/shop"),
+        ]],
+        T0,
+    );
+    store.add_repository(shop, &[]).expect("add");
+    store
+        .add_repository(deploy, &["ghcr.io/acme/shop".into()])
+        .expect("add");
+    assert_eq!(
+        places(&store),
+        pairs(&[("code", shop), ("ecr", shop), ("ghcr", deploy)])
+    );
+
+    // The rule goes with its repository: the image falls back to the name
+    // rule.
+    store.remove_repository(deploy).expect("remove");
+    assert_eq!(
+        places(&store),
+        pairs(&[("code", shop), ("ecr", shop), ("ghcr", shop)])
+    );
+    assert!(
+        store
+            .image_mappings()
+            .expect("rules")
+            .iter()
+            .all(|r| r.rule == MappingRule::Name)
+    );
+
+    // Removed by another form of its URL: everything goes back to unmapped.
+    store
+        .remove_repository("git@github.com:Acme/Shop.git")
+        .expect("remove");
+    assert_eq!(
+        places(&store),
+        pairs(&[
+            ("code", "unmapped"),
+            (
+                "ecr",
+                "image 123.dkr.ecr.us-east-1.amazonaws.com/acme/shop:1.2"
+            ),
+            ("ghcr", "image ghcr.io/acme/shop:1.2"),
+        ])
+    );
+    assert!(store.repositories().expect("repos").is_empty());
+    assert!(store.image_mappings().expect("rules").is_empty());
+
+    let err = store
+        .remove_repository("https://github.com/acme/nope")
+        .expect_err("unknown");
+    assert!(matches!(err, StoreError::UnknownRepository(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("https://github.com/acme/nope"),
+        "{err}"
+    );
 }

@@ -561,3 +561,210 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
         .is_empty()
     );
 }
+
+/// Open image findings of the simulator whose image is `owner/name`, with
+/// their registry.
+fn sim_images(sim: &Simulator, owner_name: &str) -> BTreeMap<String, String> {
+    sim.findings()
+        .into_iter()
+        .filter(|f| f.is_open() && !f.cve_ids().is_empty())
+        .filter_map(|f| match &f.asset {
+            SimAsset::ContainerImage {
+                registry,
+                repository,
+                ..
+            } if repository == owner_name => Some((f.id.clone(), registry.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn cli_repos_map_images_by_owner_and_name_remove_list_rules_and_import_all_or_nothing() {
+    let sim = Simulator::start_background(SimConfig {
+        findings: 1500,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let args = connect_args(&sim);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&db, &args);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = run(&db, &["scan", "t"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    let ok = |args: &[&str]| -> Output {
+        let out = run(&db, args);
+        assert!(out.status.success(), "{args:?}: {}", output_text(&out));
+        out
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_slice(&ok(args).stdout).expect("json")
+    };
+    let images_of = |url: &str| -> BTreeSet<String> {
+        json(&[
+            "findings",
+            "t",
+            "--repo",
+            url,
+            "--kind",
+            "container-image",
+            "--format",
+            "json",
+        ])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|f| f["id"].as_str().expect("id").to_string())
+        .collect()
+    };
+    let acme = sim_images(&sim, "acme/shop");
+    let globex = sim_images(&sim, "globex/shop");
+    assert!(!acme.is_empty() && !globex.is_empty());
+    let ids = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<BTreeSet<_>>();
+
+    // Only acme's shop images, whatever the registry: not globex's, hooli's…
+    let acme_url = "https://github.com/acme/shop";
+    let globex_url = "https://github.com/globex/shop";
+    ok(&["repos", "add", acme_url]);
+    assert_eq!(images_of(acme_url), ids(&acme));
+    // Adding globex/shop afterwards attaches its images.
+    ok(&["repos", "add", globex_url]);
+    assert_eq!(images_of(globex_url), ids(&globex));
+    assert_eq!(images_of(acme_url), ids(&acme));
+
+    // An explicit rule wins over the name rule.
+    let deploy_url = "https://github.com/acme/deploy";
+    ok(&[
+        "repos",
+        "add",
+        deploy_url,
+        "--image",
+        "ghcr.io/acme/shop:1.0",
+    ]);
+    let (ghcr, other): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        acme.into_iter().partition(|(_, reg)| reg == "ghcr.io");
+    assert!(!ghcr.is_empty() && !other.is_empty());
+    assert_eq!(images_of(deploy_url), ids(&ghcr));
+    assert_eq!(images_of(acme_url), ids(&other));
+
+    let rules = json(&["repos", "rules", "--format", "json"]);
+    let rules = rules.as_array().expect("array");
+    assert_eq!(
+        rules[0],
+        serde_json::json!({"image": "ghcr.io/acme/shop", "repository": deploy_url,
+            "rule": "explicit", "findings": ghcr.len()})
+    );
+    let by_name: BTreeMap<String, (String, u64)> = rules[1..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r["rule"], "name", "{r}");
+            (
+                r["image"].as_str().expect("image").to_string(),
+                (
+                    r["repository"].as_str().expect("repository").to_string(),
+                    r["findings"].as_u64().expect("count"),
+                ),
+            )
+        })
+        .collect();
+    let mut want: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for (owner_name, url, images) in [
+        ("acme/shop", acme_url, &other),
+        ("globex/shop", globex_url, &globex),
+    ] {
+        for registry in images.values() {
+            want.entry(format!("{registry}/{owner_name}"))
+                .or_insert_with(|| (url.to_string(), 0))
+                .1 += 1;
+        }
+    }
+    assert_eq!(by_name, want);
+    let csv = ok(&["repos", "rules", "--format", "csv"]);
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("image,repository,rule,findings\n"));
+    let table = ok(&["repos", "rules"]);
+    assert!(String::from_utf8_lossy(&table.stdout).starts_with("IMAGE"));
+
+    // Removing globex/shop puts its images back under the image.
+    ok(&["repos", "remove", globex_url]);
+    let all = json(&[
+        "findings",
+        "t",
+        "--kind",
+        "container-image",
+        "--format",
+        "json",
+    ]);
+    let detached: Vec<&serde_json::Value> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|f| globex.contains_key(f["id"].as_str().expect("id")))
+        .collect();
+    assert_eq!(detached.len(), globex.len());
+    for f in detached {
+        assert!(f["repository"].is_null(), "{f}");
+        assert!(
+            f["image"].as_str().expect("image").contains("/globex/shop"),
+            "{f}"
+        );
+    }
+    let out = run(&db, &["repos", "remove", "https://github.com/acme/nope"]);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("https://github.com/acme/nope"),
+        "{}",
+        output_text(&out)
+    );
+
+    // Import: a bad line names file:line and imports nothing.
+    let listed = |db: &Path| -> Vec<String> {
+        let out = run(db, &["repos", "list", "--format", "json"]);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r["url"].as_str().expect("url").to_string())
+            .collect()
+    };
+    let before = listed(&db);
+    let file = dir.path().join("repos.txt");
+    let file_arg = file.to_str().expect("utf-8 path");
+    std::fs::write(
+        &file,
+        "https://github.com/globex/billing ghcr.io/globex/billing\n# comment\nnot-a-url\n",
+    )
+    .expect("write");
+    let out = run(&db, &["repos", "import", file_arg]);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains(&format!("{file_arg}:3")),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(listed(&db), before, "nothing imported");
+    std::fs::write(
+        &file,
+        "https://github.com/globex/billing ghcr.io/globex/billing\nhttps://github.com/initech/billing ghcr.io/globex/billing:2\n",
+    )
+    .expect("write");
+    let out = run(&db, &["repos", "import", file_arg]);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains(&format!("{file_arg}:2")),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(listed(&db), before, "nothing imported");
+    std::fs::write(
+        &file,
+        "https://github.com/globex/billing ghcr.io/globex/billing\nhttps://github.com/globex/shop\n",
+    )
+    .expect("write");
+    ok(&["repos", "import", file_arg]);
+    assert_eq!(images_of(globex_url), ids(&globex));
+    assert_eq!(listed(&db).len(), before.len() + 2);
+}
