@@ -8,7 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_host::contract::{FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings};
 use scanner_host::engine::{Engine, EngineConfig};
-use scanner_host::export::{ExportPolicy, ExportRequest};
+use scanner_host::export::{
+    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary,
+    NoProgress, plan_export, severity_name,
+};
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
@@ -209,6 +212,23 @@ struct ExportArgs {
     /// Commit the scan ran on.
     #[arg(long)]
     commit: Option<String>,
+    /// Show what would be sent and what the platform would mark fixed;
+    /// send and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Send input with no runs or no results as an empty snapshot (it marks
+    /// every earlier finding of the branch fixed).
+    #[arg(long)]
+    allow_empty: bool,
+    /// Send even when a run did not complete (`executionSuccessful: false`)
+    /// or more than --max-resolve-ratio of the previous export would be
+    /// marked fixed.
+    #[arg(long)]
+    force: bool,
+    /// Largest share of the previous export's findings of the branch one
+    /// export may mark fixed, 0 to 1.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_ratio)]
+    max_resolve_ratio: f64,
     /// SARIF 2.1.0 files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -257,6 +277,15 @@ enum KindArg {
     CodeDependency,
     ContainerImage,
     Other,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "expected a number from 0 to 1 (0.5 is half), got `{s}`"
+        )),
+    }
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -314,7 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let store = open_store(&cli.global.db)?;
+            let store = settle_for_status(&cli.global).await?;
             status(&store, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -401,10 +430,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export(args) => {
-            let runtime = build_runtime(&cli.global)?;
-            export(&runtime, args, cli.format).await
-        }
+        Command::Export(args) => export(&cli.global, args, cli.format).await,
         Command::Scan { tenant } => {
             let runtime = build_runtime(&cli.global)?;
             let report = scan_with_progress(&runtime, &tenant).await?;
@@ -452,8 +478,84 @@ fn repository_name(url: &str) -> anyhow::Result<String> {
     Ok(name)
 }
 
-async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::Result<ExitCode> {
-    let read = sarif::read_files(&args.files)?;
+/// Export progress on stderr: a spinner on a terminal, else a line per
+/// event, so stdout keeps only the result.
+struct ExportStatus(Option<ProgressBar>);
+
+impl ExportStatus {
+    fn new() -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Self(Some(bar))
+        } else {
+            Self(None)
+        }
+    }
+
+    fn say(&self, message: String) {
+        match &self.0 {
+            Some(bar) => bar.set_message(message),
+            None => eprintln!("export: {message}"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl ExportProgress for ExportStatus {
+    fn event(&self, event: &ExportEvent) {
+        self.say(match event {
+            ExportEvent::Settling { exports } => format!(
+                "asking the platform about {exports} earlier export(s) whose outcome is unknown"
+            ),
+            ExportEvent::Uploading { findings } => {
+                format!("requesting an upload slot and uploading {findings} finding(s)")
+            }
+            ExportEvent::Uploaded { activity_id } => format!(
+                "uploaded; waiting for the platform to process it (activity {activity_id})"
+            ),
+            ExportEvent::Waiting {
+                activity_id,
+                poll,
+                elapsed,
+                state,
+            } => format!(
+                "waiting for the platform to process (activity {activity_id}): {state} after {:.1} s (poll {poll})",
+                elapsed.as_secs_f64()
+            ),
+        });
+    }
+}
+
+async fn export(global: &Global, args: ExportArgs, format: Format) -> anyhow::Result<ExitCode> {
+    let progress = ExportStatus::new();
+    progress.say(format!("reading {} SARIF file(s)", args.files.len()));
+    let read = match sarif::read_files(&args.files) {
+        Ok(read) => read,
+        Err(e) => {
+            progress.done();
+            return Err(e.into());
+        }
+    };
+    progress.say(format!(
+        "read {} finding(s) from {} run(s) of {}",
+        read.findings.len(),
+        read.runs,
+        if read.tools.is_empty() {
+            "no tool".to_string()
+        } else {
+            read.tools.join(", ")
+        }
+    ));
     let is_default = match &args.default_branch {
         Some(d) => *d == args.branch,
         None => matches!(args.branch.as_str(), "main" | "master"),
@@ -472,6 +574,7 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
             ScanScope::Full
         },
         analysis_date: time::OffsetDateTime::now_utc(),
+        input: Some(InputSummary::of(&read)),
         findings: read.findings,
     };
     let policy = ExportPolicy {
@@ -485,8 +588,38 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
         default_branch_only: !args.all_branches,
         full_scans_only: !args.allow_diff_scans,
         repositories: args.only_repo.clone(),
+        allow_empty: args.allow_empty,
+        force: args.force,
+        max_resolve_ratio: args.max_resolve_ratio,
     };
-    let report = match runtime.export(&args.tenant, request, &policy).await {
+    if args.dry_run {
+        progress.done();
+        // The store alone answers a dry run: no plugin runs, nothing
+        // reaches the platform, nothing is recorded.
+        let store = open_store(&global.db)?;
+        let plan = match plan_export(&store, &args.tenant, request, &policy) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(report_error(format, e.kind(), &anyhow!(e))),
+        };
+        print_dry_run(&plan, format)?;
+        return Ok(if plan.refusal.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let runtime = match build_runtime(global) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            progress.done();
+            return Err(e);
+        }
+    };
+    let result = runtime
+        .export_with_progress(&args.tenant, request, &policy, &progress)
+        .await;
+    progress.done();
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             let kind = e.kind();
@@ -517,6 +650,111 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_dry_run(plan: &ExportPlan, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        let findings: Vec<serde_json::Value> = plan
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "id": f.id,
+                    "severity": severity_name(f.severity),
+                    "file": f.file_path,
+                    "line": f.start_line,
+                    "rule": f.rule_id,
+                    "title": f.title,
+                })
+            })
+            .collect();
+        let mut body = serde_json::to_value(plan)?;
+        if let Some(map) = body.as_object_mut() {
+            map.insert("dry_run".into(), true.into());
+            map.insert("would_send".into(), plan.findings.len().into());
+            map.insert("findings".into(), findings.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let counts: Vec<String> = ["critical", "high", "medium", "low", "none"]
+        .iter()
+        .filter_map(|s| plan.by_severity.get(*s).map(|n| format!("{n} {s}")))
+        .collect();
+    println!(
+        "dry run: would send {} of {} finding(s) to {}@{} ({}; {} below the minimum severity)",
+        plan.findings.len(),
+        plan.findings_in,
+        plan.repository_url,
+        plan.branch,
+        if counts.is_empty() {
+            "none".to_string()
+        } else {
+            counts.join(", ")
+        },
+        plan.filtered
+    );
+    for f in &plan.findings {
+        let place = match f.start_line {
+            Some(line) => format!("{}:{line}", f.file_path),
+            None => f.file_path.clone(),
+        };
+        println!(
+            "  {}  {:<8}  {}  {}  {}",
+            f.id,
+            severity_name(f.severity),
+            place,
+            f.rule_id,
+            f.title
+        );
+    }
+    if plan.to_be_fixed.is_empty() {
+        println!(
+            "the platform would mark nothing fixed ({} finding(s) in the previous export)",
+            plan.previous
+        );
+    } else {
+        println!(
+            "the platform would mark {} of the previous export's {} finding(s) fixed:",
+            plan.to_be_fixed.len(),
+            plan.previous
+        );
+        for f in &plan.to_be_fixed {
+            println!("  {}  {}  {}", f.id, f.file_path, f.title);
+        }
+    }
+    match &plan.refusal {
+        Some(why) => println!("the export would be refused: {why}"),
+        None => println!("nothing was sent or recorded"),
+    }
+    Ok(())
+}
+
+/// The store for `status`, after exports whose outcome is unknown were
+/// settled: by asking the platform when plugins are available, otherwise
+/// only by telling exports whose process is gone from running ones.
+async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Store>> {
+    let runtime = if global.plugins.is_empty() {
+        None
+    } else {
+        match build_runtime(global) {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                eprintln!("warning: exports of unknown outcome are not settled: {e:#}");
+                None
+            }
+        }
+    };
+    let Some(runtime) = runtime else {
+        let store = open_store(&global.db)?;
+        scanner_host::export::mark_orphaned_exports(&store, None)?;
+        return Ok(Arc::new(store));
+    };
+    let report = runtime.settle_exports(None, &NoProgress).await?;
+    for error in &report.errors {
+        eprintln!("warning: an export could not be settled: {error}");
+    }
+    Ok(runtime.store().clone())
 }
 
 fn open_store(db: &Path) -> anyhow::Result<Store> {
@@ -917,6 +1155,7 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
         "sent",
         "handled",
         "to_be_fixed",
+        "activity",
         "message",
     ];
     let table: Vec<Vec<String>> = exports
@@ -931,6 +1170,7 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
                 e.sent.to_string(),
                 e.handled.map(|h| h.to_string()).unwrap_or_default(),
                 e.to_be_fixed.to_string(),
+                e.activity_id.clone().unwrap_or_default(),
                 e.message.clone().unwrap_or_default(),
             ]
         })
