@@ -9,8 +9,8 @@ use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_host::contract::{FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings};
 use scanner_host::engine::{Engine, EngineConfig};
 use scanner_host::export::{
-    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary,
-    NoProgress, plan_export, severity_name,
+    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary, NoProgress,
+    plan_export, severity_name,
 };
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;

@@ -389,7 +389,11 @@ fn refusal(
             return Some(format!(
                 "{} hold{} no runs: the tool analysed nothing, and an empty snapshot would mark every finding of the branch fixed — pass --allow-empty if that is really the result",
                 input.files_without_runs.join(", "),
-                if input.files_without_runs.len() == 1 { "s" } else { "" }
+                if input.files_without_runs.len() == 1 {
+                    "s"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -852,9 +856,7 @@ impl Runtime {
                 let sink = match self.configured_sink(&row.tenant).await {
                     Ok((sink, _)) => Some(sink),
                     Err(e) => {
-                        report
-                            .errors
-                            .push(format!("tenant `{}`: {e}", row.tenant));
+                        report.errors.push(format!("tenant `{}`: {e}", row.tenant));
                         None
                     }
                 };
@@ -870,10 +872,9 @@ impl Runtime {
             let state = match sink.export_status(&receipt).await {
                 Ok(Ok(state)) => state,
                 Ok(Err(e)) => {
-                    report.errors.push(format!(
-                        "export {} (activity {activity_id}): {e}",
-                        row.id
-                    ));
+                    report
+                        .errors
+                        .push(format!("export {} (activity {activity_id}): {e}", row.id));
                     continue;
                 }
                 Err(e) => {

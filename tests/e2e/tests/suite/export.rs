@@ -428,12 +428,15 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
     let err = runtime
         .export(
             "t",
-            request_from("main", true, ScanScope::Full, &[failed.clone()]),
+            request_from("main", true, ScanScope::Full, std::slice::from_ref(&failed)),
             &policy,
         )
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("database creation failed"), "{err}");
+    assert!(
+        err.to_string().contains("database creation failed"),
+        "{err}"
+    );
 
     // Two of the three findings gone: 67 % resolved, above the default 50 %.
     let mut most_gone = request("main", true, ScanScope::Full);
@@ -542,7 +545,14 @@ async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
     assert_eq!(plan.to_be_fixed[0].file_path, "shop/reports.py");
     assert_eq!(plan.refusal, None);
     assert_eq!(sim.requests().len(), requests, "the platform was not asked");
-    assert_eq!(runtime.store().exports(Some("t"), 10).expect("exports").len(), 1);
+    assert_eq!(
+        runtime
+            .store()
+            .exports(Some("t"), 10)
+            .expect("exports")
+            .len(),
+        1
+    );
 }
 
 fn unknown_sim(running_polls: u32) -> Simulator {
@@ -636,7 +646,12 @@ async fn runtime_in_with_deadline(sim: &Simulator, dir: &Path, deadline: Duratio
         max_delay: Duration::from_millis(20),
         deadline,
     });
-    if runtime.store().integration("t").expect("integration").is_none() {
+    if runtime
+        .store()
+        .integration("t")
+        .expect("integration")
+        .is_none()
+    {
         runtime
             .connect("t", "wiz", &wiz_settings(sim))
             .await
@@ -686,14 +701,23 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
     let empty = sarif_file(dir.path(), "empty.sarif", NO_RUNS);
     let out = cli(&export_args(&[empty.to_str().expect("utf-8")]));
     assert!(!out.status.success());
-    assert!(output_text(&out).contains("holds no runs"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("holds no runs"),
+        "{}",
+        output_text(&out)
+    );
     let failed = sarif_file(dir.path(), "failed.sarif", FAILED_RUN);
     let out = cli(&export_args(&[failed.to_str().expect("utf-8")]));
     assert!(!out.status.success());
-    assert!(output_text(&out).contains("--force"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("--force"),
+        "{}",
+        output_text(&out)
+    );
 
     for ratio in ["1.5", "-0.1", "half"] {
-        let out = cli(&export_args(&["--max-resolve-ratio", ratio, fixture]));
+        let flag = format!("--max-resolve-ratio={ratio}");
+        let out = cli(&export_args(&[&flag, fixture]));
         assert!(!out.status.success());
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("from 0 to 1"),
@@ -707,7 +731,8 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pure JSON");
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["would_send"], 3);
-    assert_eq!(plan["by_severity"]["high"], 3, "{plan}");
+    assert_eq!(plan["by_severity"]["critical"], 2, "{plan}");
+    assert_eq!(plan["by_severity"]["high"], 1, "{plan}");
     let first = &plan["findings"][0];
     for key in ["id", "severity", "file", "rule", "title"] {
         assert!(first[key].is_string(), "{key} in {first}");
@@ -738,7 +763,10 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
 
     // What a dry run says the next export would mark fixed.
     let reduced = semgrep_without(dir.path(), "shop/reports.py");
-    let out = cli(&export_args(&["--dry-run", reduced.to_str().expect("utf-8")]));
+    let out = cli(&export_args(&[
+        "--dry-run",
+        reduced.to_str().expect("utf-8"),
+    ]));
     assert!(out.status.success(), "{}", output_text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("would send 2 of 4"), "{shown}");
@@ -807,7 +835,10 @@ fn an_export_killed_while_waiting_is_settled_by_status() {
     assert_eq!(export["handled"], 3);
     assert_eq!(export["activity_id"], activity.as_str());
     assert_eq!(
-        store.exported_findings("t", REPO, "main").expect("snapshot").len(),
+        store
+            .exported_findings("t", REPO, "main")
+            .expect("snapshot")
+            .len(),
         3,
         "the settled export became the branch's snapshot"
     );
@@ -851,5 +882,8 @@ fn status_without_plugins_shows_dead_exports_as_unknown_or_interrupted() {
             .expect("row")
     };
     assert_eq!(outcome(taken), ("unknown".into(), "activity-1".into()));
-    assert_eq!(outcome(early), ("interrupted".into(), serde_json::Value::Null));
+    assert_eq!(
+        outcome(early),
+        ("interrupted".into(), serde_json::Value::Null)
+    );
 }
