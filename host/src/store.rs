@@ -1803,4 +1803,72 @@ mod tests {
         );
         assert!(!text.contains("SCAN findings"), "{text}");
     }
+
+    fn found(id: &str) -> ExportedFinding {
+        ExportedFinding {
+            id: id.into(),
+            title: format!("title {id}"),
+            file_path: format!("{id}.py"),
+        }
+    }
+
+    /// An export settled late (its outcome was unknown) becomes the
+    /// branch's snapshot only if no newer export of the branch succeeded.
+    #[test]
+    fn a_late_success_does_not_replace_a_newer_snapshot() {
+        let store = Store::open_in_memory().expect("store");
+        let now = OffsetDateTime::now_utc();
+        let repo = "https://github.com/acme/shop";
+        let older = store
+            .begin_export("t", repo, "main", 2, 0, None, now)
+            .expect("begin");
+        store
+            .export_sent(older, "a-1", 2, 0, &[found("a"), found("b")])
+            .expect("sent");
+        store
+            .export_unknown(older, "still processing")
+            .expect("unknown");
+        let newer = store
+            .begin_export("t", repo, "main", 1, 0, None, now)
+            .expect("begin");
+        store
+            .export_sent(newer, "a-2", 1, 0, &[found("c")])
+            .expect("sent");
+        store.export_succeeded(newer, 1, now).expect("newer");
+        store.export_succeeded(older, 2, now).expect("older");
+        let snapshot = store
+            .exported_findings("t", repo, "main")
+            .expect("snapshot");
+        assert_eq!(snapshot, [found("c")]);
+        let outcomes: Vec<String> = store
+            .exports(Some("t"), 10)
+            .expect("exports")
+            .into_iter()
+            .map(|e| e.outcome)
+            .collect();
+        assert_eq!(outcomes, ["succeeded", "succeeded"]);
+        assert!(store.unsettled_exports(None).expect("unsettled").is_empty());
+
+        // Without a newer success, the late one's findings are the snapshot.
+        let late = store
+            .begin_export("t", repo, "release", 1, 0, None, now)
+            .expect("begin");
+        store
+            .export_sent(late, "a-3", 1, 0, &[found("d")])
+            .expect("sent");
+        store
+            .export_unknown(late, "still processing")
+            .expect("unknown");
+        assert_eq!(
+            store.unsettled_exports(Some("t")).expect("unsettled").len(),
+            1
+        );
+        store.export_succeeded(late, 1, now).expect("late");
+        assert_eq!(
+            store
+                .exported_findings("t", repo, "release")
+                .expect("snapshot"),
+            [found("d")]
+        );
+    }
 }
