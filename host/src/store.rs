@@ -1230,11 +1230,17 @@ impl Store {
             [export],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        tx.execute(
+        // Only an unsettled export changes: two processes settling the same
+        // one must not apply it twice (the second would find its findings
+        // gone and empty the snapshot).
+        let changed = tx.execute(
             "UPDATE exports SET outcome = 'succeeded', handled = ?2, finished_at = ?3, message = NULL
-             WHERE id = ?1",
+             WHERE id = ?1 AND outcome IN ('running', 'unknown')",
             params![export, handled as i64, timestamp(now)],
         )?;
+        if changed == 0 {
+            return Ok(());
+        }
         let newer: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM exports WHERE tenant = ?1 AND repository_url = ?2
                 AND branch = ?3 AND id > ?4 AND outcome = 'succeeded')",
@@ -1262,7 +1268,8 @@ impl Store {
     }
 
     /// Record a failed (`failed`), refused (`refused`) or interrupted
-    /// (`interrupted`) export; the accepted snapshot stays as it was.
+    /// (`interrupted`) export; the accepted snapshot stays as it was. An
+    /// export already settled is left as it is.
     pub fn export_ended(
         &self,
         export: i64,
@@ -1273,7 +1280,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE exports SET outcome = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+            "UPDATE exports SET outcome = ?2, message = ?3, finished_at = ?4
+             WHERE id = ?1 AND outcome IN ('running', 'unknown')",
             params![export, outcome, message, timestamp(now)],
         )?;
         tx.execute(
@@ -1289,7 +1297,8 @@ impl Store {
     /// settled later.
     pub fn export_unknown(&self, export: i64, message: &str) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE exports SET outcome = 'unknown', message = ?2 WHERE id = ?1",
+            "UPDATE exports SET outcome = 'unknown', message = ?2
+             WHERE id = ?1 AND outcome IN ('running', 'unknown')",
             params![export, message],
         )?;
         Ok(())
@@ -1836,6 +1845,8 @@ mod tests {
             .expect("sent");
         store.export_succeeded(newer, 1, now).expect("newer");
         store.export_succeeded(older, 2, now).expect("older");
+        // Settled twice (two processes at once): the second changes nothing.
+        store.export_succeeded(newer, 1, now).expect("again");
         let snapshot = store
             .exported_findings("t", repo, "main")
             .expect("snapshot");
