@@ -8,7 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_host::contract::{FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings};
 use scanner_host::engine::{Engine, EngineConfig, escape_untrusted};
-use scanner_host::export::{ExportPolicy, ExportRequest};
+use scanner_host::export::{
+    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary, NoProgress,
+    plan_export, severity_name,
+};
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
@@ -242,6 +245,23 @@ struct ExportArgs {
     /// Commit the scan ran on.
     #[arg(long)]
     commit: Option<String>,
+    /// Show what would be sent and what the platform would mark fixed;
+    /// send and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Send input with no runs or no results as an empty snapshot (it marks
+    /// every earlier finding of the branch fixed).
+    #[arg(long)]
+    allow_empty: bool,
+    /// Send even when a run did not complete (`executionSuccessful: false`)
+    /// or more than --max-resolve-ratio of the previous export would be
+    /// marked fixed.
+    #[arg(long)]
+    force: bool,
+    /// Largest share of the previous export's findings of the branch one
+    /// export may mark fixed, 0 to 1.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_ratio)]
+    max_resolve_ratio: f64,
     /// SARIF 2.1.0 files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -320,6 +340,15 @@ fn parse_concurrency(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n @ 1..=1024) => Ok(n),
         _ => Err(format!("`{s}` is not a number of scans from 1 to 1024")),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "expected a number from 0 to 1 (0.5 is half), got `{s}`"
+        )),
     }
 }
 
@@ -472,7 +501,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let store = open_store(&cli.global.db, false)?;
+            let store = settle_for_status(&cli.global).await?;
             status(&store, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -590,10 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export(args) => {
-            let runtime = build_runtime(&cli.global, true)?;
-            export(&runtime, args, cli.format).await
-        }
+        Command::Export(args) => export(&cli.global, args, cli.format).await,
         Command::Scan { tenant } => {
             let runtime = Arc::new(build_runtime(&cli.global, true)?);
             // Ctrl-C or SIGTERM stops the scan at a page boundary and
@@ -672,8 +698,84 @@ fn repository_name(url: &str) -> anyhow::Result<String> {
     Ok(name)
 }
 
-async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::Result<ExitCode> {
-    let read = sarif::read_files(&args.files)?;
+/// Export progress on stderr: a spinner on a terminal, else a line per
+/// event, so stdout keeps only the result.
+struct ExportStatus(Option<ProgressBar>);
+
+impl ExportStatus {
+    fn new() -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Self(Some(bar))
+        } else {
+            Self(None)
+        }
+    }
+
+    fn say(&self, message: String) {
+        match &self.0 {
+            Some(bar) => bar.set_message(term(&message).into_owned()),
+            None => eprintln!("export: {}", term(&message)),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl ExportProgress for ExportStatus {
+    fn event(&self, event: &ExportEvent) {
+        self.say(match event {
+            ExportEvent::Settling { exports } => format!(
+                "asking the platform about {exports} earlier export(s) whose outcome is unknown"
+            ),
+            ExportEvent::Uploading { findings } => {
+                format!("requesting an upload slot and uploading {findings} finding(s)")
+            }
+            ExportEvent::Uploaded { activity_id } => format!(
+                "uploaded; waiting for the platform to process it (activity {activity_id})"
+            ),
+            ExportEvent::Waiting {
+                activity_id,
+                poll,
+                elapsed,
+                state,
+            } => format!(
+                "waiting for the platform to process (activity {activity_id}): {state} after {:.1} s (poll {poll})",
+                elapsed.as_secs_f64()
+            ),
+        });
+    }
+}
+
+async fn export(global: &Global, args: ExportArgs, format: Format) -> anyhow::Result<ExitCode> {
+    let progress = ExportStatus::new();
+    progress.say(format!("reading {} SARIF file(s)", args.files.len()));
+    let read = match sarif::read_files(&args.files) {
+        Ok(read) => read,
+        Err(e) => {
+            progress.done();
+            return Err(e.into());
+        }
+    };
+    progress.say(format!(
+        "read {} finding(s) from {} run(s) of {}",
+        read.findings.len(),
+        read.runs,
+        if read.tools.is_empty() {
+            "no tool".to_string()
+        } else {
+            read.tools.join(", ")
+        }
+    ));
     let is_default = match &args.default_branch {
         Some(d) => *d == args.branch,
         None => matches!(args.branch.as_str(), "main" | "master"),
@@ -692,6 +794,7 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
             ScanScope::Full
         },
         analysis_date: time::OffsetDateTime::now_utc(),
+        input: Some(InputSummary::of(&read)),
         findings: read.findings,
     };
     let policy = ExportPolicy {
@@ -705,8 +808,38 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
         default_branch_only: !args.all_branches,
         full_scans_only: !args.allow_diff_scans,
         repositories: args.only_repo.clone(),
+        allow_empty: args.allow_empty,
+        force: args.force,
+        max_resolve_ratio: args.max_resolve_ratio,
     };
-    let report = match runtime.export(&args.tenant, request, &policy).await {
+    if args.dry_run {
+        progress.done();
+        // The store alone answers a dry run: no plugin runs, nothing
+        // reaches the platform, nothing is recorded.
+        let store = open_store(&global.db, false)?;
+        let plan = match plan_export(&store, &args.tenant, request, &policy) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(report_error(format, e.kind(), &anyhow!(e))),
+        };
+        print_dry_run(&plan, format)?;
+        return Ok(if plan.refusal.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let runtime = match build_runtime(global, true) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            progress.done();
+            return Err(e);
+        }
+    };
+    let result = runtime
+        .export_with_progress(&args.tenant, request, &policy, &progress)
+        .await;
+    progress.done();
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             let kind = e.kind();
@@ -785,6 +918,117 @@ fn read_only(db: &Path) -> bool {
             .filter(|p| !p.as_os_str().is_empty())
             .and_then(|p| p.metadata().ok())
             .is_some_and(|m| m.permissions().readonly())
+}
+
+fn print_dry_run(plan: &ExportPlan, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        let findings: Vec<serde_json::Value> = plan
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "id": f.id,
+                    "severity": severity_name(f.severity),
+                    "file": f.file_path,
+                    "line": f.start_line,
+                    "rule": f.rule_id,
+                    "title": f.title,
+                })
+            })
+            .collect();
+        let mut body = serde_json::to_value(plan)?;
+        if let Some(map) = body.as_object_mut() {
+            map.insert("dry_run".into(), true.into());
+            map.insert("would_send".into(), plan.findings.len().into());
+            map.insert("findings".into(), findings.into());
+        }
+        outln!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let counts: Vec<String> = ["critical", "high", "medium", "low", "none"]
+        .iter()
+        .filter_map(|s| plan.by_severity.get(*s).map(|n| format!("{n} {s}")))
+        .collect();
+    outln!(
+        "dry run: would send {} of {} finding(s) to {}@{} ({}; {} below the minimum severity)",
+        plan.findings.len(),
+        plan.findings_in,
+        plan.repository_url,
+        plan.branch,
+        if counts.is_empty() {
+            "none".to_string()
+        } else {
+            counts.join(", ")
+        },
+        plan.filtered
+    );
+    for f in &plan.findings {
+        let place = match f.start_line {
+            Some(line) => format!("{}:{line}", f.file_path),
+            None => f.file_path.clone(),
+        };
+        outln!(
+            "  {}  {:<8}  {}  {}  {}",
+            f.id,
+            severity_name(f.severity),
+            place,
+            f.rule_id,
+            f.title
+        );
+    }
+    if plan.to_be_fixed.is_empty() {
+        outln!(
+            "the platform would mark nothing fixed ({} finding(s) in the previous export)",
+            plan.previous
+        );
+    } else {
+        outln!(
+            "the platform would mark {} of the previous export's {} finding(s) fixed:",
+            plan.to_be_fixed.len(),
+            plan.previous
+        );
+        for f in &plan.to_be_fixed {
+            outln!("  {}  {}  {}", f.id, f.file_path, f.title);
+        }
+    }
+    match &plan.refusal {
+        Some(why) => outln!("the export would be refused: {why}"),
+        None => outln!("nothing was sent or recorded"),
+    }
+    Ok(())
+}
+
+/// The store for `status`, after exports whose outcome is unknown were
+/// settled: by asking the platform when plugins are available, otherwise
+/// only by telling exports whose process is gone from running ones.
+async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Store>> {
+    let store = open_store(&global.db, false)?;
+    // Plugins are loaded only when an export waits to be settled: a plain
+    // `status` reads the store alone.
+    let unsettled = !store.unsettled_exports(None)?.is_empty();
+    let runtime = if global.plugins.is_empty() || !unsettled {
+        None
+    } else {
+        match build_runtime(global, true) {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                eprintln!("warning: exports of unknown outcome are not settled: {e:#}");
+                None
+            }
+        }
+    };
+    let Some(runtime) = runtime else {
+        if unsettled && let Err(e) = scanner_host::export::mark_orphaned_exports(&store, None) {
+            // A read-only database still shows its status.
+            eprintln!("warning: exports of stopped processes are not marked: {e:#}");
+        }
+        return Ok(Arc::new(store));
+    };
+    let report = runtime.settle_exports(None, &NoProgress).await?;
+    for error in &report.errors {
+        eprintln!("warning: an export could not be settled: {}", term(error));
+    }
+    Ok(runtime.store().clone())
 }
 
 /// Every `.wasm` file named directly or found in a named directory.
@@ -1255,6 +1499,7 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
         "sent",
         "handled",
         "to_be_fixed",
+        "activity",
         "message",
     ];
     let table: Vec<Vec<String>> = exports
@@ -1269,6 +1514,7 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
                 e.sent.to_string(),
                 e.handled.map(|h| h.to_string()).unwrap_or_default(),
                 e.to_be_fixed.to_string(),
+                e.activity_id.clone().unwrap_or_default(),
                 e.message.clone().unwrap_or_default(),
             ]
         })

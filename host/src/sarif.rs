@@ -66,6 +66,22 @@ struct Run {
     tool: Tool,
     #[serde(default)]
     results: Vec<SarifResult>,
+    #[serde(default)]
+    invocations: Vec<Invocation>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Invocation {
+    execution_successful: Option<bool>,
+    #[serde(default)]
+    tool_execution_notifications: Vec<Notification>,
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    #[serde(default)]
+    message: Message,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +188,38 @@ pub struct SarifFindings {
     pub skipped: usize,
     /// Tool names seen.
     pub tools: Vec<String>,
+    /// Runs read, across all files.
+    pub runs: usize,
+    /// Results read (findings plus skipped), across all files.
+    pub results: usize,
+    /// Files that hold no run at all: the tool wrote nothing it analysed.
+    pub files_without_runs: Vec<String>,
+    /// Runs whose invocation says the tool did not complete
+    /// (`executionSuccessful: false`): their results, if any, are partial.
+    pub failed_runs: Vec<FailedRun>,
+}
+
+/// A run whose tool reported that it did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedRun {
+    /// The file.
+    pub path: String,
+    /// Index of the run in the file.
+    pub run: usize,
+    /// The tool's name.
+    pub tool: String,
+    /// The first notification the tool wrote about it, if any.
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for FailedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} run {} ({})", self.path, self.run, self.tool)?;
+        if let Some(reason) = &self.reason {
+            write!(f, ": {reason}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads SARIF files into findings.
@@ -212,9 +260,31 @@ pub fn parse(
         }
         None => return Err(invalid("no `version` (SARIF 2.1.0 expected)".into())),
     }
+    if log.runs.is_empty() {
+        out.files_without_runs.push(path.to_string());
+    }
     for (run_index, run) in log.runs.iter().enumerate() {
         if !out.tools.contains(&run.tool.driver.name) {
             out.tools.push(run.tool.driver.name.clone());
+        }
+        out.runs += 1;
+        out.results += run.results.len();
+        // A run with no invocations says nothing about how it went; only
+        // an explicit `false` marks it failed.
+        if let Some(failed) = run
+            .invocations
+            .iter()
+            .find(|i| i.execution_successful == Some(false))
+        {
+            out.failed_runs.push(FailedRun {
+                path: path.to_string(),
+                run: run_index,
+                tool: run.tool.driver.name.clone(),
+                reason: failed
+                    .tool_execution_notifications
+                    .iter()
+                    .find_map(|n| n.message.text.clone()),
+            });
         }
         let rules: Vec<&Rule> = run.tool.driver.rules.iter().collect();
         let by_id: HashMap<&str, &Rule> = run
@@ -448,6 +518,38 @@ mod tests {
         assert_eq!(moved.findings[0].id, a);
         let changed = read(&SEMGREP.replace("q + name", "q + other")).expect("parse");
         assert_ne!(changed.findings[0].id, a);
+    }
+
+    #[test]
+    fn runs_failed_invocations_and_empty_files_are_counted() {
+        let out = read(SEMGREP).expect("parse");
+        assert_eq!((out.runs, out.results), (1, 3));
+        assert!(out.failed_runs.is_empty() && out.files_without_runs.is_empty());
+
+        let empty = read(r#"{"version":"2.1.0","runs":[]}"#).expect("parse");
+        assert_eq!(empty.runs, 0);
+        assert_eq!(empty.files_without_runs, ["t.sarif"]);
+
+        let failed = read(
+            r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"CodeQL"}},
+              "invocations":[{"executionSuccessful":false,
+                "toolExecutionNotifications":[{"message":{"text":"out of memory"}}]}],
+              "results":[]}]}"#,
+        )
+        .expect("parse");
+        assert_eq!(failed.runs, 1);
+        assert_eq!(failed.results, 0);
+        let [run] = &failed.failed_runs[..] else {
+            panic!("one failed run: {:?}", failed.failed_runs);
+        };
+        assert_eq!(run.to_string(), "t.sarif run 0 (CodeQL): out of memory");
+
+        let fine = read(
+            r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"x"}},
+              "invocations":[{"executionSuccessful":true}]}]}"#,
+        )
+        .expect("parse");
+        assert!(fine.failed_runs.is_empty());
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! against the ingestion model and applies Wiz's snapshot rule.
 
 use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
-use scanner_host::export::{ExportError, ExportPolicy, ExportPolling, ExportRequest};
+use scanner_host::export::{
+    ExportError, ExportPolicy, ExportPolling, ExportRequest, InputSummary, NoProgress,
+};
 use scanner_host::runtime::Runtime;
 use scanner_host::sarif;
 use scanner_tests::{host_command, output_text, runtime_in, wiz_settings};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use wiz_sim::{ActivityStatus, Fault, Faults, SimConfig, Simulator};
+use wiz_sim::{ActivityStatus, Fault, Faults, SimConfig, Simulator, UploadConfig};
 
 const REPO: &str = "https://github.com/acme/shop";
 
@@ -39,6 +41,11 @@ async fn connected(sim: &Simulator, dir: &Path) -> Runtime {
 }
 
 fn request(branch: &str, default: bool, scope: ScanScope) -> ExportRequest {
+    request_from(branch, default, scope, &[sarif_path()])
+}
+
+fn request_from(branch: &str, default: bool, scope: ScanScope, files: &[PathBuf]) -> ExportRequest {
+    let read = sarif::read_files(files).expect("read sarif");
     ExportRequest {
         target: ExportTarget {
             repository_url: REPO.into(),
@@ -49,9 +56,8 @@ fn request(branch: &str, default: bool, scope: ScanScope) -> ExportRequest {
         },
         scope,
         analysis_date: time::OffsetDateTime::now_utc(),
-        findings: sarif::read_files(&[sarif_path()])
-            .expect("read sarif")
-            .findings,
+        input: Some(InputSummary::of(&read)),
+        findings: read.findings,
     }
 }
 
@@ -349,4 +355,535 @@ fn the_cli_exports_sarif_and_status_shows_it() {
         "{shown}"
     );
     assert!(!shown.contains(&secret));
+}
+
+/// Writes a SARIF file into `dir` and returns its path.
+fn sarif_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write sarif");
+    path
+}
+
+const NO_RUNS: &str = r#"{"version":"2.1.0","runs":[]}"#;
+const FAILED_RUN: &str = r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"CodeQL"}},
+  "invocations":[{"executionSuccessful":false,
+    "toolExecutionNotifications":[{"message":{"text":"database creation failed"}}]}],
+  "results":[]}]}"#;
+const NO_RESULTS: &str = r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"Semgrep OSS"}},
+  "invocations":[{"executionSuccessful":true}],"results":[]}]}"#;
+
+/// The semgrep fixture without the results in `file`.
+fn semgrep_without(dir: &Path, file: &str) -> PathBuf {
+    let text = std::fs::read_to_string(sarif_path()).expect("read fixture");
+    let mut log: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
+    for run in log["runs"].as_array_mut().expect("runs") {
+        if let Some(results) = run["results"].as_array_mut() {
+            results.retain(|r| !r.to_string().contains(file));
+        }
+    }
+    sarif_file(dir, "reduced.sarif", &log.to_string())
+}
+
+fn uploads(sim: &Simulator) -> usize {
+    sim.requests().iter().filter(|r| r.method == "PUT").count()
+}
+
+#[tokio::test]
+async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overridden() {
+    let sim = sim();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = connected(&sim, dir.path()).await;
+    let policy = ExportPolicy::default();
+    runtime
+        .export("t", request("main", true, ScanScope::Full), &policy)
+        .await
+        .expect("first export");
+    assert_eq!(uploads(&sim), 1);
+    let snapshot = runtime
+        .store()
+        .exported_findings("t", REPO, "main")
+        .expect("snapshot");
+    assert_eq!(snapshot.len(), 3);
+
+    for (text, why) in [
+        (NO_RUNS, "no runs"),
+        (FAILED_RUN, "did not complete"),
+        (NO_RESULTS, "no results"),
+    ] {
+        let file = sarif_file(dir.path(), "input.sarif", text);
+        let err = runtime
+            .export(
+                "t",
+                request_from("main", true, ScanScope::Full, &[file]),
+                &policy,
+            )
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&err, ExportError::Refused(m) if m.contains(why)),
+            "{err}"
+        );
+    }
+    let failed = sarif_file(dir.path(), "failed.sarif", FAILED_RUN);
+    let err = runtime
+        .export(
+            "t",
+            request_from("main", true, ScanScope::Full, std::slice::from_ref(&failed)),
+            &policy,
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("database creation failed"),
+        "{err}"
+    );
+
+    // Two of the three findings gone: 67 % resolved, above the default 50 %.
+    let mut most_gone = request("main", true, ScanScope::Full);
+    let keep = snapshot[0].id.clone();
+    most_gone
+        .findings
+        .retain(|f| f.id == keep || f.severity < SastSeverity::High);
+    let err = runtime
+        .export("t", most_gone.clone(), &policy)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ExportError::Refused(m) if m.contains("2 of the 3") && m.contains("--max-resolve-ratio")),
+        "{err}"
+    );
+    assert_eq!(uploads(&sim), 1, "nothing was uploaded while refusing");
+    let held = &sim.ingested()[&data_source()];
+    assert_eq!(held.open_ids().len(), 3, "Wiz still holds every finding");
+    let exports = runtime.store().exports(Some("t"), 10).expect("exports");
+    assert!(
+        exports[..5]
+            .iter()
+            .all(|e| e.outcome == "refused" && e.sent == 0 && e.activity_id.is_none()),
+        "{exports:?}"
+    );
+    assert_eq!(
+        runtime
+            .store()
+            .exported_findings("t", REPO, "main")
+            .expect("snapshot"),
+        snapshot,
+        "the accepted snapshot is unchanged"
+    );
+
+    // A higher ratio lets it through; so does --force.
+    let lenient = ExportPolicy {
+        max_resolve_ratio: 0.7,
+        ..ExportPolicy::default()
+    };
+    let report = runtime
+        .export("t", most_gone, &lenient)
+        .await
+        .expect("allowed by the ratio");
+    assert_eq!(report.to_be_fixed.len(), 2);
+    let forced = ExportPolicy {
+        force: true,
+        ..ExportPolicy::default()
+    };
+    runtime
+        .export(
+            "t",
+            request_from("main", true, ScanScope::Full, &[failed]),
+            &ExportPolicy {
+                allow_empty: true,
+                ..forced.clone()
+            },
+        )
+        .await
+        .expect("forced");
+    assert_eq!(sim.ingested()[&data_source()].open_ids().len(), 0);
+
+    // --allow-empty sends an empty snapshot where nothing was exported
+    // before.
+    let empty = sarif_file(dir.path(), "empty.sarif", NO_RUNS);
+    let allow_empty = ExportPolicy {
+        allow_empty: true,
+        ..ExportPolicy::default()
+    };
+    let report = runtime
+        .export(
+            "t",
+            request_from("release", true, ScanScope::Full, &[empty]),
+            &allow_empty,
+        )
+        .await
+        .expect("empty snapshot allowed");
+    assert_eq!(report.sent, 0);
+}
+
+#[tokio::test]
+async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
+    let sim = sim();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = connected(&sim, dir.path()).await;
+    runtime
+        .export(
+            "t",
+            request("main", true, ScanScope::Full),
+            &ExportPolicy::default(),
+        )
+        .await
+        .expect("first export");
+    let requests = sim.requests().len();
+    let reduced = semgrep_without(dir.path(), "shop/reports.py");
+    let plan = scanner_host::export::plan_export(
+        runtime.store(),
+        "t",
+        request_from("main", true, ScanScope::Full, &[reduced]),
+        &ExportPolicy::default(),
+    )
+    .expect("plan");
+    assert_eq!(plan.findings.len(), 2);
+    assert_eq!(plan.by_severity.values().sum::<u64>(), 2);
+    assert_eq!(plan.previous, 3);
+    assert_eq!(plan.to_be_fixed.len(), 1);
+    assert_eq!(plan.to_be_fixed[0].file_path, "shop/reports.py");
+    assert_eq!(plan.refusal, None);
+    assert_eq!(sim.requests().len(), requests, "the platform was not asked");
+    assert_eq!(
+        runtime
+            .store()
+            .exports(Some("t"), 10)
+            .expect("exports")
+            .len(),
+        1
+    );
+}
+
+fn unknown_sim(running_polls: u32) -> Simulator {
+    Simulator::start_background(SimConfig {
+        findings: 10,
+        uploads: UploadConfig {
+            hidden_polls: 0,
+            running_polls,
+            ..UploadConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .expect("sim")
+}
+
+#[tokio::test]
+async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
+    // The simulator answers IN_PROGRESS to the first two polls of an
+    // activity, SUCCESS after.
+    let sim = unknown_sim(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let impatient = runtime_in_with_deadline(&sim, dir.path(), Duration::ZERO).await;
+    let err = impatient
+        .export(
+            "t",
+            request("main", true, ScanScope::Full),
+            &ExportPolicy::default(),
+        )
+        .await
+        .expect_err("outcome unknown");
+    let ExportError::Unknown { activity_id, .. } = &err else {
+        panic!("expected an unknown outcome, got {err}");
+    };
+    assert!(err.to_string().contains("still in progress"), "{err}");
+    let first = impatient.store().exports(Some("t"), 1).expect("exports")[0].clone();
+    assert_eq!(first.outcome, "unknown");
+    assert_eq!(first.activity_id.as_deref(), Some(activity_id.as_str()));
+    assert_eq!(first.sent, 3);
+    assert!(
+        impatient
+            .store()
+            .exported_findings("t", REPO, "main")
+            .expect("snapshot")
+            .is_empty(),
+        "not the branch's snapshot before the platform says so"
+    );
+
+    // Still processing: settling leaves it unknown.
+    let report = impatient
+        .settle_exports(None, &NoProgress)
+        .await
+        .expect("settle");
+    assert_eq!(report.settled.len(), 1);
+    assert_eq!(report.settled[0].outcome, "unknown");
+    assert_eq!(
+        impatient.store().exports(Some("t"), 1).expect("exports")[0].outcome,
+        "unknown"
+    );
+
+    // The next export asks first (the platform has finished by now), so it
+    // is compared with the snapshot the platform really holds.
+    drop(impatient);
+    let runtime = runtime_in_with_deadline(&sim, dir.path(), Duration::from_secs(10)).await;
+    let mut next = request("main", true, ScanScope::Full);
+    next.findings.retain(|f| f.file_path != "shop/reports.py");
+    let report = runtime
+        .export("t", next, &ExportPolicy::default())
+        .await
+        .expect("next export");
+    assert_eq!(report.to_be_fixed.len(), 1, "compared with the settled one");
+    let exports = runtime.store().exports(Some("t"), 10).expect("exports");
+    let settled = exports.iter().find(|e| e.id == first.id).expect("first");
+    assert_eq!(settled.outcome, "succeeded");
+    assert_eq!(settled.handled, Some(3));
+    assert_eq!(settled.activity_id, first.activity_id);
+    assert_eq!(exports[0].outcome, "succeeded");
+    assert_eq!(
+        runtime
+            .store()
+            .exported_findings("t", REPO, "main")
+            .expect("snapshot")
+            .len(),
+        2,
+        "the newer export's snapshot stays"
+    );
+}
+
+async fn runtime_in_with_deadline(sim: &Simulator, dir: &Path, deadline: Duration) -> Runtime {
+    let runtime = runtime_in(dir).with_export_polling(ExportPolling {
+        first_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        deadline,
+    });
+    if runtime
+        .store()
+        .integration("t")
+        .expect("integration")
+        .is_none()
+    {
+        runtime
+            .connect("t", "wiz", &wiz_settings(sim))
+            .await
+            .expect("connect");
+    }
+    runtime
+}
+
+fn connect_cli(sim: &Simulator, db: &Path) {
+    let secret = wiz_sim::SimConfig::default().clients[0].secret.clone();
+    let out = host_command(db)
+        .args([
+            "connect",
+            "t",
+            "--plugin",
+            "wiz",
+            "--set",
+            &format!("api-endpoint={}", sim.api_endpoint()),
+            "--set",
+            "client-id=sim-client-id",
+            "--secret",
+            "client-secret=env:WIZ_SECRET",
+        ])
+        .env("WIZ_SECRET", &secret)
+        .output()
+        .expect("run scanner-host");
+    assert!(out.status.success(), "{}", output_text(&out));
+}
+
+fn export_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["export", "t", "--repo", REPO, "--branch", "main"];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
+    // One IN_PROGRESS answer, so the command reports waiting.
+    let sim = unknown_sim(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    connect_cli(&sim, &db);
+    let cli = |args: &[&str]| host_command(&db).args(args).output().expect("run");
+    let fixture = sarif_path();
+    let fixture = fixture.to_str().expect("utf-8 path");
+
+    let empty = sarif_file(dir.path(), "empty.sarif", NO_RUNS);
+    let out = cli(&export_args(&[empty.to_str().expect("utf-8")]));
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("holds no runs"),
+        "{}",
+        output_text(&out)
+    );
+    let failed = sarif_file(dir.path(), "failed.sarif", FAILED_RUN);
+    let out = cli(&export_args(&[failed.to_str().expect("utf-8")]));
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("--force"),
+        "{}",
+        output_text(&out)
+    );
+
+    for ratio in ["1.5", "-0.1", "half"] {
+        let flag = format!("--max-resolve-ratio={ratio}");
+        let out = cli(&export_args(&[&flag, fixture]));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("from 0 to 1"),
+            "{}",
+            output_text(&out)
+        );
+    }
+
+    let out = cli(&export_args(&["--dry-run", "--format", "json", fixture]));
+    assert!(out.status.success(), "{}", output_text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pure JSON");
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["would_send"], 3);
+    assert_eq!(plan["by_severity"]["critical"], 2, "{plan}");
+    assert_eq!(plan["by_severity"]["high"], 1, "{plan}");
+    let first = &plan["findings"][0];
+    for key in ["id", "severity", "file", "rule", "title"] {
+        assert!(first[key].is_string(), "{key} in {first}");
+    }
+    assert_eq!(uploads(&sim), 0, "nothing uploaded so far");
+    let store = scanner_host::store::Store::open(&db).expect("store");
+    assert!(
+        store
+            .exports(Some("t"), 10)
+            .expect("exports")
+            .iter()
+            .all(|e| e.outcome == "refused"),
+        "the dry run recorded nothing"
+    );
+
+    let out = cli(&export_args(&["--format", "json", fixture]));
+    assert!(out.status.success(), "{}", output_text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pure JSON");
+    let activity = report["activity_id"].as_str().expect("activity id");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for step in [
+        "reading 1 SARIF file(s)",
+        "uploading 3 finding(s)",
+        &format!("waiting for the platform to process (activity {activity}): in progress"),
+    ] {
+        assert!(stderr.contains(step), "`{step}` in:\n{stderr}");
+    }
+
+    // What a dry run says the next export would mark fixed.
+    let reduced = semgrep_without(dir.path(), "shop/reports.py");
+    let out = cli(&export_args(&[
+        "--dry-run",
+        reduced.to_str().expect("utf-8"),
+    ]));
+    assert!(out.status.success(), "{}", output_text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("would send 2 of 4"), "{shown}");
+    assert!(
+        shown.contains("would mark 1 of the previous export's 3 finding(s) fixed"),
+        "{shown}"
+    );
+    assert!(shown.contains("shop/reports.py"), "{shown}");
+    assert_eq!(uploads(&sim), 1);
+}
+
+#[test]
+fn an_export_killed_while_waiting_is_settled_by_status() {
+    // The first poll of an activity already answers SUCCESS: only the
+    // killed process's wait stands between the upload and its outcome.
+    let sim = unknown_sim(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    connect_cli(&sim, &db);
+    let fixture = sarif_path();
+    let mut child = host_command(&db)
+        .args(export_args(&[fixture.to_str().expect("utf-8")]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let store = scanner_host::store::Store::open(&db).expect("store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let activity = loop {
+        let rows = store.exports(Some("t"), 1).expect("exports");
+        if let Some(id) = rows.first().and_then(|e| e.activity_id.clone()) {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "never uploaded");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the export ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // A live process's export is left alone.
+    assert_eq!(
+        scanner_host::export::mark_orphaned_exports(&store, None).expect("orphans"),
+        0
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let row = store.exports(Some("t"), 1).expect("exports")[0].clone();
+    assert_eq!(row.outcome, "running", "killed before its first poll");
+    assert_eq!(
+        sim.activities()
+            .iter()
+            .find(|a| a.id == activity)
+            .map(|a| a.polls),
+        Some(0)
+    );
+
+    let out = host_command(&db)
+        .args(["status", "--format", "json"])
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let export = &shown["exports"][0];
+    assert_eq!(export["outcome"], "succeeded", "{shown}");
+    assert_eq!(export["handled"], 3);
+    assert_eq!(export["activity_id"], activity.as_str());
+    assert_eq!(
+        store
+            .exported_findings("t", REPO, "main")
+            .expect("snapshot")
+            .len(),
+        3,
+        "the settled export became the branch's snapshot"
+    );
+}
+
+#[test]
+fn status_without_plugins_shows_dead_exports_as_unknown_or_interrupted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let store = scanner_host::store::Store::open(&db).expect("store");
+    let now = time::OffsetDateTime::now_utc();
+    // Rows left `running` by processes that no longer exist: one had its
+    // upload taken, one had not got that far.
+    let taken = store
+        .begin_export("t", REPO, "main", 5, 2, Some("0123456789abcdef"), now)
+        .expect("begin");
+    store
+        .export_sent(taken, "activity-1", 3, 0, &[])
+        .expect("sent");
+    let early = store
+        .begin_export("t", REPO, "main", 5, 2, Some("fedcba9876543210"), now)
+        .expect("begin");
+    drop(store);
+
+    let out = std::process::Command::new(scanner_tests::host_bin())
+        .args(["--db"])
+        .arg(&db)
+        .args(["status", "--format", "json"])
+        .env_remove("SCANNER_HOST_PLUGINS")
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let outcome = |id: i64| {
+        shown["exports"]
+            .as_array()
+            .expect("exports")
+            .iter()
+            .find(|e| e["id"] == id)
+            .map(|e| (e["outcome"].clone(), e["activity_id"].clone()))
+            .expect("row")
+    };
+    assert_eq!(outcome(taken), ("unknown".into(), "activity-1".into()));
+    assert_eq!(
+        outcome(early),
+        ("interrupted".into(), serde_json::Value::Null)
+    );
 }
