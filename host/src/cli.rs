@@ -9,6 +9,7 @@ use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_host::contract::{FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings};
 use scanner_host::engine::{Engine, EngineConfig};
 use scanner_host::export::{ExportPolicy, ExportRequest};
+use scanner_host::keys::{KEY_ENV, KeySource, StoreKey, write_key_file};
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
@@ -70,6 +71,11 @@ struct Global {
         global = true
     )]
     ca_certs: Vec<PathBuf>,
+    /// File holding the key that encrypts secrets and plugin state (base64
+    /// of 32 bytes); default: the database's name plus `.key`, created on
+    /// first use. The key itself may be given in SCANNER_HOST_KEY instead.
+    #[arg(long, env = "SCANNER_HOST_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,8 +101,8 @@ enum Command {
         set: Vec<(String, String)>,
         /// A secret setting, `KEY=env:VAR`, `KEY=file:PATH` or `KEY=-`
         /// (stdin); never the secret itself.
-        #[arg(long = "secret", value_parser = parse_pair)]
-        secret: Vec<(String, String)>,
+        #[arg(long = "secret", value_parser = parse_secret_arg, allow_hyphen_values = true)]
+        secret: Vec<SecretArg>,
     },
     /// Test a tenant's saved connection.
     Test {
@@ -170,6 +176,26 @@ enum Command {
     Repos {
         #[command(subcommand)]
         command: ReposCommand,
+    },
+    /// The key that encrypts secrets and plugin state at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every secret and plugin-state value under a new random
+    /// key, in one transaction. The new key replaces the key file and the
+    /// old one is kept beside it as `<name>.old`; with --new-key-file the
+    /// new key is written there instead and the current key is left alone.
+    /// Stop `serve` first: a running host keeps using the old key.
+    Rotate {
+        /// Write the new key to this new file (required when the key comes
+        /// from SCANNER_HOST_KEY).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -266,6 +292,24 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A `--secret` argument. Parsing never fails, so clap never repeats the
+/// text in an error: a malformed one is refused by `build_settings`, which
+/// names at most the plugin field it starts with.
+#[derive(Clone)]
+enum SecretArg {
+    /// `KEY=SOURCE`.
+    Pair(String, String),
+    /// Anything else; may be the secret itself, so it is never shown.
+    Malformed(Secret),
+}
+
+fn parse_secret_arg(s: &str) -> Result<SecretArg, std::convert::Infallible> {
+    Ok(match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => SecretArg::Pair(k.to_string(), v.to_string()),
+        _ => SecretArg::Malformed(Secret::new(s)),
+    })
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -309,12 +353,12 @@ fn report_error(format: Format, kind: &str, err: &anyhow::Error) -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Repos { command } => {
-            let store = open_store(&cli.global.db)?;
+            let store = open_store(&cli.global)?;
             repos(&store, command, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let store = open_store(&cli.global.db)?;
+            let store = open_store(&cli.global)?;
             status(&store, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -326,7 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             include_unmapped,
             limit,
         } => {
-            let store = open_store(&cli.global.db)?;
+            let store = open_store(&cli.global)?;
             let query = FindingQuery {
                 tenant,
                 status: match status {
@@ -348,7 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Disconnect { tenant, yes } => {
-            let store = open_store(&cli.global.db)?;
+            let store = open_store(&cli.global)?;
             if !yes && !confirm(&format!("Delete tenant `{tenant}` and all its findings?"))? {
                 bail!("not confirmed (pass --yes to skip the question)");
             }
@@ -429,6 +473,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let scheduler = Scheduler::new(runtime, config);
             eprintln!("serving; SIGINT or SIGTERM stops after the current pages");
             scheduler.run(shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { new_key_file },
+        } => {
+            rotate_key(&cli.global, new_key_file, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { findings, seed } => {
@@ -519,8 +569,136 @@ async fn export(runtime: &Runtime, args: ExportArgs, format: Format) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_store(db: &Path) -> anyhow::Result<Store> {
-    Store::open(db).with_context(|| format!("opening database {}", db.display()))
+/// Where the key comes from: SCANNER_HOST_KEY, else `--key-file`, else
+/// the database's default key file; both at once is a mistake.
+fn key_source(global: &Global) -> anyhow::Result<KeySource> {
+    let env = std::env::var_os(KEY_ENV);
+    match (env, &global.key_file) {
+        (Some(_), Some(_)) => bail!(
+            "both {KEY_ENV} and --key-file (or SCANNER_HOST_KEY_FILE) are set: give the key one way"
+        ),
+        (Some(key), None) => {
+            let key = key
+                .into_string()
+                .map_err(|_| anyhow!("{KEY_ENV}: not a key: expected base64 of 32 bytes"))?;
+            Ok(KeySource::Env(zeroize::Zeroizing::new(key)))
+        }
+        (None, Some(path)) => Ok(KeySource::File(path.clone())),
+        (None, None) => Ok(KeySource::default_for(&global.db)),
+    }
+}
+
+fn open_store(global: &Global) -> anyhow::Result<Store> {
+    open_store_with(global, &key_source(global)?)
+}
+
+fn open_store_with(global: &Global, key: &KeySource) -> anyhow::Result<Store> {
+    let db = &global.db;
+    let store = Store::open_with_key(db, key)
+        .with_context(|| format!("opening database {}", db.display()))?;
+    if let Some(path) = store.created_key_file() {
+        eprintln!(
+            "warning: created the key file {} (key id {}). It encrypts the secrets and plugin state in {}, which cannot be read without it: back it up, apart from the database.",
+            path.display(),
+            store.key_id(),
+            db.display()
+        );
+    }
+    Ok(store)
+}
+
+/// `path` with `suffix` appended to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[derive(Serialize)]
+struct Rotated {
+    key_id: String,
+    key_file: PathBuf,
+    old_key_file: Option<PathBuf>,
+    secrets: u64,
+    state_values: u64,
+}
+
+/// `keys rotate`: the new key is written (0600) before the database
+/// changes, so no moment exists when the data is under a key kept nowhere.
+fn rotate_key(
+    global: &Global,
+    new_key_file: Option<PathBuf>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let source = key_source(global)?;
+    let store = open_store_with(global, &source)?;
+    let (target, replace) = match (new_key_file, &source) {
+        (Some(path), _) => (path, None),
+        (None, KeySource::File(current)) => (with_suffix(current, ".new"), Some(current.clone())),
+        (None, KeySource::Env(_)) => {
+            bail!("the key comes from {KEY_ENV}: give --new-key-file PATH for the new key")
+        }
+    };
+    let key = StoreKey::generate();
+    write_key_file(&target, &key)?;
+    let (secrets, state_values) = match store.rotate_key(key) {
+        Ok(counts) => counts,
+        Err(e) => {
+            // The database still uses the old key: the new one is useless.
+            let _ = std::fs::remove_file(&target);
+            return Err(anyhow!(e).context("rotating the key (nothing was changed)"));
+        }
+    };
+    let (key_file, old_key_file) = match replace {
+        Some(current) => {
+            let old = with_suffix(&current, ".old");
+            let moved = |what: &str| {
+                format!(
+                    "the database now uses the key in {}; {what}",
+                    target.display()
+                )
+            };
+            std::fs::rename(&current, &old).with_context(|| {
+                moved(&format!(
+                    "moving the old key file to {} failed",
+                    old.display()
+                ))
+            })?;
+            std::fs::rename(&target, &current)
+                .with_context(|| moved(&format!("moving it to {} failed", current.display())))?;
+            (current, Some(old))
+        }
+        None => (target, None),
+    };
+    let report = Rotated {
+        key_id: store.key_id(),
+        key_file,
+        old_key_file,
+        secrets,
+        state_values,
+    };
+    print_json_or(format, &report, || {
+        println!(
+            "re-encrypted {} secret(s) and {} plugin-state value(s) under key {} in {}",
+            report.secrets,
+            report.state_values,
+            report.key_id,
+            report.key_file.display()
+        );
+    })?;
+    match &report.old_key_file {
+        Some(old) => eprintln!(
+            "back up {} now; the old key is kept in {} until you delete it",
+            report.key_file.display(),
+            old.display()
+        ),
+        None => eprintln!(
+            "back up {} now, and from now on pass --key-file {} (or set SCANNER_HOST_KEY_FILE)",
+            report.key_file.display(),
+            report.key_file.display()
+        ),
+    }
+    Ok(())
 }
 
 /// Every `.wasm` file named directly or found in a named directory.
@@ -551,7 +729,7 @@ fn plugin_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn build_runtime(global: &Global) -> anyhow::Result<Runtime> {
-    let store = Arc::new(open_store(&global.db)?);
+    let store = Arc::new(open_store(global)?);
     let engine = Engine::new(EngineConfig {
         cache_dir: global.cache_dir.clone(),
         extra_root_certificates: read_certificates(&global.ca_certs)?,
@@ -594,7 +772,7 @@ fn build_settings(
     info: &PluginInfo,
     mut settings: Settings,
     set: &[(String, String)],
-    secret: &[(String, String)],
+    secret: &[SecretArg],
 ) -> anyhow::Result<Settings> {
     let field = |key: &str| {
         info.fields.iter().find(|f| f.key == key).ok_or_else(|| {
@@ -620,7 +798,34 @@ fn build_settings(
         };
         settings.insert(key.clone(), value);
     }
-    for (key, source) in secret {
+    for arg in secret {
+        let (key, source) = match arg {
+            SecretArg::Pair(key, source) => (key, source),
+            SecretArg::Malformed(text) => {
+                // Name the field it starts with, if it starts with one:
+                // anything else may be the secret itself.
+                let text = text.expose();
+                let head = text.split([':', '=']).next().unwrap_or_default();
+                let named = info
+                    .fields
+                    .iter()
+                    .find(|f| f.key == head)
+                    .map(|f| format!(" for `{}`", f.key))
+                    .unwrap_or_default();
+                bail!(
+                    "a --secret{named} is not KEY=env:VAR, KEY=file:PATH or KEY=- (its value is not shown)"
+                );
+            }
+        };
+        if !info.fields.iter().any(|f| f.key == *key) {
+            // Not a field: the text before `=` may be part of a secret.
+            let keys: Vec<&str> = info.fields.iter().map(|f| f.key.as_str()).collect();
+            bail!(
+                "a --secret names no setting of plugin {} (fields: {}; its value is not shown)",
+                info.name,
+                keys.join(", ")
+            );
+        }
         if field(key)?.kind != FieldKind::Secret {
             bail!("`{key}` is not a secret field: pass it with --set");
         }
