@@ -630,12 +630,26 @@ impl Store {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(open_err)?;
         }
-        create_private_file(path).map_err(open_err)?;
+        let created = create_private_file(path).map_err(open_err)?;
         let conn = Connection::open(path).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let store = Self::setup(conn, path, Some(key))?;
+        let store = match Self::setup(conn, path, Some(key)) {
+            Ok(store) => store,
+            Err(e) => {
+                // A database this call created and could not set up (a
+                // malformed key, say) would only be an empty file later.
+                if created {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut name = path.as_os_str().to_os_string();
+                        name.push(suffix);
+                        let _ = std::fs::remove_file(Path::new(&name));
+                    }
+                }
+                return Err(e);
+            }
+        };
         // SQLite gives the WAL and shared-memory files the database's mode;
         // set it again in case they predate this version.
         for suffix in ["-wal", "-shm"] {
@@ -1851,8 +1865,8 @@ impl FindingColumns {
 
 /// Create `path` empty with mode 0600 unless it exists, so SQLite (which
 /// gives its WAL and shared-memory files the database's mode) never
-/// creates a database others can read.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
+/// creates a database others can read. Returns whether it created it.
+fn create_private_file(path: &Path) -> std::io::Result<bool> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -1861,8 +1875,8 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         options.mode(0o600);
     }
     match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
 }

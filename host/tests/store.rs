@@ -730,6 +730,10 @@ fn a_malformed_key_is_refused_without_echoing_it() {
         "{text}"
     );
     assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        !dir.path().join("host.db").exists(),
+        "no empty database is left behind"
+    );
 }
 
 #[test]
