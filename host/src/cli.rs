@@ -12,6 +12,7 @@ use scanner_host::export::{
     ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary, NoProgress,
     plan_export, severity_name,
 };
+use scanner_host::keys::{KEY_ENV, KeySource, StoreKey, write_key_file};
 use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
@@ -101,6 +102,11 @@ struct Global {
         global = true
     )]
     ca_certs: Vec<PathBuf>,
+    /// File holding the key that encrypts secrets and plugin state (base64
+    /// of 32 bytes); default: the database's name plus `.key`, created on
+    /// first use. The key itself may be given in SCANNER_HOST_KEY instead.
+    #[arg(long, env = "SCANNER_HOST_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,8 +132,8 @@ enum Command {
         set: Vec<(String, String)>,
         /// A secret setting, `KEY=env:VAR`, `KEY=file:PATH` or `KEY=-`
         /// (stdin); never the secret itself.
-        #[arg(long = "secret", value_parser = parse_pair)]
-        secret: Vec<(String, String)>,
+        #[arg(long = "secret", value_parser = parse_secret_arg, allow_hyphen_values = true)]
+        secret: Vec<SecretArg>,
         /// Run the tenant with the component now loaded under the plugin's
         /// name, although it is not the one the tenant was connected with.
         #[arg(long)]
@@ -206,6 +212,26 @@ enum Command {
     Repos {
         #[command(subcommand)]
         command: ReposCommand,
+    },
+    /// The key that encrypts secrets and plugin state at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every secret and plugin-state value under a new random
+    /// key, in one transaction. The new key replaces the key file and the
+    /// old one is kept beside it as `<name>.old`; with --new-key-file the
+    /// new key is written there instead and the current key is left alone.
+    /// Stop `serve` first: a running host keeps using the old key.
+    Rotate {
+        /// Write the new key to this new file (required when the key comes
+        /// from SCANNER_HOST_KEY).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -359,6 +385,24 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A `--secret` argument. Parsing never fails, so clap never repeats the
+/// text in an error: a malformed one is refused by `build_settings`, which
+/// names at most the plugin field it starts with.
+#[derive(Clone)]
+enum SecretArg {
+    /// `KEY=SOURCE`.
+    Pair(String, String),
+    /// Anything else; may be the secret itself, so it is never shown.
+    Malformed(Secret),
+}
+
+fn parse_secret_arg(s: &str) -> Result<SecretArg, std::convert::Infallible> {
+    Ok(match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => SecretArg::Pair(k.to_string(), v.to_string()),
+        _ => SecretArg::Malformed(Secret::new(s)),
+    })
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -496,7 +540,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Repos { command } => {
-            let store = open_store(&cli.global.db, command_writes_repos(&command))?;
+            let store = open_store(&cli.global, command_writes_repos(&command))?;
             repos(&store, command, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -513,7 +557,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             include_unmapped,
             limit,
         } => {
-            let store = open_store(&cli.global.db, false)?;
+            let store = open_store(&cli.global, false)?;
             if let Some(t) = &tenant
                 && store.integration(t)?.is_none()
             {
@@ -540,7 +584,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Disconnect { tenant, yes } => {
-            let store = open_store(&cli.global.db, false)?;
+            let store = open_store(&cli.global, false)?;
             if !yes
                 && !confirm(&format!(
                     "Delete tenant `{}` and all its findings?",
@@ -670,6 +714,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     });
                 })
                 .await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { new_key_file },
+        } => {
+            rotate_key(&cli.global, new_key_file, cli.format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { findings, seed } => {
@@ -816,7 +866,7 @@ async fn export(global: &Global, args: ExportArgs, format: Format) -> anyhow::Re
         progress.done();
         // The store alone answers a dry run: no plugin runs, nothing
         // reaches the platform, nothing is recorded.
-        let store = open_store(&global.db, false)?;
+        let store = open_store(global, false)?;
         let plan = match plan_export(&store, &args.tenant, request, &policy) {
             Ok(plan) => plan,
             Err(e) => return Ok(report_error(format, e.kind(), &anyhow!(e))),
@@ -877,35 +927,6 @@ async fn export(global: &Global, args: ExportArgs, format: Format) -> anyhow::Re
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Opens the database. Commands that only read need it to exist (a
-/// mistyped `--db` must not create an empty database and report nothing),
-/// and can read a database they may not write.
-fn open_store(db: &Path, writes: bool) -> anyhow::Result<Store> {
-    if !writes && !db.exists() {
-        return Err(UsageError(format!(
-            "no database at {} (check --db or SCANNER_HOST_DB; `connect` creates one)",
-            db.display()
-        ))
-        .into());
-    }
-    if writes
-        && let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
-    {
-        return Err(UsageError(format!(
-            "the folder of --db {} does not exist; create it first",
-            db.display()
-        ))
-        .into());
-    }
-    match Store::open(db) {
-        Ok(store) => Ok(store),
-        Err(e) if !writes && read_only(db) => Store::open_read_only(db)
-            .with_context(|| format!("opening database {} read-only (after: {e})", db.display())),
-        Err(e) => Err(e).with_context(|| format!("opening database {}", db.display())),
-    }
 }
 
 /// Whether this process may not write `db` (or its folder, where SQLite
@@ -1002,7 +1023,7 @@ fn print_dry_run(plan: &ExportPlan, format: Format) -> anyhow::Result<()> {
 /// settled: by asking the platform when plugins are available, otherwise
 /// only by telling exports whose process is gone from running ones.
 async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Store>> {
-    let store = open_store(&global.db, false)?;
+    let store = open_store(global, false)?;
     // Plugins are loaded only when an export waits to be settled: a plain
     // `status` reads the store alone.
     let unsettled = !store.unsettled_exports(None)?.is_empty();
@@ -1029,6 +1050,163 @@ async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Store>> {
         eprintln!("warning: an export could not be settled: {}", term(error));
     }
     Ok(runtime.store().clone())
+}
+
+/// Where the key comes from: SCANNER_HOST_KEY, else `--key-file`, else
+/// the database's default key file; both at once is a mistake.
+fn key_source(global: &Global) -> anyhow::Result<KeySource> {
+    let env = std::env::var_os(KEY_ENV);
+    match (env, &global.key_file) {
+        (Some(_), Some(_)) => bail!(
+            "both {KEY_ENV} and --key-file (or SCANNER_HOST_KEY_FILE) are set: give the key one way"
+        ),
+        (Some(key), None) => {
+            let key = key
+                .into_string()
+                .map_err(|_| anyhow!("{KEY_ENV}: not a key: expected base64 of 32 bytes"))?;
+            Ok(KeySource::Env(zeroize::Zeroizing::new(key)))
+        }
+        (None, Some(path)) => Ok(KeySource::File(path.clone())),
+        (None, None) => Ok(KeySource::default_for(&global.db)),
+    }
+}
+
+/// Opens the database. Commands that only read need it to exist (a
+/// mistyped `--db` must not create an empty database and report nothing),
+/// and can read a database they may not write.
+fn open_store(global: &Global, writes: bool) -> anyhow::Result<Store> {
+    open_store_with(global, &key_source(global)?, writes)
+}
+
+fn open_store_with(global: &Global, key: &KeySource, writes: bool) -> anyhow::Result<Store> {
+    let db = &global.db;
+    if !writes && !db.exists() {
+        return Err(UsageError(format!(
+            "no database at {} (check --db or SCANNER_HOST_DB; `connect` creates one)",
+            db.display()
+        ))
+        .into());
+    }
+    if writes
+        && let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(UsageError(format!(
+            "the folder of --db {} does not exist; create it first",
+            db.display()
+        ))
+        .into());
+    }
+    let store = match Store::open_with_key(db, key) {
+        Ok(store) => store,
+        Err(e) if !writes && read_only(db) => Store::open_read_only(db, key)
+            .with_context(|| format!("opening database {} read-only (after: {e})", db.display()))?,
+        Err(e) => return Err(e).with_context(|| format!("opening database {}", db.display())),
+    };
+    if let Some(path) = store.created_key_file() {
+        eprintln!(
+            "warning: created the key file {} (key id {}). It encrypts the secrets and plugin state in {}, which cannot be read without it: back it up, apart from the database.",
+            path.display(),
+            store.key_id(),
+            db.display()
+        );
+    }
+    Ok(store)
+}
+
+/// `path` with `suffix` appended to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[derive(Serialize)]
+struct Rotated {
+    key_id: String,
+    key_file: PathBuf,
+    old_key_file: Option<PathBuf>,
+    secrets: u64,
+    state_values: u64,
+}
+
+/// `keys rotate`: the new key is written (0600) before the database
+/// changes, so no moment exists when the data is under a key kept nowhere.
+fn rotate_key(
+    global: &Global,
+    new_key_file: Option<PathBuf>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let source = key_source(global)?;
+    let store = open_store_with(global, &source, false)?;
+    let (target, replace) = match (new_key_file, &source) {
+        (Some(path), _) => (path, None),
+        (None, KeySource::File(current)) => (with_suffix(current, ".new"), Some(current.clone())),
+        (None, KeySource::Env(_)) => {
+            bail!("the key comes from {KEY_ENV}: give --new-key-file PATH for the new key")
+        }
+    };
+    let key = StoreKey::generate();
+    write_key_file(&target, &key)?;
+    let (secrets, state_values) = match store.rotate_key(key) {
+        Ok(counts) => counts,
+        Err(e) => {
+            // The database still uses the old key: the new one is useless.
+            let _ = std::fs::remove_file(&target);
+            return Err(anyhow!(e).context("rotating the key (nothing was changed)"));
+        }
+    };
+    let (key_file, old_key_file) = match replace {
+        Some(current) => {
+            let old = with_suffix(&current, ".old");
+            let moved = |what: &str| {
+                format!(
+                    "the database now uses the key in {}; {what}",
+                    target.display()
+                )
+            };
+            std::fs::rename(&current, &old).with_context(|| {
+                moved(&format!(
+                    "moving the old key file to {} failed",
+                    old.display()
+                ))
+            })?;
+            std::fs::rename(&target, &current)
+                .with_context(|| moved(&format!("moving it to {} failed", current.display())))?;
+            (current, Some(old))
+        }
+        None => (target, None),
+    };
+    let report = Rotated {
+        key_id: store.key_id(),
+        key_file,
+        old_key_file,
+        secrets,
+        state_values,
+    };
+    print_json_or(format, &report, || {
+        outln!(
+            "re-encrypted {} secret(s) and {} plugin-state value(s) under key {} in {}",
+            report.secrets,
+            report.state_values,
+            report.key_id,
+            report.key_file.display()
+        );
+        Ok(())
+    })?;
+    match &report.old_key_file {
+        Some(old) => eprintln!(
+            "back up {} now; the old key is kept in {} until you delete it",
+            report.key_file.display(),
+            old.display()
+        ),
+        None => eprintln!(
+            "back up {} now, and from now on pass --key-file {} (or set SCANNER_HOST_KEY_FILE)",
+            report.key_file.display(),
+            report.key_file.display()
+        ),
+    }
+    Ok(())
 }
 
 /// Every `.wasm` file named directly or found in a named directory.
@@ -1069,7 +1247,7 @@ fn build_runtime(global: &Global, writes: bool) -> anyhow::Result<Runtime> {
         // Nothing stored yet: listing plugins needs no database file.
         Store::open_in_memory()?
     } else {
-        open_store(&global.db, writes)?
+        open_store(global, writes)?
     };
     let engine = Engine::new(EngineConfig {
         cache_dir: global.cache_dir.clone(),
@@ -1125,7 +1303,7 @@ fn build_settings(
     info: &PluginInfo,
     mut settings: Settings,
     set: &[(String, String)],
-    secret: &[(String, String)],
+    secret: &[SecretArg],
 ) -> anyhow::Result<Settings> {
     let field = |key: &str| {
         info.fields.iter().find(|f| f.key == key).ok_or_else(|| {
@@ -1151,7 +1329,34 @@ fn build_settings(
         };
         settings.insert(key.clone(), value);
     }
-    for (key, source) in secret {
+    for arg in secret {
+        let (key, source) = match arg {
+            SecretArg::Pair(key, source) => (key, source),
+            SecretArg::Malformed(text) => {
+                // Name the field it starts with, if it starts with one:
+                // anything else may be the secret itself.
+                let text = text.expose();
+                let head = text.split([':', '=']).next().unwrap_or_default();
+                let named = info
+                    .fields
+                    .iter()
+                    .find(|f| f.key == head)
+                    .map(|f| format!(" for `{}`", f.key))
+                    .unwrap_or_default();
+                bail!(
+                    "a --secret{named} is not KEY=env:VAR, KEY=file:PATH or KEY=- (its value is not shown)"
+                );
+            }
+        };
+        if !info.fields.iter().any(|f| f.key == *key) {
+            // Not a field: the text before `=` may be part of a secret.
+            let keys: Vec<&str> = info.fields.iter().map(|f| f.key.as_str()).collect();
+            bail!(
+                "a --secret names no setting of plugin {} (fields: {}; its value is not shown)",
+                info.name,
+                keys.join(", ")
+            );
+        }
         if field(key)?.kind != FieldKind::Secret {
             bail!("`{key}` is not a secret field: pass it with --set");
         }

@@ -7,11 +7,18 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A secret value: kept in memory as-is, but never shown by `Debug`,
-/// `Display` or `Serialize`.
+/// A secret value: never shown by `Debug`, `Display` or `Serialize`, and
+/// overwritten with zeros when dropped, so it does not linger in freed
+/// memory.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// Wrap a secret value.
@@ -419,18 +426,21 @@ pub enum KvError {
     Unavailable(String),
 }
 
-/// Per-tenant plugin state behind the WIT `storage` import. The engine
-/// always passes the tenant of the instance making the call, so a plugin
-/// can never name another tenant's keys.
+/// Plugin state behind the WIT `storage` import, one namespace per
+/// (tenant, plugin name). The engine always passes the tenant and the
+/// plugin of the instance making the call, so a plugin can never name
+/// another tenant's keys, nor read what another plugin kept for the same
+/// tenant. The plugin is its name without version: an upgrade keeps state.
 pub trait KvStore: Send + Sync + 'static {
     /// The value under `key`.
-    fn get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    fn get(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     /// Store `value` under `key`.
-    fn set(&self, tenant: &str, key: &str, value: &[u8]) -> Result<(), KvError>;
+    fn set(&self, tenant: &str, plugin: &str, key: &str, value: &[u8]) -> Result<(), KvError>;
     /// Remove `key`.
-    fn delete(&self, tenant: &str, key: &str) -> Result<(), KvError>;
+    fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<(), KvError>;
     /// Keys starting with `prefix`, ascending.
-    fn list_prefix(&self, tenant: &str, prefix: &str) -> Result<Vec<String>, KvError>;
+    fn list_prefix(&self, tenant: &str, plugin: &str, prefix: &str)
+    -> Result<Vec<String>, KvError>;
 }
 
 /// What `configure` accepted (WIT `configured`).

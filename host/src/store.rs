@@ -14,13 +14,39 @@
 use crate::contract::{
     Finding, FindingKind, KvError, KvStore, Location, Secret, SettingValue, Settings,
 };
+use crate::keys::{Cipher, KeyError, KeySource, SEALED_OVERHEAD, StoreKey, row_aad};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use zeroize::Zeroizing;
+
+/// Secrets and plugin state encrypted at rest, plugin state keyed by
+/// (tenant, plugin). After this step's SQL, [`Store::setup`] encrypts the
+/// rows that were stored in plain text (once: the step runs once).
+/// Existing state belongs to the tenant's current plugin; state of a tenant
+/// without an integration was unreachable and is dropped.
+const SECRETS_AT_REST: &str = r#"
+CREATE TABLE store_meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE plugin_state_by_plugin (
+    tenant TEXT NOT NULL,
+    plugin TEXT NOT NULL,              -- plugin name, not version
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,               -- sealed (crate::keys)
+    PRIMARY KEY (tenant, plugin, key)
+) WITHOUT ROWID;
+INSERT INTO plugin_state_by_plugin (tenant, plugin, key, value)
+    SELECT s.tenant, i.plugin, s.key, s.value
+    FROM plugin_state s JOIN integrations i ON i.tenant = s.tenant;
+DROP TABLE plugin_state;
+ALTER TABLE plugin_state_by_plugin RENAME TO plugin_state;
+"#;
 
 /// Schema steps, applied in order; `PRAGMA user_version` counts the applied
 /// ones. A released step is never edited: changes add a step.
@@ -255,14 +281,19 @@ CREATE TABLE export_sent_findings (
     PRIMARY KEY (export_id, finding_id)
 ) WITHOUT ROWID;
 "#,
+    SECRETS_AT_REST,
 ];
 
 /// The schema version this host writes: the number of migration steps.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Per-tenant plugin state quota: total bytes.
+/// What the key check value seals: a wrong key fails to open it.
+const KEY_CHECK: &[u8] = b"scanner-host key check";
+
+/// Plugin state quota per (tenant, plugin): total bytes of keys and
+/// (plaintext) values.
 pub const KV_QUOTA_BYTES: i64 = 16 * 1024 * 1024;
-/// Per-tenant plugin state quota: keys.
+/// Plugin state quota per (tenant, plugin): keys.
 pub const KV_QUOTA_KEYS: i64 = 10_000;
 
 /// Why a store operation failed.
@@ -300,6 +331,43 @@ pub enum StoreError {
     /// Input the store refuses (for example a malformed repository URL).
     #[error("{0}")]
     Invalid(String),
+    /// The key could not be read or is malformed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The key does not open the database's key check value: nothing was
+    /// read or written.
+    #[error(
+        "the database's secrets were encrypted with another key: check SCANNER_HOST_KEY / --key-file ({origin} has key id {given}, the database wants key id {stored})"
+    )]
+    WrongKey {
+        /// Where the key came from.
+        origin: String,
+        /// The id of the key the database was encrypted with.
+        stored: String,
+        /// The id of the key given.
+        given: String,
+    },
+    /// The database holds encrypted values and its key file is gone.
+    #[error(
+        "the database's secrets are encrypted (key id {stored}) and its {origin} does not exist: restore the key file, or point SCANNER_HOST_KEY / --key-file at the key"
+    )]
+    KeyMissing {
+        /// The key file expected.
+        origin: String,
+        /// The id of the key the database was encrypted with.
+        stored: String,
+    },
+    /// A stored value does not decrypt although the key check passed: it
+    /// was altered or copied from another row.
+    #[error(
+        "{what} does not decrypt with the current key ({origin}): it was altered or copied from another row"
+    )]
+    Undecryptable {
+        /// Which value (never the value itself).
+        what: String,
+        /// Where the key came from.
+        origin: String,
+    },
     /// A scan id that does not belong to the tenant or is not running.
     #[error("scan {scan_id} of tenant `{tenant}` is not running")]
     ScanNotRunning {
@@ -671,6 +739,13 @@ pub struct ImageMappingRow {
 /// The host's database.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Seals secrets and plugin state. Locked after `conn` when both are
+    /// held; replaced by [`Store::rotate_key`].
+    cipher: RwLock<Cipher>,
+    /// Where the key came from, for messages.
+    key_source: String,
+    /// The key file this open created, if it did.
+    created_key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -788,25 +863,59 @@ fn enum_text<T: Serialize>(v: &T) -> String {
 }
 
 impl Store {
-    /// Open (creating on first use) the database at `path`.
+    /// Open (creating on first use) the database at `path`, with its
+    /// default key file `<file name>.key` beside it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_key(path, &KeySource::default_for(path))
+    }
+
+    /// Open (creating on first use) the database at `path` with the key
+    /// from `key`. A key file that does not exist is created (0600, a fresh
+    /// random key) only while the database holds nothing encrypted; see
+    /// [`Store::created_key_file`]. A key that does not open the database's
+    /// key check value fails here, before anything is written.
+    pub fn open_with_key(path: &Path, key: &KeySource) -> Result<Store, StoreError> {
+        let open_err = |e: std::io::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            std::fs::create_dir_all(parent).map_err(open_err)?;
         }
+        let created = create_private_file(path).map_err(open_err)?;
         let conn = Connection::open(path).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Self::setup(conn, path)
+        let store = match Self::setup(conn, path, Some(key)) {
+            Ok(store) => store,
+            Err(e) => {
+                // A database this call created and could not set up (a
+                // malformed key, say) would only be an empty file later.
+                if created {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut name = path.as_os_str().to_os_string();
+                        name.push(suffix);
+                        let _ = std::fs::remove_file(Path::new(&name));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        // SQLite gives the WAL and shared-memory files the database's mode;
+        // set it again in case they predate this version.
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(suffix);
+            restrict_file(Path::new(&name)).map_err(open_err)?;
+        }
+        Ok(store)
     }
 
     /// Open an existing database for reading only, without migrating it:
     /// for a database file the process may not write (a read-only copy,
     /// another user's file). Its schema must be this host's.
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_read_only(path: &Path, key: &KeySource) -> Result<Store, StoreError> {
         use rusqlite::OpenFlags;
         let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.to_path_buf(),
@@ -840,17 +949,132 @@ impl Store {
                 ),
             });
         }
+        let (cipher, key_source, created_key_file) = Self::resolve_key(&conn, Some(key))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            cipher: RwLock::new(cipher),
+            key_source,
+            created_key_file,
         })
     }
 
-    /// A private in-memory database (tests, dry runs).
+    /// A private in-memory database (tests, dry runs), under a fresh random
+    /// key that is never written anywhere.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Self::setup(Connection::open_in_memory()?, Path::new(":memory:"))
+        Self::setup(Connection::open_in_memory()?, Path::new(":memory:"), None)
     }
 
-    fn setup(mut conn: Connection, path: &Path) -> Result<Store, StoreError> {
+    /// The key file this open created because none existed: it holds the
+    /// only copy of the key, which the caller should tell the operator to
+    /// back up.
+    pub fn created_key_file(&self) -> Option<&Path> {
+        self.created_key_file.as_deref()
+    }
+
+    /// The public id (a fingerprint, not the key) of the key in use.
+    pub fn key_id(&self) -> String {
+        self.cipher().key_id()
+    }
+
+    fn cipher(&self) -> std::sync::RwLockReadGuard<'_, Cipher> {
+        // Replacing the cipher cannot panic half-way, so a poisoned lock
+        // still holds a whole one.
+        self.cipher.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The database's key id and check value, if it has them yet.
+    fn stored_key_check(conn: &Connection) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let has_meta: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_meta {
+            return Ok(None);
+        }
+        let get = |name: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(conn
+                .query_row(
+                    "SELECT value FROM store_meta WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        };
+        match (get("key-id")?, get("key-check")?) {
+            (Some(id), Some(check)) => Ok(Some((String::from_utf8_lossy(&id).into_owned(), check))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Write the key id and check value of `cipher`.
+    fn write_key_check(tx: &Transaction<'_>, cipher: &Cipher) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT OR REPLACE INTO store_meta (name, value) VALUES ('key-id', ?1)",
+            [cipher.key_id().into_bytes()],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO store_meta (name, value) VALUES ('key-check', ?1)",
+            [cipher.seal(&key_check_aad(), KEY_CHECK)],
+        )?;
+        Ok(())
+    }
+
+    /// The key to use: checked against the database's check value when it
+    /// has one; a missing key file is created only when it has none.
+    fn resolve_key(
+        conn: &Connection,
+        source: Option<&KeySource>,
+    ) -> Result<(Cipher, String, Option<PathBuf>), StoreError> {
+        let Some(source) = source else {
+            return Ok((
+                Cipher::new(StoreKey::generate()),
+                "in-memory key".into(),
+                None,
+            ));
+        };
+        let described = source.describe();
+        let stored = Self::stored_key_check(conn)?;
+        let (key, created) = match (source.load()?, &stored, source) {
+            (Some(key), _, _) => (key, None),
+            (None, Some((stored, _)), _) => {
+                return Err(StoreError::KeyMissing {
+                    origin: described,
+                    stored: stored.clone(),
+                });
+            }
+            (None, None, KeySource::File(path)) => {
+                let key = StoreKey::generate();
+                crate::keys::write_key_file(path, &key)?;
+                (key, Some(path.clone()))
+            }
+            // `load` only answers `None` for a key file.
+            (None, None, KeySource::Env(_)) => {
+                return Err(StoreError::Invalid(format!("{described}: no key")));
+            }
+        };
+        let cipher = Cipher::new(key);
+        if let Some((stored, check)) = stored
+            && cipher
+                .open(&key_check_aad(), &check)
+                .as_deref()
+                .map(Vec::as_slice)
+                != Some(KEY_CHECK)
+        {
+            return Err(StoreError::WrongKey {
+                origin: described,
+                stored,
+                given: cipher.key_id(),
+            });
+        }
+        Ok((cipher, described, created))
+    }
+
+    fn setup(
+        mut conn: Connection,
+        path: &Path,
+        key: Option<&KeySource>,
+    ) -> Result<Store, StoreError> {
         let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -872,15 +1096,50 @@ impl Store {
                 known,
             });
         }
+        // Before anything is written: a wrong key stops here.
+        let (cipher, key_source, created_key_file) = Self::resolve_key(&conn, key)?;
         let tx = conn.transaction()?;
         for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(step)?;
+            if *step == SECRETS_AT_REST {
+                encrypt_plaintext_rows(&tx, &cipher)?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        if Self::stored_key_check(&tx)?.is_none() {
+            Self::write_key_check(&tx, &cipher)?;
         }
         tx.commit()?;
         Ok(Store {
             conn: Mutex::new(conn),
+            cipher: RwLock::new(cipher),
+            key_source,
+            created_key_file,
         })
+    }
+
+    /// Re-encrypt every secret and plugin-state value under `new` in one
+    /// transaction and make it the key of the database (and of this
+    /// store). Returns how many secrets and state values were re-encrypted.
+    /// Writing the new key somewhere safe is the caller's job, before.
+    pub fn rotate_key(&self, new: StoreKey) -> Result<(u64, u64), StoreError> {
+        let new = Cipher::new(new);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let counts = {
+            let old = self.cipher();
+            reseal_rows(&tx, &new, |what, aad, value| {
+                old.open(aad, value)
+                    .ok_or_else(|| StoreError::Undecryptable {
+                        what,
+                        origin: self.key_source.clone(),
+                    })
+            })?
+        };
+        Self::write_key_check(&tx, &new)?;
+        tx.commit()?;
+        *self.cipher.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(counts)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -918,7 +1177,12 @@ impl Store {
                 SettingValue::Boolean(b) => {
                     plain.insert(key.clone(), serde_json::json!({"boolean": b}));
                 }
-                SettingValue::Secret(s) => secrets.push((key.clone(), s.expose().to_string())),
+                SettingValue::Secret(s) => {
+                    let sealed = self
+                        .cipher()
+                        .seal(&secret_aad(tenant, key), s.expose().as_bytes());
+                    secrets.push((key.clone(), sealed));
+                }
             }
         }
         let now = timestamp(now);
@@ -941,6 +1205,13 @@ impl Store {
         tx.execute(
             "DELETE FROM integration_secrets WHERE tenant = ?1",
             [tenant],
+        )?;
+        // State another plugin kept for this tenant (its tokens, its
+        // caches) must not survive a switch of plugin, nor be handed to the
+        // new one.
+        tx.execute(
+            "DELETE FROM plugin_state WHERE tenant = ?1 AND plugin <> ?2",
+            [tenant, plugin],
         )?;
         for (key, value) in secrets {
             tx.execute(
@@ -996,10 +1267,19 @@ impl Store {
         let mut stmt =
             conn.prepare_cached("SELECT key, value FROM integration_secrets WHERE tenant = ?1")?;
         let secrets = stmt.query_map([tenant], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
         for secret in secrets {
-            let (key, value) = secret?;
+            let (key, sealed) = secret?;
+            let undecryptable = || StoreError::Undecryptable {
+                what: format!("secret `{key}` of tenant `{tenant}`"),
+                origin: self.key_source.clone(),
+            };
+            let plain = self
+                .cipher()
+                .open(&secret_aad(tenant, &key), &sealed)
+                .ok_or_else(undecryptable)?;
+            let value = std::str::from_utf8(&plain).map_err(|_| undecryptable())?;
             settings.insert(key, SettingValue::Secret(Secret::new(value)));
         }
         let egress: Vec<String> =
@@ -2329,27 +2609,156 @@ impl FindingColumns {
     }
 }
 
-impl KvStore for Store {
-    fn get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let conn = self.conn();
-        conn.query_row(
-            "SELECT value FROM plugin_state WHERE tenant = ?1 AND key = ?2",
+/// Create `path` empty with mode 0600 unless it exists, so SQLite (which
+/// gives its WAL and shared-memory files the database's mode) never
+/// creates a database others can read. Returns whether it created it.
+fn create_private_file(path: &Path) -> std::io::Result<bool> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Mode 0600 for `path` if it exists.
+fn restrict_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+fn key_check_aad() -> Vec<u8> {
+    row_aad("store_meta", &["key-check"])
+}
+
+fn secret_aad(tenant: &str, key: &str) -> Vec<u8> {
+    row_aad("integration_secrets", &[tenant, key])
+}
+
+fn state_aad(tenant: &str, plugin: &str, key: &str) -> Vec<u8> {
+    row_aad("plugin_state", &[tenant, plugin, key])
+}
+
+/// Seal under `new` every secret and plugin-state value, each first
+/// opened by `open` (given what the value is, for errors, and its row's
+/// associated data). Returns the secrets and values resealed.
+fn reseal_rows(
+    tx: &Transaction<'_>,
+    new: &Cipher,
+    open: impl Fn(String, &[u8], &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError>,
+) -> Result<(u64, u64), StoreError> {
+    // Row ids first, then one row at a time: plugin state can be large,
+    // and updating a table under an open cursor over it is best avoided.
+    let secrets: Vec<(String, String)> = tx
+        .prepare("SELECT tenant, key FROM integration_secrets ORDER BY tenant, key")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (tenant, key) in &secrets {
+        // Read as bytes: before encryption the column held text.
+        let value: Vec<u8> = tx.query_row(
+            "SELECT CAST(value AS BLOB) FROM integration_secrets WHERE tenant = ?1 AND key = ?2",
             [tenant, key],
             |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| KvError::Unavailable(e.to_string()))
+        )?;
+        let aad = secret_aad(tenant, key);
+        let plain = open(format!("secret `{key}` of tenant `{tenant}`"), &aad, &value)?;
+        tx.execute(
+            "UPDATE integration_secrets SET value = ?3 WHERE tenant = ?1 AND key = ?2",
+            params![tenant, key, new.seal(&aad, &plain)],
+        )?;
+    }
+    let states: Vec<(String, String, String)> = tx
+        .prepare("SELECT tenant, plugin, key FROM plugin_state ORDER BY tenant, plugin, key")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (tenant, plugin, key) in &states {
+        let value: Vec<u8> = tx.query_row(
+            "SELECT CAST(value AS BLOB) FROM plugin_state WHERE tenant = ?1 AND plugin = ?2 AND key = ?3",
+            [tenant, plugin, key],
+            |r| r.get(0),
+        )?;
+        let aad = state_aad(tenant, plugin, key);
+        let plain = open(
+            format!("plugin state `{key}` of tenant `{tenant}`, plugin `{plugin}`"),
+            &aad,
+            &value,
+        )?;
+        tx.execute(
+            "UPDATE plugin_state SET value = ?4 WHERE tenant = ?1 AND plugin = ?2 AND key = ?3",
+            params![tenant, plugin, key, new.seal(&aad, &plain)],
+        )?;
+    }
+    Ok((secrets.len() as u64, states.len() as u64))
+}
+
+/// The data half of [`SECRETS_AT_REST`]: every secret and state value is
+/// still plain text; seal it.
+fn encrypt_plaintext_rows(tx: &Transaction<'_>, cipher: &Cipher) -> Result<(), StoreError> {
+    reseal_rows(tx, cipher, |_, _, plain| Ok(Zeroizing::new(plain.to_vec())))?;
+    Ok(())
+}
+
+impl Store {
+    fn kv_unavailable(&self, what: &str) -> KvError {
+        KvError::Unavailable(format!(
+            "{what} does not decrypt with the current key ({})",
+            self.key_source
+        ))
+    }
+}
+
+/// Plugin state, per (tenant, plugin name): a plugin never sees what
+/// another plugin kept for the same tenant, and an upgraded plugin (same
+/// name) keeps its state. Values are sealed with the row as associated
+/// data.
+impl KvStore for Store {
+    fn get(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let conn = self.conn();
+        let sealed: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM plugin_state WHERE tenant = ?1 AND plugin = ?2 AND key = ?3",
+                [tenant, plugin, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| KvError::Unavailable(e.to_string()))?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let plain = self
+            .cipher()
+            .open(&state_aad(tenant, plugin, key), &sealed)
+            .ok_or_else(|| self.kv_unavailable(&format!("state `{key}`")))?;
+        Ok(Some(plain.to_vec()))
     }
 
-    fn set(&self, tenant: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+    fn set(&self, tenant: &str, plugin: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
         let unavailable = |e: rusqlite::Error| KvError::Unavailable(e.to_string());
+        let sealed = self.cipher().seal(&state_aad(tenant, plugin, key), value);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(unavailable)?;
+        // The quota counts plaintext: what the plugin stored, not the
+        // envelope around it.
         let (keys, bytes): (i64, i64) = tx
             .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(length(value) + length(key)), 0) FROM plugin_state
-                 WHERE tenant = ?1 AND key <> ?2",
-                [tenant, key],
+                "SELECT COUNT(*), COALESCE(SUM(length(value) - ?4 + length(key)), 0) FROM plugin_state
+                 WHERE tenant = ?1 AND plugin = ?2 AND key <> ?3",
+                params![tenant, plugin, key, SEALED_OVERHEAD as i64],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(unavailable)?;
@@ -2366,36 +2775,42 @@ impl KvStore for Store {
             )));
         }
         tx.execute(
-            "INSERT INTO plugin_state (tenant, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT(tenant, key) DO UPDATE SET value = excluded.value",
-            params![tenant, key, value],
+            "INSERT INTO plugin_state (tenant, plugin, key, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(tenant, plugin, key) DO UPDATE SET value = excluded.value",
+            params![tenant, plugin, key, sealed],
         )
         .map_err(unavailable)?;
         tx.commit().map_err(unavailable)
     }
 
-    fn delete(&self, tenant: &str, key: &str) -> Result<(), KvError> {
+    fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<(), KvError> {
         self.conn()
             .execute(
-                "DELETE FROM plugin_state WHERE tenant = ?1 AND key = ?2",
-                [tenant, key],
+                "DELETE FROM plugin_state WHERE tenant = ?1 AND plugin = ?2 AND key = ?3",
+                [tenant, plugin, key],
             )
             .map(|_| ())
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
-    fn list_prefix(&self, tenant: &str, prefix: &str) -> Result<Vec<String>, KvError> {
+    fn list_prefix(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, KvError> {
         let conn = self.conn();
         // Compare on the byte range instead of LIKE, which would treat `%`
         // and `_` in the prefix as wildcards.
         let mut stmt = conn
             .prepare_cached(
-                "SELECT key FROM plugin_state WHERE tenant = ?1 AND substr(key, 1, length(?2)) = ?2
+                "SELECT key FROM plugin_state
+                 WHERE tenant = ?1 AND plugin = ?2 AND substr(key, 1, length(?3)) = ?3
                  ORDER BY key",
             )
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
         let rows = stmt
-            .query_map([tenant, prefix], |r| r.get(0))
+            .query_map([tenant, plugin, prefix], |r| r.get(0))
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| KvError::Unavailable(e.to_string()))
@@ -2405,6 +2820,76 @@ impl KvStore for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database from before encryption, with a plaintext secret and
+    /// plugin state (one row of a tenant without integration), opened by
+    /// this version: rows are sealed once, state belongs to the tenant's
+    /// plugin, and everything reads back.
+    #[test]
+    fn a_plaintext_database_is_encrypted_on_first_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| *m == SECRETS_AT_REST)
+            .expect("step");
+        {
+            let conn = Connection::open(&path).expect("raw");
+            for step in &MIGRATIONS[..before] {
+                conn.execute_batch(step).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", before as i64)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO integrations (tenant, plugin, settings, egress, created_at, updated_at)
+                    VALUES ('t', 'wiz', '{}', '[]', 'x', 'x');
+                 INSERT INTO integration_secrets (tenant, key, value) VALUES ('t', 'client-secret', 'pl41n-s3cret');
+                 INSERT INTO plugin_state (tenant, key, value) VALUES ('t', 'token', CAST('pl41n-t0ken' AS BLOB));
+                 INSERT INTO plugin_state (tenant, key, value) VALUES ('gone', 'token', CAST('x' AS BLOB));",
+            )
+            .expect("rows");
+        }
+        let store = Store::open(&path).expect("migrate");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
+        let integration = store.integration("t").expect("read").expect("exists");
+        assert_eq!(
+            integration.settings.get("client-secret"),
+            Some(&SettingValue::Secret(Secret::new("pl41n-s3cret")))
+        );
+        assert_eq!(
+            store.get("t", "wiz", "token").expect("get").as_deref(),
+            Some(&b"pl41n-t0ken"[..])
+        );
+        {
+            let conn = store.conn();
+            let leftovers: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM integration_secrets WHERE CAST(value AS TEXT) = 'pl41n-s3cret'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            assert_eq!(leftovers, 0, "the secret is no longer plain text");
+            let states: Vec<(String, String)> = conn
+                .prepare("SELECT tenant, plugin FROM plugin_state")
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert_eq!(states, [("t".to_string(), "wiz".to_string())]);
+        }
+        drop(store);
+        // Opening again does not seal the sealed values a second time.
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(
+            store.get("t", "wiz", "token").expect("get").as_deref(),
+            Some(&b"pl41n-t0ken"[..])
+        );
+    }
 
     /// The per-page lookup must stay a primary-key probe per id: a scan of
     /// the tenant's findings per page makes large imports quadratic.
@@ -2517,7 +3002,7 @@ mod tests {
             .expect("finding");
         }
         tx.commit().expect("commit");
-        let store = Store::setup(conn, Path::new(":memory:")).expect("migrate");
+        let store = Store::setup(conn, Path::new(":memory:"), None).expect("migrate");
         let conn = store.conn();
         for (i, key) in keys.iter().enumerate() {
             let (name_key, repo): (Option<String>, Option<i64>) = conn

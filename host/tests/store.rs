@@ -4,6 +4,7 @@ use scanner_host::contract::{
     Finding, FindingKind, FindingStatus, KvError, KvStore, Location, Secret, SettingValue,
     Settings, Severity,
 };
+use scanner_host::keys::{KeySource, StoreKey};
 use scanner_host::store::{
     FindingQuery, MappingRule, StatusFilter, Store, StoreError, image_name_key, normalize_repo_url,
 };
@@ -342,39 +343,85 @@ fn secrets_stay_in_the_secrets_table_and_out_of_debug() {
 #[test]
 fn plugin_state_is_per_tenant_and_bounded() {
     let store = Store::open_in_memory().expect("store");
-    store.set("a", "token", b"aaa").expect("set");
-    store.set("a", "repo/1", b"x").expect("set");
-    store.set("a", "repo%2", b"x").expect("set");
-    store.set("b", "token", b"bbb").expect("set");
+    store.set("a", "p", "token", b"aaa").expect("set");
+    store.set("a", "p", "repo/1", b"x").expect("set");
+    store.set("a", "p", "repo%2", b"x").expect("set");
+    store.set("b", "p", "token", b"bbb").expect("set");
     assert_eq!(
-        store.get("a", "token").expect("get").as_deref(),
+        store.get("a", "p", "token").expect("get").as_deref(),
         Some(&b"aaa"[..])
     );
     assert_eq!(
-        store.get("b", "token").expect("get").as_deref(),
+        store.get("b", "p", "token").expect("get").as_deref(),
         Some(&b"bbb"[..])
     );
     assert_eq!(
-        store.list_prefix("a", "repo/").expect("list"),
+        store.list_prefix("a", "p", "repo/").expect("list"),
         vec!["repo/1"]
     );
-    assert!(store.list_prefix("b", "repo").expect("list").is_empty());
-    store.delete("a", "token").expect("delete");
-    assert_eq!(store.get("a", "token").expect("get"), None);
+    assert!(
+        store
+            .list_prefix("b", "p", "repo")
+            .expect("list")
+            .is_empty()
+    );
+    store.delete("a", "p", "token").expect("delete");
+    assert_eq!(store.get("a", "p", "token").expect("get"), None);
     assert_eq!(
-        store.get("b", "token").expect("get").as_deref(),
+        store.get("b", "p", "token").expect("get").as_deref(),
         Some(&b"bbb"[..])
     );
 
     let big = vec![0u8; 6 * 1024 * 1024];
-    store.set("c", "1", &big).expect("6 MiB");
-    store.set("c", "2", &big).expect("12 MiB");
+    store.set("c", "p", "1", &big).expect("6 MiB");
+    store.set("c", "p", "2", &big).expect("12 MiB");
     assert!(matches!(
-        store.set("c", "3", &big),
+        store.set("c", "p", "3", &big),
         Err(KvError::QuotaExceeded(_))
     ));
     // Replacing a value counts its new size only.
-    store.set("c", "2", &big).expect("replace");
+    store.set("c", "p", "2", &big).expect("replace");
+    // The quota is per (tenant, plugin): another plugin of the same tenant
+    // has its own.
+    store
+        .set("c", "q", "3", &big)
+        .expect("another plugin's quota");
+}
+
+#[test]
+fn plugin_state_is_per_plugin_and_cleared_when_the_tenant_changes_plugin() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .upsert_integration("good", "wiz", &settings(), &[], T0)
+        .expect("save");
+    store.set("good", "wiz", "token", b"bearer").expect("set");
+    // Another plugin of the same tenant sees none of it.
+    assert_eq!(store.get("good", "other", "token").expect("get"), None);
+    assert!(
+        store
+            .list_prefix("good", "other", "")
+            .expect("list")
+            .is_empty()
+    );
+    // Reconnecting with the same plugin keeps its state.
+    store
+        .upsert_integration("good", "wiz", &settings(), &[], T0)
+        .expect("reconnect");
+    assert_eq!(
+        store.get("good", "wiz", "token").expect("get").as_deref(),
+        Some(&b"bearer"[..])
+    );
+    // Switching plugin drops what the old plugin kept.
+    store
+        .upsert_integration("good", "other", &settings(), &[], T0)
+        .expect("switch");
+    assert_eq!(store.get("good", "wiz", "token").expect("get"), None);
+    assert!(
+        store
+            .list_prefix("good", "wiz", "")
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -944,4 +991,233 @@ fn removing_a_repository_detaches_its_findings_and_drops_its_rules() {
         err.to_string().contains("https://github.com/acme/nope"),
         "{err}"
     );
+}
+
+/// Every text or blob cell of every table of the database file at `path`.
+fn raw_cells(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(path).expect("raw");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let mut out = Vec::new();
+    for table in tables {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table}"))
+            .expect("select");
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).expect("rows");
+        while let Some(row) = rows.next().expect("row") {
+            for i in 0..columns {
+                match row.get_ref(i).expect("cell") {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        out.push((table.clone(), t.to_vec()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn key_env(key: &StoreKey) -> KeySource {
+    KeySource::Env(key.to_base64())
+}
+
+#[test]
+fn secrets_and_plugin_state_are_encrypted_at_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let store = Store::open(&path).expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    store
+        .set("t", "wiz", "token", b"bearer-t0ken-v4lue")
+        .expect("set");
+    drop(store);
+    let cells = raw_cells(&path);
+    assert!(cells.iter().any(|(t, _)| t == "integration_secrets"));
+    assert!(cells.iter().any(|(t, _)| t == "plugin_state"));
+    for (table, cell) in &cells {
+        assert!(!contains(cell, SECRET.as_bytes()), "secret in {table}");
+        assert!(!contains(cell, b"bearer-t0ken-v4lue"), "state in {table}");
+    }
+    // The default key file, beside the database, reads them back.
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(
+        store
+            .integration("t")
+            .expect("read")
+            .expect("exists")
+            .settings,
+        settings()
+    );
+    assert_eq!(
+        store.get("t", "wiz", "token").expect("get").as_deref(),
+        Some(&b"bearer-t0ken-v4lue"[..])
+    );
+}
+
+#[test]
+fn a_value_moved_to_another_row_does_not_decrypt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let store = Store::open(&path).expect("store");
+    store
+        .upsert_integration("a", "wiz", &settings(), &[], T0)
+        .expect("save a");
+    let mut other = settings();
+    other.insert(
+        "client-secret".into(),
+        SettingValue::Secret(Secret::new("b-secret")),
+    );
+    store
+        .upsert_integration("b", "wiz", &other, &[], T0)
+        .expect("save b");
+    store.set("a", "wiz", "token", b"a-token").expect("set");
+    store.set("b", "wiz", "token", b"b-token").expect("set");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    conn.execute_batch(
+        "UPDATE integration_secrets SET value = (SELECT value FROM integration_secrets WHERE tenant = 'a') WHERE tenant = 'b';
+         UPDATE plugin_state SET value = (SELECT value FROM plugin_state WHERE tenant = 'a') WHERE tenant = 'b';",
+    )
+    .expect("swap");
+    drop(conn);
+    let store = Store::open(&path).expect("reopen");
+    let err = store.integration("b").expect_err("swapped secret");
+    assert!(matches!(err, StoreError::Undecryptable { .. }), "{err}");
+    assert!(!err.to_string().contains(SECRET), "{err}");
+    assert!(store.get("b", "wiz", "token").is_err(), "swapped state");
+    assert!(store.integration("a").expect("a").is_some());
+}
+
+#[test]
+fn a_wrong_key_is_refused_at_open_and_nothing_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let right = StoreKey::generate();
+    let store = Store::open_with_key(&path, &key_env(&right)).expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    drop(store);
+    let before = std::fs::read(&path).expect("db bytes");
+
+    let err = Store::open_with_key(&path, &key_env(&StoreKey::generate())).expect_err("wrong");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::WrongKey { .. }), "{text}");
+    assert!(
+        text.contains("encrypted with another key") && text.contains("SCANNER_HOST_KEY"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&right.id()),
+        "names the key id the database wants: {text}"
+    );
+    // The default key file does not exist: it must not be created for a
+    // database that already has encrypted values.
+    let err = Store::open(&path).expect_err("no key file");
+    assert!(matches!(err, StoreError::KeyMissing { .. }), "{err}");
+    assert!(!dir.path().join("host.db.key").exists());
+    assert_eq!(std::fs::read(&path).expect("db bytes"), before, "untouched");
+
+    let store = Store::open_with_key(&path, &key_env(&right)).expect("right key");
+    assert_eq!(
+        store
+            .integration("t")
+            .expect("read")
+            .expect("exists")
+            .settings,
+        settings()
+    );
+}
+
+#[test]
+fn a_malformed_key_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = KeySource::Env(zeroize::Zeroizing::new("hunter2-not-a-key".into()));
+    let err = Store::open_with_key(&dir.path().join("host.db"), &key).expect_err("malformed");
+    let text = err.to_string();
+    assert!(
+        text.contains("SCANNER_HOST_KEY") && text.contains("base64"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        !dir.path().join("host.db").exists(),
+        "no empty database is left behind"
+    );
+}
+
+#[test]
+fn rotating_the_key_re_encrypts_everything_and_retires_the_old_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let old = StoreKey::generate();
+    let store = Store::open_with_key(&path, &key_env(&old)).expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    store.set("t", "wiz", "token", b"v").expect("set");
+    let new = StoreKey::generate();
+    assert_eq!(store.rotate_key(new.clone()).expect("rotate"), (1, 1));
+    assert_eq!(store.key_id(), new.id());
+    // This store goes on with the new key.
+    assert_eq!(
+        store.get("t", "wiz", "token").expect("get").as_deref(),
+        Some(&b"v"[..])
+    );
+    drop(store);
+
+    let err = Store::open_with_key(&path, &key_env(&old)).expect_err("old key");
+    assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+    let store = Store::open_with_key(&path, &key_env(&new)).expect("new key");
+    assert_eq!(
+        store
+            .integration("t")
+            .expect("read")
+            .expect("exists")
+            .settings,
+        settings()
+    );
+    assert_eq!(
+        store.get("t", "wiz", "token").expect("get").as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn database_key_and_wal_files_are_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let store = Store::open(&path).expect("store");
+    assert_eq!(
+        store.created_key_file(),
+        Some(dir.path().join("host.db.key").as_path())
+    );
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    for name in ["host.db", "host.db-wal", "host.db-shm", "host.db.key"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
+    }
+    drop(store);
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(store.created_key_file(), None, "the key file is reused");
 }

@@ -64,13 +64,14 @@ pub(crate) fn add_to_linker(
 impl wt::Host for HostState {}
 
 impl wstorage::Host for HostState {
-    // The tenant comes from the instance's sandbox, never from the guest:
-    // a plugin cannot name another tenant's keys.
+    // The tenant and the plugin come from the instance, never from the
+    // guest: a plugin cannot name another tenant's keys, nor another
+    // plugin's.
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
         if key.len() > MAX_KEY_BYTES {
             return None;
         }
-        match self.kv.get(&self.tenant, &key) {
+        match self.kv.get(&self.tenant, &self.storage_plugin, &key) {
             Ok(v) => v,
             Err(e) => {
                 // `get` has no error case in the contract; a failing store
@@ -95,7 +96,7 @@ impl wstorage::Host for HostState {
             )));
         }
         self.kv
-            .set(&self.tenant, &key, &value)
+            .set(&self.tenant, &self.storage_plugin, &key, &value)
             .map_err(|e| match e {
                 contract::KvError::TooLarge(m) => wstorage::StorageError::TooLarge(m),
                 contract::KvError::QuotaExceeded(m) => wstorage::StorageError::QuotaExceeded(m),
@@ -107,7 +108,7 @@ impl wstorage::Host for HostState {
         if key.len() > MAX_KEY_BYTES {
             return;
         }
-        if let Err(e) = self.kv.delete(&self.tenant, &key) {
+        if let Err(e) = self.kv.delete(&self.tenant, &self.storage_plugin, &key) {
             tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage delete failed");
         }
     }
@@ -117,7 +118,7 @@ impl wstorage::Host for HostState {
             return Vec::new();
         }
         self.kv
-            .list_prefix(&self.tenant, &prefix)
+            .list_prefix(&self.tenant, &self.storage_plugin, &prefix)
             .unwrap_or_else(|e| {
                 tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage list failed");
                 Vec::new()

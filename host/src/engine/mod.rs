@@ -667,24 +667,24 @@ fn block_on_side_thread<T: Send>(
 struct NoStorage;
 
 impl contract::KvStore for NoStorage {
-    fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, contract::KvError> {
+    fn get(&self, _: &str, _: &str, _: &str) -> Result<Option<Vec<u8>>, contract::KvError> {
         Ok(None)
     }
-    fn set(&self, _: &str, _: &str, _: &[u8]) -> Result<(), contract::KvError> {
+    fn set(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<(), contract::KvError> {
         Err(contract::KvError::Unavailable(
             "no storage outside a tenant".into(),
         ))
     }
-    fn delete(&self, _: &str, _: &str) -> Result<(), contract::KvError> {
+    fn delete(&self, _: &str, _: &str, _: &str) -> Result<(), contract::KvError> {
         Ok(())
     }
-    fn list_prefix(&self, _: &str, _: &str) -> Result<Vec<String>, contract::KvError> {
+    fn list_prefix(&self, _: &str, _: &str, _: &str) -> Result<Vec<String>, contract::KvError> {
         Ok(Vec::new())
     }
 }
 
-/// Where and as whom an instance runs: the tenant (its storage namespace
-/// and log tag), its storage, its egress allow-list and optionally its own
+/// Where and as whom an instance runs: the tenant (with the plugin's name,
+/// its storage namespace; and its log tag), its storage, its egress allow-list and optionally its own
 /// limits.
 #[derive(Clone)]
 pub struct TenantSandbox {
@@ -774,6 +774,9 @@ impl Plugin {
         let state = HostState::new(
             sandbox,
             self.inner.label.clone(),
+            // Storage is per plugin name: `describe` answered it at load,
+            // and a new version of the plugin keeps its state.
+            Arc::from(self.inner.info.name.as_str()),
             &limits,
             Connections {
                 reuse: self.inner.shared.config.reuse_connections,

@@ -25,6 +25,9 @@ const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 pub(crate) struct HostState {
     pub(crate) tenant: Arc<str>,
     pub(crate) plugin: Arc<str>,
+    /// The plugin's name without version: its storage namespace within
+    /// the tenant.
+    pub(crate) storage_plugin: Arc<str>,
     pub(crate) kv: Arc<dyn KvStore>,
     pub(crate) limiter: Limiter,
     pub(crate) meter: Arc<CpuMeter>,
@@ -41,6 +44,7 @@ impl HostState {
     pub(crate) fn new(
         sandbox: &TenantSandbox,
         plugin: Arc<str>,
+        storage_plugin: Arc<str>,
         limits: &Limits,
         connections: Connections,
         log_rates: Arc<TenantLogRates>,
@@ -76,6 +80,7 @@ impl HostState {
         Self {
             tenant,
             plugin,
+            storage_plugin,
             kv: sandbox.kv.clone(),
             limiter: Limiter::new(limits),
             meter: Arc::new(CpuMeter::new(limits.cpu_per_call)),

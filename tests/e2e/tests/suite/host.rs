@@ -311,7 +311,10 @@ fn cli(db: &Path, args: &[&str]) -> Command {
     let mut cmd = host_command(db);
     cmd.args(args);
     cmd.env("SIM_SECRET", SECRET)
-        .env("SCANNER_HOST_LOG", "debug");
+        .env("SCANNER_HOST_LOG", "debug")
+        // The key file beside the database, unless a test says otherwise.
+        .env_remove("SCANNER_HOST_KEY")
+        .env_remove("SCANNER_HOST_KEY_FILE");
     cmd
 }
 
@@ -767,4 +770,131 @@ fn cli_repos_map_images_by_owner_and_name_remove_list_rules_and_import_all_or_no
     ok(&["repos", "import", file_arg]);
     assert_eq!(images_of(globex_url), ids(&globex));
     assert_eq!(listed(&db).len(), before.len() + 2);
+}
+
+#[test]
+fn a_malformed_secret_argument_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    // A colon for `=`, no key at all, and base64 whose text before `=`
+    // could pass for a key: the value never appears; only a real field
+    // name may.
+    let cases = [
+        ("client-secret:hunter2-colon", Some("client-secret")),
+        ("hunter2-bare", None),
+        ("aHVudGVyMi1iNjQ=", None),
+        ("-hunter2-dash", None),
+    ];
+    for (arg, named) in cases {
+        let out = run(&db, &["connect", "t", "--plugin", "wiz", "--secret", arg]);
+        let text = output_text(&out);
+        assert!(!out.status.success(), "{arg}: {text}");
+        assert!(!text.contains("hunter2"), "{arg} echoed: {text}");
+        assert!(!text.contains("aHVudGVyMi1iNjQ"), "{arg} echoed: {text}");
+        assert!(
+            text.contains("--secret"),
+            "{arg}: says which argument: {text}"
+        );
+        if let Some(field) = named {
+            assert!(text.contains(field), "{arg}: names the field: {text}");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn keys_rotate_then_the_new_key_works_and_the_old_one_fails_clearly() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = Simulator::start_background(SimConfig {
+        findings: 200,
+        ..SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let key_file = dir.path().join("host.db.key");
+    let old_key_file = dir.path().join("host.db.key.old");
+    let args = connect_args(&sim);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&db, &args);
+    assert!(out.status.success(), "{}", output_text(&out));
+    // First use creates the key file, private, and says to back it up.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("created the key file") && stderr.contains("back it up"),
+        "{stderr}"
+    );
+    let mode = |p: &Path| std::fs::metadata(p).expect("mode").permissions().mode() & 0o777;
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(mode(&db), 0o600);
+    let out = run(&db, &["scan", "t"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let before = std::fs::read_to_string(&key_file).expect("key");
+
+    let out = run(&db, &["keys", "rotate", "--format", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["secrets"], 1, "{report}");
+    assert_eq!(
+        std::fs::read_to_string(&old_key_file).expect("old kept"),
+        before
+    );
+    assert_ne!(std::fs::read_to_string(&key_file).expect("new"), before);
+    assert_eq!(mode(&key_file), 0o600);
+
+    // The rotated database scans and tests with the new key…
+    let out = run(&db, &["scan", "t"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = run(&db, &["test", "t"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    // …and refuses the old one, naming where the key came from.
+    let old = old_key_file.to_str().expect("utf-8 path");
+    let out = run(&db, &["--key-file", old, "scan", "t"]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("encrypted with another key") && text.contains(old),
+        "{text}"
+    );
+    let out = cli(&db, &["scan", "t"])
+        .env("SCANNER_HOST_KEY", before.trim())
+        .output()
+        .expect("run");
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("SCANNER_HOST_KEY"), "{text}");
+    assert!(
+        !text.contains(before.trim()),
+        "the key is never printed: {text}"
+    );
+
+    // Rotating to a named file leaves the current key file alone.
+    let elsewhere = dir.path().join("elsewhere.key");
+    let out = run(
+        &db,
+        &[
+            "keys",
+            "rotate",
+            "--new-key-file",
+            elsewhere.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(mode(&elsewhere), 0o600);
+    let out = run(&db, &["scan", "t"]);
+    assert!(
+        !out.status.success(),
+        "the default key file is now the wrong key"
+    );
+    let out = run(
+        &db,
+        &[
+            "--key-file",
+            elsewhere.to_str().expect("utf-8"),
+            "scan",
+            "t",
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(!output_text(&out).contains(SECRET));
 }

@@ -145,7 +145,11 @@ async fn a_huge_value_through_a_host_call_is_refused() {
     let err = outcome.expect("engine").expect_err("refused");
     assert!(err.to_string().contains("TooLarge"), "{err}");
     use scanner_host::contract::KvStore;
-    assert_eq!(store.get("h", "big").expect("get"), None, "nothing stored");
+    assert_eq!(
+        store.get("h", "hostile", "big").expect("get"),
+        None,
+        "nothing stored"
+    );
 }
 
 /// A server that answers every request with a redirect to `location`.
@@ -227,9 +231,59 @@ async fn storage_shows_a_tenant_only_its_own_keys() {
     assert_eq!(b_keys, ["mine"], "tenant b sees only its own key");
     use scanner_host::contract::KvStore;
     assert_eq!(
-        store.get("tenant-a", "mine").expect("get").as_deref(),
+        store
+            .get("tenant-a", "hostile", "mine")
+            .expect("get")
+            .as_deref(),
         Some(&b"a-value"[..]),
         "tenant a's value is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_taking_over_a_tenant_sees_none_of_the_previous_plugins_state() {
+    let sim = sim_of(300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, wiz) = engine_and_plugin();
+    let (_, hostile) = engine_and_hostile();
+    let store = Arc::new(Store::open(&dir.path().join("host.db")).expect("store"));
+    let runtime = Runtime::new(engine, vec![wiz, hostile], store.clone());
+    runtime
+        .connect("good", "wiz", &wiz_settings(&sim))
+        .await
+        .expect("connect wiz");
+    runtime.scan("good", &()).await.expect("wiz scan");
+    use scanner_host::contract::KvStore;
+    assert!(
+        !store
+            .list_prefix("good", "wiz", "")
+            .expect("list")
+            .is_empty(),
+        "the Wiz plugin cached its token"
+    );
+    // The same tenant now runs the hostile plugin, which lists every key
+    // it can see and reports each as a finding.
+    runtime
+        .connect(
+            "good",
+            "hostile",
+            &settings("storage-probe", "h-value", &[]),
+        )
+        .await
+        .expect("connect hostile");
+    runtime.scan("good", &()).await.expect("hostile scan");
+    let seen = open_ids(&runtime, "good");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["mine"],
+        "the hostile plugin saw only its own key"
+    );
+    assert!(
+        store
+            .list_prefix("good", "wiz", "")
+            .expect("list")
+            .is_empty(),
+        "the Wiz plugin's state went with the switch"
     );
 }
 
