@@ -7,7 +7,7 @@ use crate::scanner::plugin::{log, storage};
 use crate::sink;
 use crate::source::{self, Finding, FindingPage, Page, PageRequest, RawRecord};
 use crate::types::{Configured, ConnectionInfo, PluginError, PluginInfo, Setting};
-use crate::wiz::{Client, Env, InFlight, Level, Request, Response, TransportError};
+use crate::wiz::{Client, Env, Failure, InFlight, Level, Request, Response, TransportError};
 use std::cell::RefCell;
 use waki::bindings::wasi::http::{outgoing_handler, types as http};
 use waki::bindings::wasi::io::streams;
@@ -33,6 +33,8 @@ struct HostEnv;
 /// and waits, so this uses the wasi:http bindings `waki` itself is built on.
 pub struct Pending {
     response: http::FutureIncomingResponse,
+    /// The request's timeout, to name it when it runs out.
+    timeout: std::time::Duration,
 }
 
 thread_local! {
@@ -43,22 +45,68 @@ thread_local! {
 
 fn transport(message: String) -> TransportError {
     TransportError {
-        denied: false,
-        unreachable: false,
+        failure: Failure::Other,
         message,
     }
 }
 
-fn transport_code(e: http::ErrorCode) -> TransportError {
+/// A wasi:http error in words, with the class that decides whether it is
+/// retried; `timeout` is what the request allowed.
+fn transport_code(e: http::ErrorCode, timeout: std::time::Duration) -> TransportError {
     use http::ErrorCode as E;
-    TransportError {
-        denied: matches!(e, E::HttpRequestDenied),
-        unreachable: matches!(
-            e,
-            E::DnsTimeout | E::DnsError(_) | E::ConnectionRefused | E::DestinationNotFound
+    let (failure, message) = match e {
+        E::HttpRequestDenied => (
+            Failure::Denied,
+            "the origin is not allowed for this tenant".to_string(),
         ),
-        message: format!("{e:?}"),
-    }
+        E::DnsError(p) => (
+            Failure::Dns,
+            match p.rcode {
+                Some(cause) => format!("DNS lookup failed ({cause})"),
+                None => "DNS lookup failed".to_string(),
+            },
+        ),
+        E::DestinationNotFound => (Failure::Dns, "the host name does not resolve".into()),
+        E::TlsCertificateError => (Failure::Certificate, "certificate not trusted".into()),
+        E::TlsProtocolError => (Failure::Tls, "TLS protocol error".into()),
+        E::TlsAlertReceived(p) => (
+            Failure::Tls,
+            match p.alert_message {
+                Some(m) => format!("the server sent TLS alert: {m}"),
+                None => "the server sent a TLS alert".into(),
+            },
+        ),
+        E::DnsTimeout
+        | E::ConnectionTimeout
+        | E::ConnectionReadTimeout
+        | E::ConnectionWriteTimeout
+        | E::HttpResponseTimeout => (
+            Failure::Timeout,
+            format!("timed out after {} s", timeout.as_secs()),
+        ),
+        E::ConnectionRefused => (Failure::Connection, "connection refused".into()),
+        E::ConnectionTerminated => (
+            Failure::Connection,
+            "the connection closed before the answer was complete".into(),
+        ),
+        E::HttpResponseIncomplete => (
+            Failure::Connection,
+            "the answer ended before it was complete".into(),
+        ),
+        E::DestinationUnavailable | E::DestinationIpUnroutable => {
+            (Failure::Connection, "the host is unreachable".into())
+        }
+        E::HttpProtocolError => (Failure::Other, "the answer is not valid HTTP".into()),
+        E::HttpResponseBodySize(_) => (Failure::Other, "the answer is too large".into()),
+        E::InternalError(Some(m)) => (Failure::Other, m),
+        other => {
+            // The variant's name only: its payload is debug text.
+            let name = format!("{other:?}");
+            let name = name.split('(').next().unwrap_or_default().to_string();
+            (Failure::Other, format!("the HTTP exchange failed ({name})"))
+        }
+    };
+    TransportError { failure, message }
 }
 
 impl HostEnv {
@@ -108,7 +156,15 @@ impl Env for HostEnv {
         let body = out
             .body()
             .map_err(|()| transport("request body unavailable".into()))?;
-        let response = outgoing_handler::handle(out, None).map_err(transport_code)?;
+        // Every phase of the request gets the tenant's timeout; the host
+        // may shorten it, never lengthen it.
+        let nanos = u64::try_from(request.timeout.as_nanos()).unwrap_or(u64::MAX);
+        let options = http::RequestOptions::new();
+        let _ = options.set_connect_timeout(Some(nanos));
+        let _ = options.set_first_byte_timeout(Some(nanos));
+        let _ = options.set_between_bytes_timeout(Some(nanos));
+        let response = outgoing_handler::handle(out, Some(options))
+            .map_err(|e| transport_code(e, request.timeout))?;
         // A body that cannot be written means the request failed; the
         // response then says why (denied, TLS, refused), so only wait.
         if let Ok(stream) = body.write() {
@@ -124,11 +180,14 @@ impl Env for HostEnv {
                 let _ = http::OutgoingBody::finish(body, None);
             }
         }
-        Ok(Pending { response })
+        Ok(Pending {
+            response,
+            timeout: request.timeout,
+        })
     }
 
     fn wait(&self, pending: Pending) -> Result<Response, TransportError> {
-        let future = pending.response;
+        let (future, timeout) = (pending.response, pending.timeout);
         let answer = match future.get() {
             Some(answer) => answer,
             None => {
@@ -140,7 +199,7 @@ impl Env for HostEnv {
         };
         let response = answer
             .map_err(|()| transport("response already taken".into()))?
-            .map_err(transport_code)?;
+            .map_err(|e| transport_code(e, timeout))?;
         let status = response.status();
         let headers = response
             .headers()
@@ -160,10 +219,15 @@ impl Env for HostEnv {
                 Ok(chunk) => body.extend_from_slice(&chunk),
                 Err(streams::StreamError::Closed) => break,
                 Err(streams::StreamError::LastOperationFailed(e)) => {
-                    return Err(transport(format!(
-                        "reading the response body failed: {}",
-                        e.to_debug_string()
-                    )));
+                    // The stream's error carries the HTTP cause (a timeout
+                    // between two chunks, a connection cut mid-body).
+                    return Err(match http::http_error_code(&e) {
+                        Some(code) => transport_code(code, timeout),
+                        None => transport(format!(
+                            "reading the answer failed: {}",
+                            e.to_debug_string()
+                        )),
+                    });
                 }
             }
         }

@@ -26,6 +26,9 @@ pub struct Config {
     /// GraphQL requests per second the connector allows itself; 0 means
     /// unpaced (simulators and benchmarks).
     pub requests_per_second: u32,
+    /// Seconds each phase of a request (connecting, waiting for the
+    /// response head, each pause within the body) may take.
+    pub request_timeout_s: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for Config {
             .field("scan_sca", &self.scan_sca)
             .field("scan_container_images", &self.scan_container_images)
             .field("requests_per_second", &self.requests_per_second)
+            .field("request_timeout_s", &self.request_timeout_s)
             .field("upload_origins", &self.upload_origins)
             .finish()
     }
@@ -128,8 +132,24 @@ pub fn fields() -> Vec<ConfigField> {
             false,
             "The GraphQL request rate the connector keeps to, shared by its concurrent requests. Wiz is reported to allow 10 per second per service account (not officially published); 0 turns pacing off",
         ),
+        field(
+            "request-timeout-s",
+            "Request timeout (seconds)",
+            FieldKind::Text,
+            Some(&DEFAULT_REQUEST_TIMEOUT_S.to_string()),
+            false,
+            "How long connecting, waiting for an answer and each pause within an answer may take before the request counts as timed out (and is retried)",
+        ),
     ]
 }
+
+/// Long enough for Wiz's slowest reported page (a few seconds), short
+/// enough that a server that never answers is noticed.
+const DEFAULT_REQUEST_TIMEOUT_S: u32 = 30;
+
+/// The host allows at most 120 s for a response head and 180 s for a whole
+/// call; a longer request timeout would never take effect.
+const MAX_REQUEST_TIMEOUT_S: u32 = 120;
 
 /// Wiz's reported budget per service account (wiz-api.md §4.1: PORT and
 /// U-CROGL say 10 requests/s; Wiz publishes no figure).
@@ -239,6 +259,7 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
     let mut scan_images = true;
     let mut upload_origins = Vec::new();
     let mut requests_per_second = DEFAULT_REQUESTS_PER_SECOND;
+    let mut request_timeout_s = DEFAULT_REQUEST_TIMEOUT_S;
     for s in settings {
         let key = s.key.as_str();
         if !known.iter().any(|k| k == key) {
@@ -290,6 +311,19 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
                         )
                     })?;
             }
+            ("request-timeout-s", SettingValue::Text(t)) => {
+                request_timeout_s = t
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_REQUEST_TIMEOUT_S).contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            key,
+                            format!("must be a whole number of seconds from 1 to {MAX_REQUEST_TIMEOUT_S}"),
+                        )
+                    })?;
+            }
             ("scan-sca" | "scan-container-images", _) => {
                 return Err(invalid(key, "must be a boolean"));
             }
@@ -329,6 +363,7 @@ pub fn parse(settings: &[Setting]) -> Result<Config, PluginError> {
         scan_container_images: scan_images,
         upload_origins,
         requests_per_second,
+        request_timeout_s,
     })
 }
 
@@ -482,10 +517,35 @@ mod tests {
                 "requests-per-second",
                 [good(), vec![text("requests-per-second", "5000")]].concat(),
             ),
+            (
+                "request-timeout-s",
+                [good(), vec![text("request-timeout-s", "0")]].concat(),
+            ),
+            (
+                "request-timeout-s",
+                [good(), vec![text("request-timeout-s", "121")]].concat(),
+            ),
+            (
+                "request-timeout-s",
+                [good(), vec![text("request-timeout-s", "1.5")]].concat(),
+            ),
         ];
         for (want, settings) in cases {
             assert_eq!(field_of(parse(&settings).expect_err(want)), want);
         }
+    }
+
+    #[test]
+    fn request_timeout_defaults_to_30_s_and_is_described() {
+        assert_eq!(parse(&good()).expect("valid").request_timeout_s, 30);
+        let s = [good(), vec![text("request-timeout-s", " 5 ")]].concat();
+        assert_eq!(parse(&s).expect("valid").request_timeout_s, 5);
+        let described = fields();
+        let f = described
+            .iter()
+            .find(|f| f.key == "request-timeout-s")
+            .expect("listed by describe");
+        assert_eq!(f.default_value.as_deref(), Some("30"));
     }
 
     #[test]

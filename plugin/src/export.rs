@@ -4,7 +4,7 @@
 
 use crate::sink::{ExportBatch, ExportReceipt, ExportState, SastFinding, SastSeverity, ScanScope};
 use crate::types::{ConnectionInfo, ErrorDetail, PluginError};
-use crate::wiz::{Client, Env, Request};
+use crate::wiz::{Client, Env, Failure, network_error};
 use serde_json::{Map, Value, json};
 
 /// The integration id Wiz tells its customers to use for their own uploads
@@ -213,38 +213,31 @@ impl<E: Env> Client<'_, E> {
         }
         let body = document(batch).to_string().into_bytes();
         let slot = self.request_upload("scanner-host-sast.json")?;
-        let response = self
-            .env()
-            .send(&Request {
-                method: "PUT",
-                url: slot.url.clone(),
-                headers: vec![
-                    ("content-type", "application/json".into()),
-                    // S3 refuses chunked uploads (§5.3): send the length.
-                    ("content-length", body.len().to_string()),
-                ],
-                body,
-            })
-            .map_err(|e| {
-                // The URL carries a signature: name only its origin.
-                let origin = url::Url::parse(&slot.url)
-                    .map(|u| u.origin().ascii_serialization())
-                    .unwrap_or_default();
-                let message = format!("upload to {origin} failed: {}", e.message);
-                if e.denied {
+        // S3 refuses chunked uploads (§5.3): the request carries the length.
+        let request = self.request(
+            "PUT",
+            slot.url.clone(),
+            vec![("content-type", "application/json".into())],
+            body,
+        );
+        let response = self.env().send(&request).map_err(|e| {
+            // The URL carries a signature: name only its origin.
+            let origin = url::Url::parse(&slot.url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default();
+            match network_error(&origin, &e) {
+                PluginError::EndpointError(d) if e.failure == Failure::Denied => {
                     PluginError::EndpointError(ErrorDetail {
                         message: format!(
-                            "{message} (add {origin} to the `upload-origins` setting)"
+                            "upload to {origin} failed: {} (add {origin} to the `upload-origins` setting)",
+                            e.message
                         ),
-                        code: None,
-                    })
-                } else {
-                    PluginError::Transient(crate::types::RetryDetail {
-                        message,
-                        retry_after_seconds: None,
+                        code: d.code,
                     })
                 }
-            })?;
+                other => other,
+            }
+        })?;
         if response.status != 200 {
             let text = String::from_utf8_lossy(&response.body);
             // S3 answers an XML error with a <Code>.

@@ -18,8 +18,17 @@ use std::collections::HashMap;
 /// lists disagreeing sources); staying at it keeps pages few but valid.
 pub const PAGE_SIZE: u32 = 500;
 
-/// Renew the token this long before it expires.
+/// Renew the token at most this long before it expires.
 const RENEW_MARGIN_SECS: u64 = 60;
+
+/// A short-lived token is renewed this fraction of its lifetime before it
+/// expires (1/4), so that it serves most of its life.
+const RENEW_FRACTION_DIVISOR: u64 = 4;
+
+/// How often a GraphQL request whose 200 answer is not JSON (a proxy cut
+/// it short or answered for the API) is sent again before the answer
+/// counts as a protocol error.
+const GARBLED_RETRIES: u32 = 2;
 
 /// Storage key of the cached token.
 const TOKEN_KEY: &str = "oauth/token";
@@ -38,6 +47,9 @@ pub struct Request {
     pub headers: Vec<(&'static str, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// How long each phase of the request (connect, response head, each
+    /// pause within the body) may take.
+    pub timeout: std::time::Duration,
 }
 
 /// One HTTP response.
@@ -64,15 +76,65 @@ impl Response {
     }
 }
 
+/// Why a request produced no response: what decides how the failure is
+/// reported and whether it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The host refused the request (egress policy).
+    Denied,
+    /// The host name did not resolve.
+    Dns,
+    /// The server's TLS certificate is not trusted.
+    Certificate,
+    /// The TLS handshake failed otherwise.
+    Tls,
+    /// A phase of the request took longer than its timeout.
+    Timeout,
+    /// The connection was refused, reset or closed early.
+    Connection,
+    /// Anything else that broke the exchange.
+    Other,
+}
+
 /// A request that produced no response.
 #[derive(Debug, Clone)]
 pub struct TransportError {
-    /// The host refused the request (egress policy).
-    pub denied: bool,
-    /// The peer could not be reached at all (DNS, refused connection).
-    pub unreachable: bool,
-    /// What happened.
+    /// What kind of failure.
+    pub failure: Failure,
+    /// The cause in words (never a URL: callers add the one they may show).
     pub message: String,
+}
+
+/// The plugin error of a request to `target` (a URL or, for presigned
+/// URLs, an origin) that got no response. DNS and TLS failures need the
+/// operator (wrong URL, missing CA), so they fail at once; refused
+/// connections and timeouts are usually passing and are retried.
+pub fn network_error(target: &str, e: &TransportError) -> PluginError {
+    let message = &e.message;
+    let config = |text: String| PluginError::EndpointError(detail(text, None));
+    let transient = |text: String| {
+        PluginError::Transient(RetryDetail {
+            message: text,
+            retry_after_seconds: None,
+        })
+    };
+    match e.failure {
+        Failure::Denied => config(format!(
+            "the host refused the request to {target}: {message}"
+        )),
+        Failure::Dns => config(format!(
+            "cannot reach {target}: {message}; check the host name"
+        )),
+        Failure::Certificate => config(format!(
+            "the certificate of {target} is not trusted: give its CA with --ca-cert"
+        )),
+        Failure::Tls => config(format!(
+            "cannot reach {target}: the TLS handshake failed ({message}); check the URL's scheme and port"
+        )),
+        Failure::Timeout => transient(format!("request to {target} {message}")),
+        Failure::Connection => transient(format!("cannot reach {target}: {message}")),
+        Failure::Other => transient(format!("request to {target} failed: {message}")),
+    }
 }
 
 /// What the client needs from its surroundings.
@@ -121,6 +183,14 @@ fn detail(message: impl Into<String>, code: Option<String>) -> ErrorDetail {
 
 fn protocol(message: impl Into<String>) -> PluginError {
     PluginError::Protocol(detail(message, None))
+}
+
+/// The text of a protocol error, for logs.
+fn protocol_message(e: &PluginError) -> &str {
+    match e {
+        PluginError::Protocol(d) => &d.message,
+        _ => "",
+    }
 }
 
 fn body_excerpt(body: &[u8]) -> String {
@@ -253,6 +323,14 @@ fn read_page(data: &str, keep_raw: bool) -> Result<(FindingsConnection<()>, Node
         return Err(protocol("a finding node has no id"));
     }
     Ok((meta, nodes))
+}
+
+/// Why a GraphQL answer could not be read.
+enum Read {
+    /// A 200 whose body is not JSON: worth sending the request again.
+    Garbled(PluginError),
+    /// Anything else.
+    Failed(PluginError),
 }
 
 /// Page requests sent by one call and answered in a later one; the
@@ -412,6 +490,26 @@ impl<'a, E: Env> Client<'a, E> {
         self.config
     }
 
+    /// A request with this tenant's timeout and its body's length: some
+    /// servers and proxies read no chunked request body and would see an
+    /// empty one.
+    pub fn request(
+        &self,
+        method: &'static str,
+        url: String,
+        mut headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Request {
+        headers.push(("content-length", body.len().to_string()));
+        Request {
+            method,
+            url,
+            headers,
+            body,
+            timeout: std::time::Duration::from_secs(u64::from(self.config.request_timeout_s)),
+        }
+    }
+
     fn token_fingerprint(&self) -> String {
         // Identifies the credentials a cached token belongs to without
         // storing the secret: reconnecting with other credentials must not
@@ -428,8 +526,15 @@ impl<'a, E: Env> Client<'a, E> {
         if v.get("for")?.as_str()? != self.token_fingerprint() {
             return None;
         }
-        let expires = v.get("expires_at")?.as_u64()?;
-        if self.env.now() + RENEW_MARGIN_SECS >= expires {
+        // Tokens cached before `renew_at` was stored renew the old way.
+        let renew_at = match v.get("renew_at").and_then(Value::as_u64) {
+            Some(at) => at,
+            None => v
+                .get("expires_at")?
+                .as_u64()?
+                .saturating_sub(RENEW_MARGIN_SECS),
+        };
+        if self.env.now() >= renew_at {
             return None;
         }
         v.get("access_token")?.as_str().map(str::to_string)
@@ -446,24 +551,21 @@ impl<'a, E: Env> Client<'a, E> {
             .append_pair("client_secret", &self.config.client_secret)
             .append_pair("audience", &self.config.audience)
             .finish();
-        let request = Request {
-            method: "POST",
-            url: self.config.auth_url.to_string(),
-            headers: vec![
+        let request = self.request(
+            "POST",
+            self.config.auth_url.to_string(),
+            vec![
                 ("content-type", "application/x-www-form-urlencoded".into()),
                 ("accept", "application/json".into()),
             ],
-            body: form.into_bytes(),
-        };
-        let response = self.env.send(&request).map_err(|e| {
-            PluginError::AuthenticationFailed(detail(
-                format!(
-                    "could not reach the authentication URL {}: {}",
-                    self.config.auth_url, e.message
-                ),
-                None,
-            ))
-        })?;
+            form.into_bytes(),
+        );
+        // Only the endpoint's answer can say the credentials are wrong; a
+        // request that got no answer is a network problem.
+        let response = self
+            .env
+            .send(&request)
+            .map_err(|e| network_error(self.config.auth_url.as_str(), &e))?;
         match response.status {
             200..=299 => {}
             429 => {
@@ -477,6 +579,15 @@ impl<'a, E: Env> Client<'a, E> {
                     message: format!("token endpoint answered HTTP {}", response.status),
                     retry_after_seconds: response.retry_after(),
                 }));
+            }
+            404 | 405 => {
+                return Err(PluginError::EndpointError(detail(
+                    format!(
+                        "no token endpoint at {} (HTTP {})",
+                        self.config.auth_url, response.status
+                    ),
+                    Some(response.status.to_string()),
+                )));
             }
             status => {
                 // Report the OAuth error code, never the body verbatim:
@@ -505,7 +616,16 @@ impl<'a, E: Env> Client<'a, E> {
         // Docs say 86400 s, a gov tenant showed 900 s: honour what is sent,
         // and assume the short one when it is missing.
         let ttl = v.get("expires_in").and_then(Value::as_u64).unwrap_or(900);
-        let cached = json!({"for": self.token_fingerprint(), "access_token": token, "expires_at": self.env.now() + ttl});
+        // Renew a minute early, but a short-lived token only a quarter of
+        // its life early, or it would be renewed for every request.
+        let margin = RENEW_MARGIN_SECS.min(ttl / RENEW_FRACTION_DIVISOR);
+        let now = self.env.now();
+        let cached = json!({
+            "for": self.token_fingerprint(),
+            "access_token": token,
+            "expires_at": now + ttl,
+            "renew_at": now + ttl - margin,
+        });
         self.env.set(TOKEN_KEY, cached.to_string().as_bytes());
         self.env.log(
             Level::Info,
@@ -551,33 +671,63 @@ impl<'a, E: Env> Client<'a, E> {
                 1.0 / f64::from(self.config.requests_per_second),
             ));
         }
-        let request = Request {
-            method: "POST",
-            url: self.config.api_endpoint.to_string(),
-            headers: vec![
+        let request = self.request(
+            "POST",
+            self.config.api_endpoint.to_string(),
+            vec![
                 ("content-type", "application/json".into()),
                 ("accept", "application/json".into()),
                 ("authorization", format!("Bearer {token}")),
             ],
-            body: body.as_bytes().to_vec(),
-        };
+            body.as_bytes().to_vec(),
+        );
         self.env
             .start(&request)
             .map_err(|e| self.api_transport_error(e))
     }
 
-    /// Wait for a GraphQL POST; re-authenticates and resends once on a 401.
+    /// Wait for a GraphQL POST; re-authenticates and resends once on a
+    /// 401, and resends up to [`GARBLED_RETRIES`] times a 200 whose body
+    /// is not JSON.
     fn finish_graphql(
         &self,
         body: &str,
         pending: E::Pending,
     ) -> Result<Box<RawValue>, PluginError> {
+        let mut response = self.exchange(body, pending)?;
+        let mut resent = 0;
+        loop {
+            match self.read_graphql(response) {
+                Err(Read::Garbled(e)) if resent < GARBLED_RETRIES => {
+                    // Proxies do cut answers short; the same request
+                    // usually comes back whole.
+                    resent += 1;
+                    self.env.log(
+                        Level::Warn,
+                        "the API's answer is not JSON; sending the request again",
+                        &[
+                            ("error", protocol_message(&e)),
+                            ("attempt", &resent.to_string()),
+                        ],
+                    );
+                    let pending = self.start_graphql(body)?;
+                    response = self.exchange(body, pending)?;
+                }
+                Err(Read::Garbled(e) | Read::Failed(e)) => return Err(e),
+                Ok(data) => return Ok(data),
+            }
+        }
+    }
+
+    /// The response to a started GraphQL POST, after one re-authentication
+    /// and resend if the token was refused.
+    fn exchange(&self, body: &str, pending: E::Pending) -> Result<Response, PluginError> {
         let response = self
             .env
             .wait(pending)
             .map_err(|e| self.api_transport_error(e))?;
         if response.status != 401 {
-            return self.read_graphql(response);
+            return Ok(response);
         }
         // Expired or revoked mid-scan: one fresh token, one retry.
         self.env.log(
@@ -587,26 +737,39 @@ impl<'a, E: Env> Client<'a, E> {
         );
         let token = self.token(true)?;
         let pending = self.post_graphql(body, &token)?;
-        let response = self
-            .env
+        self.env
             .wait(pending)
-            .map_err(|e| self.api_transport_error(e))?;
-        self.read_graphql(response)
+            .map_err(|e| self.api_transport_error(e))
     }
 
     fn api_transport_error(&self, e: TransportError) -> PluginError {
-        let message = format!("API endpoint {}: {}", self.config.api_endpoint, e.message);
-        if e.denied || e.unreachable {
-            PluginError::EndpointError(detail(message, None))
-        } else {
-            PluginError::Transient(RetryDetail {
-                message,
-                retry_after_seconds: None,
-            })
-        }
+        network_error(self.config.api_endpoint.as_str(), &e)
     }
 
-    fn read_graphql(&self, response: Response) -> Result<Box<RawValue>, PluginError> {
+    /// A GraphQL answer's `data`; a 200 whose body is not JSON is told
+    /// apart, since sending the request again may help.
+    fn read_graphql(&self, response: Response) -> Result<Box<RawValue>, Read> {
+        self.check_status(&response).map_err(Read::Failed)?;
+        let status = response.status;
+        // One pass over the body: `data` is kept as text for the caller's
+        // typed parse, only `errors` becomes a tree.
+        let v: Envelope = serde_json::from_slice(&response.body).map_err(|e| {
+            let error = protocol(format!(
+                "HTTP {status} body is not valid JSON ({e}; {} bytes): {}",
+                response.body.len(),
+                body_excerpt(&response.body)
+            ));
+            if (200..300).contains(&status) {
+                Read::Garbled(error)
+            } else {
+                Read::Failed(error)
+            }
+        })?;
+        self.read_envelope(&response, v).map_err(Read::Failed)
+    }
+
+    /// The errors an answer's status alone tells.
+    fn check_status(&self, response: &Response) -> Result<(), PluginError> {
         let status = response.status;
         match status {
             401 => {
@@ -644,15 +807,17 @@ impl<'a, E: Env> Client<'a, E> {
             }
             _ => {}
         }
-        // One pass over the body: `data` is kept as text for the caller's
-        // typed parse, only `errors` becomes a tree.
-        let v: Envelope = serde_json::from_slice(&response.body).map_err(|e| {
-            protocol(format!(
-                "HTTP {status} body is not valid JSON ({e}; {} bytes): {}",
-                response.body.len(),
-                body_excerpt(&response.body)
-            ))
-        })?;
+        Ok(())
+    }
+
+    /// The `data` of a parsed answer, or the error its `errors` or status
+    /// tell.
+    fn read_envelope(
+        &self,
+        response: &Response,
+        v: Envelope,
+    ) -> Result<Box<RawValue>, PluginError> {
+        let status = response.status;
         if let Some(errors) = v
             .errors
             .as_ref()
@@ -1034,6 +1199,17 @@ mod tests {
         storage: RefCell<HashMap<String, Vec<u8>>>,
         graphql_requests: Cell<usize>,
         paced: Cell<usize>,
+        /// `expires_in` of issued tokens.
+        token_ttl: u64,
+        token_requests: Cell<usize>,
+        /// Seconds since the epoch.
+        clock: Cell<u64>,
+        /// Bodies that replace the next GraphQL answers (status 200).
+        garbled: RefCell<std::collections::VecDeque<String>>,
+        /// Requests to the token endpoint fail this way.
+        token_failure: Option<Failure>,
+        /// Every request sent.
+        sent: RefCell<Vec<Request>>,
     }
 
     const VCS: &str = r#"{"data":{"versionControlResources":{"nodes":[
@@ -1050,6 +1226,12 @@ mod tests {
                 storage: RefCell::new(HashMap::new()),
                 graphql_requests: Cell::new(0),
                 paced: Cell::new(0),
+                token_ttl: 3600,
+                token_requests: Cell::new(0),
+                clock: Cell::new(1_700_000_000),
+                garbled: RefCell::default(),
+                token_failure: None,
+                sent: RefCell::default(),
             }
         }
 
@@ -1094,11 +1276,26 @@ mod tests {
         type Pending = Response;
 
         fn start(&self, request: &Request) -> Result<Response, TransportError> {
+            self.sent.borrow_mut().push(request.clone());
             let body = if request.url.contains("oauth") {
-                r#"{"access_token":"t","token_type":"Bearer","expires_in":3600}"#.to_string()
+                if let Some(failure) = self.token_failure {
+                    return Err(TransportError {
+                        failure,
+                        message: "connection refused".into(),
+                    });
+                }
+                self.token_requests.set(self.token_requests.get() + 1);
+                format!(
+                    r#"{{"access_token":"t{}","token_type":"Bearer","expires_in":{}}}"#,
+                    self.token_requests.get(),
+                    self.token_ttl
+                )
             } else {
                 self.graphql_requests.set(self.graphql_requests.get() + 1);
-                self.answer(std::str::from_utf8(&request.body).expect("utf-8"))
+                match self.garbled.borrow_mut().pop_front() {
+                    Some(garbled) => garbled,
+                    None => self.answer(std::str::from_utf8(&request.body).expect("utf-8")),
+                }
             };
             Ok(Response {
                 status: 200,
@@ -1120,25 +1317,29 @@ mod tests {
             self.storage.borrow_mut().insert(key.into(), value.to_vec());
         }
         fn now(&self) -> u64 {
-            1_700_000_000
+            self.clock.get()
         }
         fn log(&self, _: Level, _: &str, _: &[(&str, &str)]) {}
     }
 
     fn config() -> Config {
+        config_with(&[])
+    }
+
+    fn config_with(extra: &[Setting]) -> Config {
         let text = |k: &str, v: &str| Setting {
             key: k.into(),
             value: SettingValue::Text(v.into()),
         };
-        crate::config::parse(&[
+        let base = [
             text("api-endpoint", "https://api.us17.app.wiz.io/graphql"),
             text("client-id", "id"),
             Setting {
                 key: "client-secret".into(),
                 value: SettingValue::Secret("s".into()),
             },
-        ])
-        .expect("config")
+        ];
+        crate::config::parse(&[&base[..], extra].concat()).expect("config")
     }
 
     const BOTH: Kinds = Kinds {
@@ -1371,5 +1572,153 @@ mod tests {
             .fetch_findings(&page_from(None), &mut true, &mut InFlight::default(), BOTH)
             .expect_err("no id");
         assert!(matches!(err, PluginError::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_short_lived_token_is_reused_early_in_its_life() {
+        let mut wiz = FakeWiz::new(Vec::new(), Vec::new(), 10);
+        wiz.token_ttl = 30;
+        let config = config();
+        let client = Client::new(&wiz, &config);
+        let start = wiz.clock.get();
+        assert_eq!(client.token(false).expect("token"), "t1");
+        for later in [1, 10, 20, 22] {
+            wiz.clock.set(start + later);
+            assert_eq!(client.token(false).expect("token"), "t1", "at {later} s");
+        }
+        // A quarter of its life (7 s) before it expires, it is renewed.
+        wiz.clock.set(start + 23);
+        assert_eq!(client.token(false).expect("token"), "t2");
+        assert_eq!(wiz.token_requests.get(), 2);
+    }
+
+    #[test]
+    fn a_long_lived_token_is_renewed_a_minute_early() {
+        let wiz = FakeWiz::new(Vec::new(), Vec::new(), 10);
+        let config = config();
+        let client = Client::new(&wiz, &config);
+        let start = wiz.clock.get();
+        client.token(false).expect("token");
+        wiz.clock.set(start + 3600 - 61);
+        assert_eq!(client.token(false).expect("token"), "t1");
+        wiz.clock.set(start + 3600 - 60);
+        assert_eq!(client.token(false).expect("token"), "t2");
+    }
+
+    #[test]
+    fn every_request_carries_its_length_and_the_tenant_timeout() {
+        let wiz = FakeWiz::new(nodes("r", "REPOSITORY_BRANCH", 3), Vec::new(), 10);
+        let config = config();
+        Client::new(&wiz, &config).test().expect("test");
+        let sent = wiz.sent.borrow();
+        assert!(sent.iter().any(|r| r.url.contains("oauth")), "token asked");
+        assert!(sent.len() >= 2);
+        for r in sent.iter() {
+            let length = r.headers.iter().find(|(k, _)| *k == "content-length");
+            assert_eq!(
+                length.map(|(_, v)| v.clone()),
+                Some(r.body.len().to_string()),
+                "{}",
+                r.url
+            );
+            assert_eq!(r.timeout, std::time::Duration::from_secs(30));
+        }
+    }
+
+    #[test]
+    fn garbled_answers_are_fetched_again_before_they_count_as_protocol_errors() {
+        let half = r#"{"data":{"vulnerabilityFindings":{"nodes":[{"id":"#;
+        let wiz = FakeWiz::new(nodes("r", "REPOSITORY_BRANCH", 3), Vec::new(), 10);
+        wiz.garbled
+            .borrow_mut()
+            .extend(["<html>502 Bad Gateway</html>".to_string(), half.to_string()]);
+        // One shard, so that every answer is this page's.
+        let config = config_with(&[Setting {
+            key: "scan-container-images".into(),
+            value: SettingValue::Boolean(false),
+        }]);
+        let client = Client::new(&wiz, &config);
+        let only_repos = Kinds {
+            sca: true,
+            images: false,
+        };
+        let page = client
+            .fetch_findings(
+                &page_from(None),
+                &mut true,
+                &mut InFlight::default(),
+                only_repos,
+            )
+            .expect("the third answer is whole");
+        assert_eq!(page.findings.len() + page.skipped as usize, 3);
+        assert!(wiz.garbled.borrow().is_empty());
+
+        wiz.garbled
+            .borrow_mut()
+            .extend(std::iter::repeat_n(half.to_string(), 3));
+        let err = client
+            .fetch_findings(
+                &page_from(None),
+                &mut true,
+                &mut InFlight::default(),
+                only_repos,
+            )
+            .expect_err("three garbled answers in a row");
+        assert!(matches!(err, PluginError::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_unreachable_token_endpoint_is_a_network_error_not_bad_credentials() {
+        for (failure, transient) in [
+            (Failure::Connection, true),
+            (Failure::Timeout, true),
+            (Failure::Dns, false),
+            (Failure::Certificate, false),
+            (Failure::Tls, false),
+        ] {
+            let mut wiz = FakeWiz::new(Vec::new(), Vec::new(), 10);
+            wiz.token_failure = Some(failure);
+            let config = config();
+            let err = Client::new(&wiz, &config).test().expect_err("no token");
+            let message = match (&err, transient) {
+                (PluginError::Transient(d), true) => d.message.clone(),
+                (PluginError::EndpointError(d), false) => d.message.clone(),
+                _ => panic!("{failure:?} became {err:?}"),
+            };
+            assert!(
+                message.contains("https://auth.app.wiz.io/oauth/token"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn network_errors_name_the_url_and_what_to_fix() {
+        let e = |failure, message: &str| TransportError {
+            failure,
+            message: message.into(),
+        };
+        let url = "https://api.example.com/graphql";
+        match network_error(url, &e(Failure::Connection, "connection refused")) {
+            PluginError::Transient(d) => assert_eq!(
+                d.message,
+                "cannot reach https://api.example.com/graphql: connection refused"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match network_error(url, &e(Failure::Timeout, "timed out after 5 s")) {
+            PluginError::Transient(d) => assert_eq!(
+                d.message,
+                "request to https://api.example.com/graphql timed out after 5 s"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match network_error(url, &e(Failure::Certificate, "certificate not trusted")) {
+            PluginError::EndpointError(d) => {
+                assert!(d.message.contains("is not trusted"), "{}", d.message);
+                assert!(d.message.contains("--ca-cert"), "{}", d.message);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

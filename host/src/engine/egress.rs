@@ -443,14 +443,18 @@ impl WasiHttpHooks for EgressHooks {
                 Capped::new(body, max_req, Direction::Request, flags.clone(), None).boxed()
             });
             // The pooled client opens a connection only when no idle one to
-            // the same origin is left, and then through `PinnedConnector`.
-            // The plugin may ask for a shorter connect timeout; it bounds
-            // the whole wait for the response head together with the
-            // first-byte timeout.
-            let head = client.request(request);
-            let response = tokio::time::timeout(timeouts.connect + timeouts.first_byte, head)
-                .await
-                .map_err(|_| HttpError::ConnectionReadTimeout)?
+            // the same origin is left, and then through `PinnedConnector`,
+            // which reads this request's connect timeout from the scope and
+            // reports when the connection is up.
+            let (phase, mut changes) = tokio::sync::watch::channel(Phase::Waiting);
+            let phase = Arc::new(phase);
+            let scope = ConnectScope {
+                timeout: timeouts.connect,
+                phase: phase.clone(),
+            };
+            let head = REQUEST_CONNECT.scope(scope, client.request(request));
+            let response = wait_for_head(head, timeouts, &mut changes)
+                .await?
                 .map_err(client_error)?;
             let response = response.map(|body| {
                 Capped::new(
@@ -468,6 +472,75 @@ impl WasiHttpHooks for EgressHooks {
                 Box::new(async { Ok(()) });
             Ok((response, io))
         })
+    }
+}
+
+/// Where a request's connection stands, as its connector reports it.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// No connection is being opened: a pooled one serves the request.
+    Waiting,
+    /// The connector is resolving, connecting and handshaking.
+    Connecting,
+    /// The connection was ready at this instant.
+    Connected(tokio::time::Instant),
+}
+
+/// What a request's connection attempt needs to know about the request.
+#[derive(Clone)]
+struct ConnectScope {
+    /// The plugin's connect timeout (never above [`CONNECT_TIMEOUT`]).
+    timeout: Duration,
+    /// Where the connection stands, for the first-byte timeout.
+    phase: Arc<tokio::sync::watch::Sender<Phase>>,
+}
+
+tokio::task_local! {
+    /// Set around a request while the pooled client serves it: the pool
+    /// calls the connector from the request's own task, and the connector
+    /// takes no per-request arguments besides the URI.
+    static REQUEST_CONNECT: ConnectScope;
+}
+
+/// Waits for a response head: the connect timeout bounds opening a
+/// connection (enforced by the connector), and the first-byte timeout runs
+/// from when the connection is ready (from the start when a pooled one
+/// serves the request).
+async fn wait_for_head<F: Future>(
+    head: F,
+    timeouts: Timeouts,
+    changes: &mut tokio::sync::watch::Receiver<Phase>,
+) -> Result<F::Output, HttpError> {
+    let started = tokio::time::Instant::now();
+    let mut head = std::pin::pin!(head);
+    loop {
+        let phase = *changes.borrow_and_update();
+        let (deadline, error) = match phase {
+            Phase::Waiting => (
+                started + timeouts.first_byte,
+                HttpError::ConnectionReadTimeout,
+            ),
+            // A safety net: the connector fails first. A pooled connection
+            // that frees up while a new one is still being opened serves
+            // the request; it gets the same bound.
+            Phase::Connecting => (
+                started + timeouts.connect + timeouts.first_byte,
+                HttpError::ConnectionTimeout,
+            ),
+            Phase::Connected(at) => (at + timeouts.first_byte, HttpError::ConnectionReadTimeout),
+        };
+        tokio::select! {
+            output = &mut head => return Ok(output),
+            () = tokio::time::sleep_until(deadline) => return Err(error),
+            changed = changes.changed() => {
+                // `send_request` holds a sender until the head arrives, so
+                // this does not happen; if it did, no phase change is left
+                // to wait for.
+                if changed.is_err() {
+                    return Ok(head.await);
+                }
+            }
+        }
     }
 }
 
@@ -498,6 +571,40 @@ fn client_error(e: hyper_util::client::legacy::Error) -> HttpError {
     }
 }
 
+/// The code the plugin sees for a failed connection: TLS failures say
+/// whether the certificate was refused, I/O failures whether the peer
+/// refused or was unreachable.
+fn connect_error_code(e: HttpError) -> HttpError {
+    match e {
+        HttpError::Tls(io) => {
+            match io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                Some(
+                    rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType,
+                ) => HttpError::TlsCertificateError,
+                Some(rustls::Error::AlertReceived(alert)) => HttpError::TlsAlertReceived {
+                    alert_id: Some(u8::from(*alert)),
+                    alert_message: Some(format!("{alert:?}")),
+                },
+                _ => HttpError::TlsProtocolError,
+            }
+        }
+        HttpError::Connect(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => HttpError::ConnectionRefused,
+            std::io::ErrorKind::TimedOut => HttpError::ConnectionTimeout,
+            std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                HttpError::DestinationUnavailable
+            }
+            _ => HttpError::Connect(io),
+        },
+        other => other,
+    }
+}
+
 /// The connector's errors come back by reference inside hyper's error; the
 /// ones it produces are rebuilt here (io errors keep their kind and text).
 fn clone_connect_error(e: &HttpError) -> HttpError {
@@ -514,6 +621,17 @@ fn clone_connect_error(e: &HttpError) -> HttpError {
         HttpError::DestinationNotFound => HttpError::DestinationNotFound,
         HttpError::HttpRequestDenied => HttpError::HttpRequestDenied,
         HttpError::ConnectionTimeout => HttpError::ConnectionTimeout,
+        HttpError::ConnectionRefused => HttpError::ConnectionRefused,
+        HttpError::DestinationUnavailable => HttpError::DestinationUnavailable,
+        HttpError::TlsCertificateError => HttpError::TlsCertificateError,
+        HttpError::TlsProtocolError => HttpError::TlsProtocolError,
+        HttpError::TlsAlertReceived {
+            alert_id,
+            alert_message,
+        } => HttpError::TlsAlertReceived {
+            alert_id: *alert_id,
+            alert_message: alert_message.clone(),
+        },
         HttpError::HttpRequestUriInvalid => HttpError::HttpRequestUriInvalid,
         _ => HttpError::ConnectionRefused,
     }
@@ -548,6 +666,11 @@ impl tower_service::Service<http::Uri> for PinnedConnector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let this = self.clone();
+        // Read now, in the request's task: the returned future may finish
+        // in the background after another connection served the request.
+        let scope = REQUEST_CONNECT.try_with(ConnectScope::clone).ok();
+        let connect_timeout = scope.as_ref().map_or(CONNECT_TIMEOUT, |s| s.timeout);
+        let phase = scope.map(|s| s.phase);
         Box::pin(async move {
             // Checked again here so that a connection can only ever be
             // opened to an allowed origin, whoever asks for it.
@@ -558,7 +681,11 @@ impl tower_service::Service<http::Uri> for PinnedConnector {
                     return Err(HttpError::HttpRequestDenied);
                 }
             };
-            let addrs = resolve(&origin, CONNECT_TIMEOUT).await?;
+            let deadline = tokio::time::Instant::now() + connect_timeout;
+            if let Some(phase) = &phase {
+                phase.send_replace(Phase::Connecting);
+            }
+            let addrs = resolve(&origin, connect_timeout).await?;
             for addr in &addrs {
                 if let Err(why) = this.policy.check_address(&origin, addr.ip()) {
                     deny(&this.policy, &this.flags, &this.tenant, &this.plugin, &why);
@@ -566,14 +693,14 @@ impl tower_service::Service<http::Uri> for PinnedConnector {
                 }
             }
             let connect = connect_pinned(&origin, &addrs, &this.tls);
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            let stream = tokio::time::timeout_at(deadline, connect)
                 .await
                 .map_err(|_| HttpError::ConnectionTimeout)
                 .and_then(|r| r)
                 .inspect_err(|e| {
-                    // The plugin may only see its request body's stream
-                    // close; the operator needs the cause, such as an
-                    // untrusted certificate.
+                    // The plugin only sees an error code; the operator
+                    // needs the cause, such as which certificate check
+                    // failed.
                     tracing::warn!(
                         tenant = %this.tenant,
                         plugin = %this.plugin,
@@ -581,7 +708,11 @@ impl tower_service::Service<http::Uri> for PinnedConnector {
                         error = %e,
                         "connection failed"
                     );
-                })?;
+                })
+                .map_err(connect_error_code)?;
+            if let Some(phase) = &phase {
+                phase.send_replace(Phase::Connected(tokio::time::Instant::now()));
+            }
             Ok(TokioIo::new(stream))
         })
     }
@@ -940,5 +1071,110 @@ mod tests {
         assert_eq!(t.connect, Duration::from_secs(5));
         assert_eq!(t.first_byte, FIRST_BYTE_TIMEOUT);
         assert_eq!(t.between_bytes, BETWEEN_BYTES_TIMEOUT);
+    }
+
+    fn timeouts(connect: Duration, first_byte: Duration) -> Timeouts {
+        Timeouts {
+            connect,
+            first_byte,
+            between_bytes: BETWEEN_BYTES_TIMEOUT,
+        }
+    }
+
+    const SHORT: Duration = Duration::from_millis(20);
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_pooled_connection_waits_only_the_first_byte_timeout() {
+        let (_phase, mut changes) = tokio::sync::watch::channel(Phase::Waiting);
+        // Before, the wait was connect + first byte: an hour here.
+        let waited = wait_for_head(
+            std::future::pending::<()>(),
+            timeouts(LONG, SHORT),
+            &mut changes,
+        )
+        .await;
+        assert!(
+            matches!(waited, Err(HttpError::ConnectionReadTimeout)),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_byte_timeout_runs_from_when_the_connection_is_ready() {
+        let (phase, mut changes) = tokio::sync::watch::channel(Phase::Waiting);
+        let phase = Arc::new(phase);
+        let connector = phase.clone();
+        tokio::spawn(async move {
+            connector.send_replace(Phase::Connecting);
+            // Longer than the first-byte timeout: connecting is not
+            // waiting for the first byte.
+            tokio::time::sleep(SHORT * 3).await;
+            connector.send_replace(Phase::Connected(tokio::time::Instant::now()));
+        });
+        let waited = wait_for_head(
+            std::future::pending::<()>(),
+            timeouts(LONG, SHORT),
+            &mut changes,
+        )
+        .await;
+        assert!(
+            matches!(waited, Err(HttpError::ConnectionReadTimeout)),
+            "{waited:?}"
+        );
+        assert!(
+            matches!(*phase.borrow(), Phase::Connected(_)),
+            "timed out while connecting"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_is_never_ready_times_out_as_a_connect_timeout() {
+        let (phase, mut changes) = tokio::sync::watch::channel(Phase::Connecting);
+        let waited = wait_for_head(
+            std::future::pending::<()>(),
+            timeouts(SHORT, SHORT),
+            &mut changes,
+        )
+        .await;
+        assert!(
+            matches!(waited, Err(HttpError::ConnectionTimeout)),
+            "{waited:?}"
+        );
+        drop(phase);
+    }
+
+    #[tokio::test]
+    async fn an_answer_in_time_is_returned() {
+        let (_phase, mut changes) = tokio::sync::watch::channel(Phase::Waiting);
+        let waited = wait_for_head(async { 7 }, timeouts(LONG, LONG), &mut changes).await;
+        assert!(matches!(waited, Ok(7)), "{waited:?}");
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_told_from_other_tls_failures() {
+        let tls = |e: rustls::Error| {
+            connect_error_code(HttpError::Tls(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e,
+            )))
+        };
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(matches!(tls(unknown), HttpError::TlsCertificateError));
+        assert!(matches!(
+            tls(rustls::Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure
+            )),
+            HttpError::TlsAlertReceived { .. }
+        ));
+        assert!(matches!(
+            tls(rustls::Error::DecryptError),
+            HttpError::TlsProtocolError
+        ));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            connect_error_code(HttpError::Connect(refused)),
+            HttpError::ConnectionRefused
+        ));
     }
 }

@@ -86,6 +86,8 @@ pub enum Fault {
     RevokeTokens,
     /// Close the connection without answering.
     DropConnection,
+    /// Accept the request and never answer (a stuck server or proxy).
+    Hang,
 }
 
 /// Faults in force.
@@ -457,7 +459,14 @@ async fn token(
         .collect();
     let field = |k: &str| form.get(k).or_else(|| query.get(k)).map(String::as_str);
     // GUESS (wiz-api.md §1.5): bad credentials answer 401 invalid_client.
-    let (status, body) = if field("grant_type") != Some("client_credentials") {
+    // Servers that read no chunked request body (Python's `http.server`,
+    // some proxies) see an empty form, which reads as unknown credentials.
+    let (status, body) = if !headers.contains_key(header::CONTENT_LENGTH) {
+        (
+            401,
+            json!({"error": "invalid_client", "error_description": "Invalid client credentials"}),
+        )
+    } else if field("grant_type") != Some("client_credentials") {
         (
             400,
             json!({"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}),
@@ -546,6 +555,11 @@ async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         // panic hook: nothing is printed.
         std::panic::resume_unwind(Box::new("simulated dropped connection"));
     }
+    if corrupt == Some(Fault::Hang) {
+        // The connection stays open until the client gives up or the
+        // simulator stops.
+        std::future::pending::<()>().await;
+    }
     let mut bytes = body;
     let mut headers_out = vec![(header::CONTENT_TYPE, "application/json".to_string())];
     match corrupt {
@@ -609,7 +623,7 @@ fn answer_value(
         }
     };
     match &fault {
-        Some(Fault::DropConnection) => return (0, Body::Raw(Vec::new()), fault),
+        Some(Fault::DropConnection | Fault::Hang) => return (0, Body::Raw(Vec::new()), fault),
         Some(Fault::RevokeTokens) => lock(&shared.tokens).clear(),
         Some(f @ Fault::RateLimited { .. }) => {
             return (429, Body::Json(rate_limited()), Some(f.clone()));

@@ -18,6 +18,14 @@ fn imported(runtime: &scanner_host::runtime::Runtime) -> BTreeSet<String> {
     scanner_tests::open_ids(runtime, "t")
 }
 
+/// Settings of a tenant that imports code-repository findings only: one
+/// shard, so its requests, and the faults scripted for them, come in order.
+fn one_shard(sim: &Simulator) -> scanner_host::contract::Settings {
+    let mut settings = wiz_settings(sim);
+    settings.insert("scan-container-images".into(), SettingValue::Boolean(false));
+    settings
+}
+
 fn fast_retries() -> RetryPolicy {
     RetryPolicy {
         max_retries_per_page: 8,
@@ -112,14 +120,15 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
         .connect("t5", "wiz", &unreachable)
         .await
         .expect_err("unreachable endpoint");
-    assert!(
-        matches!(
-            err,
-            RuntimeError::Plugin(PluginError::EndpointError { .. })
-                | RuntimeError::Plugin(PluginError::Transient { .. })
+    // A refused connection is usually passing (a restart, a deploy): it is
+    // retried, not reported as a configuration problem.
+    match &err {
+        RuntimeError::Plugin(PluginError::Transient { message, .. }) => assert_eq!(
+            message,
+            &format!("cannot reach http://127.0.0.1:{port}/graphql: connection refused")
         ),
-        "{err:?}"
-    );
+        other => panic!("a refused connection must be transient, got {other:?}"),
+    }
     assert!(
         runtime.store().integration("t2").expect("read").is_none(),
         "failed connects save nothing"
@@ -137,10 +146,142 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
 }
 
 #[tokio::test]
+async fn an_unreachable_token_endpoint_is_a_network_error_not_bad_credentials() {
+    let sim = sim(SimConfig {
+        findings: 10,
+        ..SimConfig::default()
+    });
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path());
+    let mut settings = wiz_settings(&sim);
+    let token_url = format!("http://127.0.0.1:{port}/oauth/token");
+    settings.insert("auth-url".into(), SettingValue::Text(token_url.clone()));
+    let err = runtime
+        .connect("t", "wiz", &settings)
+        .await
+        .expect_err("nothing listens at the token URL");
+    match &err {
+        RuntimeError::Plugin(PluginError::Transient { message, .. }) => {
+            assert_eq!(
+                message,
+                &format!("cannot reach {token_url}: connection refused")
+            )
+        }
+        other => panic!("a refused connection must be transient, got {other:?}"),
+    }
+    assert!(!err.needs_attention(), "{err}");
+}
+
+#[tokio::test]
+async fn the_token_request_carries_its_length_for_servers_that_read_no_chunked_body() {
+    // The simulator's token endpoint, like Python's `http.server`, reads
+    // no chunked body: without Content-Length the form is empty and the
+    // credentials unknown.
+    let sim = sim(SimConfig {
+        findings: 600,
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path());
+    runtime
+        .connect("t", "wiz", &wiz_settings(&sim))
+        .await
+        .expect("connect");
+    runtime.scan("t", &()).await.expect("scan");
+    assert_eq!(imported(&runtime), expected_open(&sim, true, true));
+    assert!(
+        sim.requests()
+            .iter()
+            .filter(|r| r.path == "/oauth/token")
+            .all(|r| r.status == 200),
+        "every token request was read"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_as_a_transient_error_naming_the_url() {
+    let sim = sim(SimConfig {
+        findings: 2500,
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path()).with_retry(RetryPolicy {
+        max_retries_per_scan: 2,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    });
+    let mut settings = one_shard(&sim);
+    settings.insert("request-timeout-s".into(), SettingValue::Text("1".into()));
+    runtime
+        .connect("t", "wiz", &settings)
+        .await
+        .expect("connect");
+
+    // Stuck for longer than the retries last: the scan fails, retryable.
+    sim.set_faults(Faults {
+        script: vec![Fault::Hang, Fault::Hang, Fault::Hang],
+        ..Faults::default()
+    });
+    let err = runtime.scan("t", &()).await.expect_err("never answered");
+    assert_eq!(err.kind(), "transient", "{err}");
+    assert!(!err.needs_attention(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "request to {} timed out after 1 s",
+            sim.api_endpoint()
+        )),
+        "{text}"
+    );
+
+    // Stuck once: the retry completes the scan.
+    sim.set_faults(Faults {
+        script: vec![Fault::Hang],
+        ..Faults::default()
+    });
+    let report = runtime.scan("t", &()).await.expect("scan completes");
+    assert_eq!(report.retries, 1);
+    assert_eq!(imported(&runtime), expected_open(&sim, true, false));
+}
+
+#[tokio::test]
+async fn garbled_answers_mid_scan_are_fetched_again_to_an_exact_import() {
+    let sim = sim(SimConfig {
+        findings: 2500,
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path());
+    runtime
+        .connect("t", "wiz", &one_shard(&sim))
+        .await
+        .expect("connect");
+    // A 429 first, so the garbled answers come mid-scan.
+    sim.set_faults(Faults {
+        script: vec![
+            Fault::RateLimited {
+                retry_after: Some(0),
+            },
+            Fault::Malformed,
+            Fault::Truncated,
+        ],
+        ..Faults::default()
+    });
+    let runtime = runtime.with_retry(fast_retries());
+    let report = runtime.scan("t", &()).await.expect("scan completes");
+    assert_eq!(report.retries, 1, "only the 429 reached the host");
+    assert_eq!(imported(&runtime), expected_open(&sim, true, false));
+}
+
+#[tokio::test]
 async fn expiring_and_revoked_tokens_lose_nothing() {
     let sim = sim(SimConfig {
         findings: 2500,
-        // Shorter than the plugin's renewal margin: every request renews.
+        // Shorter than the plugin's one-minute renewal margin: it is
+        // renewed a quarter of its life early instead, not per request.
         token_ttl: Duration::from_secs(30),
         ..SimConfig::default()
     });
@@ -162,7 +303,16 @@ async fn expiring_and_revoked_tokens_lose_nothing() {
         .iter()
         .filter(|r| r.path == "/oauth/token")
         .count();
-    assert!(tokens >= 3, "tokens were renewed ({tokens} token requests)");
+    // One at connect, and one for each of the two shards' requests the
+    // revocation caught in flight; the short-lived token served every
+    // other request (renewing it per request took one per page).
+    let pages = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/graphql")
+        .count();
+    assert!(pages >= 6, "{pages} GraphQL requests");
+    assert!((2..=3).contains(&tokens), "{tokens} token requests");
 }
 
 #[tokio::test]
@@ -206,30 +356,30 @@ async fn broken_answers_fail_the_scan_with_a_typed_error_and_resolve_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = runtime_in(dir.path()).with_retry(fast_retries());
     runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
+        .connect("t", "wiz", &one_shard(&sim))
         .await
         .expect("connect");
     runtime.scan("t", &()).await.expect("first scan");
     let before = imported(&runtime);
-    for (fault, kind) in [
-        (Fault::Malformed, "protocol"),
-        (Fault::Truncated, "protocol"),
+    for (faults, kind) in [
+        // The plugin sends a garbled request twice more, then gives up.
+        (vec![Fault::Malformed; 3], "protocol"),
+        (vec![Fault::Truncated; 3], "protocol"),
         (
-            Fault::GraphqlError {
+            vec![Fault::GraphqlError {
                 code: "BAD_USER_INPUT".into(),
                 message: "nope".into(),
-            },
+            }],
             "request-rejected",
         ),
     ] {
         // A 429 first, so the broken answer arrives on a retried request.
+        let mut script = vec![Fault::RateLimited {
+            retry_after: Some(0),
+        }];
+        script.extend(faults);
         sim.set_faults(Faults {
-            script: vec![
-                Fault::RateLimited {
-                    retry_after: Some(0),
-                },
-                fault,
-            ],
+            script,
             ..Faults::default()
         });
         let err = runtime.scan("t", &()).await.expect_err("broken answer");

@@ -51,6 +51,7 @@ fn describe_lists_the_wiz_fields() {
             ("scan-container-images", FieldKind::Boolean, false),
             ("upload-origins", FieldKind::Text, false),
             ("requests-per-second", FieldKind::Text, false),
+            ("request-timeout-s", FieldKind::Text, false),
         ]
     );
     let default_of = |key: &str| {
@@ -61,6 +62,7 @@ fn describe_lists_the_wiz_fields() {
     };
     assert_eq!(default_of("scan-sca").as_deref(), Some("true"));
     assert_eq!(default_of("scan-container-images").as_deref(), Some("true"));
+    assert_eq!(default_of("request-timeout-s").as_deref(), Some("30"));
 }
 
 #[tokio::test]

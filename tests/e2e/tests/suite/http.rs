@@ -3,8 +3,9 @@
 //! connection per origin for a whole scan (or one per request when reuse
 //! is off).
 
+use scanner_host::contract::PluginError;
 use scanner_host::engine::{Engine, EngineConfig};
-use scanner_host::runtime::Runtime;
+use scanner_host::runtime::{Runtime, RuntimeError};
 use scanner_host::store::Store;
 use scanner_tests::{
     SimProcess, expected_open, host_command, open_ids, output_text, plugin_wasm, wiz_settings,
@@ -91,12 +92,19 @@ async fn an_untrusted_certificate_fails_the_connection_test() {
         .connect("t", "wiz", &wiz_settings(&sim))
         .await
         .expect_err("a self-signed certificate is not trusted");
-    // What the plugin reports depends on where the guest was when the
-    // handshake failed (waiting for the response, or still writing the
-    // token request's body); the handshake failure itself is logged by the
-    // host's connector.
-    let text = err.to_string();
-    assert!(text.contains("could not reach"), "{text}");
+    // A certificate nobody trusts needs the operator: it fails at once,
+    // naming the URL and the fix.
+    assert!(err.needs_attention(), "{err}");
+    match &err {
+        RuntimeError::Plugin(PluginError::EndpointError { message, .. }) => assert_eq!(
+            message,
+            &format!(
+                "the certificate of {} is not trusted: give its CA with --ca-cert",
+                sim.token_url()
+            )
+        ),
+        other => panic!("an untrusted certificate must be an endpoint error, got {other:?}"),
+    }
     assert!(sim.connections() >= 1, "the handshake was attempted");
     assert!(sim.requests().is_empty(), "nothing reached the API");
 }
