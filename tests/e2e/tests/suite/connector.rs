@@ -209,9 +209,10 @@ async fn a_server_that_never_answers_times_out_as_a_transient_error_naming_the_u
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = runtime_in(dir.path()).with_retry(RetryPolicy {
-        max_retries_per_scan: 2,
+        max_retries_per_page: 2,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
+        ..RetryPolicy::default()
     });
     let mut settings = one_shard(&sim);
     settings.insert("request-timeout-s".into(), SettingValue::Text("1".into()));
