@@ -6,7 +6,9 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
-use scanner_host::contract::{FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings};
+use scanner_host::contract::{
+    FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings, Severity,
+};
 use scanner_host::engine::{Engine, EngineConfig, escape_untrusted};
 use scanner_host::export::{
     ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary, NoProgress,
@@ -173,7 +175,10 @@ enum Command {
         /// Include code findings of repositories the host does not know.
         #[arg(long)]
         include_unmapped: bool,
-        /// At most this many rows.
+        /// Only findings of this severity or worse.
+        #[arg(long, value_enum)]
+        severity: Option<SeverityArg>,
+        /// At most this many rows (0: none).
         #[arg(long)]
         limit: Option<usize>,
     },
@@ -555,6 +560,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             repo,
             kind,
             include_unmapped,
+            severity,
             limit,
         } => {
             let store = open_store(&cli.global, false)?;
@@ -577,10 +583,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     KindArg::Other => FindingKind::Other,
                 }),
                 include_unmapped,
+                min_severity: severity.map(|s| match s {
+                    SeverityArg::None => Severity::None,
+                    SeverityArg::Low => Severity::Low,
+                    SeverityArg::Medium => Severity::Medium,
+                    SeverityArg::High => Severity::High,
+                    SeverityArg::Critical => Severity::Critical,
+                }),
                 limit,
             };
             let rows = store.findings(&query)?;
             print_findings(&rows, cli.format)?;
+            // Never hide rows without saying so.
+            let hidden = store.hidden_unmapped(&query)?;
+            if hidden > 0 {
+                eprintln!(
+                    "note: {hidden} code finding(s) of repositories the host does not know are not shown: add the repositories (`scanner-host repos add URL`) or pass --include-unmapped"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Disconnect { tenant, yes } => {
@@ -1361,6 +1381,25 @@ fn build_settings(
             bail!("`{key}` is not a secret field: pass it with --set");
         }
         settings.insert(key.clone(), SettingValue::Secret(read_secret(key, source)?));
+    }
+    // Every required setting still missing, named at once: one round trip
+    // to fix them all, not one per run.
+    let missing: Vec<String> = info
+        .fields
+        .iter()
+        .filter(|f| f.required && f.default_value.is_none() && !settings.contains_key(&f.key))
+        .map(|f| match f.kind {
+            FieldKind::Secret => format!("--secret {}=env:VAR", f.key),
+            _ => format!("--set {}=…", f.key),
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(UsageError(format!(
+            "missing required setting(s) of plugin {}: {}",
+            info.name,
+            missing.join(", ")
+        ))
+        .into());
     }
     Ok(settings)
 }

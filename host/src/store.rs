@@ -12,7 +12,7 @@
 //! restart because the scan keeps its id.
 
 use crate::contract::{
-    Finding, FindingKind, KvError, KvStore, Location, Secret, SettingValue, Settings,
+    Finding, FindingKind, KvError, KvStore, Location, Secret, SettingValue, Settings, Severity,
 };
 use crate::keys::{Cipher, KeyError, KeySource, SEALED_OVERHEAD, StoreKey, row_aad};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -573,8 +573,55 @@ pub struct FindingQuery {
     pub kind: Option<FindingKind>,
     /// Include code findings of repositories the host does not know.
     pub include_unmapped: bool,
+    /// Only findings of this severity or higher.
+    pub min_severity: Option<Severity>,
     /// At most this many rows.
     pub limit: Option<usize>,
+}
+
+/// The severity rank of the `severity` column, higher is worse: what
+/// listings sort and filter by.
+const SEVERITY_RANK: &str = "CASE severity WHEN 'critical' THEN 5 WHEN 'high' THEN 4
+    WHEN 'medium' THEN 3 WHEN 'low' THEN 2 WHEN 'none' THEN 1 ELSE 0 END";
+
+/// The rank [`SEVERITY_RANK`] gives `severity`.
+fn severity_rank(severity: Severity) -> i64 {
+    match severity {
+        Severity::Critical => 5,
+        Severity::High => 4,
+        Severity::Medium => 3,
+        Severity::Low => 2,
+        Severity::None => 1,
+        Severity::Unknown => 0,
+    }
+}
+
+/// The conditions of `q` on the findings table `f`, with their arguments
+/// appended to `args`.
+fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> String {
+    let mut sql = String::new();
+    if let Some(t) = &q.tenant {
+        args.push(t.clone().into());
+        sql.push_str(&format!(" AND f.tenant = ?{}", args.len()));
+    }
+    match q.status {
+        StatusFilter::Open => sql.push_str(" AND f.state = 'open'"),
+        StatusFilter::Resolved => sql.push_str(" AND f.state = 'resolved'"),
+        StatusFilter::All => {}
+    }
+    if let Some(kind) = q.kind {
+        args.push(enum_text(&kind).into());
+        sql.push_str(&format!(" AND f.kind = ?{}", args.len()));
+    }
+    if let Some(min) = q.min_severity {
+        args.push(severity_rank(min).into());
+        sql.push_str(&format!(
+            " AND ({}) >= ?{}",
+            SEVERITY_RANK.replace("severity", "f.severity"),
+            args.len()
+        ));
+    }
+    sql
 }
 
 /// A finding as listed.
@@ -2162,29 +2209,21 @@ impl Store {
                 COALESCE(
                     (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
                     (SELECT url FROM repositories r WHERE r.id = f.image_repository_id)
-                ) AS known_repo
-             FROM findings f WHERE 1 = 1",
+                ) AS known_repo,
+                (" ,
         );
+        sql.push_str(&SEVERITY_RANK.replace("severity", "f.severity"));
+        sql.push_str(") AS severity_rank FROM findings f WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(t) = &q.tenant {
-            args.push(t.clone().into());
-            sql.push_str(&format!(" AND f.tenant = ?{}", args.len()));
-        }
-        match q.status {
-            StatusFilter::Open => sql.push_str(" AND f.state = 'open'"),
-            StatusFilter::Resolved => sql.push_str(" AND f.state = 'resolved'"),
-            StatusFilter::All => {}
-        }
-        if let Some(kind) = q.kind {
-            args.push(enum_text(&kind).into());
-            sql.push_str(&format!(" AND f.kind = ?{}", args.len()));
-        }
+        sql.push_str(&finding_filters(q, &mut args));
         sql.push_str(") WHERE 1 = 1");
         if !q.include_unmapped {
             sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
         }
         let wanted_repo = q.repository.as_deref().map(normalize_repo_url);
-        sql.push_str(" ORDER BY tenant, source_id");
+        // Worst first, then the most recently detected: what a triage
+        // starts from.
+        sql.push_str(" ORDER BY severity_rank DESC, last_detected_at DESC, tenant, source_id");
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -2239,6 +2278,9 @@ impl Store {
         })?;
         let mut out = Vec::new();
         for row in rows {
+            if q.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
             let row = row?;
             if let Some(wanted) = &wanted_repo
                 && !(row.repository_known
@@ -2247,11 +2289,29 @@ impl Store {
                 continue;
             }
             out.push(row);
-            if q.limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
         }
         Ok(out)
+    }
+
+    /// How many code findings `q` leaves out because the host does not
+    /// know their repository (all of them, whatever `q.limit`); zero when
+    /// `q` includes them or asks for one repository.
+    pub fn hidden_unmapped(&self, q: &FindingQuery) -> Result<u64, StoreError> {
+        if q.include_unmapped
+            || q.repository.is_some()
+            || q.kind.is_some_and(|k| k != FindingKind::CodeDependency)
+        {
+            return Ok(0);
+        }
+        let mut args = Vec::new();
+        let filters = finding_filters(q, &mut args);
+        let sql = format!(
+            "SELECT COUNT(*) FROM findings f WHERE f.kind = 'code-dependency'{filters}
+             AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = f.repo_url_norm)"
+        );
+        Ok(self
+            .conn()
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
     }
 
     /// Status changes of one finding, oldest first: `(at, from, to)`.
