@@ -15,7 +15,7 @@ use scanner_host::export::{
     plan_export, severity_name,
 };
 use scanner_host::keys::{KEY_ENV, KeySource, StoreKey, write_key_file};
-use scanner_host::runtime::{Progress, Runtime, RuntimeError, ScanReport};
+use scanner_host::runtime::{ConnectOptions, Progress, Runtime, RuntimeError, ScanReport};
 use scanner_host::sarif;
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
 use scanner_host::store::{FindingQuery, FindingRow, NewRepository, StatusFilter, Store};
@@ -96,7 +96,12 @@ struct Global {
     cache_dir: Option<PathBuf>,
     /// PEM files of certificate authorities plugins' HTTPS may also trust,
     /// besides the public web roots (a corporate proxy, a test server);
-    /// colon-separated in the environment variable.
+    /// colon-separated in the environment variable. Given to `connect`,
+    /// they are saved with the integration and trusted in every later call
+    /// of that tenant, in any process (`serve` included); each connect
+    /// replaces the saved ones with those it is given, so a reconnect
+    /// without `--ca-cert` drops them. Given to any other command, they
+    /// apply to that process only, for every tenant.
     #[arg(
         long = "ca-cert",
         env = "SCANNER_HOST_CA_CERTS",
@@ -654,8 +659,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|i| i.settings)
                 .unwrap_or_default();
             let settings = build_settings(&info, existing, &set, &secret)?;
+            let options = ConnectOptions {
+                accept_plugin_update,
+                ca_certificates: read_certificates(&cli.global.ca_certs)?,
+            };
             let connection = runtime
-                .connect_with(&tenant, &plugin, &settings, accept_plugin_update)
+                .connect_with_options(&tenant, &plugin, &settings, &options)
                 .await?;
             print_json_or(cli.format, &connection, || {
                 outln!(

@@ -587,11 +587,17 @@ impl Runtime {
         // The sink's configuration may need other origins than the
         // source's (an upload bucket): ask it, with no network at all.
         let mut probe = plugin
-            .sink(&self.sandbox(tenant, EgressPolicy::deny_all()))
+            .sink(&self.sandbox(
+                tenant,
+                EgressPolicy::deny_all(),
+                &integration.ca_certificates,
+            ))
             .await?;
         let egress = probe.configure(&integration.settings).await??.egress;
         let policy = self.policy_of(&integration.plugin, &egress)?;
-        let mut instance = plugin.sink(&self.sandbox(tenant, policy)).await?;
+        let mut instance = plugin
+            .sink(&self.sandbox(tenant, policy, &integration.ca_certificates))
+            .await?;
         instance.configure(&integration.settings).await??;
         Ok((instance, integration.plugin))
     }

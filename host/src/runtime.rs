@@ -87,6 +87,20 @@ impl Default for ScanCaps {
     }
 }
 
+/// What [`Runtime::connect_with_options`] does besides testing and saving
+/// the settings.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Run the tenant with the component now loaded under the plugin's
+    /// name, although it differs from the one it was connected with.
+    pub accept_plugin_update: bool,
+    /// CA certificates (DER) the tenant's HTTPS trusts besides the public
+    /// web roots, from the connection test on and in every later call of
+    /// the tenant, in any process: saved with the integration, replacing
+    /// those saved before.
+    pub ca_certificates: Vec<Vec<u8>>,
+}
+
 /// How this process names itself in a tenant's scan lock.
 #[derive(Debug, Clone)]
 struct LockHolder {
@@ -658,12 +672,20 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn sandbox(&self, tenant: &str, egress: EgressPolicy) -> TenantSandbox {
+    /// The sandbox of a tenant's instance; `ca_certificates` are the CA
+    /// certificates its integration trusts (stored, or given to connect).
+    pub(crate) fn sandbox(
+        &self,
+        tenant: &str,
+        egress: EgressPolicy,
+        ca_certificates: &[Vec<u8>],
+    ) -> TenantSandbox {
         TenantSandbox {
             tenant: tenant.to_string(),
             kv: self.store.clone(),
             egress,
             limits: None,
+            extra_root_certificates: ca_certificates.to_vec(),
         }
     }
 
@@ -677,15 +699,20 @@ impl Runtime {
         tenant: &str,
         egress: EgressPolicy,
         settings: &Settings,
+        ca_certificates: &[Vec<u8>],
     ) -> Result<(SourceInstance, Vec<String>), RuntimeError> {
-        let mut instance = plugin.source(&self.sandbox(tenant, egress)).await?;
+        let mut instance = plugin
+            .source(&self.sandbox(tenant, egress, ca_certificates))
+            .await?;
         let configured = instance.configure(settings).await??;
         Ok((instance, configured.egress))
     }
 
     /// Validate settings with the plugin, test the connection, and save the
     /// integration only when the test passes. Reconnecting an existing
-    /// tenant replaces its settings and keeps its findings and state.
+    /// tenant replaces its settings and keeps its findings and state; CA
+    /// certificates saved before are dropped (see
+    /// [`Runtime::connect_with_options`]).
     pub async fn connect(
         &self,
         tenant: &str,
@@ -706,6 +733,26 @@ impl Runtime {
         settings: &Settings,
         accept_plugin_update: bool,
     ) -> Result<ConnectionInfo, RuntimeError> {
+        let options = ConnectOptions {
+            accept_plugin_update,
+            ..ConnectOptions::default()
+        };
+        self.connect_with_options(tenant, plugin_name, settings, &options)
+            .await
+    }
+
+    /// [`Runtime::connect`] with `options`: the connection test already
+    /// trusts `options.ca_certificates`, and they are saved with the
+    /// integration, replacing those saved before (none given: none kept).
+    pub async fn connect_with_options(
+        &self,
+        tenant: &str,
+        plugin_name: &str,
+        settings: &Settings,
+        options: &ConnectOptions,
+    ) -> Result<ConnectionInfo, RuntimeError> {
+        let accept_plugin_update = options.accept_plugin_update;
+        let ca_certificates = &options.ca_certificates;
         check_tenant_name(tenant)?;
         let plugin = self.plugin(plugin_name)?;
         // Before any instance sees the settings (they may carry the
@@ -728,19 +775,31 @@ impl Runtime {
         // `configure` makes no network calls, so it runs with no egress at
         // all; it tells us which origins the configuration needs.
         let (_, egress) = self
-            .configured_source(plugin, tenant, EgressPolicy::deny_all(), settings)
+            .configured_source(
+                plugin,
+                tenant,
+                EgressPolicy::deny_all(),
+                settings,
+                ca_certificates,
+            )
             .await?;
         let policy = EgressPolicy::from_origins(&egress).map_err(|e| RuntimeError::BadEgress {
             plugin: plugin_name.to_string(),
             message: e.to_string(),
         })?;
         let (mut instance, _) = self
-            .configured_source(plugin, tenant, policy, settings)
+            .configured_source(plugin, tenant, policy, settings, ca_certificates)
             .await?;
         let info = instance.test().await??;
         let now = self.clock.now();
-        self.store
-            .upsert_integration(tenant, plugin_name, settings, &egress, now)?;
+        self.store.upsert_integration_with_ca_certificates(
+            tenant,
+            plugin_name,
+            settings,
+            &egress,
+            ca_certificates,
+            now,
+        )?;
         self.store.set_plugin_digest(tenant, plugin.digest())?;
         self.store.set_connected(tenant)?;
         self.store
@@ -757,7 +816,13 @@ impl Runtime {
         let plugin = self.integration_plugin(&integration)?;
         let policy = self.policy_of(&integration.plugin, &integration.egress)?;
         let (mut instance, _) = self
-            .configured_source(plugin, tenant, policy, &integration.settings)
+            .configured_source(
+                plugin,
+                tenant,
+                policy,
+                &integration.settings,
+                &integration.ca_certificates,
+            )
             .await?;
         Ok(instance.test().await??)
     }
@@ -977,7 +1042,13 @@ impl Runtime {
                 None => {
                     let policy = self.policy_of(&integration.plugin, &integration.egress)?;
                     let (i, _) = self
-                        .configured_source(plugin, tenant, policy, &integration.settings)
+                        .configured_source(
+                            plugin,
+                            tenant,
+                            policy,
+                            &integration.settings,
+                            &integration.ca_certificates,
+                        )
                         .await?;
                     instance.insert(i)
                 }

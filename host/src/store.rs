@@ -282,7 +282,27 @@ CREATE TABLE export_sent_findings (
 ) WITHOUT ROWID;
 "#,
     SECRETS_AT_REST,
+    // CA certificates (DER) an integration's HTTPS trusts besides the
+    // public roots, given at connect, in the order given. Public, so not
+    // sealed; removed with the integration.
+    r#"
+CREATE TABLE integration_ca_certs (
+    tenant TEXT NOT NULL REFERENCES integrations(tenant) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    der BLOB NOT NULL,
+    PRIMARY KEY (tenant, position)
+) WITHOUT ROWID;
+"#,
 ];
+
+/// The SHA-256 of `bytes`, as lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The schema version this host writes: the number of migration steps.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -456,6 +476,17 @@ pub struct Integration {
     pub state: String,
     /// Why it needs attention.
     pub attention_reason: Option<String>,
+    /// CA certificates (DER) its HTTPS trusts besides the public roots,
+    /// as given at connect.
+    pub ca_certificates: Vec<Vec<u8>>,
+}
+
+/// A CA certificate stored with an integration, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaCertificate {
+    /// SHA-256 of the certificate's DER, lower-case hex: what
+    /// `openssl x509 -noout -fingerprint -sha256` prints, without colons.
+    pub sha256: String,
 }
 
 /// One line of `status`.
@@ -483,6 +514,8 @@ pub struct IntegrationStatus {
     pub open: u64,
     /// Resolved findings.
     pub resolved: u64,
+    /// CA certificates stored with the integration, by fingerprint.
+    pub ca_certificates: Vec<CaCertificate>,
 }
 
 /// One export, as `status` shows it.
@@ -1205,13 +1238,29 @@ impl Store {
     // ----- integrations ---------------------------------------------------
 
     /// Save a tenant's integration (reconnect replaces settings, secrets and
-    /// egress, and keeps findings, state and scan history).
+    /// egress, and keeps findings, state and scan history) without CA
+    /// certificates of its own: those stored before are removed.
     pub fn upsert_integration(
         &self,
         tenant: &str,
         plugin: &str,
         settings: &Settings,
         egress: &[String],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.upsert_integration_with_ca_certificates(tenant, plugin, settings, egress, &[], now)
+    }
+
+    /// [`Store::upsert_integration`] with the CA certificates (DER) the
+    /// integration's HTTPS trusts besides the public roots; they replace
+    /// those stored before, in the same transaction.
+    pub fn upsert_integration_with_ca_certificates(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        settings: &Settings,
+        egress: &[String],
+        ca_certificates: &[Vec<u8>],
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut plain = serde_json::Map::new();
@@ -1264,6 +1313,16 @@ impl Store {
             tx.execute(
                 "INSERT INTO integration_secrets (tenant, key, value) VALUES (?1, ?2, ?3)",
                 params![tenant, key, value],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM integration_ca_certs WHERE tenant = ?1",
+            [tenant],
+        )?;
+        for (position, der) in ca_certificates.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO integration_ca_certs (tenant, position, der) VALUES (?1, ?2, ?3)",
+                params![tenant, position as i64, der],
             )?;
         }
         tx.commit()?;
@@ -1331,6 +1390,7 @@ impl Store {
         }
         let egress: Vec<String> =
             serde_json::from_str(&egress_json).map_err(|e| corrupt("egress", e))?;
+        let ca_certificates = Self::ca_certificates_of(&conn, tenant)?;
         Ok(Some(Integration {
             tenant: tenant.to_string(),
             plugin,
@@ -1338,7 +1398,18 @@ impl Store {
             egress,
             state,
             attention_reason,
+            ca_certificates,
         }))
+    }
+
+    /// The CA certificates (DER) stored with a tenant's integration, in
+    /// the order given at connect.
+    fn ca_certificates_of(conn: &Connection, tenant: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT der FROM integration_ca_certs WHERE tenant = ?1 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([tenant], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every tenant with an integration, in name order.
@@ -1941,9 +2012,19 @@ impl Store {
                 last_error: r.get(8)?,
                 open: r.get(9)?,
                 resolved: r.get(10)?,
+                ca_certificates: Vec::new(),
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut statuses: Vec<IntegrationStatus> = rows.collect::<Result<_, _>>()?;
+        for status in &mut statuses {
+            status.ca_certificates = Self::ca_certificates_of(&conn, &status.tenant)?
+                .iter()
+                .map(|der| CaCertificate {
+                    sha256: sha256_hex(der),
+                })
+                .collect();
+        }
+        Ok(statuses)
     }
 
     // ----- exports --------------------------------------------------------

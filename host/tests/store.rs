@@ -1221,3 +1221,81 @@ fn database_key_and_wal_files_are_created_private() {
     let store = Store::open(&path).expect("reopen");
     assert_eq!(store.created_key_file(), None, "the key file is reused");
 }
+
+#[test]
+fn ca_certificates_are_kept_per_tenant_across_reopen_and_replaced_by_each_connect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    // The store keeps the bytes as given: it does not parse them.
+    let (ca1, ca2) = (b"ca-one".to_vec(), b"ca-two".to_vec());
+    let store = Store::open(&path).expect("create");
+    store
+        .upsert_integration_with_ca_certificates(
+            "proxied",
+            "wiz",
+            &settings(),
+            &[],
+            &[ca1.clone(), ca2.clone()],
+            T0,
+        )
+        .expect("save");
+    store
+        .upsert_integration("plain", "wiz", &settings(), &[], T0)
+        .expect("save");
+    drop(store);
+
+    let store = Store::open(&path).expect("reopen");
+    let proxied = store.integration("proxied").expect("read").expect("exists");
+    assert_eq!(proxied.ca_certificates, vec![ca1.clone(), ca2.clone()]);
+    let plain = store.integration("plain").expect("read").expect("exists");
+    assert!(plain.ca_certificates.is_empty());
+    // `status` shows fingerprints (SHA-256 of the bytes), never the bytes.
+    let statuses = store.integration_statuses().expect("status");
+    let shown: Vec<(&str, Vec<&str>)> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s.tenant.as_str(),
+                s.ca_certificates
+                    .iter()
+                    .map(|c| c.sha256.as_str())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("plain", vec![]),
+            (
+                "proxied",
+                vec![
+                    // printf ca-one | sha256sum; printf ca-two | sha256sum
+                    "ed658f722bd79064d89e4bfd72b1e43fffae50e966528477fead1df68948eb51",
+                    "968bca989676c59889882d8fa5f7966c6378105bc8070fba5ba603d3b3753f43",
+                ]
+            ),
+        ]
+    );
+
+    // A reconnect replaces them with those it is given, none included.
+    store
+        .upsert_integration_with_ca_certificates(
+            "proxied",
+            "wiz",
+            &settings(),
+            &[],
+            std::slice::from_ref(&ca2),
+            T0,
+        )
+        .expect("reconnect");
+    drop(store);
+    let store = Store::open(&path).expect("reopen");
+    let proxied = store.integration("proxied").expect("read").expect("exists");
+    assert_eq!(proxied.ca_certificates, vec![ca2]);
+    store
+        .upsert_integration("proxied", "wiz", &settings(), &[], T0)
+        .expect("reconnect without");
+    let proxied = store.integration("proxied").expect("read").expect("exists");
+    assert!(proxied.ca_certificates.is_empty());
+}

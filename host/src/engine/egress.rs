@@ -322,7 +322,8 @@ pub(crate) struct HookSettings {
 pub(crate) struct Connections {
     /// Keep connections open between the requests of the instance.
     pub(crate) reuse: bool,
-    /// The TLS client configuration (the engine's roots).
+    /// The TLS client configuration (the engine's roots, plus the
+    /// tenant's own CA certificates when it stored any).
     pub(crate) tls: Arc<rustls::ClientConfig>,
 }
 
@@ -769,6 +770,15 @@ async fn resolve(origin: &Origin, timeout: Duration) -> Result<Vec<SocketAddr>, 
 /// The TLS client configuration: the public web PKI roots plus `extra`
 /// (DER certificates). Errors name the certificate that was refused.
 pub(crate) fn tls_config(extra: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
+    tls_config_with(extra, &[])
+}
+
+/// [`tls_config`] with a tenant's own CA certificates on top of the
+/// engine's `extra` ones.
+fn tls_config_with(
+    extra: &[Vec<u8>],
+    tenant: &[Vec<u8>],
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.into(),
     };
@@ -776,6 +786,18 @@ pub(crate) fn tls_config(extra: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>,
         roots
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(|e| format!("extra root certificate #{} is not usable: {e}", i + 1))?;
+    }
+    // Named by fingerprint, as `status` shows them: the set is sorted by
+    // then, so a position would not be the one given at connect.
+    for der in tenant {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| {
+                format!(
+                    "the CA certificate with SHA-256 {} is not usable: {e}",
+                    super::sha256_hex(der)
+                )
+            })?;
     }
     // The provider is named explicitly: relying on the process default
     // panics when more than one provider is compiled in.
@@ -787,6 +809,57 @@ pub(crate) fn tls_config(extra: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>,
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The TLS client configurations of an engine: the engine-wide one, and
+/// one per distinct set of tenant CA certificates, built on first use and
+/// shared by every tenant that stored the same set (tenants behind one
+/// company proxy all trust its one CA). Distinct sets are few — one per
+/// private CA in use — so built configurations are kept for the engine's
+/// lifetime.
+pub(crate) struct TlsConfigs {
+    /// The engine's own extra roots, trusted by every tenant.
+    extra: Vec<Vec<u8>>,
+    /// Web roots plus `extra`: what tenants without CAs of their own use.
+    base: Arc<rustls::ClientConfig>,
+    /// Keyed by the tenant's certificates, sorted and without duplicates,
+    /// so the order given at connect does not matter.
+    by_roots: std::sync::Mutex<std::collections::HashMap<Vec<Vec<u8>>, Arc<rustls::ClientConfig>>>,
+}
+
+impl TlsConfigs {
+    /// The engine-wide configuration trusts the web roots plus `extra`.
+    pub(crate) fn new(extra: &[Vec<u8>]) -> Result<Self, String> {
+        Ok(Self {
+            extra: extra.to_vec(),
+            base: tls_config(extra)?,
+            by_roots: Default::default(),
+        })
+    }
+
+    /// The configuration for a tenant whose integration stored `tenant`
+    /// CA certificates (DER): the engine-wide one when there are none,
+    /// else the web roots, the engine's extra roots and those.
+    pub(crate) fn for_tenant(
+        &self,
+        tenant: &[Vec<u8>],
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
+        if tenant.is_empty() {
+            return Ok(self.base.clone());
+        }
+        let mut key = tenant.to_vec();
+        key.sort();
+        key.dedup();
+        // A poisoned lock only means another thread panicked while
+        // building; the map itself is always consistent.
+        let mut by_roots = self.by_roots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(config) = by_roots.get(&key) {
+            return Ok(config.clone());
+        }
+        let config = tls_config_with(&self.extra, &key)?;
+        by_roots.insert(key, config.clone());
+        Ok(config)
+    }
 }
 
 /// A connection to one of the vetted `addrs`, TLS for `https`; the name is
@@ -1149,6 +1222,40 @@ mod tests {
         let (_phase, mut changes) = tokio::sync::watch::channel(Phase::Waiting);
         let waited = wait_for_head(async { 7 }, timeouts(LONG, LONG), &mut changes).await;
         assert!(matches!(waited, Ok(7)), "{waited:?}");
+    }
+
+    #[test]
+    fn tenants_with_the_same_ca_certificates_share_one_tls_configuration() {
+        let cert = |name: &str| {
+            rcgen::generate_simple_self_signed(vec![name.to_string()])
+                .expect("certificate")
+                .cert
+                .der()
+                .to_vec()
+        };
+        let (a, b) = (cert("a.test"), cert("b.test"));
+        let configs = TlsConfigs::new(&[]).expect("configs");
+        let base = configs.for_tenant(&[]).expect("engine-wide");
+        assert!(Arc::ptr_eq(&base, &configs.for_tenant(&[]).expect("again")));
+        let ab = configs
+            .for_tenant(&[a.clone(), b.clone()])
+            .expect("a and b");
+        assert!(!Arc::ptr_eq(&base, &ab), "own roots, own configuration");
+        // Order and repetition do not make another set.
+        let ba = configs
+            .for_tenant(&[b.clone(), a.clone(), b.clone()])
+            .expect("b and a");
+        assert!(Arc::ptr_eq(&ab, &ba), "one configuration per set");
+        let only_a = configs.for_tenant(std::slice::from_ref(&a)).expect("a");
+        assert!(!Arc::ptr_eq(&ab, &only_a), "another set, another one");
+        let garbage = b"not a certificate".to_vec();
+        let err = configs
+            .for_tenant(&[a, garbage.clone()])
+            .expect_err("garbage is no root");
+        assert!(
+            err.contains(&super::super::sha256_hex(&garbage)) && err.contains("not usable"),
+            "{err}"
+        );
     }
 
     #[test]

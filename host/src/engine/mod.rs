@@ -245,6 +245,15 @@ pub enum EngineError {
         /// The call.
         call: &'static str,
     },
+    /// The CA certificates stored with a tenant's integration cannot be
+    /// used as TLS roots.
+    #[error("the CA certificates of tenant `{tenant}` cannot be used: {message}")]
+    RootCertificates {
+        /// The tenant.
+        tenant: String,
+        /// Which certificate, and why.
+        message: String,
+    },
     /// The plugin described itself with a name the host cannot use.
     #[error("plugin {} describes itself with an invalid name `{name}`: {reason}", path.display())]
     InvalidName {
@@ -280,8 +289,9 @@ struct Shared {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     config: EngineConfig,
-    /// The TLS client configuration every instance's connections use.
-    tls: Arc<rustls::ClientConfig>,
+    /// The TLS client configurations instances' connections use: the
+    /// engine-wide one, and one per set of tenant CA certificates.
+    tls: egress::TlsConfigs,
     /// What each tenant's instances logged lately, for its log rate.
     log_rates: Arc<plugin_log::TenantLogRates>,
     /// Set when the host stops: calls in flight end at their next yield.
@@ -379,7 +389,7 @@ impl Engine {
             )
         };
 
-        let tls = egress::tls_config(&config.extra_root_certificates)
+        let tls = egress::TlsConfigs::new(&config.extra_root_certificates)
             .map_err(|message| EngineError::Setup { message })?;
 
         let mut linker = Linker::new(&engine);
@@ -499,6 +509,7 @@ impl Engine {
             kv: Arc::new(NoStorage),
             egress: EgressPolicy::deny_all(),
             limits: None,
+            extra_root_certificates: Vec::new(),
         };
         let info = block_on_side_thread(&label, async {
             if plugin.has_source() {
@@ -696,6 +707,10 @@ pub struct TenantSandbox {
     pub egress: EgressPolicy,
     /// Limits replacing the engine's defaults for this tenant.
     pub limits: Option<Limits>,
+    /// CA certificates (DER) the tenant's HTTPS trusts besides the web
+    /// roots and the engine's [`EngineConfig::extra_root_certificates`]:
+    /// those stored with its integration. Empty: the engine-wide trust.
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TenantSandbox {
@@ -704,6 +719,10 @@ impl std::fmt::Debug for TenantSandbox {
             .field("tenant", &self.tenant)
             .field("egress", &self.egress)
             .field("limits", &self.limits)
+            .field(
+                "extra_root_certificates",
+                &self.extra_root_certificates.len(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -766,7 +785,16 @@ impl Plugin {
         self.inner.sink.is_some()
     }
 
-    fn core(&self, sandbox: &TenantSandbox) -> Core {
+    fn core(&self, sandbox: &TenantSandbox) -> Result<Core, EngineError> {
+        let tls = self
+            .inner
+            .shared
+            .tls
+            .for_tenant(&sandbox.extra_root_certificates)
+            .map_err(|message| EngineError::RootCertificates {
+                tenant: sandbox.tenant.clone(),
+                message,
+            })?;
         let limits = sandbox
             .limits
             .clone()
@@ -780,7 +808,7 @@ impl Plugin {
             &limits,
             Connections {
                 reuse: self.inner.shared.config.reuse_connections,
-                tls: self.inner.shared.tls.clone(),
+                tls,
             },
             self.inner.shared.log_rates.clone(),
         );
@@ -801,14 +829,14 @@ impl Plugin {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        Core {
+        Ok(Core {
             store,
             cancel: self.inner.shared.cancel.clone(),
             plugin: self.inner.label.clone(),
             limits,
             poisoned: None,
             pages: 0,
-        }
+        })
     }
 
     /// A fresh instance of the source half, in `sandbox`.
@@ -821,7 +849,7 @@ impl Plugin {
                 plugin: self.inner.label.to_string(),
                 interface: "scanner-source",
             })?;
-        let mut core = self.core(sandbox);
+        let mut core = self.core(sandbox)?;
         let run = core.begin("instantiate")?;
         let out = run.run(pre.instantiate_async(&mut core.store)).await;
         let bindings = core.finish("instantiate", out)?;
@@ -838,7 +866,7 @@ impl Plugin {
                 plugin: self.inner.label.to_string(),
                 interface: "findings-sink",
             })?;
-        let mut core = self.core(sandbox);
+        let mut core = self.core(sandbox)?;
         let run = core.begin("instantiate")?;
         let out = run.run(pre.instantiate_async(&mut core.store)).await;
         let bindings = core.finish("instantiate", out)?;

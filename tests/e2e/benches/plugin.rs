@@ -51,6 +51,7 @@ async fn main() {
         kv: store.clone(),
         egress: EgressPolicy::deny_all(),
         limits: None,
+        extra_root_certificates: Vec::new(),
     };
     let mut instantiate: Vec<Duration> = (0..2000)
         .map(|_| {

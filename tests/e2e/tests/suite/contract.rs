@@ -13,6 +13,7 @@ fn sandbox() -> TenantSandbox {
         kv: Arc::new(Store::open_in_memory().expect("store")),
         egress: EgressPolicy::deny_all(),
         limits: None,
+        extra_root_certificates: Vec::new(),
     }
 }
 

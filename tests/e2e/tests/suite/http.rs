@@ -5,7 +5,7 @@
 
 use scanner_host::contract::PluginError;
 use scanner_host::engine::{Engine, EngineConfig};
-use scanner_host::runtime::{Runtime, RuntimeError};
+use scanner_host::runtime::{ConnectOptions, Runtime, RuntimeError};
 use scanner_host::store::Store;
 use scanner_tests::{
     SimProcess, expected_open, host_command, open_ids, output_text, plugin_wasm, wiz_settings,
@@ -109,7 +109,43 @@ async fn an_untrusted_certificate_fails_the_connection_test() {
     assert!(sim.requests().is_empty(), "nothing reached the API");
 }
 
-/// `scanner-host --ca-cert FILE connect …` against `wiz-sim --tls-cert FILE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_trusts_the_certificate_authorities_it_was_connected_with_and_no_other_does() {
+    let sim = tls_sim();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The engine trusts only the public roots: the CA is the tenant's.
+    let runtime = scanner_tests::runtime_in(dir.path());
+    let options = ConnectOptions {
+        ca_certificates: vec![sim.certificate_der().expect("TLS").to_vec()],
+        ..ConnectOptions::default()
+    };
+    runtime
+        .connect_with_options("t", "wiz", &wiz_settings(&sim), &options)
+        .await
+        .expect("connect trusting the simulator's CA");
+    runtime.scan("t", &()).await.expect("scan over TLS");
+    assert_eq!(open_ids(&runtime, "t"), expected_open(&sim, true, true));
+    // Another tenant of the same engine, to the same server, without it.
+    let err = runtime
+        .connect("u", "wiz", &wiz_settings(&sim))
+        .await
+        .expect_err("the CA is not trusted for another tenant");
+    assert!(
+        matches!(
+            &err,
+            RuntimeError::Plugin(PluginError::EndpointError { message, .. })
+                if message.contains("is not trusted")
+        ),
+        "{err:?}"
+    );
+    // The CA stays with `t` in the same process.
+    runtime.test("t").await.expect("t still trusts it");
+}
+
+/// `scanner-host --ca-cert FILE connect …` against `wiz-sim --tls-cert FILE`:
+/// the CA is saved with the integration, so the tenant's later commands,
+/// in other processes and without the flag, trust it; a tenant connected
+/// without a CA of its own does not.
 #[test]
 fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -135,9 +171,20 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
             .output()
             .expect("run scanner-host")
     };
+    let run = |args: &[&str]| {
+        host_command(&db)
+            .args(args)
+            .output()
+            .expect("run scanner-host")
+    };
     let text = output_text;
     let untrusted = connect(&[]);
     assert!(!untrusted.status.success(), "{}", text(&untrusted));
+    assert!(
+        text(&untrusted).contains("is not trusted"),
+        "{}",
+        text(&untrusted)
+    );
     let bogus = dir.path().join("bogus.pem");
     std::fs::write(&bogus, "not a certificate\n").expect("write");
     let out = connect(&["--ca-cert", bogus.to_str().expect("utf-8 path")]);
@@ -149,4 +196,87 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
     );
     let trusted = connect(&["--ca-cert", &cert_arg]);
     assert!(trusted.status.success(), "{}", text(&trusted));
+
+    // `status` shows the saved CA by its SHA-256 fingerprint.
+    let der = pem_certificate(&cert);
+    let fingerprint = sha256_hex(&der);
+    let stored = |tenant: &str| {
+        let status = run(&["--format", "json", "status"]);
+        assert!(status.status.success(), "{}", text(&status));
+        let body: serde_json::Value =
+            serde_json::from_slice(&status.stdout).expect("status is JSON");
+        body["integrations"]
+            .as_array()
+            .expect("integrations")
+            .iter()
+            .find(|i| i["tenant"] == tenant)
+            .map(|i| i["ca_certificates"].clone())
+            .expect("tenant listed")
+    };
+    assert_eq!(stored("t"), serde_json::json!([{ "sha256": fingerprint }]));
+
+    // New processes without `--ca-cert` trust it for this tenant.
+    let test = run(&["test", "t"]);
+    assert!(test.status.success(), "{}", text(&test));
+    let scan = run(&["scan", "t"]);
+    assert!(scan.status.success(), "{}", text(&scan));
+    let findings = run(&["--format", "json", "findings", "t"]);
+    let findings: serde_json::Value =
+        serde_json::from_slice(&findings.stdout).expect("findings are JSON");
+    assert!(
+        !findings.as_array().expect("a list").is_empty(),
+        "the scan imported findings"
+    );
+
+    // A reconnect that is not given the CA fails its test and changes
+    // nothing: the saved CA stays.
+    let again = connect(&[]);
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("is not trusted"), "{}", text(&again));
+    assert_eq!(stored("t"), serde_json::json!([{ "sha256": fingerprint }]));
+
+    // Tenant `u` was connected by a host that trusted the CA for its whole
+    // process, not for `u`: nothing is saved with `u`, so a later scan in
+    // another process does not trust the simulator for it.
+    {
+        let engine = Engine::new(EngineConfig {
+            extra_root_certificates: vec![der.clone()],
+            ..EngineConfig::default()
+        })
+        .expect("engine");
+        let plugin = engine.load_plugin(plugin_wasm()).expect("plugin");
+        let store = Arc::new(Store::open(&db).expect("store"));
+        let runtime = Runtime::new(engine, vec![plugin], store);
+        tokio::runtime::Runtime::new()
+            .expect("tokio")
+            .block_on(runtime.connect("u", "wiz", &sim.settings()))
+            .expect("connect with process-wide trust");
+    }
+    assert_eq!(stored("u"), serde_json::json!([]));
+    let other = run(&["scan", "u"]);
+    assert!(!other.status.success(), "{}", text(&other));
+    assert!(
+        text(&other).contains("is not trusted: give its CA with --ca-cert"),
+        "{}",
+        text(&other)
+    );
+}
+
+/// The DER of the one certificate in a PEM file.
+fn pem_certificate(path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let pem = std::fs::read_to_string(path).expect("read PEM");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("PEM body is base64")
+}
+
+/// SHA-256 as lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -58,6 +58,7 @@ async fn hostile(
         kv: store,
         egress: policy.clone(),
         limits: Some(tight()),
+        extra_root_certificates: Vec::new(),
     };
     let mut instance = plugin.source(&sandbox).await.expect("instantiate");
     instance
@@ -353,6 +354,7 @@ async fn an_instance_answers_at_most_its_page_limit() {
             max_pages_per_instance: 3,
             ..tight()
         }),
+        extra_root_certificates: Vec::new(),
     };
     let mut instance = plugin.source(&sandbox).await.expect("instantiate");
     instance
