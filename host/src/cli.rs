@@ -1558,6 +1558,19 @@ fn print_json_or<T: Serialize>(
 /// Widest a table cell is shown; longer ones end in `…`.
 const MAX_CELL: usize = 60;
 
+/// A table cell: safe for a terminal, and cut with an ellipsis, never
+/// silently.
+fn table_cell(c: &str) -> String {
+    let safe = term(c);
+    if safe.chars().count() <= MAX_CELL {
+        safe.into_owned()
+    } else {
+        let mut cut: String = safe.chars().take(MAX_CELL - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 /// Print rows as an aligned table, JSON array, or CSV. Table cells are
 /// made safe for a terminal and cut with an ellipsis, never silently; CSV
 /// cells are neutralised against formula injection; JSON is exact.
@@ -1579,19 +1592,9 @@ fn print_rows(
             w.flush()?;
         }
         Format::Table => {
-            let cell = |c: &str| -> String {
-                let safe = term(c);
-                if safe.chars().count() <= MAX_CELL {
-                    safe.into_owned()
-                } else {
-                    let mut cut: String = safe.chars().take(MAX_CELL - 1).collect();
-                    cut.push('…');
-                    cut
-                }
-            };
             let table: Vec<Vec<String>> = rows
                 .iter()
-                .map(|row| row.iter().map(|c| cell(c)).collect())
+                .map(|row| row.iter().map(|c| table_cell(c)).collect())
                 .collect();
             let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
             for row in &table {
@@ -1950,5 +1953,30 @@ fn severity_rank(s: &str) -> u8 {
         "low" => 2,
         "none" => 1,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_are_escaped_and_cut_with_an_ellipsis() {
+        assert_eq!(table_cell("registry/app:1.7.9"), "registry/app:1.7.9");
+        let long = format!("{}/billing:1.7.9", "r".repeat(60));
+        let cell = table_cell(&long);
+        assert_eq!(cell.chars().count(), MAX_CELL);
+        assert!(cell.ends_with('…'), "{cell}");
+        assert_eq!(table_cell("a\u{1b}[2J\nb"), "a\\u{1b}[2J\\nb");
+    }
+
+    #[test]
+    fn csv_cells_that_start_a_formula_get_a_quote() {
+        for formula in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(csv_cell(formula), format!("'{formula}"));
+        }
+        for plain in ["CVE-2024-1", "a=b", "", "1-2"] {
+            assert_eq!(csv_cell(plain), plain);
+        }
     }
 }

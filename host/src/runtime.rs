@@ -171,9 +171,11 @@ impl RetryPolicy {
             None => {
                 let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16));
                 // Jitter keeps many tenants that failed together from
-                // retrying together.
+                // retrying together. Checked: a huge base delay saturates
+                // instead of panicking.
                 let jitter = rand::random_range(0.0..0.25);
-                exp.mul_f64(1.0 + jitter)
+                Duration::try_from_secs_f64(exp.as_secs_f64() * (1.0 + jitter))
+                    .unwrap_or(Duration::MAX)
             }
         };
         wanted.min(self.max_delay)
@@ -1189,5 +1191,34 @@ impl Runtime {
     /// Remove a tenant's integration with its findings and state.
     pub fn disconnect(&self, tenant: &str) -> Result<bool, RuntimeError> {
         Ok(self.store.delete_integration(tenant)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_delay_is_capped_however_large_its_inputs() {
+        let policy = RetryPolicy {
+            base_delay: Duration::MAX,
+            max_delay: Duration::from_secs(60),
+            ..RetryPolicy::default()
+        };
+        for attempt in [0, 1, 31, u32::MAX] {
+            assert_eq!(policy.delay(attempt, None), Duration::from_secs(60));
+        }
+        assert_eq!(policy.delay(0, Some(u32::MAX)), Duration::from_secs(60));
+        assert_eq!(policy.delay(0, Some(2)), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn tenant_names_are_plain_words() {
+        for ok in ["acme", "acme-prod", "t1", "a.b_c"] {
+            assert!(check_tenant_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "-x", ".x", "x\u{1b}", &"x".repeat(65)] {
+            assert!(check_tenant_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -344,6 +344,21 @@ fn output_is_quiet_on_a_closed_pipe_colourless_when_redirected_and_csv_only_for_
             "{format}: {stderr}"
         );
     }
+    // The demo's JSON is one document, nothing before it.
+    let demo = Command::new(host_bin())
+        .arg("--db")
+        .arg(cli.dir.path().join("demo.db"))
+        .arg("--plugins")
+        .arg(plugin_wasm())
+        .args(["demo", "--findings", "200", "--format", "json"])
+        .output()
+        .expect("run demo");
+    assert!(demo.status.success(), "{}", output_text(&demo));
+    let body: serde_json::Value = serde_json::from_slice(&demo.stdout).expect("demo JSON");
+    assert!(
+        body["scan"]["new"].as_u64().is_some_and(|n| n > 0),
+        "{body}"
+    );
     let csv = cli.run(&["scan", "t", "--format", "csv"]);
     assert_eq!(csv.status.code(), Some(2), "{}", output_text(&csv));
 
