@@ -10,4 +10,5 @@ mod export;
 mod host;
 mod http;
 mod import;
+mod readme;
 mod sandbox;
