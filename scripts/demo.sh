@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sets up everything on a fresh machine and runs the main job: builds the Wiz
-# plugin component and the host, then scans a demo tenant against the
-# built-in Wiz simulator and prints what it found.
+# plugin component, the host and the simulator, then scans a demo tenant
+# against the built-in Wiz simulator and prints what it found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 cargo build -p wiz-plugin --target wasm32-wasip2 --release
-cargo build -p scanner-host --release
+# The simulator too, for the README's walkthrough (one build: shared features).
+cargo build -p scanner-host -p wiz-sim --release
 
 mkdir -p plugins
 cp target/wasm32-wasip2/release/wiz_plugin.wasm plugins/wiz.wasm

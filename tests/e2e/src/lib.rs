@@ -111,6 +111,8 @@ pub struct SimProcess {
     pub api_endpoint: String,
     /// The token endpoint.
     pub token_url: String,
+    /// Every line it printed at start, up to and including the `admin:` one.
+    pub output: Vec<String>,
 }
 
 impl SimProcess {
@@ -137,10 +139,13 @@ impl SimProcess {
             .expect("start wiz-sim");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut output = Vec::new();
         let mut field = |name: &str| loop {
             let line = lines.next().expect("wiz-sim output").expect("line");
-            if let Some(v) = line.trim().strip_prefix(name) {
-                return v.trim().to_string();
+            let value = line.trim().strip_prefix(name).map(|v| v.trim().to_string());
+            output.push(line);
+            if let Some(v) = value {
+                return v;
             }
         };
         let api_endpoint = field("API endpoint:");
@@ -152,6 +157,7 @@ impl SimProcess {
             child,
             api_endpoint,
             token_url,
+            output,
         }
     }
 

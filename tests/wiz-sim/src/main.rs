@@ -54,6 +54,24 @@ struct Args {
     tls_cert: Option<std::path::PathBuf>,
 }
 
+/// The environment variable the printed `connect` line reads the client
+/// secret from.
+const SECRET_VAR: &str = "WIZ_SIM_SECRET";
+
+/// `text` as one POSIX shell word: bare when it holds only characters the
+/// shell leaves alone, else single-quoted.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// PEM text of one DER certificate.
 fn pem(der: &[u8]) -> String {
     use base64::Engine as _;
@@ -79,7 +97,7 @@ async fn main() -> std::io::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         clients: vec![SimClient {
             id: args.client_id.clone(),
-            secret: args.client_secret,
+            secret: args.client_secret.clone(),
             scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
         }],
         faults: Faults {
@@ -107,6 +125,23 @@ async fn main() -> std::io::Result<()> {
         std::fs::write(path, pem(der))?;
         println!("  certificate:  {} (PEM)", path.display());
     }
+    // Lines a user can paste as they are: the secret goes through the
+    // environment, the way the CLI accepts secrets, never on its command line.
+    let ca_cert = match &args.tls_cert {
+        Some(path) => format!(" --ca-cert {}", shell_quote(&path.display().to_string())),
+        None => String::new(),
+    };
+    println!("  connect a tenant `sim` to it with these two lines:");
+    println!(
+        "    export {SECRET_VAR}={}",
+        shell_quote(&args.client_secret)
+    );
+    println!(
+        "    scanner-host{ca_cert} connect sim --plugin wiz --set api-endpoint={} --set auth-url={} --set client-id={} --secret client-secret=env:{SECRET_VAR}",
+        shell_quote(&sim.api_endpoint()),
+        shell_quote(&sim.token_url()),
+        shell_quote(&args.client_id),
+    );
     println!(
         "  admin:        POST {0}/_sim/advance?seed=N, POST {0}/_sim/faults, GET {0}/_sim/requests, GET {0}/_sim/ingested, GET {0}/_sim/activities",
         sim.base_url()
@@ -114,4 +149,21 @@ async fn main() -> std::io::Result<()> {
     tokio::signal::ctrl_c().await?;
     sim.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_leaves_plain_words_bare_and_single_quotes_the_rest() {
+        assert_eq!(
+            shell_quote("http://127.0.0.1:8787/graphql"),
+            "http://127.0.0.1:8787/graphql"
+        );
+        assert_eq!(shell_quote("sim-client-id"), "sim-client-id");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b$c"), "'a b$c'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
 }

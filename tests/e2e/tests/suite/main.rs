@@ -11,4 +11,5 @@ mod host;
 mod http;
 mod import;
 mod operator;
+mod readme;
 mod sandbox;
