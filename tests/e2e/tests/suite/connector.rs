@@ -348,6 +348,35 @@ async fn rate_limits_and_server_errors_are_retried_to_a_complete_scan() {
     assert_eq!(imported(&runtime), expected_open(&sim, true, true));
 }
 
+/// Rate limits spread over a long scan: each page has its own budget, so
+/// a few 429s here and there never add up to a failed scan (a budget per
+/// scan of one retry would fail this one at its second 429).
+#[tokio::test]
+async fn rate_limits_spread_over_a_long_scan_are_budgeted_per_page() {
+    let sim = sim(SimConfig {
+        findings: 12_000,
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_in(dir.path()).with_retry(RetryPolicy {
+        max_retries_per_page: 1,
+        ..fast_retries()
+    });
+    runtime
+        .connect("t", "wiz", &one_shard(&sim))
+        .await
+        .expect("connect");
+    sim.set_faults(Faults {
+        rate_limit_every: Some(4),
+        retry_after_secs: Some(0),
+        ..Faults::default()
+    });
+    let report = runtime.scan("t", &()).await.expect("scan completes");
+    assert!(report.retries >= 3, "{report:?}");
+    assert!(report.pages >= 6, "{report:?}");
+    assert_eq!(imported(&runtime), expected_open(&sim, true, false));
+}
+
 #[tokio::test]
 async fn broken_answers_fail_the_scan_with_a_typed_error_and_resolve_nothing() {
     let sim = sim(SimConfig {
