@@ -200,6 +200,22 @@ pub fn host_command(db: &Path) -> Command {
     cmd
 }
 
+/// `scanner-host --db DB --plugins PLUGINS`, ready for a command, with the
+/// environment a test controls: no log level, colour setting or key
+/// inherited from the shell that runs the tests.
+pub fn cli_command(db: &Path, plugins: &Path) -> Command {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("--db")
+        .arg(db)
+        .arg("--plugins")
+        .arg(plugins)
+        .env_remove("SCANNER_HOST_LOG")
+        .env_remove("NO_COLOR")
+        .env_remove("SCANNER_HOST_KEY")
+        .env_remove("SCANNER_HOST_KEY_FILE");
+    cmd
+}
+
 /// A finished process's stdout then stderr, as text.
 pub fn output_text(o: &std::process::Output) -> String {
     format!(

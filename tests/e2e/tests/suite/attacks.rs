@@ -8,7 +8,7 @@ use scanner_host::engine::{Engine, EngineConfig, Limits};
 use scanner_host::runtime::{Runtime, RuntimeError, ScanCaps};
 use scanner_host::scheduler::{Scheduler, SchedulerConfig};
 use scanner_host::store::Store;
-use scanner_tests::{host_bin, hostile_wasm, output_text, plugin_wasm};
+use scanner_tests::{cli_command, hostile_wasm, output_text, plugin_wasm};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,14 +40,8 @@ impl Host {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(host_bin());
-        cmd.arg("--db")
-            .arg(self.db())
-            .arg("--plugins")
-            .arg(self.plugins())
-            .args(args)
-            .env_remove("SCANNER_HOST_LOG")
-            .env_remove("NO_COLOR");
+        let mut cmd = cli_command(&self.db(), &self.plugins());
+        cmd.args(args);
         cmd
     }
 
@@ -435,6 +429,47 @@ async fn shutdown_stops_a_hostile_call_after_the_grace_period() {
     tokio::time::timeout(Duration::from_secs(120), scheduler.run(started))
         .await
         .expect("the scheduler stopped");
+    let status = &runtime.store().integration_statuses().expect("status")[0];
+    assert_eq!(status.last_outcome.as_deref(), Some("interrupted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_retry_wait_at_once() {
+    // Every request is rate limited and asks for a minute's wait.
+    let sim = wiz_sim::Simulator::start_background(wiz_sim::SimConfig {
+        findings: 50,
+        ..wiz_sim::SimConfig::default()
+    })
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = Arc::new(scanner_tests::runtime_in(dir.path()));
+    runtime
+        .connect("t", "wiz", &scanner_tests::wiz_settings(&sim))
+        .await
+        .expect("connect");
+    let before = sim.requests().len();
+    sim.set_faults(wiz_sim::Faults {
+        rate_limit_every: Some(1),
+        retry_after_secs: Some(60),
+        ..wiz_sim::Faults::default()
+    });
+    let scheduler = Scheduler::new(
+        runtime.clone(),
+        SchedulerConfig {
+            first_delay: Duration::ZERO,
+            poll: Duration::from_millis(20),
+            ..SchedulerConfig::default()
+        },
+    );
+    // Shut down once the scan is waiting to retry.
+    let waiting = async {
+        while sim.requests().len() <= before + 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), scheduler.run(waiting))
+        .await
+        .expect("the wait ended with the shutdown, not after a minute");
     let status = &runtime.store().integration_statuses().expect("status")[0];
     assert_eq!(status.last_outcome.as_deref(), Some("interrupted"));
 }

@@ -3,9 +3,9 @@
 //! terminal, listings that never hide rows silently, and input refused
 //! with words before anything is stored.
 
-use scanner_tests::{host_bin, output_text, plugin_wasm};
+use scanner_tests::{cli_command, host_bin, output_text, plugin_wasm};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use wiz_sim::{SimConfig, Simulator};
 
@@ -28,22 +28,28 @@ impl Cli {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(host_bin());
-        cmd.arg("--db")
-            .arg(self.db())
-            .arg("--plugins")
-            .arg(plugin_wasm())
-            // Compiled once, loaded in milliseconds after: a second process
-            // starts while the first one still scans.
-            .arg("--cache-dir")
+        let mut cmd = cli_command(&self.db(), plugin_wasm());
+        // Compiled once, loaded in milliseconds after: a second process
+        // starts while the first one still scans.
+        cmd.arg("--cache-dir")
             .arg(self.dir.path().join("cache"))
             .args(args)
-            .env("SIM_SECRET", SECRET)
-            .env_remove("SCANNER_HOST_LOG")
-            .env_remove("NO_COLOR")
-            .env_remove("SCANNER_HOST_KEY")
-            .env_remove("SCANNER_HOST_KEY_FILE");
+            .env("SIM_SECRET", SECRET);
         cmd
+    }
+
+    /// Connects `t` to `sim` and starts `scan t` in a process of its own,
+    /// returned once the scan stored its first page.
+    fn scanning(&self, sim: &Simulator) -> Child {
+        assert!(self.connect(sim, "t").status.success());
+        let child = self
+            .command(&["scan", "t"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn scan");
+        self.wait_for_a_stored_page("t");
+        child
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -120,14 +126,7 @@ fn interrupt(child: &std::process::Child) {
 fn ctrl_c_during_a_scan_records_it_interrupted_and_the_next_scan_resumes() {
     let sim = slow_sim();
     let cli = Cli::new();
-    assert!(cli.connect(&sim, "t").status.success());
-    let child = cli
-        .command(&["scan", "t"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scan");
-    cli.wait_for_a_stored_page("t");
+    let child = cli.scanning(&sim);
     interrupt(&child);
     let out = child.wait_with_output().expect("wait");
     let text = output_text(&out);
@@ -159,14 +158,7 @@ fn ctrl_c_during_a_scan_records_it_interrupted_and_the_next_scan_resumes() {
 fn a_second_process_scanning_the_same_tenant_is_told_who_holds_it() {
     let sim = slow_sim();
     let cli = Cli::new();
-    assert!(cli.connect(&sim, "t").status.success());
-    let first = cli
-        .command(&["scan", "t"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scan");
-    cli.wait_for_a_stored_page("t");
+    let first = cli.scanning(&sim);
     let second = cli.run(&["scan", "t"]);
     let text = output_text(&second);
     assert_eq!(second.status.code(), Some(6), "{text}");
