@@ -1,4 +1,4 @@
-//! Issue 5: the connector's authentication, `test()` and error handling,
+//! The connector's authentication, `test()` and error handling,
 //! through the real host against the simulator.
 
 use scanner_host::contract::{PluginError, SettingValue};

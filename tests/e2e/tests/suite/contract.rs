@@ -1,4 +1,4 @@
-//! Issue 3: the host loads the real Wiz component; `describe` and
+//! The host loads the real Wiz component; `describe` and
 //! `configure` behave as the contract says.
 
 use scanner_host::contract::{FieldKind, PluginError, Secret, SettingValue, Settings};

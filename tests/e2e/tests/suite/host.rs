@@ -1,4 +1,4 @@
-//! Issue 6: the host runtime end to end — rescans, crash and resume of a
+//! The host runtime end to end — rescans, crash and resume of a
 //! real `scanner-host` process, reconnect, repository mapping, the
 //! scheduler, and secrets kept out of everything printed.
 

@@ -1,4 +1,4 @@
-//! Issue 5: the Wiz connector against the simulator, through the real host.
+//! The Wiz connector against the simulator, through the real host.
 
 use scanner_host::contract::SettingValue;
 use scanner_host::store::{FindingQuery, StatusFilter};
