@@ -247,8 +247,9 @@ async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str) {
             store.record_scan_success(tenant, config.next_after_success(now))
         }
         // A shutdown leaves the slot as it is: the resumed scan is due at
-        // once on the next start.
-        Err(RuntimeError::Interrupted(_)) => return,
+        // once on the next start. A tenant another process is scanning is
+        // not a failure either: that process records the outcome.
+        Err(RuntimeError::Interrupted(_) | RuntimeError::Locked { .. }) => return,
         Err(err) => {
             tracing::warn!(tenant, error = %err, "scan failed");
             store.record_scan_failure(tenant, |failures| config.next_after_failure(now, failures))
