@@ -190,118 +190,172 @@ fn truncate(s: &str, max: usize) -> &str {
 
 // ---------------------------------------------------------------------------
 // Conversions, guest → host.
+//
+// Every record is taken apart with a pattern that names all its fields and
+// has no `..`, on whichever side is read: a field added to a WIT record (or
+// to its `contract` counterpart) then fails to compile here until it is
+// carried across, instead of being dropped silently.
 
 pub(crate) fn plugin_info(i: wt::PluginInfo) -> contract::PluginInfo {
+    let wt::PluginInfo {
+        name,
+        version,
+        description,
+        fields,
+    } = i;
     contract::PluginInfo {
-        name: i.name,
-        version: i.version,
-        description: i.description,
-        fields: i
-            .fields
-            .into_iter()
-            .map(|f| contract::ConfigField {
-                key: f.key,
-                label: f.label,
-                kind: match f.kind {
-                    wt::FieldKind::Text => contract::FieldKind::Text,
-                    wt::FieldKind::Url => contract::FieldKind::Url,
-                    wt::FieldKind::Secret => contract::FieldKind::Secret,
-                    wt::FieldKind::Boolean => contract::FieldKind::Boolean,
-                },
-                default_value: f.default_value,
-                required: f.required,
-                help: f.help,
-            })
-            .collect(),
+        name,
+        version,
+        description,
+        fields: fields.into_iter().map(config_field).collect(),
+    }
+}
+
+fn config_field(f: wt::ConfigField) -> contract::ConfigField {
+    let wt::ConfigField {
+        key,
+        label,
+        kind,
+        default_value,
+        required,
+        help,
+    } = f;
+    contract::ConfigField {
+        key,
+        label,
+        kind: match kind {
+            wt::FieldKind::Text => contract::FieldKind::Text,
+            wt::FieldKind::Url => contract::FieldKind::Url,
+            wt::FieldKind::Secret => contract::FieldKind::Secret,
+            wt::FieldKind::Boolean => contract::FieldKind::Boolean,
+        },
+        default_value,
+        required,
+        help,
     }
 }
 
 pub(crate) fn plugin_error(e: wt::PluginError) -> contract::PluginError {
     use contract::PluginError as P;
+    use wt::{ConfigProblem, ErrorDetail, RetryDetail};
     match e {
-        wt::PluginError::InvalidConfig(p) => P::InvalidConfig {
-            field: p.field,
-            message: p.message,
+        wt::PluginError::InvalidConfig(ConfigProblem { field, message }) => {
+            P::InvalidConfig { field, message }
+        }
+        wt::PluginError::AuthenticationFailed(ErrorDetail { message, code }) => {
+            P::AuthenticationFailed { message, code }
+        }
+        wt::PluginError::EndpointError(ErrorDetail { message, code }) => {
+            P::EndpointError { message, code }
+        }
+        wt::PluginError::RateLimited(RetryDetail {
+            message,
+            retry_after_seconds,
+        }) => P::RateLimited {
+            message,
+            retry_after_seconds,
         },
-        wt::PluginError::AuthenticationFailed(d) => P::AuthenticationFailed {
-            message: d.message,
-            code: d.code,
+        wt::PluginError::Transient(RetryDetail {
+            message,
+            retry_after_seconds,
+        }) => P::Transient {
+            message,
+            retry_after_seconds,
         },
-        wt::PluginError::EndpointError(d) => P::EndpointError {
-            message: d.message,
-            code: d.code,
-        },
-        wt::PluginError::RateLimited(r) => P::RateLimited {
-            message: r.message,
-            retry_after_seconds: r.retry_after_seconds,
-        },
-        wt::PluginError::Transient(r) => P::Transient {
-            message: r.message,
-            retry_after_seconds: r.retry_after_seconds,
-        },
-        wt::PluginError::RequestRejected(d) => P::RequestRejected {
-            message: d.message,
-            code: d.code,
-        },
-        wt::PluginError::Protocol(d) => P::Protocol {
-            message: d.message,
-            code: d.code,
-        },
+        wt::PluginError::RequestRejected(ErrorDetail { message, code }) => {
+            P::RequestRejected { message, code }
+        }
+        wt::PluginError::Protocol(ErrorDetail { message, code }) => P::Protocol { message, code },
         wt::PluginError::Unsupported(m) => P::Unsupported(m),
     }
 }
 
 pub(crate) fn configured(c: wt::Configured) -> contract::Configured {
-    contract::Configured { egress: c.egress }
+    let wt::Configured { egress } = c;
+    contract::Configured { egress }
 }
 
 pub(crate) fn connection_info(c: wt::ConnectionInfo) -> contract::ConnectionInfo {
+    let wt::ConnectionInfo {
+        summary,
+        endpoint,
+        details,
+    } = c;
     contract::ConnectionInfo {
-        summary: c.summary,
-        endpoint: c.endpoint,
-        details: c.details,
+        summary,
+        endpoint,
+        details,
     }
 }
 
 pub(crate) fn page(p: wsrc::Page) -> contract::Page {
+    let wsrc::Page {
+        records,
+        next_cursor,
+        total,
+    } = p;
     contract::Page {
-        records: p.records.into_iter().map(raw_record_in).collect(),
-        next_cursor: p.next_cursor,
-        total: p.total,
+        records: records.into_iter().map(raw_record_in).collect(),
+        next_cursor,
+        total,
     }
 }
 
 pub(crate) fn finding_page(p: wsrc::FindingPage) -> contract::FindingPage {
+    let wsrc::FindingPage {
+        findings,
+        skipped,
+        rejected,
+        next_cursor,
+        total,
+    } = p;
     contract::FindingPage {
-        findings: p.findings.into_iter().map(finding).collect(),
-        skipped: p.skipped,
-        rejected: p
-            .rejected
-            .into_iter()
-            .map(|r| contract::RejectedRecord {
-                id: r.id,
-                error: plugin_error(r.error),
-            })
-            .collect(),
-        next_cursor: p.next_cursor,
-        total: p.total,
+        findings: findings.into_iter().map(finding).collect(),
+        skipped,
+        rejected: rejected.into_iter().map(rejected_record).collect(),
+        next_cursor,
+        total,
+    }
+}
+
+fn rejected_record(r: wsrc::RejectedRecord) -> contract::RejectedRecord {
+    let wsrc::RejectedRecord { id, error } = r;
+    contract::RejectedRecord {
+        id,
+        error: plugin_error(error),
     }
 }
 
 fn raw_record_in(r: wsrc::RawRecord) -> contract::RawRecord {
-    contract::RawRecord {
-        id: r.id,
-        body: r.body,
-    }
+    let wsrc::RawRecord { id, body } = r;
+    contract::RawRecord { id, body }
 }
 
 pub(crate) fn finding(f: wsrc::Finding) -> contract::Finding {
+    let wsrc::Finding {
+        source_id,
+        cve_ids,
+        title,
+        description,
+        severity,
+        score,
+        status,
+        kind,
+        package_name,
+        package_version,
+        fixed_version,
+        location: found_at,
+        first_detected_at,
+        last_detected_at,
+        portal_url,
+        remediation,
+    } = f;
     contract::Finding {
-        source_id: f.source_id,
-        cve_ids: f.cve_ids,
-        title: f.title,
-        description: f.description,
-        severity: match f.severity {
+        source_id,
+        cve_ids,
+        title,
+        description,
+        severity: match severity {
             wsrc::Severity::Unknown => contract::Severity::Unknown,
             wsrc::Severity::None => contract::Severity::None,
             wsrc::Severity::Low => contract::Severity::Low,
@@ -309,53 +363,69 @@ pub(crate) fn finding(f: wsrc::Finding) -> contract::Finding {
             wsrc::Severity::High => contract::Severity::High,
             wsrc::Severity::Critical => contract::Severity::Critical,
         },
-        score: f.score,
-        status: match f.status {
+        score,
+        status: match status {
             wsrc::FindingStatus::Open => contract::FindingStatus::Open,
             wsrc::FindingStatus::InProgress => contract::FindingStatus::InProgress,
             wsrc::FindingStatus::Resolved => contract::FindingStatus::Resolved,
             wsrc::FindingStatus::Suppressed => contract::FindingStatus::Suppressed,
             wsrc::FindingStatus::Unknown => contract::FindingStatus::Unknown,
         },
-        kind: match f.kind {
+        kind: match kind {
             wsrc::FindingKind::CodeDependency => contract::FindingKind::CodeDependency,
             wsrc::FindingKind::ContainerImage => contract::FindingKind::ContainerImage,
             wsrc::FindingKind::Other => contract::FindingKind::Other,
         },
-        package_name: f.package_name,
-        package_version: f.package_version,
-        fixed_version: f.fixed_version,
-        location: f.location.map(|l| match l {
-            wsrc::Location::Repository(r) => contract::Location::Repository {
-                url: r.url,
-                name: r.name,
-                branch: r.branch,
-                file_path: r.file_path,
-            },
-            wsrc::Location::ContainerImage(i) => contract::Location::ContainerImage {
-                registry: i.registry,
-                repository: i.repository,
-                tags: i.tags,
-                digest: i.digest,
-            },
-            wsrc::Location::Asset(a) => contract::Location::Asset {
-                id: a.id,
-                name: a.name,
-                asset_type: a.asset_type,
-            },
-        }),
-        first_detected_at: f.first_detected_at,
-        last_detected_at: f.last_detected_at,
-        portal_url: f.portal_url,
-        remediation: f.remediation,
+        package_name,
+        package_version,
+        fixed_version,
+        location: found_at.map(location),
+        first_detected_at,
+        last_detected_at,
+        portal_url,
+        remediation,
+    }
+}
+
+fn location(l: wsrc::Location) -> contract::Location {
+    match l {
+        wsrc::Location::Repository(wsrc::RepositoryLocation {
+            url,
+            name,
+            branch,
+            file_path,
+        }) => contract::Location::Repository {
+            url,
+            name,
+            branch,
+            file_path,
+        },
+        wsrc::Location::ContainerImage(wsrc::ImageLocation {
+            registry,
+            repository,
+            tags,
+            digest,
+        }) => contract::Location::ContainerImage {
+            registry,
+            repository,
+            tags,
+            digest,
+        },
+        wsrc::Location::Asset(wsrc::AssetLocation {
+            id,
+            name,
+            asset_type,
+        }) => contract::Location::Asset {
+            id,
+            name,
+            asset_type,
+        },
     }
 }
 
 pub(crate) fn export_receipt_in(r: wsink::ExportReceipt) -> contract::ExportReceipt {
-    contract::ExportReceipt {
-        id: r.id,
-        sent: r.sent,
-    }
+    let wsink::ExportReceipt { id, sent } = r;
+    contract::ExportReceipt { id, sent }
 }
 
 pub(crate) fn export_state(s: wsink::ExportState) -> contract::ExportState {
@@ -368,7 +438,8 @@ pub(crate) fn export_state(s: wsink::ExportState) -> contract::ExportState {
 }
 
 // ---------------------------------------------------------------------------
-// Conversions, host → guest.
+// Conversions, host → guest. The `contract` side is taken apart the same
+// way, and the generated records are built with every field named.
 
 pub(crate) fn settings(s: &contract::Settings) -> Vec<wt::Setting> {
     s.iter()
@@ -388,66 +459,102 @@ pub(crate) fn settings(s: &contract::Settings) -> Vec<wt::Setting> {
 }
 
 pub(crate) fn page_request(r: &contract::PageRequest) -> wsrc::PageRequest {
+    let contract::PageRequest {
+        cursor,
+        updated_since,
+    } = r;
     wsrc::PageRequest {
-        cursor: r.cursor.clone(),
-        updated_since: r.updated_since.clone(),
+        cursor: cursor.clone(),
+        updated_since: updated_since.clone(),
     }
 }
 
 pub(crate) fn raw_record_out(r: contract::RawRecord) -> wsrc::RawRecord {
-    wsrc::RawRecord {
-        id: r.id,
-        body: r.body,
-    }
+    let contract::RawRecord { id, body } = r;
+    wsrc::RawRecord { id, body }
 }
 
 pub(crate) fn export_batch(b: &contract::ExportBatch) -> wsink::ExportBatch {
+    let contract::ExportBatch {
+        target,
+        scope,
+        analysis_date,
+        findings,
+    } = b;
     wsink::ExportBatch {
-        target: wsink::ExportTarget {
-            repository_url: b.target.repository_url.clone(),
-            repository_name: b.target.repository_name.clone(),
-            branch: b.target.branch.clone(),
-            is_default_branch: b.target.is_default_branch,
-            commit: b.target.commit.clone(),
-        },
-        scope: match b.scope {
+        target: export_target(target),
+        scope: match scope {
             contract::ScanScope::Full => wsink::ScanScope::Full,
             contract::ScanScope::Diff => wsink::ScanScope::Diff,
         },
-        analysis_date: b.analysis_date.clone(),
-        findings: b
-            .findings
-            .iter()
-            .map(|f| wsink::SastFinding {
-                id: f.id.clone(),
-                rule_id: f.rule_id.clone(),
-                title: f.title.clone(),
-                description: f.description.clone(),
-                severity: match f.severity {
-                    contract::SastSeverity::None => wsink::SastSeverity::None,
-                    contract::SastSeverity::Low => wsink::SastSeverity::Low,
-                    contract::SastSeverity::Medium => wsink::SastSeverity::Medium,
-                    contract::SastSeverity::High => wsink::SastSeverity::High,
-                    contract::SastSeverity::Critical => wsink::SastSeverity::Critical,
-                },
-                file_path: f.file_path.clone(),
-                start_line: f.start_line,
-                end_line: f.end_line,
-                start_column: f.start_column,
-                end_column: f.end_column,
-                cwes: f.cwes.clone(),
-                remediation: f.remediation.clone(),
-                snippet: f.snippet.clone(),
-                external_link: f.external_link.clone(),
-            })
-            .collect(),
+        analysis_date: analysis_date.clone(),
+        findings: findings.iter().map(sast_finding).collect(),
+    }
+}
+
+fn export_target(t: &contract::ExportTarget) -> wsink::ExportTarget {
+    let contract::ExportTarget {
+        repository_url,
+        repository_name,
+        branch,
+        is_default_branch,
+        commit,
+    } = t;
+    wsink::ExportTarget {
+        repository_url: repository_url.clone(),
+        repository_name: repository_name.clone(),
+        branch: branch.clone(),
+        is_default_branch: *is_default_branch,
+        commit: commit.clone(),
+    }
+}
+
+fn sast_finding(f: &contract::SastFinding) -> wsink::SastFinding {
+    let contract::SastFinding {
+        id,
+        rule_id,
+        title,
+        description,
+        severity,
+        file_path,
+        start_line,
+        end_line,
+        start_column,
+        end_column,
+        cwes,
+        remediation,
+        snippet,
+        external_link,
+    } = f;
+    wsink::SastFinding {
+        id: id.clone(),
+        rule_id: rule_id.clone(),
+        title: title.clone(),
+        description: description.clone(),
+        severity: match severity {
+            contract::SastSeverity::None => wsink::SastSeverity::None,
+            contract::SastSeverity::Low => wsink::SastSeverity::Low,
+            contract::SastSeverity::Medium => wsink::SastSeverity::Medium,
+            contract::SastSeverity::High => wsink::SastSeverity::High,
+            contract::SastSeverity::Critical => wsink::SastSeverity::Critical,
+        },
+        file_path: file_path.clone(),
+        start_line: *start_line,
+        end_line: *end_line,
+        start_column: *start_column,
+        end_column: *end_column,
+        cwes: cwes.clone(),
+        remediation: remediation.clone(),
+        snippet: snippet.clone(),
+        external_link: external_link.clone(),
     }
 }
 
 pub(crate) fn export_receipt_out(r: &contract::ExportReceipt) -> wsink::ExportReceipt {
+    let contract::ExportReceipt { id, sent } = r;
     wsink::ExportReceipt {
-        id: r.id.clone(),
-        sent: r.sent,
+        id: id.clone(),
+        sent: *sent,
     }
 }
 

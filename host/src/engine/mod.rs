@@ -850,9 +850,11 @@ impl Plugin {
                 interface: "scanner-source",
             })?;
         let mut core = self.core(sandbox)?;
-        let run = core.begin("instantiate")?;
-        let out = run.run(pre.instantiate_async(&mut core.store)).await;
-        let bindings = core.finish("instantiate", out)?;
+        let bindings = core
+            .call("instantiate", CallMode::Plain, async |store| {
+                pre.instantiate_async(store).await
+            })
+            .await?;
         Ok(SourceInstance { core, bindings })
     }
 
@@ -867,9 +869,11 @@ impl Plugin {
                 interface: "findings-sink",
             })?;
         let mut core = self.core(sandbox)?;
-        let run = core.begin("instantiate")?;
-        let out = run.run(pre.instantiate_async(&mut core.store)).await;
-        let bindings = core.finish("instantiate", out)?;
+        let bindings = core
+            .call("instantiate", CallMode::Plain, async |store| {
+                pre.instantiate_async(store).await
+            })
+            .await?;
         Ok(SinkInstance { core, bindings })
     }
 }
@@ -898,6 +902,20 @@ struct CallRun {
     meter: Arc<limits::CpuMeter>,
     wall: Duration,
     cancel: Arc<Cancel>,
+}
+
+/// The step a call takes besides running, for the calls that need one.
+#[derive(Clone, Copy)]
+enum CallMode {
+    /// None.
+    Plain,
+    /// Count one page against the instance's page limit first
+    /// (`fetch-findings`, `fetch-page`): a source that never ends its scan
+    /// is stopped.
+    Page,
+    /// Refuse all egress during the call, whatever the tenant's grants
+    /// (`configure`: the contract promises it needs no network).
+    Offline,
 }
 
 /// Why a call ended before the guest answered.
@@ -941,6 +959,46 @@ impl Core {
             wall: self.limits.wall_per_call,
             cancel: self.cancel.clone(),
         })
+    }
+
+    /// Runs one call of the guest: refused on a poisoned instance, with
+    /// the per-call budgets reset, the step `mode` adds, and the guest's
+    /// future under the CPU meter, the wall-clock deadline and the host's
+    /// cancel signal; the outcome is classified by [`Core::finish`]. `f`
+    /// borrows the store only while the call runs, so the bookkeeping
+    /// around it can use the store too.
+    async fn call<R>(
+        &mut self,
+        call: &'static str,
+        mode: CallMode,
+        f: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, EngineError> {
+        let run = self.begin(call)?;
+        match mode {
+            CallMode::Plain => {}
+            CallMode::Page => self.count_page()?,
+            CallMode::Offline => self.store.data_mut().set_offline(Some(call)),
+        }
+        let out = run.run(f(&mut self.store)).await;
+        // Cleared whatever the outcome, before `finish` may poison: the
+        // flag belongs to this one call only.
+        if let CallMode::Offline = mode {
+            self.store.data_mut().set_offline(None);
+        }
+        self.finish(call, out)
+    }
+
+    /// Counts one more page against the instance's page limit.
+    fn count_page(&mut self) -> Result<(), EngineError> {
+        if self.pages >= self.limits.max_pages_per_instance {
+            let e = EngineError::PageLimit {
+                plugin: self.plugin.to_string(),
+                limit: self.limits.max_pages_per_instance,
+            };
+            return Err(self.poison(e));
+        }
+        self.pages += 1;
+        Ok(())
     }
 
     fn poison(&mut self, e: EngineError) -> EngineError {
@@ -1048,12 +1106,15 @@ impl Core {
     }
 
     /// For calls whose answer is a `Result`: a violation replaces a failed
-    /// answer; a successful answer stands (the plugin coped).
-    fn judge<T>(
+    /// answer; a successful answer stands (the plugin coped). The answer is
+    /// converted to the host's types, a success with `convert`.
+    fn judge<T, U>(
         &mut self,
         call: &'static str,
-        answer: Result<T, contract::PluginError>,
-    ) -> Result<Result<T, contract::PluginError>, EngineError> {
+        answer: Result<T, wsrc::scanner::plugin::types::PluginError>,
+        convert: impl FnOnce(T) -> U,
+    ) -> Result<Result<U, contract::PluginError>, EngineError> {
+        let answer = answer.map(convert).map_err(bindings::plugin_error);
         if answer.is_err()
             && let Some(e) = self.violation(call)
         {
@@ -1106,16 +1167,30 @@ impl SourceInstance {
         self.core.poisoned.is_some()
     }
 
+    /// [`Core::call`] of the instance's `scanner-source` export.
+    async fn call<R>(
+        &mut self,
+        call: &'static str,
+        mode: CallMode,
+        f: impl AsyncFnOnce(
+            &wsrc::exports::scanner::plugin::scanner_source::Guest,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, EngineError> {
+        let plugin = self.bindings.scanner_plugin_scanner_source();
+        self.core
+            .call(call, mode, async move |store| f(plugin, store).await)
+            .await
+    }
+
     /// The plugin's name, version and fields.
     pub async fn describe(&mut self) -> Result<contract::PluginInfo, EngineError> {
         const CALL: &str = "describe";
-        let run = self.core.begin(CALL)?;
-        let fut = self
-            .bindings
-            .scanner_plugin_scanner_source()
-            .call_describe(&mut self.core.store);
-        let out = run.run(fut).await;
-        let info = self.core.finish(CALL, out)?;
+        let info = self
+            .call(CALL, CallMode::Plain, async |plugin, store| {
+                plugin.call_describe(store).await
+            })
+            .await?;
         self.core.judge_offline(CALL, bindings::plugin_info(info))
     }
 
@@ -1126,23 +1201,12 @@ impl SourceInstance {
     ) -> Result<Result<contract::Configured, contract::PluginError>, EngineError> {
         const CALL: &str = "configure";
         let settings = bindings::settings(settings);
-        let run = self.core.begin(CALL)?;
-        // The contract promises `configure` needs no network; the host
-        // makes sure of it, whatever the tenant's grants.
-        self.core.store.data_mut().set_offline(Some(CALL));
-        let fut = self
-            .bindings
-            .scanner_plugin_scanner_source()
-            .call_configure(&mut self.core.store, &settings);
-        let out = run.run(fut).await;
-        self.core.store.data_mut().set_offline(None);
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer
-                .map(bindings::configured)
-                .map_err(bindings::plugin_error),
-        )
+        let answer = self
+            .call(CALL, CallMode::Offline, async |plugin, store| {
+                plugin.call_configure(store, &settings).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::configured)
     }
 
     /// Check credentials and API access.
@@ -1150,32 +1214,12 @@ impl SourceInstance {
         &mut self,
     ) -> Result<Result<contract::ConnectionInfo, contract::PluginError>, EngineError> {
         const CALL: &str = "test";
-        let run = self.core.begin(CALL)?;
-        let fut = self
-            .bindings
-            .scanner_plugin_scanner_source()
-            .call_test(&mut self.core.store);
-        let out = run.run(fut).await;
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer
-                .map(bindings::connection_info)
-                .map_err(bindings::plugin_error),
-        )
-    }
-
-    /// Counts one more page against the instance's page limit.
-    fn count_page(&mut self) -> Result<(), EngineError> {
-        if self.core.pages >= self.core.limits.max_pages_per_instance {
-            let e = EngineError::PageLimit {
-                plugin: self.core.plugin.to_string(),
-                limit: self.core.limits.max_pages_per_instance,
-            };
-            return Err(self.core.poison(e));
-        }
-        self.core.pages += 1;
-        Ok(())
+        let answer = self
+            .call(CALL, CallMode::Plain, async |plugin, store| {
+                plugin.call_test(store).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::connection_info)
     }
 
     /// Fetch one page and map it in the same call (`fetch-findings`), the
@@ -1186,20 +1230,12 @@ impl SourceInstance {
     ) -> Result<Result<contract::FindingPage, contract::PluginError>, EngineError> {
         const CALL: &str = "fetch-findings";
         let req = bindings::page_request(req);
-        let run = self.core.begin(CALL)?;
-        self.count_page()?;
-        let fut = self
-            .bindings
-            .scanner_plugin_scanner_source()
-            .call_fetch_findings(&mut self.core.store, &req);
-        let out = run.run(fut).await;
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer
-                .map(bindings::finding_page)
-                .map_err(bindings::plugin_error),
-        )
+        let answer = self
+            .call(CALL, CallMode::Page, async |plugin, store| {
+                plugin.call_fetch_findings(store, &req).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::finding_page)
     }
 
     /// Fetch one page of raw records (`fetch-page`), to inspect what a
@@ -1210,18 +1246,12 @@ impl SourceInstance {
     ) -> Result<Result<contract::Page, contract::PluginError>, EngineError> {
         const CALL: &str = "fetch-page";
         let req = bindings::page_request(req);
-        let run = self.core.begin(CALL)?;
-        self.count_page()?;
-        let fut = self
-            .bindings
-            .scanner_plugin_scanner_source()
-            .call_fetch_page(&mut self.core.store, &req);
-        let out = run.run(fut).await;
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer.map(bindings::page).map_err(bindings::plugin_error),
-        )
+        let answer = self
+            .call(CALL, CallMode::Page, async |plugin, store| {
+                plugin.call_fetch_page(store, &req).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::page)
     }
 
     /// Map a page of records to findings, one result per record in order.
@@ -1232,13 +1262,11 @@ impl SourceInstance {
         const CALL: &str = "map-findings";
         let count = records.len();
         let records: Vec<_> = records.into_iter().map(bindings::raw_record_out).collect();
-        let run = self.core.begin(CALL)?;
-        let fut = self
-            .bindings
-            .scanner_plugin_scanner_source()
-            .call_map_findings(&mut self.core.store, &records);
-        let out = run.run(fut).await;
-        let answer = self.core.finish(CALL, out)?;
+        let answer = self
+            .call(CALL, CallMode::Plain, async |plugin, store| {
+                plugin.call_map_findings(store, &records).await
+            })
+            .await?;
         // The contract promises one entry per record; anything else would
         // silently attach findings to the wrong records.
         if answer.len() != count {
@@ -1287,16 +1315,30 @@ impl SinkInstance {
         self.core.poisoned.is_some()
     }
 
+    /// [`Core::call`] of the instance's `findings-sink` export.
+    async fn call<R>(
+        &mut self,
+        call: &'static str,
+        mode: CallMode,
+        f: impl AsyncFnOnce(
+            &wsink::exports::scanner::plugin::findings_sink::Guest,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, EngineError> {
+        let plugin = self.bindings.scanner_plugin_findings_sink();
+        self.core
+            .call(call, mode, async move |store| f(plugin, store).await)
+            .await
+    }
+
     /// The sink's name, version and fields.
     pub async fn describe(&mut self) -> Result<contract::PluginInfo, EngineError> {
         const CALL: &str = "describe";
-        let run = self.core.begin(CALL)?;
-        let fut = self
-            .bindings
-            .scanner_plugin_findings_sink()
-            .call_describe(&mut self.core.store);
-        let out = run.run(fut).await;
-        let info = self.core.finish(CALL, out)?;
+        let info = self
+            .call(CALL, CallMode::Plain, async |plugin, store| {
+                plugin.call_describe(store).await
+            })
+            .await?;
         self.core.judge_offline(CALL, bindings::plugin_info(info))
     }
 
@@ -1307,23 +1349,12 @@ impl SinkInstance {
     ) -> Result<Result<contract::Configured, contract::PluginError>, EngineError> {
         const CALL: &str = "configure";
         let settings = bindings::settings(settings);
-        let run = self.core.begin(CALL)?;
-        // The contract promises `configure` needs no network; the host
-        // makes sure of it, whatever the tenant's grants.
-        self.core.store.data_mut().set_offline(Some(CALL));
-        let fut = self
-            .bindings
-            .scanner_plugin_findings_sink()
-            .call_configure(&mut self.core.store, &settings);
-        let out = run.run(fut).await;
-        self.core.store.data_mut().set_offline(None);
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer
-                .map(bindings::configured)
-                .map_err(bindings::plugin_error),
-        )
+        let answer = self
+            .call(CALL, CallMode::Offline, async |plugin, store| {
+                plugin.call_configure(store, &settings).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::configured)
     }
 
     /// Check credentials and that an export could be made.
@@ -1331,19 +1362,12 @@ impl SinkInstance {
         &mut self,
     ) -> Result<Result<contract::ConnectionInfo, contract::PluginError>, EngineError> {
         const CALL: &str = "test";
-        let run = self.core.begin(CALL)?;
-        let fut = self
-            .bindings
-            .scanner_plugin_findings_sink()
-            .call_test(&mut self.core.store);
-        let out = run.run(fut).await;
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer
-                .map(bindings::connection_info)
-                .map_err(bindings::plugin_error),
-        )
+        let answer = self
+            .call(CALL, CallMode::Plain, async |plugin, store| {
+                plugin.call_test(store).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::connection_info)
     }
 
     /// Send one batch.
@@ -1353,19 +1377,12 @@ impl SinkInstance {
     ) -> Result<Result<contract::ExportReceipt, contract::PluginError>, EngineError> {
         const CALL: &str = "export";
         let batch = bindings::export_batch(batch);
-        let run = self.core.begin(CALL)?;
-        let fut = self
-            .bindings
-            .scanner_plugin_findings_sink()
-            .call_export(&mut self.core.store, &batch);
-        let out = run.run(fut).await;
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer
-                .map(bindings::export_receipt_in)
-                .map_err(bindings::plugin_error),
-        )
+        let answer = self
+            .call(CALL, CallMode::Plain, async |plugin, store| {
+                plugin.call_export(store, &batch).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::export_receipt_in)
     }
 
     /// Ask how an earlier export went.
@@ -1375,18 +1392,11 @@ impl SinkInstance {
     ) -> Result<Result<contract::ExportState, contract::PluginError>, EngineError> {
         const CALL: &str = "export-status";
         let receipt = bindings::export_receipt_out(receipt);
-        let run = self.core.begin(CALL)?;
-        let fut = self
-            .bindings
-            .scanner_plugin_findings_sink()
-            .call_export_status(&mut self.core.store, &receipt);
-        let out = run.run(fut).await;
-        let answer = self.core.finish(CALL, out)?;
-        self.core.judge(
-            CALL,
-            answer
-                .map(bindings::export_state)
-                .map_err(bindings::plugin_error),
-        )
+        let answer = self
+            .call(CALL, CallMode::Plain, async |plugin, store| {
+                plugin.call_export_status(store, &receipt).await
+            })
+            .await?;
+        self.core.judge(CALL, answer, bindings::export_state)
     }
 }
