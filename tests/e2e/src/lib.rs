@@ -193,10 +193,22 @@ pub fn proc_status_mb(field: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The compiled-plugin cache every `scanner-host` process of the tests
+/// shares: a debug build compiles a component in seconds, and the suite
+/// starts the binary about a hundred times. Entries are keyed by the
+/// component's digest, so patched test components get their own.
+pub fn test_plugin_cache() -> PathBuf {
+    workspace_root().join("target/test-plugin-cache")
+}
+
 /// `scanner-host --db DB --plugins <the Wiz plugin>`, ready for a command.
 pub fn host_command(db: &Path) -> Command {
     let mut cmd = Command::new(host_bin());
-    cmd.arg("--db").arg(db).arg("--plugins").arg(plugin_wasm());
+    cmd.arg("--db")
+        .arg(db)
+        .arg("--plugins")
+        .arg(plugin_wasm())
+        .env("SCANNER_HOST_CACHE", test_plugin_cache());
     cmd
 }
 
@@ -212,7 +224,8 @@ pub fn cli_command(db: &Path, plugins: &Path) -> Command {
         .env_remove("SCANNER_HOST_LOG")
         .env_remove("NO_COLOR")
         .env_remove("SCANNER_HOST_KEY")
-        .env_remove("SCANNER_HOST_KEY_FILE");
+        .env_remove("SCANNER_HOST_KEY_FILE")
+        .env("SCANNER_HOST_CACHE", test_plugin_cache());
     cmd
 }
 

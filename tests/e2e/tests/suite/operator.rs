@@ -29,12 +29,9 @@ impl Cli {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = cli_command(&self.db(), plugin_wasm());
-        // Compiled once, loaded in milliseconds after: a second process
-        // starts while the first one still scans.
-        cmd.arg("--cache-dir")
-            .arg(self.dir.path().join("cache"))
-            .args(args)
-            .env("SIM_SECRET", SECRET);
+        // The plugin comes compiled from the suite's shared cache: a second
+        // process starts in milliseconds, while the first one still scans.
+        cmd.args(args).env("SIM_SECRET", SECRET);
         cmd
     }
 
@@ -338,6 +335,7 @@ fn output_is_quiet_on_a_closed_pipe_colourless_when_redirected_and_csv_only_for_
     }
     // The demo's JSON is one document, nothing before it.
     let demo = Command::new(host_bin())
+        .env("SCANNER_HOST_CACHE", scanner_tests::test_plugin_cache())
         .arg("--db")
         .arg(cli.dir.path().join("demo.db"))
         .arg("--plugins")
@@ -384,6 +382,7 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
     // A mistyped --db for a read command creates nothing.
     let typo = cli.dir.path().join("no-such-dir/typo.db");
     let out = Command::new(host_bin())
+        .env("SCANNER_HOST_CACHE", scanner_tests::test_plugin_cache())
         .arg("--db")
         .arg(&typo)
         .arg("status")
@@ -392,6 +391,7 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(!typo.exists() && !typo.parent().expect("dir").exists());
     let out = Command::new(host_bin())
+        .env("SCANNER_HOST_CACHE", scanner_tests::test_plugin_cache())
         .arg("--db")
         .arg(&typo)
         .arg("--plugins")
@@ -428,6 +428,7 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
     std::fs::copy(plugin_wasm(), plugins.join("wiz.wasm")).expect("copy");
     std::fs::write(plugins.join("broken.wasm"), b"\0asm not really").expect("write");
     let out = Command::new(host_bin())
+        .env("SCANNER_HOST_CACHE", scanner_tests::test_plugin_cache())
         .arg("--db")
         .arg(cli.db())
         .arg("--plugins")
