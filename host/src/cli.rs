@@ -91,9 +91,14 @@ struct Global {
         global = true
     )]
     plugins: Vec<PathBuf>,
-    /// Directory for compiled plugins, so a restart does not recompile.
+    /// Directory for compiled plugins, so a command does not recompile
+    /// them (default: `$XDG_CACHE_HOME/scanner-host`, else
+    /// `~/.cache/scanner-host`; created 0700, entries 0600).
     #[arg(long, env = "SCANNER_HOST_CACHE", global = true)]
     cache_dir: Option<PathBuf>,
+    /// Compile plugins at every start; keep nothing compiled on disk.
+    #[arg(long, global = true, conflicts_with = "cache_dir")]
+    no_cache: bool,
     /// PEM files of certificate authorities plugins' HTTPS may also trust,
     /// besides the public web roots (a corporate proxy, a test server);
     /// colon-separated in the environment variable. Given to `connect`,
@@ -1279,7 +1284,7 @@ fn build_runtime(global: &Global, writes: bool) -> anyhow::Result<Runtime> {
         open_store(global, writes)?
     };
     let engine = Engine::new(EngineConfig {
-        cache_dir: global.cache_dir.clone(),
+        cache_dir: cache_dir(global),
         extra_root_certificates: read_certificates(&global.ca_certs)?,
         ..EngineConfig::default()
     })?;
@@ -1303,6 +1308,26 @@ fn build_runtime(global: &Global, writes: bool) -> anyhow::Result<Runtime> {
         );
     }
     Ok(runtime)
+}
+
+/// Where compiled plugins are kept: `--cache-dir` (or `SCANNER_HOST_CACHE`),
+/// else the user's cache directory; none with `--no-cache` or when the user
+/// has no home.
+fn cache_dir(global: &Global) -> Option<PathBuf> {
+    if global.no_cache {
+        return None;
+    }
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    global.cache_dir.clone().or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .and_then(absolute)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .and_then(absolute)
+                    .map(|h| h.join(".cache"))
+            })
+            .map(|d| d.join("scanner-host"))
+    })
 }
 
 /// The DER certificates of PEM files; a file without one is an error.

@@ -24,6 +24,7 @@
 //! [`EngineError::Poisoned`]. Create a new instance instead.
 
 mod bindings;
+mod cache;
 pub mod egress;
 mod limits;
 mod plugin_log;
@@ -292,6 +293,8 @@ struct Shared {
     /// The TLS client configurations instances' connections use: the
     /// engine-wide one, and one per set of tenant CA certificates.
     tls: egress::TlsConfigs,
+    /// Where compiled plugins are kept, when the directory can be trusted.
+    cache: Option<cache::Cache>,
     /// What each tenant's instances logged lately, for its log rate.
     log_rates: Arc<plugin_log::TenantLogRates>,
     /// Set when the host stops: calls in flight end at their next yield.
@@ -413,18 +416,25 @@ impl Engine {
                 message: format!("cannot start the epoch thread: {e}"),
             })?;
 
-        if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| EngineError::Cache {
-                path: dir.clone(),
-                message: e.to_string(),
-            })?;
-        }
+        // A cache that cannot be trusted is not used: compiling costs start-up
+        // time, loading someone else's machine code costs the host.
+        let cache = match &config.cache_dir {
+            Some(dir) => match cache::Cache::open(dir) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(error = %e, "compiled plugins are not cached");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(Engine {
             shared: Arc::new(Shared {
                 engine,
                 linker,
                 config,
                 tls,
+                cache,
                 log_rates: Arc::default(),
                 cancel: Arc::default(),
             }),
@@ -564,28 +574,17 @@ impl Engine {
             message,
         };
         let engine = &self.shared.engine;
-        let Some(dir) = &self.shared.config.cache_dir else {
+        let Some(cache) = &self.shared.cache else {
             return Component::new(engine, bytes).map_err(|e| compile_err(format!("{e:#}")));
         };
-        let path = dir.join(self.cache_key(digest));
-        if path.exists() {
-            // SAFETY: `deserialize_file` trusts its input to be wasmtime's
-            // own output. The file is named by the hash of the component
-            // and of the engine's settings, and only this function writes
-            // into the cache directory, which the operator owns like the
-            // binary itself. Incompatible or damaged artifacts are rejected
-            // by wasmtime's header checks and recompiled below.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "ignoring unusable cached plugin")
-                }
-            }
+        let name = self.cache_key(digest);
+        if let Some(component) = cache.load(engine, &name) {
+            return Ok(component);
         }
         let component = Component::new(engine, bytes).map_err(|e| compile_err(format!("{e:#}")))?;
         // `serialize` yields the same artifact as `precompile_component`
         // without compiling a second time.
-        if let Err(e) = self.store_cache(&path, &component) {
+        if let Err(e) = cache.store(&name, &component) {
             // A cache that cannot be written costs start-up time, nothing
             // else: keep going.
             tracing::warn!(error = %e, "cannot write plugin cache");
@@ -607,20 +606,6 @@ impl Engine {
             "{hex}-wasmtime-{WASMTIME_VERSION}-{:016x}.cwasm",
             h.finish()
         )
-    }
-
-    fn store_cache(&self, path: &Path, component: &Component) -> Result<(), EngineError> {
-        let cache_err = |message: String| EngineError::Cache {
-            path: path.to_path_buf(),
-            message,
-        };
-        let bytes = component
-            .serialize()
-            .map_err(|e| cache_err(format!("{e:#}")))?;
-        // Write then rename, so a concurrent start never reads half a file.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|e| cache_err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| cache_err(e.to_string()))
     }
 }
 

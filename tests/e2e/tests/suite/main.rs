@@ -4,6 +4,7 @@
 //! build time and disk use down (CI runs on 2 cores).
 
 mod attacks;
+mod cache;
 mod connector;
 mod contract;
 mod export;
