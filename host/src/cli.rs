@@ -646,17 +646,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = build_runtime(&cli.global, true)?;
             // A name claimed twice is refused here, before any settings
             // are read.
-            let info = runtime
-                .plugins()
-                .find(|p| p.name == plugin)
-                .cloned()
-                .ok_or_else(|| match runtime.plugin_conflicts().get(&plugin) {
-                    Some(files) => RuntimeError::PluginConflict {
-                        name: plugin.clone(),
-                        files: files.clone(),
-                    },
-                    None => RuntimeError::UnknownPlugin(plugin.clone()),
-                })?;
+            let info = runtime.plugin_info(&plugin)?.clone();
             let existing = runtime
                 .store()
                 .integration(&tenant)?

@@ -633,6 +633,12 @@ impl Runtime {
         }
     }
 
+    /// What the plugin loaded under `name` says about itself; an error
+    /// when none is, or when two components claim the name.
+    pub fn plugin_info(&self, name: &str) -> Result<&PluginInfo, RuntimeError> {
+        self.plugin(name).map(Plugin::info)
+    }
+
     pub(crate) fn plugin(&self, name: &str) -> Result<&Plugin, RuntimeError> {
         if let Some(files) = self.conflicts.get(name) {
             return Err(RuntimeError::PluginConflict {
@@ -721,25 +727,7 @@ impl Runtime {
         plugin_name: &str,
         settings: &Settings,
     ) -> Result<ConnectionInfo, RuntimeError> {
-        self.connect_with(tenant, plugin_name, settings, false)
-            .await
-    }
-
-    /// [`Runtime::connect`], and with `accept_plugin_update` the operator's
-    /// consent to run the tenant with the component now loaded under the
-    /// plugin's name, when it differs from the one it was connected with.
-    pub async fn connect_with(
-        &self,
-        tenant: &str,
-        plugin_name: &str,
-        settings: &Settings,
-        accept_plugin_update: bool,
-    ) -> Result<ConnectionInfo, RuntimeError> {
-        let options = ConnectOptions {
-            accept_plugin_update,
-            ..ConnectOptions::default()
-        };
-        self.connect_with_options(tenant, plugin_name, settings, &options)
+        self.connect_with_options(tenant, plugin_name, settings, &ConnectOptions::default())
             .await
     }
 
