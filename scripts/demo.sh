@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 cargo build -p wiz-plugin --target wasm32-wasip2 --release
-# The simulator too, for the README's walkthrough (one build: shared features).
+# The simulator too: the demo runs it as its own process, and the README's
+# walkthrough uses it.
 cargo build -p scanner-host -p wiz-sim --release
 
 mkdir -p plugins

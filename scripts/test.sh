@@ -9,6 +9,20 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
+echo "== layout: crates link only what their concern needs"
+# crate, then what must not be among its (normal and build) dependencies
+while read -r crate forbidden; do
+    if found=$(cargo tree -p "$crate" -e normal,build --prefix none | grep -E "^($forbidden) v" | sort -u) && [ -n "$found" ]; then
+        echo "$crate must not depend on: $found" >&2
+        exit 1
+    fi
+done <<'CHECKS'
+scanner-contract wasmtime|rusqlite|tokio
+scanner-store wasmtime|wasmtime-wasi|hyper
+scanner-engine rusqlite
+scanner-host wiz-sim|axum
+CHECKS
+
 echo "== build the plugin components (wasm32-wasip2): the Wiz connector and the hostile test plugin"
 cargo build -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 --release
 

@@ -13,10 +13,10 @@
 //! connection reuse, `SCANNER_BENCH_HTTP_FINDINGS` (default 100000)
 //! findings.
 
-use scanner_host::contract::SettingValue;
-use scanner_host::engine::{Engine, EngineConfig};
-use scanner_host::runtime::Runtime;
-use scanner_host::store::Store;
+use scanner_contract::SettingValue;
+use scanner_engine::{Engine, EngineConfig};
+use scanner_runtime::Runtime;
+use scanner_store::Database;
 use scanner_tests::{SimProcess, plugin_wasm, runtime_in, wiz_settings};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,11 +40,7 @@ fn share(part: Duration, whole: f64) -> String {
 }
 
 /// One import of `n` findings; `rps` is the connector's own pace (0: none).
-async fn run(
-    n: usize,
-    extra: &[String],
-    rps: u64,
-) -> (scanner_host::runtime::ScanReport, f64, f64) {
+async fn run(n: usize, extra: &[String], rps: u64) -> (scanner_runtime::ScanReport, f64, f64) {
     let mut args = vec!["--findings".to_string(), n.to_string()];
     args.extend_from_slice(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -80,7 +76,7 @@ async fn http_run(sim: &Simulator, reuse: bool) -> (u64, u64, f64) {
     .expect("engine");
     let plugin = engine.load_plugin(plugin_wasm()).expect("plugin");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(Store::open(&dir.path().join("host.db")).expect("store"));
+    let store = Arc::new(Database::open(&dir.path().join("host.db")).expect("store"));
     let runtime = Runtime::new(engine, vec![plugin], store);
     let mut settings = wiz_settings(sim);
     settings.insert("requests-per-second".into(), SettingValue::Text("0".into()));

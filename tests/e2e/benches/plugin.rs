@@ -4,9 +4,9 @@
 //! compiled cache, instantiate). Run with
 //! `cargo bench -p scanner-tests --bench plugin`.
 
-use scanner_host::contract::{PageRequest, RawRecord};
-use scanner_host::engine::{EgressPolicy, Engine, EngineConfig, TenantSandbox};
-use scanner_host::store::Store;
+use scanner_contract::{PageRequest, RawRecord};
+use scanner_engine::{EgressPolicy, Engine, EngineConfig, TenantSandbox};
+use scanner_store::Database;
 use scanner_tests::{plugin_wasm, wiz_settings};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let wasm = plugin_wasm();
-    let store: Arc<Store> = Arc::new(Store::open_in_memory().expect("store"));
+    let store: Arc<Database> = Arc::new(Database::open_in_memory().expect("store"));
 
     // ----- start-up -----------------------------------------------------
     let started = Instant::now();
@@ -75,7 +75,7 @@ async fn main() {
     // Unpaced: the bench measures CPU, not Wiz's request budget.
     settings.insert(
         "requests-per-second".into(),
-        scanner_host::contract::SettingValue::Text("0".into()),
+        scanner_contract::SettingValue::Text("0".into()),
     );
     let live = TenantSandbox {
         egress: EgressPolicy::from_origins(&[sim.base_url()]).expect("egress"),

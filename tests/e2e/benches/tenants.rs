@@ -5,7 +5,7 @@
 //! (`SCANNER_BENCH_TENANTS`, default 1000; `SCANNER_BENCH_CONCURRENCY`,
 //! default 8).
 
-use scanner_host::scheduler::{Scheduler, SchedulerConfig};
+use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
 use scanner_tests::{runtime_in, wiz_settings_with};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

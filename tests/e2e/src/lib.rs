@@ -2,10 +2,10 @@
 //! the host binary once per test process, and assembles a host runtime over
 //! a fresh SQLite file.
 
-use scanner_host::contract::{Secret, SettingValue, Settings};
-use scanner_host::engine::{Engine, EngineConfig, Plugin};
-use scanner_host::runtime::Runtime;
-use scanner_host::store::Store;
+use scanner_contract::{Secret, SettingValue, Settings};
+use scanner_engine::{Engine, EngineConfig, Plugin};
+use scanner_runtime::Runtime;
+use scanner_store::Database;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -80,9 +80,9 @@ pub fn hostile_wasm() -> &'static Path {
 pub fn open_ids(runtime: &Runtime, tenant: &str) -> std::collections::BTreeSet<String> {
     runtime
         .store()
-        .findings(&scanner_host::store::FindingQuery {
+        .findings(&scanner_store::FindingQuery {
             tenant: Some(tenant.into()),
-            status: scanner_host::store::StatusFilter::Open,
+            status: scanner_store::StatusFilter::Open,
             include_unmapped: true,
             ..Default::default()
         })
@@ -269,7 +269,7 @@ pub fn engine_and_plugin() -> (Engine, Plugin) {
 /// A host runtime over a fresh database in `dir`.
 pub fn runtime_in(dir: &Path) -> Runtime {
     let (engine, plugin) = engine_and_plugin();
-    let store = Arc::new(Store::open(&dir.join("host.db")).expect("open store"));
+    let store = Arc::new(Database::open(&dir.join("host.db")).expect("open store"));
     Runtime::new(engine, vec![plugin], store)
 }
 

@@ -224,7 +224,7 @@ impl Guest for Hostile {
             }
             "log-forge" => log::log(
                 log::Level::Warn,
-                "harmless\n2026-11-30T00:00:00.000000Z ERROR scanner_host::runtime: FORGED-LOG-LINE",
+                "harmless\n2026-11-30T00:00:00.000000Z ERROR scanner_runtime: FORGED-LOG-LINE",
                 &[("field\nFORGED-FIELD".into(), "value\r\u{1b}[2J".into())],
             ),
             "terminal-escapes" => {

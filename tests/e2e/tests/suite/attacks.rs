@@ -4,10 +4,10 @@
 //! disk, and shutdown. Most run the real `scanner-host` binary, as an
 //! operator would meet them.
 
-use scanner_host::engine::{Engine, EngineConfig, Limits};
-use scanner_host::runtime::{Runtime, RuntimeError, ScanCaps};
-use scanner_host::scheduler::{Scheduler, SchedulerConfig};
-use scanner_host::store::Store;
+use scanner_engine::{Engine, EngineConfig, Limits};
+use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
+use scanner_runtime::{Runtime, RuntimeError, ScanCaps};
+use scanner_store::Database;
 use scanner_tests::{cli_command, hostile_wasm, output_text, plugin_wasm};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -314,15 +314,15 @@ fn hostile_runtime(dir: &Path, limits: Limits) -> Runtime {
     })
     .expect("engine");
     let plugin = engine.load_plugin(hostile_wasm()).expect("load hostile");
-    let store = Arc::new(Store::open(&dir.join("host.db")).expect("store"));
+    let store = Arc::new(Database::open(&dir.join("host.db")).expect("store"));
     Runtime::new(engine, vec![plugin], store)
 }
 
-fn hostile_settings(mode: &str) -> scanner_host::contract::Settings {
-    let mut s = scanner_host::contract::Settings::new();
+fn hostile_settings(mode: &str) -> scanner_contract::Settings {
+    let mut s = scanner_contract::Settings::new();
     s.insert(
         "mode".into(),
-        scanner_host::contract::SettingValue::Text(mode.into()),
+        scanner_contract::SettingValue::Text(mode.into()),
     );
     s
 }

@@ -2,7 +2,7 @@
 //! can write, and whose contents match their checksum; anything else is
 //! ignored and rebuilt, never loaded.
 
-use scanner_host::engine::{Engine, EngineConfig};
+use scanner_engine::{Engine, EngineConfig};
 use scanner_tests::plugin_wasm;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

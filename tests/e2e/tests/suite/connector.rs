@@ -1,8 +1,8 @@
 //! The connector's authentication, `test()` and error handling,
 //! through the real host against the simulator.
 
-use scanner_host::contract::{PluginError, SettingValue};
-use scanner_host::runtime::{RetryPolicy, RuntimeError};
+use scanner_contract::{PluginError, SettingValue};
+use scanner_runtime::{RetryPolicy, RuntimeError};
 use scanner_tests::{expected_open, runtime_in, wiz_settings, wiz_settings_with};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -14,13 +14,13 @@ fn sim(config: SimConfig) -> Simulator {
     Simulator::start_background(config).expect("simulator")
 }
 
-fn imported(runtime: &scanner_host::runtime::Runtime) -> BTreeSet<String> {
+fn imported(runtime: &scanner_runtime::Runtime) -> BTreeSet<String> {
     scanner_tests::open_ids(runtime, "t")
 }
 
 /// Settings of a tenant that imports code-repository findings only: one
 /// shard, so its requests, and the faults scripted for them, come in order.
-fn one_shard(sim: &Simulator) -> scanner_host::contract::Settings {
+fn one_shard(sim: &Simulator) -> scanner_contract::Settings {
     let mut settings = wiz_settings(sim);
     settings.insert("scan-container-images".into(), SettingValue::Boolean(false));
     settings

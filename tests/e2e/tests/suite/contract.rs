@@ -1,16 +1,16 @@
 //! The host loads the real Wiz component; `describe` and
 //! `configure` behave as the contract says.
 
-use scanner_host::contract::{FieldKind, PluginError, Secret, SettingValue, Settings};
-use scanner_host::engine::{EgressPolicy, TenantSandbox};
-use scanner_host::store::Store;
+use scanner_contract::{FieldKind, PluginError, Secret, SettingValue, Settings};
+use scanner_engine::{EgressPolicy, TenantSandbox};
+use scanner_store::Database;
 use scanner_tests::engine_and_plugin;
 use std::sync::Arc;
 
 fn sandbox() -> TenantSandbox {
     TenantSandbox {
         tenant: "t1".into(),
-        kv: Arc::new(Store::open_in_memory().expect("store")),
+        kv: Arc::new(Database::open_in_memory().expect("store")),
         egress: EgressPolicy::deny_all(),
         limits: None,
         extra_root_certificates: Vec::new(),
@@ -213,7 +213,7 @@ fn a_plugin_built_for_another_contract_version_is_refused_by_name() {
         text.contains("scanner:plugin@0.1.0")
             && text.contains(&format!(
                 "scanner:plugin@{}",
-                scanner_host::engine::CONTRACT_VERSION
+                scanner_engine::CONTRACT_VERSION
             )),
         "{text}"
     );

@@ -2,12 +2,12 @@
 //! wasmtime → the simulator's upload flow, which validates the document
 //! against the ingestion model and applies Wiz's snapshot rule.
 
-use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
-use scanner_host::export::{
+use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
+use scanner_runtime::Runtime;
+use scanner_runtime::export::sarif;
+use scanner_runtime::export::{
     ExportError, ExportPolicy, ExportPolling, ExportRequest, InputSummary, NoProgress,
 };
-use scanner_host::runtime::Runtime;
-use scanner_host::sarif;
 use scanner_tests::{host_command, output_text, runtime_in, wiz_settings};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -531,7 +531,7 @@ async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
         .expect("first export");
     let requests = sim.requests().len();
     let reduced = semgrep_without(dir.path(), "shop/reports.py");
-    let plan = scanner_host::export::plan_export(
+    let plan = scanner_runtime::export::plan_export(
         runtime.store(),
         "t",
         request_from("main", true, ScanScope::Full, &[reduced]),
@@ -738,7 +738,7 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
         assert!(first[key].is_string(), "{key} in {first}");
     }
     assert_eq!(uploads(&sim), 0, "nothing uploaded so far");
-    let store = scanner_host::store::Store::open(&db).expect("store");
+    let store = scanner_store::Database::open(&db).expect("store");
     assert!(
         store
             .exports(Some("t"), 10)
@@ -793,7 +793,7 @@ fn an_export_killed_while_waiting_is_settled_by_status() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let store = scanner_host::store::Store::open(&db).expect("store");
+    let store = scanner_store::Database::open(&db).expect("store");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let activity = loop {
         let rows = store.exports(Some("t"), 1).expect("exports");
@@ -809,7 +809,7 @@ fn an_export_killed_while_waiting_is_settled_by_status() {
     };
     // A live process's export is left alone.
     assert_eq!(
-        scanner_host::export::mark_orphaned_exports(&store, None).expect("orphans"),
+        scanner_runtime::export::mark_orphaned_exports(&store, None).expect("orphans"),
         0
     );
     child.kill().expect("SIGKILL");
@@ -848,7 +848,7 @@ fn an_export_killed_while_waiting_is_settled_by_status() {
 fn status_without_plugins_shows_dead_exports_as_unknown_or_interrupted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("host.db");
-    let store = scanner_host::store::Store::open(&db).expect("store");
+    let store = scanner_store::Database::open(&db).expect("store");
     let now = time::OffsetDateTime::now_utc();
     // Rows left `running` by processes that no longer exist: one had its
     // upload taken, one had not got that far.

@@ -2,9 +2,9 @@
 //! real `scanner-host` process, reconnect, repository mapping, the
 //! scheduler, and secrets kept out of everything printed.
 
-use scanner_host::runtime::{Clock, Runtime};
-use scanner_host::scheduler::{Scheduler, SchedulerConfig};
-use scanner_host::store::{FindingQuery, StatusFilter, Store};
+use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
+use scanner_runtime::{Clock, Runtime};
+use scanner_store::{Database, FindingQuery, StatusFilter};
 use scanner_tests::{
     expected_open, host_command, output_text, runtime_in, wiz_settings, wiz_settings_with,
 };
@@ -18,7 +18,7 @@ use wiz_sim::{SimAsset, SimClient, SimConfig, Simulator};
 
 const SECRET: &str = "sim-client-secret";
 
-fn states(store: &Store, tenant: &str) -> BTreeMap<String, String> {
+fn states(store: &Database, tenant: &str) -> BTreeMap<String, String> {
     store
         .findings(&FindingQuery {
             tenant: Some(tenant.into()),
@@ -32,7 +32,7 @@ fn states(store: &Store, tenant: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn last_detected(store: &Store, tenant: &str) -> BTreeMap<String, Option<String>> {
+fn last_detected(store: &Database, tenant: &str) -> BTreeMap<String, Option<String>> {
     store
         .findings(&FindingQuery {
             tenant: Some(tenant.into()),
@@ -264,9 +264,7 @@ async fn failures_back_off_and_mark_the_integration() {
     let mut settings = wiz_settings(&sim);
     settings.insert(
         "client-secret".into(),
-        scanner_host::contract::SettingValue::Secret(scanner_host::contract::Secret::new(
-            "revoked",
-        )),
+        scanner_contract::SettingValue::Secret(scanner_contract::Secret::new("revoked")),
     );
     runtime
         .store()
@@ -364,7 +362,7 @@ fn a_host_killed_mid_scan_resumes_to_the_same_result() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let store = Store::open(&db).expect("store");
+    let store = Database::open(&db).expect("store");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let pages = store
@@ -395,7 +393,7 @@ fn a_host_killed_mid_scan_resumes_to_the_same_result() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["resumed"], true, "{report}");
 
-    let a = states(&Store::open(&reference).expect("ref"), "t");
+    let a = states(&Database::open(&reference).expect("ref"), "t");
     let b = states(&store, "t");
     assert_eq!(a, b, "resumed scan ends where the uninterrupted one does");
     assert_eq!(open_of(&b), expected_open(&sim, true, true));

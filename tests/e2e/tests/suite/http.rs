@@ -3,10 +3,10 @@
 //! connection per origin for a whole scan (or one per request when reuse
 //! is off).
 
-use scanner_host::contract::PluginError;
-use scanner_host::engine::{Engine, EngineConfig};
-use scanner_host::runtime::{ConnectOptions, Runtime, RuntimeError};
-use scanner_host::store::Store;
+use scanner_contract::PluginError;
+use scanner_engine::{Engine, EngineConfig};
+use scanner_runtime::{ConnectOptions, Runtime, RuntimeError};
+use scanner_store::Database;
 use scanner_tests::{
     SimProcess, expected_open, host_command, open_ids, output_text, plugin_wasm, wiz_settings,
 };
@@ -35,7 +35,7 @@ fn runtime_trusting(sim: &Simulator, reuse: bool, dir: &std::path::Path) -> Runt
     })
     .expect("engine");
     let plugin = engine.load_plugin(plugin_wasm()).expect("plugin");
-    let store = Arc::new(Store::open(&dir.join("host.db")).expect("store"));
+    let store = Arc::new(Database::open(&dir.join("host.db")).expect("store"));
     Runtime::new(engine, vec![plugin], store)
 }
 
@@ -245,7 +245,7 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
         })
         .expect("engine");
         let plugin = engine.load_plugin(plugin_wasm()).expect("plugin");
-        let store = Arc::new(Store::open(&db).expect("store"));
+        let store = Arc::new(Database::open(&db).expect("store"));
         let runtime = Runtime::new(engine, vec![plugin], store);
         tokio::runtime::Runtime::new()
             .expect("tokio")

@@ -1,7 +1,7 @@
 //! The Wiz connector against the simulator, through the real host.
 
-use scanner_host::contract::SettingValue;
-use scanner_host::store::{FindingQuery, StatusFilter};
+use scanner_contract::SettingValue;
+use scanner_store::{FindingQuery, StatusFilter};
 use scanner_tests::{expected_open, runtime_in, wiz_settings};
 use std::collections::BTreeSet;
 use wiz_sim::{SimConfig, Simulator};

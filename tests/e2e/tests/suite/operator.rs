@@ -88,7 +88,7 @@ impl Cli {
     /// new, so any stored finding comes from it).
     fn wait_for_a_stored_page(&self, tenant: &str) {
         for _ in 0..600 {
-            if let Ok(store) = scanner_host::store::Store::open(&self.db())
+            if let Ok(store) = scanner_store::Database::open(&self.db())
                 && store.finding_count(tenant).unwrap_or(0) > 0
             {
                 return;

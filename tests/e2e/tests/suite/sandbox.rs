@@ -2,10 +2,10 @@
 //! the right error while a well-behaved Wiz tenant scans at the same time
 //! and imports exactly what it should.
 
-use scanner_host::contract::{Page, PageRequest, PluginError, SettingValue, Settings};
-use scanner_host::engine::{EgressPolicy, Engine, EngineError, Limits, Plugin, TenantSandbox};
-use scanner_host::runtime::{Runtime, RuntimeError};
-use scanner_host::store::Store;
+use scanner_contract::{Page, PageRequest, PluginError, SettingValue, Settings};
+use scanner_engine::{EgressPolicy, Engine, EngineError, Limits, Plugin, TenantSandbox};
+use scanner_runtime::{Runtime, RuntimeError};
+use scanner_store::Database;
 use scanner_tests::{engine_and_plugin, expected_open, hostile_wasm, open_ids, wiz_settings};
 use std::io::{Read, Write};
 use std::sync::{Arc, OnceLock};
@@ -48,7 +48,7 @@ async fn hostile(
     mode: &str,
     target: &str,
     egress: &[String],
-    store: Arc<Store>,
+    store: Arc<Database>,
     tenant: &str,
 ) -> (Outcome, u64) {
     let (_, plugin) = engine_and_hostile();
@@ -114,12 +114,12 @@ fn sim_of(findings: usize) -> Simulator {
 /// A runtime with only the Wiz plugin, over a fresh database in `dir`.
 fn wiz_runtime(dir: &std::path::Path) -> Runtime {
     let (engine, wiz) = engine_and_plugin();
-    let store = Arc::new(Store::open(&dir.join("host.db")).expect("store"));
+    let store = Arc::new(Database::open(&dir.join("host.db")).expect("store"));
     Runtime::new(engine, vec![wiz], store)
 }
 
-fn memory_store() -> Arc<Store> {
-    Arc::new(Store::open_in_memory().expect("store"))
+fn memory_store() -> Arc<Database> {
+    Arc::new(Database::open_in_memory().expect("store"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +145,7 @@ async fn a_huge_value_through_a_host_call_is_refused() {
     let (outcome, _) = alongside(hostile("huge-host-value", "", &[], store.clone(), "h")).await;
     let err = outcome.expect("engine").expect_err("refused");
     assert!(err.to_string().contains("TooLarge"), "{err}");
-    use scanner_host::contract::KvStore;
+    use scanner_contract::KvStore;
     assert_eq!(
         store.get("h", "hostile", "big").expect("get"),
         None,
@@ -230,7 +230,7 @@ async fn storage_shows_a_tenant_only_its_own_keys() {
     let (second, _) = alongside(b).await;
     let b_keys = ids(second);
     assert_eq!(b_keys, ["mine"], "tenant b sees only its own key");
-    use scanner_host::contract::KvStore;
+    use scanner_contract::KvStore;
     assert_eq!(
         store
             .get("tenant-a", "hostile", "mine")
@@ -247,14 +247,14 @@ async fn a_plugin_taking_over_a_tenant_sees_none_of_the_previous_plugins_state()
     let dir = tempfile::tempdir().expect("tempdir");
     let (engine, wiz) = engine_and_plugin();
     let (_, hostile) = engine_and_hostile();
-    let store = Arc::new(Store::open(&dir.path().join("host.db")).expect("store"));
+    let store = Arc::new(Database::open(&dir.path().join("host.db")).expect("store"));
     let runtime = Runtime::new(engine, vec![wiz, hostile], store.clone());
     runtime
         .connect("good", "wiz", &wiz_settings(&sim))
         .await
         .expect("connect wiz");
     runtime.scan("good", &()).await.expect("wiz scan");
-    use scanner_host::contract::KvStore;
+    use scanner_contract::KvStore;
     assert!(
         !store
             .list_prefix("good", "wiz", "")
@@ -391,7 +391,7 @@ async fn an_instance_answers_at_most_its_page_limit() {
 async fn a_cursor_that_never_ends_fails_the_scan() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (engine, hostile) = engine_and_hostile();
-    let store = Arc::new(Store::open(&dir.path().join("host.db")).expect("store"));
+    let store = Arc::new(Database::open(&dir.path().join("host.db")).expect("store"));
     let runtime = Runtime::new(engine, vec![hostile], store).with_max_empty_pages(50);
     runtime
         .connect("h", "hostile", &settings("endless-cursor", "", &[]))
@@ -408,7 +408,7 @@ async fn a_cursor_that_never_ends_fails_the_scan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
-    use scanner_host::scheduler::{Scheduler, SchedulerConfig};
+    use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
     use wiz_sim::SimClient;
     const TENANTS: usize = 40;
     // One simulated Wiz with a service account per tenant.

@@ -11,11 +11,13 @@
 //! from the last stored page, and findings "seen by this scan" survive the
 //! restart because the scan keeps its id.
 
-use crate::contract::{
-    Finding, FindingKind, KvError, KvStore, Location, Secret, SettingValue, Settings, Severity,
-};
+pub mod keys;
+
 use crate::keys::{Cipher, KeyError, KeySource, SEALED_OVERHEAD, StoreKey, row_aad};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use scanner_contract::{
+    Finding, FindingKind, KvError, KvStore, Location, Secret, SettingValue, Settings, Severity,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,7 @@ use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
 /// Secrets and plugin state encrypted at rest, plugin state keyed by
-/// (tenant, plugin). After this step's SQL, [`Store::setup`] encrypts the
+/// (tenant, plugin). After this step's SQL, [`Database::setup`] encrypts the
 /// rows that were stored in plain text (once: the step runs once).
 /// Existing state belongs to the tenant's current plugin; state of a tenant
 /// without an integration was unreachable and is dropped.
@@ -720,7 +722,7 @@ pub struct RepositoryRow {
 }
 
 /// A repository to add, checked and normalised: built by
-/// [`NewRepository::parse`], added by [`Store::add_repositories`].
+/// [`NewRepository::parse`], added by [`Database::add_repositories`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRepository {
     url: String,
@@ -817,10 +819,10 @@ pub struct ImageMappingRow {
 }
 
 /// The host's database.
-pub struct Store {
+pub struct Database {
     conn: Mutex<Connection>,
     /// Seals secrets and plugin state. Locked after `conn` when both are
-    /// held; replaced by [`Store::rotate_key`].
+    /// held; replaced by [`Database::rotate_key`].
     cipher: RwLock<Cipher>,
     /// Where the key came from, for messages.
     key_source: String,
@@ -828,9 +830,9 @@ pub struct Store {
     created_key_file: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+        f.write_str("Database")
     }
 }
 
@@ -942,19 +944,19 @@ fn enum_text<T: Serialize>(v: &T) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-impl Store {
+impl Database {
     /// Open (creating on first use) the database at `path`, with its
     /// default key file `<file name>.key` beside it.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<Database, StoreError> {
         Self::open_with_key(path, &KeySource::default_for(path))
     }
 
     /// Open (creating on first use) the database at `path` with the key
     /// from `key`. A key file that does not exist is created (0600, a fresh
     /// random key) only while the database holds nothing encrypted; see
-    /// [`Store::created_key_file`]. A key that does not open the database's
+    /// [`Database::created_key_file`]. A key that does not open the database's
     /// key check value fails here, before anything is written.
-    pub fn open_with_key(path: &Path, key: &KeySource) -> Result<Store, StoreError> {
+    pub fn open_with_key(path: &Path, key: &KeySource) -> Result<Database, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -995,7 +997,7 @@ impl Store {
     /// Open an existing database for reading only, without migrating it:
     /// for a database file the process may not write (a read-only copy,
     /// another user's file). Its schema must be this host's.
-    pub fn open_read_only(path: &Path, key: &KeySource) -> Result<Store, StoreError> {
+    pub fn open_read_only(path: &Path, key: &KeySource) -> Result<Database, StoreError> {
         use rusqlite::OpenFlags;
         let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.to_path_buf(),
@@ -1030,7 +1032,7 @@ impl Store {
             });
         }
         let (cipher, key_source, created_key_file) = Self::resolve_key(&conn, Some(key))?;
-        Ok(Store {
+        Ok(Database {
             conn: Mutex::new(conn),
             cipher: RwLock::new(cipher),
             key_source,
@@ -1040,7 +1042,7 @@ impl Store {
 
     /// A private in-memory database (tests, dry runs), under a fresh random
     /// key that is never written anywhere.
-    pub fn open_in_memory() -> Result<Store, StoreError> {
+    pub fn open_in_memory() -> Result<Database, StoreError> {
         Self::setup(Connection::open_in_memory()?, Path::new(":memory:"), None)
     }
 
@@ -1154,7 +1156,7 @@ impl Store {
         mut conn: Connection,
         path: &Path,
         key: Option<&KeySource>,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<Database, StoreError> {
         let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -1190,7 +1192,7 @@ impl Store {
             Self::write_key_check(&tx, &cipher)?;
         }
         tx.commit()?;
-        Ok(Store {
+        Ok(Database {
             conn: Mutex::new(conn),
             cipher: RwLock::new(cipher),
             key_source,
@@ -1251,7 +1253,7 @@ impl Store {
         self.upsert_integration_with_ca_certificates(tenant, plugin, settings, egress, &[], now)
     }
 
-    /// [`Store::upsert_integration`] with the CA certificates (DER) the
+    /// [`Database::upsert_integration`] with the CA certificates (DER) the
     /// integration's HTTPS trusts besides the public roots; they replace
     /// those stored before, in the same transaction.
     pub fn upsert_integration_with_ca_certificates(
@@ -1784,7 +1786,7 @@ impl Store {
         }
     }
 
-    /// Store one page in one transaction: upsert its findings, mark them
+    /// Database one page in one transaction: upsert its findings, mark them
     /// seen by this scan, add the counts, and checkpoint the next cursor
     /// (`None`: paging is done).
     pub fn store_page(
@@ -2854,7 +2856,7 @@ fn encrypt_plaintext_rows(tx: &Transaction<'_>, cipher: &Cipher) -> Result<(), S
     Ok(())
 }
 
-impl Store {
+impl Database {
     fn kv_unavailable(&self, what: &str) -> KvError {
         KvError::Unavailable(format!(
             "{what} does not decrypt with the current key ({})",
@@ -2867,7 +2869,7 @@ impl Store {
 /// another plugin kept for the same tenant, and an upgraded plugin (same
 /// name) keeps its state. Values are sealed with the row as associated
 /// data.
-impl KvStore for Store {
+impl KvStore for Database {
     fn get(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let conn = self.conn();
         let sealed: Option<Vec<u8>> = conn
@@ -2990,7 +2992,7 @@ mod tests {
             )
             .expect("rows");
         }
-        let store = Store::open(&path).expect("migrate");
+        let store = Database::open(&path).expect("migrate");
         assert_eq!(
             store.schema_version().expect("version"),
             MIGRATIONS.len() as i64
@@ -3025,7 +3027,7 @@ mod tests {
         }
         drop(store);
         // Opening again does not seal the sealed values a second time.
-        let store = Store::open(&path).expect("reopen");
+        let store = Database::open(&path).expect("reopen");
         assert_eq!(
             store.get("t", "wiz", "token").expect("get").as_deref(),
             Some(&b"pl41n-t0ken"[..])
@@ -3036,7 +3038,7 @@ mod tests {
     /// the tenant's findings per page makes large imports quadratic.
     #[test]
     fn the_page_lookup_probes_the_primary_key() {
-        let store = Store::open_in_memory().expect("store");
+        let store = Database::open_in_memory().expect("store");
         let conn = store.conn();
         let mut plan = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {KNOWN_FINDINGS}"))
@@ -3074,7 +3076,7 @@ mod tests {
     /// repositories) quadratic in a large store.
     #[test]
     fn remapping_and_storing_image_findings_use_indexes() {
-        let store = Store::open_in_memory().expect("store");
+        let store = Database::open_in_memory().expect("store");
         let conn = store.conn();
         let by_name = plan(&conn, REMAP_BY_NAME, params!["acme/shop"]);
         assert!(
@@ -3143,7 +3145,7 @@ mod tests {
             .expect("finding");
         }
         tx.commit().expect("commit");
-        let store = Store::setup(conn, Path::new(":memory:"), None).expect("migrate");
+        let store = Database::setup(conn, Path::new(":memory:"), None).expect("migrate");
         let conn = store.conn();
         for (i, key) in keys.iter().enumerate() {
             let (name_key, repo): (Option<String>, Option<i64>) = conn
@@ -3185,7 +3187,7 @@ mod tests {
     /// branch's snapshot only if no newer export of the branch succeeded.
     #[test]
     fn a_late_success_does_not_replace_a_newer_snapshot() {
-        let store = Store::open_in_memory().expect("store");
+        let store = Database::open_in_memory().expect("store");
         let now = OffsetDateTime::now_utc();
         let repo = "https://github.com/acme/shop";
         let older = store

@@ -1,11 +1,11 @@
 //! `bindgen!` output for the two plugin worlds, the host side of the
 //! `storage` and `log` imports, and the conversions between the generated
-//! types and [`crate::contract`]. Nothing generated leaves this module's
+//! types and [`scanner_contract`]. Nothing generated leaves this module's
 //! parent.
 
 use super::plugin_log::escape_untrusted;
 use super::state::HostState;
-use crate::contract;
+use scanner_contract as contract;
 
 /// Bindings of world `source-plugin`. Its `types`, `storage` and `log`
 /// interfaces are the ones the sink world reuses, so the host implements the
@@ -13,7 +13,7 @@ use crate::contract;
 pub(crate) mod source {
     wasmtime::component::bindgen!({
         world: "source-plugin",
-        path: "../wit",
+        path: "../../wit",
         imports: { default: async },
         exports: { default: async },
     });
@@ -23,7 +23,7 @@ pub(crate) mod source {
 pub(crate) mod sink {
     wasmtime::component::bindgen!({
         world: "sink-plugin",
-        path: "../wit",
+        path: "../../wit",
         imports: { default: async },
         exports: { default: async },
         with: {

@@ -34,10 +34,10 @@ pub use egress::{EgressDenial, EgressPolicy, Origin, OriginScheme};
 pub use limits::Limits;
 pub use plugin_log::{LogLimits, escape_untrusted};
 
-use crate::contract;
 use bindings::{sink as wsink, source as wsrc};
 use egress::Connections;
 use limits::{CpuExceeded, Metered};
+use scanner_contract as contract;
 use state::HostState;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

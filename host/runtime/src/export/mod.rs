@@ -14,14 +14,16 @@
 //! `unknown` with its activity id and settled later by asking the platform
 //! again ([`Runtime::settle_exports`]).
 
-use crate::contract::{
+pub mod sarif;
+
+use crate::export::sarif::SarifFindings;
+use crate::{Runtime, RuntimeError};
+use scanner_contract::{
     ExportBatch, ExportReceipt, ExportState, ExportTarget, PluginError, SastFinding, SastSeverity,
     ScanScope,
 };
-use crate::engine::{EgressPolicy, SinkInstance};
-use crate::runtime::{Runtime, RuntimeError};
-use crate::sarif::SarifFindings;
-use crate::store::{ExportedFinding, Store, StoreError, UnsettledExport, normalize_repo_url};
+use scanner_engine::{EgressPolicy, SinkInstance};
+use scanner_store::{Database, ExportedFinding, StoreError, UnsettledExport, normalize_repo_url};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -291,7 +293,7 @@ impl ExportProgress for NoProgress {
 /// comparison with the branch's accepted snapshot. Records nothing and
 /// contacts nothing, so a dry run is this and no more.
 pub fn plan_export(
-    store: &Store,
+    store: &Database,
     tenant: &str,
     request: ExportRequest,
     policy: &ExportPolicy,
@@ -447,7 +449,7 @@ struct Lease {
 }
 
 impl Lease {
-    fn acquire(store: &Store) -> Result<Lease, RuntimeError> {
+    fn acquire(store: &Database) -> Result<Lease, RuntimeError> {
         let token = format!("{:032x}", rand::random::<u128>());
         let file = match store.path() {
             Some(db) => {
@@ -486,7 +488,7 @@ impl Drop for Lease {
 }
 
 /// Whether the process that owns a running export is alive.
-fn owner_alive(store: &Store, owner: Option<&str>) -> bool {
+fn owner_alive(store: &Database, owner: Option<&str>) -> bool {
     // Rows from before leases existed have no owner; no process of this
     // version can be running them.
     let Some(token) = owner else { return false };
@@ -523,7 +525,7 @@ fn owner_alive(store: &Store, owner: Option<&str>) -> bool {
 /// alone: with an activity id the platform took them and they become
 /// `unknown` (settled later); without one they are `interrupted`. Returns
 /// how many rows changed.
-pub fn mark_orphaned_exports(store: &Store, tenant: Option<&str>) -> Result<usize, StoreError> {
+pub fn mark_orphaned_exports(store: &Database, tenant: Option<&str>) -> Result<usize, StoreError> {
     let mut changed = 0;
     for row in store.unsettled_exports(tenant)? {
         if row.outcome != "running" || owner_alive(store, row.owner.as_deref()) {
@@ -607,7 +609,7 @@ impl Runtime {
     pub async fn test_export(
         &self,
         tenant: &str,
-    ) -> Result<crate::contract::ConnectionInfo, RuntimeError> {
+    ) -> Result<scanner_contract::ConnectionInfo, RuntimeError> {
         let (mut sink, _) = self.configured_sink(tenant).await?;
         Ok(sink.test().await??)
     }

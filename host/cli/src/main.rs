@@ -5,20 +5,20 @@
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use scanner_host::contract::{ExportTarget, SastSeverity, ScanScope};
-use scanner_host::contract::{
+use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
+use scanner_contract::{
     FieldKind, FindingKind, PluginInfo, Secret, SettingValue, Settings, Severity,
 };
-use scanner_host::engine::{Engine, EngineConfig, escape_untrusted};
-use scanner_host::export::{
+use scanner_engine::{Engine, EngineConfig, escape_untrusted};
+use scanner_runtime::export::sarif;
+use scanner_runtime::export::{
     ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary, NoProgress,
     plan_export, severity_name,
 };
-use scanner_host::keys::{KEY_ENV, KeySource, StoreKey, write_key_file};
-use scanner_host::runtime::{ConnectOptions, Progress, Runtime, RuntimeError, ScanReport};
-use scanner_host::sarif;
-use scanner_host::scheduler::{Scheduler, SchedulerConfig};
-use scanner_host::store::{FindingQuery, FindingRow, NewRepository, StatusFilter, Store};
+use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
+use scanner_runtime::{ConnectOptions, Progress, Runtime, RuntimeError, ScanReport};
+use scanner_store::keys::{KEY_ENV, KeySource, StoreKey, write_key_file};
+use scanner_store::{Database, FindingQuery, FindingRow, NewRepository, StatusFilter};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -213,8 +213,8 @@ enum Command {
         #[arg(long, default_value_t = 8, value_parser = parse_concurrency)]
         concurrency: usize,
     },
-    /// Start the Wiz simulator in-process, connect a demo tenant, scan, and
-    /// show what was found.
+    /// Start the Wiz simulator (`wiz-sim`, found next to this program) as
+    /// its own process, connect a demo tenant, scan, and show what was found.
     Demo {
         /// Findings in the simulated tenant.
         #[arg(long, default_value_t = 5000)]
@@ -642,7 +642,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             secret,
             accept_plugin_update,
         } => {
-            scanner_host::runtime::check_tenant_name(&tenant)?;
+            scanner_runtime::check_tenant_name(&tenant)?;
             let runtime = build_runtime(&cli.global, true)?;
             // A name claimed twice is refused here, before any settings
             // are read.
@@ -1046,7 +1046,7 @@ fn print_dry_run(plan: &ExportPlan, format: Format) -> anyhow::Result<()> {
 /// The store for `status`, after exports whose outcome is unknown were
 /// settled: by asking the platform when plugins are available, otherwise
 /// only by telling exports whose process is gone from running ones.
-async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Store>> {
+async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Database>> {
     let store = open_store(global, false)?;
     // Plugins are loaded only when an export waits to be settled: a plain
     // `status` reads the store alone.
@@ -1063,7 +1063,7 @@ async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Store>> {
         }
     };
     let Some(runtime) = runtime else {
-        if unsettled && let Err(e) = scanner_host::export::mark_orphaned_exports(&store, None) {
+        if unsettled && let Err(e) = scanner_runtime::export::mark_orphaned_exports(&store, None) {
             // A read-only database still shows its status.
             eprintln!("warning: exports of stopped processes are not marked: {e:#}");
         }
@@ -1098,11 +1098,11 @@ fn key_source(global: &Global) -> anyhow::Result<KeySource> {
 /// Opens the database. Commands that only read need it to exist (a
 /// mistyped `--db` must not create an empty database and report nothing),
 /// and can read a database they may not write.
-fn open_store(global: &Global, writes: bool) -> anyhow::Result<Store> {
+fn open_store(global: &Global, writes: bool) -> anyhow::Result<Database> {
     open_store_with(global, &key_source(global)?, writes)
 }
 
-fn open_store_with(global: &Global, key: &KeySource, writes: bool) -> anyhow::Result<Store> {
+fn open_store_with(global: &Global, key: &KeySource, writes: bool) -> anyhow::Result<Database> {
     let db = &global.db;
     if !writes && !db.exists() {
         return Err(UsageError(format!(
@@ -1121,9 +1121,9 @@ fn open_store_with(global: &Global, key: &KeySource, writes: bool) -> anyhow::Re
         ))
         .into());
     }
-    let store = match Store::open_with_key(db, key) {
+    let store = match Database::open_with_key(db, key) {
         Ok(store) => store,
-        Err(e) if !writes && read_only(db) => Store::open_read_only(db, key)
+        Err(e) if !writes && read_only(db) => Database::open_read_only(db, key)
             .with_context(|| format!("opening database {} read-only (after: {e})", db.display()))?,
         Err(e) => return Err(e).with_context(|| format!("opening database {}", db.display())),
     };
@@ -1269,7 +1269,7 @@ fn plugin_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 fn build_runtime(global: &Global, writes: bool) -> anyhow::Result<Runtime> {
     let store = if !writes && !global.db.exists() {
         // Nothing stored yet: listing plugins needs no database file.
-        Store::open_in_memory()?
+        Database::open_in_memory()?
     } else {
         open_store(global, writes)?
     };
@@ -1711,14 +1711,14 @@ fn print_plugins(infos: &[&PluginInfo], format: Format) -> anyhow::Result<()> {
     })
 }
 
-fn status(store: &Store, format: Format) -> anyhow::Result<()> {
+fn status(store: &Database, format: Format) -> anyhow::Result<()> {
     let mut rows = store.integration_statuses()?;
     // A scan recorded running that no live process holds was cut off (its
     // host was killed): it is interrupted, and the next scan resumes it.
     let now = time::OffsetDateTime::now_utc();
     for row in &mut rows {
         if row.last_outcome.as_deref() == Some("running")
-            && scanner_host::runtime::live_scan_lock(store, &row.tenant, now)?.is_none()
+            && scanner_runtime::live_scan_lock(store, &row.tenant, now)?.is_none()
         {
             row.last_outcome = Some("interrupted".into());
         }
@@ -1795,7 +1795,7 @@ fn status(store: &Store, format: Format) -> anyhow::Result<()> {
     })
 }
 
-fn repos(store: &Store, command: ReposCommand, format: Format) -> anyhow::Result<()> {
+fn repos(store: &Database, command: ReposCommand, format: Format) -> anyhow::Result<()> {
     match command {
         ReposCommand::Add { urls, image } => {
             if !image.is_empty() && urls.len() != 1 {
@@ -1891,36 +1891,106 @@ fn repos(store: &Store, command: ReposCommand, format: Format) -> anyhow::Result
     Ok(())
 }
 
+/// The Wiz simulator as a child process for the demo, killed when dropped.
+///
+/// The simulator is a test server: the shipped binary does not link it, the
+/// demo starts the `wiz-sim` program that is built and installed beside it.
+struct DemoSimulator {
+    child: std::process::Child,
+    api_endpoint: String,
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+}
+
+impl DemoSimulator {
+    fn start(findings: usize, seed: u64) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let program = std::env::current_exe()
+            .context("finding this program's folder")?
+            .with_file_name("wiz-sim");
+        if !program.is_file() {
+            bail!(
+                "the demo runs the Wiz simulator `wiz-sim` from this program's folder ({}), and it is not there: build both with `cargo build -p scanner-host -p wiz-sim` (or `bash scripts/demo.sh`)",
+                program.display()
+            );
+        }
+        // A fresh client secret per run: the simulator is throwaway, but a
+        // secret shared by every demo would be one more to explain.
+        let client_secret = format!("demo-{:032x}", rand::random::<u128>());
+        let mut child = std::process::Command::new(&program)
+            .args(["--port", "0", "--findings", &findings.to_string()])
+            .args([
+                "--seed",
+                &seed.to_string(),
+                "--client-secret",
+                &client_secret,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let stdout = child.stdout.take().context("the simulator's output")?;
+        let mut sim = DemoSimulator {
+            child,
+            api_endpoint: String::new(),
+            token_url: String::new(),
+            client_id: String::new(),
+            client_secret,
+        };
+        // It prints its endpoints, then an `admin:` line, then serves.
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.context("reading the simulator's output")?;
+            let line = line.trim();
+            let field = |name: &str| line.strip_prefix(name).map(|v| v.trim().to_string());
+            if let Some(v) = field("API endpoint:") {
+                sim.api_endpoint = v;
+            } else if let Some(v) = field("auth URL:") {
+                sim.token_url = v;
+            } else if let Some(v) = field("client id:") {
+                sim.client_id = v;
+            } else if line.starts_with("admin:") {
+                break;
+            }
+        }
+        if sim.api_endpoint.is_empty() || sim.token_url.is_empty() || sim.client_id.is_empty() {
+            bail!(
+                "the simulator `{}` did not print its endpoints",
+                program.display()
+            );
+        }
+        Ok(sim)
+    }
+}
+
+impl Drop for DemoSimulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn demo(cli: &Cli, findings: usize, seed: u64) -> anyhow::Result<()> {
-    let config = wiz_sim::SimConfig {
-        findings,
-        seed,
-        ..wiz_sim::SimConfig::default()
-    };
-    let client = config
-        .clients
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow!("the simulator has no client"))?;
-    let sim = wiz_sim::Simulator::start(config)
-        .await
-        .context("starting the Wiz simulator")?;
+    let sim = DemoSimulator::start(findings, seed)?;
     eprintln!(
-        "Wiz simulator on {} with {findings} findings (seed {seed})",
-        sim.base_url()
+        "Wiz simulator at {} with {findings} findings (seed {seed})",
+        sim.api_endpoint
     );
     let runtime = build_runtime(&cli.global, true)?;
     let tenant = "demo";
     let mut settings = Settings::new();
     settings.insert(
         "api-endpoint".into(),
-        SettingValue::Text(sim.api_endpoint()),
+        SettingValue::Text(sim.api_endpoint.clone()),
     );
-    settings.insert("auth-url".into(), SettingValue::Text(sim.token_url()));
-    settings.insert("client-id".into(), SettingValue::Text(client.id.clone()));
+    settings.insert("auth-url".into(), SettingValue::Text(sim.token_url.clone()));
+    settings.insert(
+        "client-id".into(),
+        SettingValue::Text(sim.client_id.clone()),
+    );
     settings.insert(
         "client-secret".into(),
-        SettingValue::Secret(Secret::new(client.secret.clone())),
+        SettingValue::Secret(Secret::new(sim.client_secret.clone())),
     );
     let connection = runtime.connect(tenant, "wiz", &settings).await?;
     eprintln!("connected `{tenant}`: {}", connection.summary);
@@ -1956,7 +2026,7 @@ async fn demo(cli: &Cli, findings: usize, seed: u64) -> anyhow::Result<()> {
         outln!("top findings:");
         print_findings(&rows, cli.format)?;
     }
-    sim.shutdown();
+    drop(sim);
     Ok(())
 }
 

@@ -15,7 +15,7 @@
 //! the start line stand in. Repeats of one fingerprint in a file are
 //! numbered in order.
 
-use crate::contract::{SastFinding, SastSeverity};
+use scanner_contract::{SastFinding, SastSeverity};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

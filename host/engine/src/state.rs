@@ -5,7 +5,7 @@ use super::TenantSandbox;
 use super::egress::{Connections, EgressHooks, HookSettings};
 use super::limits::{CallFlags, CpuMeter, Limiter, Limits};
 use super::plugin_log::{CallLog, TenantLogRates};
-use crate::contract::KvStore;
+use scanner_contract::KvStore;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

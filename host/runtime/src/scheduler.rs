@@ -12,7 +12,7 @@
 //! of coming straight back; a scan is bounded by the engine's per-call
 //! limits and its page limit.
 
-use crate::runtime::{Runtime, RuntimeError};
+use crate::{Runtime, RuntimeError};
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -1,12 +1,13 @@
 //! The SQLite store against real database files.
 
-use scanner_host::contract::{
+use scanner_contract::{
     Finding, FindingKind, FindingStatus, KvError, KvStore, Location, Secret, SettingValue,
     Settings, Severity,
 };
-use scanner_host::keys::{KeySource, StoreKey};
-use scanner_host::store::{
-    FindingQuery, MappingRule, StatusFilter, Store, StoreError, image_name_key, normalize_repo_url,
+use scanner_store::keys::{KeySource, StoreKey};
+use scanner_store::{
+    Database, FindingQuery, MappingRule, StatusFilter, StoreError, image_name_key,
+    normalize_repo_url,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -67,7 +68,7 @@ fn settings() -> Settings {
     s
 }
 
-fn open_ids(store: &Store, tenant: &str) -> Vec<String> {
+fn open_ids(store: &Database, tenant: &str) -> Vec<String> {
     store
         .findings(&FindingQuery {
             tenant: Some(tenant.into()),
@@ -81,7 +82,7 @@ fn open_ids(store: &Store, tenant: &str) -> Vec<String> {
 }
 
 /// Scan `pages` to completion; returns the scan id.
-fn full_scan(store: &Store, tenant: &str, pages: &[Vec<Finding>], at: OffsetDateTime) -> i64 {
+fn full_scan(store: &Database, tenant: &str, pages: &[Vec<Finding>], at: OffsetDateTime) -> i64 {
     let start = store.begin_scan(tenant, at).expect("begin");
     for (i, page) in pages.iter().enumerate() {
         let next = (i + 1 < pages.len()).then(|| format!("c{}", i + 1));
@@ -99,23 +100,23 @@ fn full_scan(store: &Store, tenant: &str, pages: &[Vec<Finding>], at: OffsetDate
 fn migrates_a_new_file_and_reopens_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sub/dir/host.db");
-    let store = Store::open(&path).expect("create");
+    let store = Database::open(&path).expect("create");
     assert_eq!(
         store.schema_version().expect("version"),
-        scanner_host::store::SCHEMA_VERSION
+        scanner_store::SCHEMA_VERSION
     );
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
     drop(store);
-    let store = Store::open(&path).expect("reopen");
+    let store = Database::open(&path).expect("reopen");
     let integration = store.integration("t").expect("read").expect("exists");
     assert_eq!(integration.settings, settings());
 }
 
 #[test]
 fn rescans_update_keep_first_seen_resolve_and_reopen() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -198,7 +199,7 @@ fn rescans_update_keep_first_seen_resolve_and_reopen() {
 
 #[test]
 fn a_failed_scan_resolves_nothing() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -235,7 +236,7 @@ fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
 
     // Reference: an uninterrupted run after a first scan that had a
     // finding which is now gone.
-    let reference = Store::open(&dir.path().join("ref.db")).expect("store");
+    let reference = Database::open(&dir.path().join("ref.db")).expect("store");
     reference
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -243,7 +244,7 @@ fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
     full_scan(&reference, "t", &pages, T0);
 
     let path = dir.path().join("crash.db");
-    let store = Store::open(&path).expect("store");
+    let store = Database::open(&path).expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -257,7 +258,7 @@ fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
         .expect("p1");
     drop(store); // the host dies here
 
-    let store = Store::open(&path).expect("reopen");
+    let store = Database::open(&path).expect("reopen");
     let resumed = store.begin_scan("t", T0).expect("resume");
     assert!(resumed.resumed);
     assert_eq!(resumed.scan_id, s.scan_id);
@@ -281,7 +282,7 @@ fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
         include_unmapped: true,
         ..Default::default()
     };
-    let strip = |rows: Vec<scanner_host::store::FindingRow>| -> Vec<(String, String)> {
+    let strip = |rows: Vec<scanner_store::FindingRow>| -> Vec<(String, String)> {
         rows.into_iter().map(|r| (r.id, r.status)).collect()
     };
     assert_eq!(
@@ -294,7 +295,7 @@ fn a_crash_mid_scan_resumes_from_the_checkpoint_with_the_same_result() {
 fn secrets_stay_in_the_secrets_table_and_out_of_debug() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.db");
-    let store = Store::open(&path).expect("store");
+    let store = Database::open(&path).expect("store");
     store
         .upsert_integration(
             "t",
@@ -342,7 +343,7 @@ fn secrets_stay_in_the_secrets_table_and_out_of_debug() {
 
 #[test]
 fn plugin_state_is_per_tenant_and_bounded() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store.set("a", "p", "token", b"aaa").expect("set");
     store.set("a", "p", "repo/1", b"x").expect("set");
     store.set("a", "p", "repo%2", b"x").expect("set");
@@ -390,7 +391,7 @@ fn plugin_state_is_per_tenant_and_bounded() {
 
 #[test]
 fn plugin_state_is_per_plugin_and_cleared_when_the_tenant_changes_plugin() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("good", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -440,7 +441,7 @@ fn repository_urls_normalize() {
 
 #[test]
 fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -517,7 +518,7 @@ fn code_findings_of_unknown_repositories_appear_once_the_repository_is_added() {
 
 #[test]
 fn schedule_due_and_backoff() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -582,7 +583,7 @@ fn schedule_due_and_backoff() {
 
 #[test]
 fn a_page_counts_each_finding_once_against_what_was_stored_before() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -610,7 +611,7 @@ fn a_page_counts_each_finding_once_against_what_was_stored_before() {
 
 #[test]
 fn a_finding_seen_again_unchanged_is_not_counted_as_updated() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -656,7 +657,7 @@ fn a_finding_seen_again_unchanged_is_not_counted_as_updated() {
 
 #[test]
 fn a_scan_failed_on_a_passing_error_or_interrupted_is_resumed_from_its_checkpoint() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -692,9 +693,9 @@ fn a_scan_failed_on_a_passing_error_or_interrupted_is_resumed_from_its_checkpoin
 
 #[test]
 fn a_tenant_lock_has_one_live_holder_and_lapses() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     let later = T0 + time::Duration::minutes(1);
-    let live = |_: &scanner_host::store::TenantLock| false;
+    let live = |_: &scanner_store::TenantLock| false;
     assert_eq!(
         store
             .acquire_tenant_lock("t", "a", "h", 1, T0, later, live)
@@ -734,7 +735,7 @@ fn a_tenant_lock_has_one_live_holder_and_lapses() {
 }
 
 /// Each listed finding's repository (when known) or image, by id.
-fn places(store: &Store) -> Vec<(String, String)> {
+fn places(store: &Database) -> Vec<(String, String)> {
     store
         .findings(&FindingQuery {
             include_unmapped: true,
@@ -774,7 +775,7 @@ fn image_name_keys_are_owner_and_name_without_registry_tag_or_digest() {
         ("docker.io/shop:1.0", Some("shop")),
         ("", None),
     ] {
-        let key = image_name_key(&scanner_host::store::normalize_image(image));
+        let key = image_name_key(&scanner_store::normalize_image(image));
         assert_eq!(key.as_deref(), want, "{image}");
     }
 }
@@ -783,7 +784,7 @@ fn image_name_keys_are_owner_and_name_without_registry_tag_or_digest() {
 /// `acme/shop` by their last segment alone.
 #[test]
 fn the_name_rule_maps_images_by_owner_and_name_and_follows_new_repositories() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -876,7 +877,7 @@ fn the_name_rule_maps_images_by_owner_and_name_and_follows_new_repositories() {
 
 #[test]
 fn explicit_rules_win_over_the_name_rule_whenever_added() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -925,7 +926,7 @@ fn explicit_rules_win_over_the_name_rule_whenever_added() {
 
 #[test]
 fn removing_a_repository_detaches_its_findings_and_drops_its_rules() {
-    let store = Store::open_in_memory().expect("store");
+    let store = Database::open_in_memory().expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -1036,7 +1037,7 @@ fn key_env(key: &StoreKey) -> KeySource {
 fn secrets_and_plugin_state_are_encrypted_at_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.db");
-    let store = Store::open(&path).expect("store");
+    let store = Database::open(&path).expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -1052,7 +1053,7 @@ fn secrets_and_plugin_state_are_encrypted_at_rest() {
         assert!(!contains(cell, b"bearer-t0ken-v4lue"), "state in {table}");
     }
     // The default key file, beside the database, reads them back.
-    let store = Store::open(&path).expect("reopen");
+    let store = Database::open(&path).expect("reopen");
     assert_eq!(
         store
             .integration("t")
@@ -1071,7 +1072,7 @@ fn secrets_and_plugin_state_are_encrypted_at_rest() {
 fn a_value_moved_to_another_row_does_not_decrypt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.db");
-    let store = Store::open(&path).expect("store");
+    let store = Database::open(&path).expect("store");
     store
         .upsert_integration("a", "wiz", &settings(), &[], T0)
         .expect("save a");
@@ -1093,7 +1094,7 @@ fn a_value_moved_to_another_row_does_not_decrypt() {
     )
     .expect("swap");
     drop(conn);
-    let store = Store::open(&path).expect("reopen");
+    let store = Database::open(&path).expect("reopen");
     let err = store.integration("b").expect_err("swapped secret");
     assert!(matches!(err, StoreError::Undecryptable { .. }), "{err}");
     assert!(!err.to_string().contains(SECRET), "{err}");
@@ -1106,14 +1107,14 @@ fn a_wrong_key_is_refused_at_open_and_nothing_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.db");
     let right = StoreKey::generate();
-    let store = Store::open_with_key(&path, &key_env(&right)).expect("store");
+    let store = Database::open_with_key(&path, &key_env(&right)).expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
     drop(store);
     let before = std::fs::read(&path).expect("db bytes");
 
-    let err = Store::open_with_key(&path, &key_env(&StoreKey::generate())).expect_err("wrong");
+    let err = Database::open_with_key(&path, &key_env(&StoreKey::generate())).expect_err("wrong");
     let text = err.to_string();
     assert!(matches!(err, StoreError::WrongKey { .. }), "{text}");
     assert!(
@@ -1126,12 +1127,12 @@ fn a_wrong_key_is_refused_at_open_and_nothing_changes() {
     );
     // The default key file does not exist: it must not be created for a
     // database that already has encrypted values.
-    let err = Store::open(&path).expect_err("no key file");
+    let err = Database::open(&path).expect_err("no key file");
     assert!(matches!(err, StoreError::KeyMissing { .. }), "{err}");
     assert!(!dir.path().join("host.db.key").exists());
     assert_eq!(std::fs::read(&path).expect("db bytes"), before, "untouched");
 
-    let store = Store::open_with_key(&path, &key_env(&right)).expect("right key");
+    let store = Database::open_with_key(&path, &key_env(&right)).expect("right key");
     assert_eq!(
         store
             .integration("t")
@@ -1146,7 +1147,7 @@ fn a_wrong_key_is_refused_at_open_and_nothing_changes() {
 fn a_malformed_key_is_refused_without_echoing_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = KeySource::Env(zeroize::Zeroizing::new("hunter2-not-a-key".into()));
-    let err = Store::open_with_key(&dir.path().join("host.db"), &key).expect_err("malformed");
+    let err = Database::open_with_key(&dir.path().join("host.db"), &key).expect_err("malformed");
     let text = err.to_string();
     assert!(
         text.contains("SCANNER_HOST_KEY") && text.contains("base64"),
@@ -1164,7 +1165,7 @@ fn rotating_the_key_re_encrypts_everything_and_retires_the_old_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.db");
     let old = StoreKey::generate();
-    let store = Store::open_with_key(&path, &key_env(&old)).expect("store");
+    let store = Database::open_with_key(&path, &key_env(&old)).expect("store");
     store
         .upsert_integration("t", "wiz", &settings(), &[], T0)
         .expect("save");
@@ -1179,9 +1180,9 @@ fn rotating_the_key_re_encrypts_everything_and_retires_the_old_key() {
     );
     drop(store);
 
-    let err = Store::open_with_key(&path, &key_env(&old)).expect_err("old key");
+    let err = Database::open_with_key(&path, &key_env(&old)).expect_err("old key");
     assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
-    let store = Store::open_with_key(&path, &key_env(&new)).expect("new key");
+    let store = Database::open_with_key(&path, &key_env(&new)).expect("new key");
     assert_eq!(
         store
             .integration("t")
@@ -1202,7 +1203,7 @@ fn database_key_and_wal_files_are_created_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.db");
-    let store = Store::open(&path).expect("store");
+    let store = Database::open(&path).expect("store");
     assert_eq!(
         store.created_key_file(),
         Some(dir.path().join("host.db.key").as_path())
@@ -1218,7 +1219,7 @@ fn database_key_and_wal_files_are_created_private() {
         assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
     }
     drop(store);
-    let store = Store::open(&path).expect("reopen");
+    let store = Database::open(&path).expect("reopen");
     assert_eq!(store.created_key_file(), None, "the key file is reused");
 }
 
@@ -1228,7 +1229,7 @@ fn ca_certificates_are_kept_per_tenant_across_reopen_and_replaced_by_each_connec
     let path = dir.path().join("host.db");
     // The store keeps the bytes as given: it does not parse them.
     let (ca1, ca2) = (b"ca-one".to_vec(), b"ca-two".to_vec());
-    let store = Store::open(&path).expect("create");
+    let store = Database::open(&path).expect("create");
     store
         .upsert_integration_with_ca_certificates(
             "proxied",
@@ -1244,7 +1245,7 @@ fn ca_certificates_are_kept_per_tenant_across_reopen_and_replaced_by_each_connec
         .expect("save");
     drop(store);
 
-    let store = Store::open(&path).expect("reopen");
+    let store = Database::open(&path).expect("reopen");
     let proxied = store.integration("proxied").expect("read").expect("exists");
     assert_eq!(proxied.ca_certificates, vec![ca1.clone(), ca2.clone()]);
     let plain = store.integration("plain").expect("read").expect("exists");
@@ -1290,7 +1291,7 @@ fn ca_certificates_are_kept_per_tenant_across_reopen_and_replaced_by_each_connec
         )
         .expect("reconnect");
     drop(store);
-    let store = Store::open(&path).expect("reopen");
+    let store = Database::open(&path).expect("reopen");
     let proxied = store.integration("proxied").expect("read").expect("exists");
     assert_eq!(proxied.ca_certificates, vec![ca2]);
     store

@@ -5,11 +5,14 @@
 //! origins a tenant may reach, how a scan pages, checkpoints and retries, and
 //! when an integration needs an operator's attention.
 
-use crate::contract::{ConnectionInfo, PageRequest, PluginError, PluginInfo, Settings};
-use crate::engine::{
+pub mod export;
+pub mod scheduler;
+
+use scanner_contract::{ConnectionInfo, PageRequest, PluginError, PluginInfo, Settings};
+use scanner_engine::{
     EgressPolicy, Engine, EngineError, Plugin, SourceInstance, TenantSandbox, escape_untrusted,
 };
-use crate::store::{PageCounts, Store, StoreError, TenantLock};
+use scanner_store::{Database, PageCounts, StoreError, TenantLock};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -249,7 +252,7 @@ pub enum RuntimeError {
     Engine(#[from] EngineError),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Database(#[from] StoreError),
     /// The plugin asked for an egress origin the host cannot accept.
     #[error("plugin `{plugin}` reported an invalid egress origin: {message}")]
     BadEgress {
@@ -302,7 +305,7 @@ impl RuntimeError {
             Self::Engine(EngineError::Cancelled { .. }) => "interrupted",
             Self::Engine(_) => "engine",
             Self::Internal(_) => "internal",
-            Self::Store(_) => "store",
+            Self::Database(_) => "store",
             Self::BadEgress { .. } => "invalid-config",
             Self::ScanInProgress(_) => "busy",
             Self::Interrupted(_) => "interrupted",
@@ -337,14 +340,14 @@ impl RuntimeError {
 /// The tenant's scan lock when a live process holds it: unexpired, and not
 /// held by a process of this host that is gone.
 pub fn live_scan_lock(
-    store: &Store,
+    store: &Database,
     tenant: &str,
     now: OffsetDateTime,
 ) -> Result<Option<TenantLock>, StoreError> {
     let me = LockHolder::of_this_process();
     Ok(store
         .tenant_lock(tenant)?
-        .filter(|l| l.expires_at > crate::store::timestamp(now) && !me.is_gone(l)))
+        .filter(|l| l.expires_at > scanner_store::timestamp(now) && !me.is_gone(l)))
 }
 
 /// Refuses tenant names that would be ambiguous in a path, a URL, a log
@@ -473,7 +476,7 @@ pub struct Runtime {
     plugins: BTreeMap<String, Plugin>,
     /// Names claimed by more than one component: none of them runs.
     conflicts: BTreeMap<String, Vec<PathBuf>>,
-    store: Arc<Store>,
+    store: Arc<Database>,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
     caps: ScanCaps,
@@ -492,7 +495,7 @@ impl Runtime {
     /// that call themselves by one name are both set aside (see
     /// [`Runtime::plugin_conflicts`]): whichever came last must not
     /// silently receive the other's tenants and secrets.
-    pub fn new(engine: Engine, plugins: Vec<Plugin>, store: Arc<Store>) -> Self {
+    pub fn new(engine: Engine, plugins: Vec<Plugin>, store: Arc<Database>) -> Self {
         let mut by_name: BTreeMap<String, Vec<Plugin>> = BTreeMap::new();
         for p in plugins {
             by_name.entry(p.info().name.clone()).or_default().push(p);
@@ -587,7 +590,7 @@ impl Runtime {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<Database> {
         &self.store
     }
 
@@ -658,7 +661,7 @@ impl Runtime {
     /// component they meet first.
     pub(crate) fn integration_plugin(
         &self,
-        integration: &crate::store::Integration,
+        integration: &scanner_store::Integration,
     ) -> Result<&Plugin, RuntimeError> {
         let plugin = self.plugin(&integration.plugin)?;
         let tenant = &integration.tenant;
@@ -972,8 +975,8 @@ impl Runtime {
     async fn page_through(
         &self,
         tenant: &str,
-        integration: &crate::store::Integration,
-        start: &crate::store::ScanStart,
+        integration: &scanner_store::Integration,
+        start: &scanner_store::ScanStart,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
         let mut paging = Paging {
@@ -999,8 +1002,8 @@ impl Runtime {
     async fn page_loop(
         &self,
         tenant: &str,
-        integration: &crate::store::Integration,
-        start: &crate::store::ScanStart,
+        integration: &scanner_store::Integration,
+        start: &scanner_store::ScanStart,
         progress: &dyn Progress,
         paging: &mut Paging,
     ) -> Result<(), RuntimeError> {
