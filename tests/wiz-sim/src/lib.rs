@@ -187,7 +187,7 @@ struct Shared {
     /// `http` or `https`.
     scheme: &'static str,
     /// TCP connections accepted so far.
-    connections: AtomicU64,
+    connections: Arc<AtomicU64>,
     config: SimConfig,
     uploads: Mutex<upload::Uploads>,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -229,7 +229,7 @@ impl Simulator {
         let shared = Arc::new(Shared {
             addr,
             scheme: if tls.is_some() { "https" } else { "http" },
-            connections: AtomicU64::new(0),
+            connections: Arc::new(AtomicU64::new(0)),
             uploads: Mutex::default(),
             buckets: Mutex::default(),
             faults: Mutex::new((config.faults.clone(), queue)),
@@ -259,7 +259,7 @@ impl Simulator {
             listener,
             app,
             acceptor,
-            shared.clone(),
+            shared.connections.clone(),
             rx,
         ));
         Ok(Simulator {

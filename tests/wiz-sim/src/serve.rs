@@ -2,13 +2,12 @@
 //! count of the connections accepted (so tests can see whether a client
 //! reuses them).
 
-use crate::Shared;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -18,7 +17,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
+    connections: Arc<AtomicU64>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     loop {
@@ -32,7 +31,7 @@ pub(crate) async fn accept_loop(
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
-        shared.connections.fetch_add(1, Ordering::Relaxed);
+        connections.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let tls = tls.clone();
