@@ -31,6 +31,8 @@ fn protocol_message(e: &PluginError) -> &str {
     }
 }
 
+/// The start of a body on one line, for error messages: enough to tell
+/// a proxy's page from an API answer without quoting it all.
 fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
