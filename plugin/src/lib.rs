@@ -13,7 +13,8 @@
 //!   activity).
 //!
 //! The logic is plain Rust over the [`wiz::Env`] trait; only [`component`]
-//! touches the host imports, so the same code is unit-tested natively.
+//! (the exports) and `host_env` (the client's environment over the host's
+//! imports) touch the host, so the same code is unit-tested natively.
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -33,3 +34,5 @@ pub mod wiz;
 // and `@`) are not valid in a native shared library.
 #[cfg(target_arch = "wasm32")]
 mod component;
+#[cfg(target_arch = "wasm32")]
+mod host_env;
