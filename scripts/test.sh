@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the wasm target,
-# checks formatting and lints, builds the plugin component, runs every test.
+# checks formatting and lints, runs every test (which builds the plugin
+# components and the binaries the end-to-end tests run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +24,9 @@ scanner-engine rusqlite
 scanner-host wiz-sim|axum
 CHECKS
 
-echo "== build the plugin components (wasm32-wasip2): the Wiz connector and the hostile test plugin"
-cargo build -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 --release
-
+# The plugin components the tests load (the Wiz connector and the hostile
+# test plugin, wasm32-wasip2) are built once, by the `test-components`
+# crate's build script, the first time a command below builds the workspace.
 echo "== cargo clippy (native, all targets) and the plugin for wasm32-wasip2"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 -- -D warnings

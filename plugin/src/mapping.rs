@@ -434,7 +434,8 @@ mod tests {
 
     #[test]
     fn the_public_sample_maps_without_error() {
-        let sample = include_str!("../tests/data/backstage-vulnerabilityFindings-response.json");
+        let sample =
+            include_str!("../../tests/fixtures/backstage-vulnerabilityFindings-response.json");
         let v: Value = serde_json::from_str(sample).expect("sample");
         for node in v["data"]["vulnerabilityFindings"]["nodes"]
             .as_array()

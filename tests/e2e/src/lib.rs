@@ -1,6 +1,7 @@
-//! Shared setup for the end-to-end tests: builds the plugin component and
-//! the host binary once per test process, and assembles a host runtime over
-//! a fresh SQLite file.
+//! Shared setup for the end-to-end tests: finds the plugin components (the
+//! `test-components` crate builds them) and the workspace's binaries (cargo
+//! builds them for `cargo test --workspace`), and assembles a host runtime
+//! over a fresh SQLite file. No test runs `cargo` itself.
 
 use scanner_contract::{Secret, SettingValue, Settings};
 use scanner_engine::{Engine, EngineConfig, Plugin};
@@ -15,65 +16,50 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn cargo_build(args: &[&str]) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    // Cargo sets these for the running test, not for a top-level build;
-    // build scripts that watch them (ring watches CARGO_MANIFEST_DIR) would
-    // otherwise rebuild, and the next `cargo test` rebuild them back.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        let per_test = [
-            "CARGO_MANIFEST_",
-            "CARGO_PKG_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
-            || matches!(
-                key.as_ref(),
-                "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
-            );
-        if per_test {
-            command.env_remove(key.as_ref());
-        }
-    }
-    let status = command
-        .current_dir(workspace_root())
-        .args(["build", "--quiet"])
-        .args(args)
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "cargo build {args:?} failed");
-}
-
-/// The Wiz plugin component, built for `wasm32-wasip2` (release) once.
+/// The Wiz plugin component (`wasm32-wasip2`, release), which the
+/// `test-components` crate's build script built.
 pub fn plugin_wasm() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        cargo_build(&["-p", "wiz-plugin", "--target", "wasm32-wasip2", "--release"]);
-        let path = workspace_root().join("target/wasm32-wasip2/release/wiz_plugin.wasm");
-        assert!(path.exists(), "{} missing after build", path.display());
-        path
-    })
+    Path::new(test_components::WIZ_PLUGIN)
 }
 
-/// The hostile test component (`tests/hostile`), built once.
+/// The hostile test component (`tests/hostile`), which the
+/// `test-components` crate's build script built.
 pub fn hostile_wasm() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        cargo_build(&[
-            "-p",
-            "hostile-plugin",
-            "--target",
-            "wasm32-wasip2",
-            "--release",
-        ]);
-        let path = workspace_root().join("target/wasm32-wasip2/release/hostile_plugin.wasm");
-        assert!(path.exists(), "{} missing after build", path.display());
-        path
-    })
+    Path::new(test_components::HOSTILE_PLUGIN)
+}
+
+/// The directory of the workspace's binaries for the profile this process
+/// was built with: tests and benchmarks run as
+/// `target/<profile>/deps/<name>-<hash>`, the binaries sit in
+/// `target/<profile>/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of the running test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()))
+        .to_path_buf()
+}
+
+/// The workspace binary `name` next to this process's profile directory,
+/// or a panic naming the command that builds it.
+///
+/// Tests do not build binaries: cargo does, because a package's binaries
+/// are built whenever one of that package's integration tests or
+/// benchmarks is selected. `cargo test --workspace` selects
+/// `scanner-host`'s (`host/tests/`) and `wiz-sim`'s (`tests/wiz-sim/tests/`),
+/// so both debug binaries exist before this suite runs; `cargo bench -p
+/// wiz-sim` likewise builds the release `wiz-sim`. This lookup relies on
+/// both packages keeping an integration test (or benchmark). `cargo test
+/// -p scanner-tests` alone builds neither, nor rebuilds them after a
+/// change to the host or the simulator: build them as `build` says.
+fn workspace_bin(name: &str, build: &str) -> PathBuf {
+    let path = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: the tests run the binary, they do not build it. {build}",
+        path.display()
+    );
+    path
 }
 
 /// The ids of a tenant's open findings in the store.
@@ -92,15 +78,16 @@ pub fn open_ids(runtime: &Runtime, tenant: &str) -> std::collections::BTreeSet<S
         .collect()
 }
 
-/// The `wiz-sim` binary (release build), built once: benchmarks run the
-/// simulator as its own process so the host's figures are its own.
+/// The release `wiz-sim` binary beside the benchmark executable: benchmarks
+/// run the simulator as its own process so the host's figures are its own.
 pub fn sim_bin() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        cargo_build(&["-p", "wiz-sim", "--bin", "wiz-sim", "--release"]);
-        let path = workspace_root().join("target/release/wiz-sim");
-        assert!(path.exists(), "{} missing after build", path.display());
-        path
+        workspace_bin(
+            "wiz-sim",
+            "Build it with `cargo build --release -p wiz-sim`, or run the \
+             benchmarks with `cargo bench -p wiz-sim -p scanner-tests`.",
+        )
     })
 }
 
@@ -124,8 +111,9 @@ impl SimProcess {
     /// Starts the debug `wiz-sim` that `cargo test --workspace` builds
     /// anyway: tests need no release build of the simulator.
     pub fn start_debug(args: &[&str]) -> SimProcess {
-        host_bin();
-        Self::spawn(&workspace_root().join("target/debug/wiz-sim"), args)
+        static PATH: OnceLock<PathBuf> = OnceLock::new();
+        let bin = PATH.get_or_init(|| workspace_bin("wiz-sim", DEBUG_BINS_BUILD));
+        Self::spawn(bin, args)
     }
 
     /// Starts `bin --port 0` with `args` and reads its endpoints.
@@ -238,19 +226,17 @@ pub fn output_text(o: &std::process::Output) -> String {
     )
 }
 
-/// The `scanner-host` binary (debug build), built once.
+/// How to build the debug binaries the tests run, for the message of a
+/// missing one.
+const DEBUG_BINS_BUILD: &str = "Run the suite with `cargo test --workspace`, which builds \
+     `scanner-host` and `wiz-sim` first, or build them alone with `cargo test --workspace \
+     --no-run` (the same build, so nothing is compiled twice).";
+
+/// The debug `scanner-host` binary beside the test executable, which
+/// `cargo test --workspace` builds.
 pub fn host_bin() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        // The same targets, hence the same features, as `cargo test
-        // --workspace`: under it this build is already done. `-p
-        // scanner-host` alone would unify features differently and rebuild
-        // wasmtime and its dependencies a second time.
-        cargo_build(&["--workspace", "--bins", "--tests"]);
-        let path = workspace_root().join("target/debug/scanner-host");
-        assert!(path.exists(), "{} missing after build", path.display());
-        path
-    })
+    PATH.get_or_init(|| workspace_bin("scanner-host", DEBUG_BINS_BUILD))
 }
 
 /// One engine and one compiled plugin shared by the tests of a process:

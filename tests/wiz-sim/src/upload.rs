@@ -368,7 +368,7 @@ impl Uploads {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = include_str!("../data/sast-upload-example.json");
+    const SAMPLE: &str = include_str!("../../fixtures/sast-upload-example.json");
 
     #[test]
     fn the_docs_sample_is_a_valid_document() {

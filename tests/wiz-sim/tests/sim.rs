@@ -427,7 +427,7 @@ const SYSTEM_ACTIVITY: &str = "query SystemActivity($id: ID!) {
 fragment IngestionStatsDetails on EnrichmentIntegrationStats { incoming handled }
 fragment UnresolvedAssetsDetails on EnrichmentIntegrationUnresolvedAssets { count ids }";
 
-const SAMPLE: &str = include_str!("../data/sast-upload-example.json");
+const SAMPLE: &str = include_str!("../../fixtures/sast-upload-example.json");
 const SAMPLE_SOURCE: &str = "29A4E640-4BFD-4779-833333343";
 
 /// Requests a slot and PUTs `doc`; returns (upload id, activity id, PUT status).

@@ -16,7 +16,7 @@ use wiz_sim::{ActivityStatus, Fault, Faults, SimConfig, Simulator, UploadConfig}
 const REPO: &str = "https://github.com/acme/shop";
 
 fn sarif_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/semgrep.sarif")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/semgrep.sarif")
 }
 
 fn sim() -> Simulator {
