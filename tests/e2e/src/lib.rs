@@ -46,7 +46,7 @@ fn profile_dir() -> PathBuf {
 /// Tests do not build binaries: cargo does, because a package's binaries
 /// are built whenever one of that package's integration tests or
 /// benchmarks is selected. `cargo test --workspace` selects
-/// `scanner-host`'s (`host/tests/`) and `wiz-sim`'s (`tests/wiz-sim/tests/`),
+/// `scanner-host`'s (`host/cli/tests/`) and `wiz-sim`'s (`tests/wiz-sim/tests/`),
 /// so both debug binaries exist before this suite runs; `cargo bench -p
 /// wiz-sim` likewise builds the release `wiz-sim`. This lookup relies on
 /// both packages keeping an integration test (or benchmark). `cargo test
