@@ -8,9 +8,11 @@
 //! holding every shard's Wiz cursor, so a scan resumed by another instance
 //! continues each shard where its last stored page ended.
 
+use super::client::Client;
+use super::env::Env;
+use super::error::protocol;
 use super::graphql::{graphql_body, unexpected_shape};
 use super::vcs::with_resolved;
-use super::{Client, Env, protocol};
 use crate::mapping::{self, Kinds, Node};
 use crate::source::{FindingPage, Page, PageRequest, RawRecord};
 use crate::types::PluginError;
