@@ -11,7 +11,7 @@
 use super::client::Client;
 use super::env::{Env, Level};
 use super::error::protocol;
-use super::paging::{Nodes, PAGE_SIZE};
+use super::findings::{Nodes, PAGE_SIZE};
 use crate::mapping::{RESOLVED_KEY, Resolved};
 use crate::types::PluginError;
 use serde_json::{Value, json};
