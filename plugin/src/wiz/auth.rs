@@ -8,7 +8,9 @@
 //! can say the credentials are wrong: a request that got no answer is a
 //! network error.
 
-use super::{Client, Env, Level, detail, network_error, protocol};
+use super::client::Client;
+use super::env::{Env, Level, network_error};
+use super::error::{detail, protocol};
 use crate::types::{PluginError, RetryDetail};
 use serde_json::{Value, json};
 

@@ -10,7 +10,7 @@
 //! acts on: fail at once when the operator must fix something, retry
 //! otherwise.
 
-use super::detail;
+use super::error::detail;
 use crate::types::{PluginError, RetryDetail};
 
 /// One HTTP request.

@@ -11,7 +11,9 @@
 //! and waiting are separate steps so that paging can keep several requests
 //! in flight.
 
-use super::{Client, Env, Level, Response, TransportError, detail, network_error, protocol};
+use super::client::Client;
+use super::env::{Env, Level, Response, TransportError, network_error};
+use super::error::{detail, protocol};
 use crate::types::{PluginError, RetryDetail};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;

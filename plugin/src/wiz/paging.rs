@@ -8,51 +8,18 @@
 //! holding every shard's Wiz cursor, so a scan resumed by another instance
 //! continues each shard where its last stored page ended.
 
+use super::client::Client;
+use super::env::Env;
+use super::error::protocol;
+use super::findings::{FINDINGS_QUERY, Nodes, PAGE_SIZE, findings_filter};
 use super::graphql::{graphql_body, unexpected_shape};
 use super::vcs::with_resolved;
-use super::{Client, Env, protocol};
 use crate::mapping::{self, Kinds, Node};
 use crate::source::{FindingPage, Page, PageRequest, RawRecord};
 use crate::types::PluginError;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-
-/// Page size asked of Wiz. Wiz's maximum is reported as 500 (wiz-api.md §9.5
-/// lists disagreeing sources); staying at it keeps pages few but valid.
-pub const PAGE_SIZE: u32 = 500;
-
-/// The GraphQL query of a findings page: only what mapping needs (the
-/// simulator benchmark sends the same text).
-pub const FINDINGS_QUERY: &str = "query VulnerabilityFindingsPage($filterBy: VulnerabilityFindingFilters, $first: Int, $after: String) {
-  vulnerabilityFindings(filterBy: $filterBy, first: $first, after: $after) {
-    nodes {
-      id name vulnerabilityExternalId status vendorSeverity severity CVSSSeverity score
-      firstDetectedAt lastDetectedAt description remediation detailedName version fixedVersion
-      locationPath portalUrl
-      vulnerableAsset {
-        ... on VulnerableAssetBase { id type name providerUniqueId }
-        ... on VulnerableAssetContainerImage { imageId imageTags registry { name } repository { name } }
-        ... on VulnerableAssetRepositoryBranch { repositoryId repositoryName }
-      }
-    }
-    pageInfo { hasNextPage endCursor }
-    totalCount
-  }
-}";
-
-/// The findings a scan asks for: open ones of `asset_types`, changed after
-/// `updated_since` when given.
-pub(super) fn findings_filter<T: Serialize>(
-    asset_types: &[T],
-    updated_since: Option<&str>,
-) -> Value {
-    let mut filter = json!({"status": ["OPEN"], "assetType": asset_types});
-    if let Some(since) = updated_since {
-        filter["updatedAt"] = json!({"after": since});
-    }
-    filter
-}
 
 /// The `data` of a findings page, with nodes read as `N`.
 #[derive(Deserialize)]
@@ -69,9 +36,6 @@ struct FindingsConnection<N> {
     page_info: Option<Value>,
     total_count: Option<Value>,
 }
-
-/// A page's nodes, typed, each with its JSON text when it was kept.
-pub(super) type Nodes = Vec<(Option<Box<RawValue>>, Node)>;
 
 /// Read a findings page's `data`: the connection's page info and total,
 /// and its nodes. Without `keep_raw` the page is parsed once, straight into
@@ -382,18 +346,6 @@ impl<E: Env> Client<'_, E> {
             next_cursor,
             total,
         })
-    }
-
-    /// The asset types the tenant imports, each paged as its own shard.
-    pub(super) fn asset_types(&self) -> Vec<&'static str> {
-        let mut types = Vec::new();
-        if self.config.scan_sca {
-            types.push("REPOSITORY_BRANCH");
-        }
-        if self.config.scan_container_images {
-            types.push("CONTAINER_IMAGE");
-        }
-        types
     }
 
     /// The GraphQL body of a shard's next page.

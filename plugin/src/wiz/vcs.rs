@@ -8,8 +8,10 @@
 //! raw-record path the resolution travels inside the record's JSON
 //! ([`with_resolved`]), so that mapping the record later needs no lookup.
 
-use super::paging::{Nodes, PAGE_SIZE};
-use super::{Client, Env, Level, protocol};
+use super::client::Client;
+use super::env::{Env, Level};
+use super::error::protocol;
+use super::findings::{Nodes, PAGE_SIZE};
 use crate::mapping::{RESOLVED_KEY, Resolved};
 use crate::types::PluginError;
 use serde_json::{Value, json};
