@@ -1,4 +1,5 @@
-//! How values become column text and back: timestamps and JSON.
+//! How values become column text and back: timestamps and JSON. (The
+//! contract's enums are stored by their `as_str` names.)
 
 use crate::error::StoreError;
 use serde::Serialize;
@@ -29,13 +30,7 @@ pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, StoreError> {
     })
 }
 
+/// A value as JSON text (lists and locations are stored so).
 pub(crate) fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
-
-pub(crate) fn enum_text<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
 }

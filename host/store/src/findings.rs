@@ -1,7 +1,6 @@
 //! Findings as listed: queries, their filters, and each finding's status
 //! history.
 
-use crate::columns::enum_text;
 use crate::database::Database;
 use crate::error::StoreError;
 use crate::normalize::normalize_repo_url;
@@ -70,7 +69,7 @@ fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> 
         StatusFilter::All => {}
     }
     if let Some(kind) = q.kind {
-        args.push(enum_text(&kind).into());
+        args.push(kind.as_str().to_string().into());
         sql.push_str(&format!(" AND f.kind = ?{}", args.len()));
     }
     if let Some(min) = q.min_severity {

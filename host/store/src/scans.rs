@@ -1,7 +1,7 @@
 //! Scan runs: starting or resuming one, storing each page with the cursor
 //! of the next (the checkpoint), completing or failing it.
 
-use crate::columns::{enum_text, json, timestamp};
+use crate::columns::{json, timestamp};
 use crate::database::Database;
 use crate::error::StoreError;
 use crate::normalize::{image_name_key, normalize_image, normalize_repo_url};
@@ -212,13 +212,13 @@ impl Database {
                 upsert.execute(params![
                     tenant,
                     f.source_id,
-                    enum_text(&f.status),
+                    f.status.as_str(),
                     json(&f.cve_ids),
                     f.title,
                     f.description,
-                    enum_text(&f.severity),
+                    f.severity.as_str(),
                     f.score,
-                    enum_text(&f.kind),
+                    f.kind.as_str(),
                     f.package_name,
                     f.package_version,
                     f.fixed_version,
@@ -543,5 +543,61 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("SCAN findings"), "{text}");
+    }
+
+    /// The contract's enums are written by their `as_str` names, which are
+    /// the serde names the store wrote before: rows written either way
+    /// read back the same, and parse back to the values stored.
+    #[test]
+    fn enums_are_stored_by_their_serde_names() {
+        use scanner_contract::{FindingKind, FindingStatus, Severity};
+        let store = Database::open_in_memory().expect("store");
+        let now = OffsetDateTime::now_utc();
+        let scan = store.begin_scan("t", now).expect("scan").scan_id;
+        // Enough findings for every variant of each enum.
+        let count = Severity::ALL
+            .len()
+            .max(FindingStatus::ALL.len())
+            .max(FindingKind::ALL.len());
+        let findings: Vec<Finding> = (0..count)
+            .map(|i| Finding {
+                source_id: format!("f{i}"),
+                cve_ids: vec![],
+                title: "t".into(),
+                description: None,
+                severity: Severity::ALL[i % Severity::ALL.len()],
+                score: None,
+                status: FindingStatus::ALL[i % FindingStatus::ALL.len()],
+                kind: FindingKind::ALL[i % FindingKind::ALL.len()],
+                package_name: None,
+                package_version: None,
+                fixed_version: None,
+                location: None,
+                first_detected_at: None,
+                last_detected_at: None,
+                portal_url: None,
+                remediation: None,
+            })
+            .collect();
+        store
+            .store_page(scan, "t", &findings, 0, None, now)
+            .expect("page");
+        let serde_name = |v: serde_json::Value| v.as_str().expect("a name").to_string();
+        let conn = store.conn();
+        for f in &findings {
+            let (severity, status, kind): (String, String, String) = conn
+                .query_row(
+                    "SELECT severity, source_status, kind FROM findings WHERE source_id = ?1",
+                    [&f.source_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .expect("row");
+            assert_eq!(severity, serde_name(serde_json::json!(f.severity)));
+            assert_eq!(status, serde_name(serde_json::json!(f.status)));
+            assert_eq!(kind, serde_name(serde_json::json!(f.kind)));
+            assert_eq!(severity.parse::<Severity>(), Ok(f.severity));
+            assert_eq!(status.parse::<FindingStatus>(), Ok(f.status));
+            assert_eq!(kind.parse::<FindingKind>(), Ok(f.kind));
+        }
     }
 }
