@@ -278,6 +278,80 @@ pub enum FindingKind {
     Other,
 }
 
+/// A text that is none of an enum's names (see [`Severity::as_str`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}` (expected one of: {expected})")]
+pub struct ParseNameError {
+    /// What was parsed, e.g. `severity`.
+    pub what: &'static str,
+    /// The text given.
+    pub value: String,
+    /// The names accepted, comma-separated.
+    pub expected: String,
+}
+
+/// `as_str`, `ALL` and `FromStr` for a fieldless enum, from one list of
+/// its variants and their names. The names must be the variants' serde
+/// names: they are what the store writes and has written (through serde
+/// before), so a database reads back the same either way; a unit test
+/// holds them equal.
+macro_rules! named_variants {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The variant's name, as JSON output and the store write it
+            /// (the serde name).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = ParseNameError;
+
+            /// The variant named `text` (exactly, as [`Self::as_str`]
+            /// gives it).
+            fn from_str(text: &str) -> Result<Self, ParseNameError> {
+                match text {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(ParseNameError {
+                        what: $what,
+                        value: text.to_string(),
+                        expected: [$($name),+].join(", "),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+named_variants!(Severity, "severity", {
+    Unknown => "unknown",
+    None => "none",
+    Low => "low",
+    Medium => "medium",
+    High => "high",
+    Critical => "critical",
+});
+
+named_variants!(FindingStatus, "finding status", {
+    Open => "open",
+    InProgress => "in-progress",
+    Resolved => "resolved",
+    Suppressed => "suppressed",
+    Unknown => "unknown",
+});
+
+named_variants!(FindingKind, "finding kind", {
+    CodeDependency => "code-dependency",
+    ContainerImage => "container-image",
+    Other => "other",
+});
+
 /// Where a finding lives (WIT `location`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -558,4 +632,55 @@ pub enum ExportState {
     Succeeded(u32),
     /// Refused or failed, with the platform's reason.
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// Each variant's `as_str` is its serde name, and both parse back to
+    /// it: text written through either reads back the same.
+    fn names_are_the_serde_names<T>(all: &[T], as_str: fn(T) -> &'static str)
+    where
+        T: Copy + PartialEq + fmt::Debug + Serialize + DeserializeOwned + std::str::FromStr,
+        T::Err: fmt::Debug,
+    {
+        for &variant in all {
+            let name = as_str(variant);
+            assert_eq!(
+                serde_json::to_value(variant).expect("serialize"),
+                serde_json::Value::String(name.to_string()),
+                "{variant:?}"
+            );
+            assert_eq!(name.parse::<T>().expect("parse"), variant);
+            assert_eq!(
+                serde_json::from_value::<T>(serde_json::Value::String(name.to_string()))
+                    .expect("deserialize"),
+                variant
+            );
+        }
+    }
+
+    #[test]
+    fn as_str_is_the_serde_name_of_every_variant() {
+        names_are_the_serde_names(Severity::ALL, Severity::as_str);
+        names_are_the_serde_names(FindingStatus::ALL, FindingStatus::as_str);
+        names_are_the_serde_names(FindingKind::ALL, FindingKind::as_str);
+    }
+
+    #[test]
+    fn parsing_an_unknown_name_fails_naming_it() {
+        let error = "Critical".parse::<Severity>().expect_err("case matters");
+        assert_eq!(error.value, "Critical");
+        assert_eq!(
+            error.to_string(),
+            "unknown severity `Critical` (expected one of: unknown, none, low, medium, high, critical)"
+        );
+        let error = "in_progress"
+            .parse::<FindingStatus>()
+            .expect_err("not the serde name");
+        assert!(error.to_string().contains("`in_progress`"), "{error}");
+        assert!("".parse::<FindingKind>().is_err());
+    }
 }

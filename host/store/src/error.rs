@@ -1,0 +1,89 @@
+//! The store's error type.
+
+use crate::keys::KeyError;
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open database {}: {message}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The database was written by a newer version of the host.
+    #[error(
+        "database schema version {found} is newer than this host knows ({known}); upgrade the host"
+    )]
+    TooNew {
+        /// The database's version.
+        found: i64,
+        /// The newest version this code knows.
+        known: i64,
+    },
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value in {what}: {message}")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// Input the store refuses (for example a malformed repository URL).
+    #[error("{0}")]
+    Invalid(String),
+    /// The key could not be read or is malformed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The key does not open the database's key check value: nothing was
+    /// read or written.
+    #[error(
+        "the database's secrets were encrypted with another key: check SCANNER_HOST_KEY / --key-file ({origin} has key id {given}, the database wants key id {stored})"
+    )]
+    WrongKey {
+        /// Where the key came from.
+        origin: String,
+        /// The id of the key the database was encrypted with.
+        stored: String,
+        /// The id of the key given.
+        given: String,
+    },
+    /// The database holds encrypted values and its key file is gone.
+    #[error(
+        "the database's secrets are encrypted (key id {stored}) and its {origin} does not exist: restore the key file, or point SCANNER_HOST_KEY / --key-file at the key"
+    )]
+    KeyMissing {
+        /// The key file expected.
+        origin: String,
+        /// The id of the key the database was encrypted with.
+        stored: String,
+    },
+    /// A stored value does not decrypt although the key check passed: it
+    /// was altered or copied from another row.
+    #[error(
+        "{what} does not decrypt with the current key ({origin}): it was altered or copied from another row"
+    )]
+    Undecryptable {
+        /// Which value (never the value itself).
+        what: String,
+        /// Where the key came from.
+        origin: String,
+    },
+    /// A scan id that does not belong to the tenant or is not running.
+    #[error("scan {scan_id} of tenant `{tenant}` is not running")]
+    ScanNotRunning {
+        /// The scan.
+        scan_id: i64,
+        /// The tenant.
+        tenant: String,
+    },
+    /// A repository URL the host does not know.
+    #[error("no known repository `{0}` (see `repos list`)")]
+    UnknownRepository(String),
+}

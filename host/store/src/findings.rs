@@ -1,0 +1,283 @@
+//! Findings as listed: queries, their filters, and each finding's status
+//! history.
+
+use crate::database::Database;
+use crate::error::StoreError;
+use crate::normalize::normalize_repo_url;
+use scanner_contract::{FindingKind, Severity};
+use serde::Serialize;
+
+/// Which findings to list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Open only.
+    #[default]
+    Open,
+    /// Resolved only.
+    Resolved,
+    /// Both.
+    All,
+}
+
+/// A findings query.
+#[derive(Debug, Clone, Default)]
+pub struct FindingQuery {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Which states.
+    pub status: StatusFilter,
+    /// Only findings mapped to this repository (any URL form).
+    pub repository: Option<String>,
+    /// Only this kind.
+    pub kind: Option<FindingKind>,
+    /// Include code findings of repositories the host does not know.
+    pub include_unmapped: bool,
+    /// Only findings of this severity or higher.
+    pub min_severity: Option<Severity>,
+    /// At most this many rows.
+    pub limit: Option<usize>,
+}
+
+/// The severity rank of the `severity` column, higher is worse: what
+/// listings sort and filter by.
+const SEVERITY_RANK: &str = "CASE severity WHEN 'critical' THEN 5 WHEN 'high' THEN 4
+    WHEN 'medium' THEN 3 WHEN 'low' THEN 2 WHEN 'none' THEN 1 ELSE 0 END";
+
+/// The rank [`SEVERITY_RANK`] gives `severity`.
+fn severity_rank(severity: Severity) -> i64 {
+    match severity {
+        Severity::Critical => 5,
+        Severity::High => 4,
+        Severity::Medium => 3,
+        Severity::Low => 2,
+        Severity::None => 1,
+        Severity::Unknown => 0,
+    }
+}
+
+/// The conditions of `q` on the findings table `f`, with their arguments
+/// appended to `args`.
+fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> String {
+    let mut sql = String::new();
+    if let Some(t) = &q.tenant {
+        args.push(t.clone().into());
+        sql.push_str(&format!(" AND f.tenant = ?{}", args.len()));
+    }
+    match q.status {
+        StatusFilter::Open => sql.push_str(" AND f.state = 'open'"),
+        StatusFilter::Resolved => sql.push_str(" AND f.state = 'resolved'"),
+        StatusFilter::All => {}
+    }
+    if let Some(kind) = q.kind {
+        args.push(kind.as_str().to_string().into());
+        sql.push_str(&format!(" AND f.kind = ?{}", args.len()));
+    }
+    if let Some(min) = q.min_severity {
+        args.push(severity_rank(min).into());
+        sql.push_str(&format!(
+            " AND ({}) >= ?{}",
+            SEVERITY_RANK.replace("severity", "f.severity"),
+            args.len()
+        ));
+    }
+    sql
+}
+
+/// A finding as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingRow {
+    /// Tenant.
+    pub tenant: String,
+    /// The source's id.
+    pub id: String,
+    /// CVE ids.
+    pub cves: Vec<String>,
+    /// Title.
+    pub title: String,
+    /// Severity.
+    pub severity: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// Kind.
+    pub kind: String,
+    /// Package.
+    pub package: Option<String>,
+    /// Installed version.
+    pub version: Option<String>,
+    /// Fixing version.
+    pub fixed_version: Option<String>,
+    /// The known repository it maps to, else the finding's own URL.
+    pub repository: Option<String>,
+    /// Whether `repository` is one the host knows.
+    pub repository_known: bool,
+    /// Branch.
+    pub branch: Option<String>,
+    /// File path in the repository.
+    pub file_path: Option<String>,
+    /// `registry/repository:tag`.
+    pub image: Option<String>,
+    /// Image digest.
+    pub image_digest: Option<String>,
+    /// Score.
+    pub score: Option<f64>,
+    /// The scanner's first detection, unchanged.
+    pub first_detected_at: Option<String>,
+    /// The scanner's last detection, unchanged.
+    pub last_detected_at: Option<String>,
+    /// When we first stored it.
+    pub first_seen_at: String,
+    /// When it was resolved.
+    pub resolved_at: Option<String>,
+    /// Portal link.
+    pub url: Option<String>,
+    /// How to fix it.
+    pub remediation: Option<String>,
+}
+
+impl Database {
+    /// How many findings, open and resolved, the tenant has stored.
+    pub fn finding_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM findings WHERE tenant = ?1",
+            [tenant],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// List findings, mapped to known repositories.
+    pub fn findings(&self, q: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
+        // Code findings map by URL at query time, so adding a repository
+        // later changes listings without touching them; image findings
+        // carry the repository they were attached to (kept current when
+        // repositories or rules change).
+        let mut sql = String::from(
+            "SELECT * FROM (SELECT f.tenant, f.source_id, f.cves, f.title, f.severity, f.state, f.kind,
+                f.package, f.version, f.fixed_version, f.repo_url, f.branch, f.file_path,
+                f.image_registry, f.image_repository, f.image_tags, f.image_digest, f.score,
+                f.first_detected_at, f.last_detected_at, f.first_seen_at, f.resolved_at,
+                f.portal_url, f.remediation,
+                COALESCE(
+                    (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
+                    (SELECT url FROM repositories r WHERE r.id = f.image_repository_id)
+                ) AS known_repo,
+                (" ,
+        );
+        sql.push_str(&SEVERITY_RANK.replace("severity", "f.severity"));
+        sql.push_str(") AS severity_rank FROM findings f WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        sql.push_str(&finding_filters(q, &mut args));
+        sql.push_str(") WHERE 1 = 1");
+        if !q.include_unmapped {
+            sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
+        }
+        let wanted_repo = q.repository.as_deref().map(normalize_repo_url);
+        // Worst first, then the most recently detected: what a triage
+        // starts from.
+        sql.push_str(" ORDER BY severity_rank DESC, last_detected_at DESC, tenant, source_id");
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            let cves: String = r.get(2)?;
+            let repo_url: Option<String> = r.get(10)?;
+            let known: Option<String> = r.get(24)?;
+            let registry: Option<String> = r.get(13)?;
+            let repository: Option<String> = r.get(14)?;
+            let tags: Option<String> = r.get(15)?;
+            let tags: Vec<String> = tags
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let image = match (&registry, &repository) {
+                (None, None) => None,
+                (reg, repo) => {
+                    let path = [reg.as_deref(), repo.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    Some(match tags.first() {
+                        Some(tag) => format!("{path}:{tag}"),
+                        None => path,
+                    })
+                }
+            };
+            Ok(FindingRow {
+                tenant: r.get(0)?,
+                id: r.get(1)?,
+                cves: serde_json::from_str(&cves).unwrap_or_default(),
+                title: r.get(3)?,
+                severity: r.get(4)?,
+                status: r.get(5)?,
+                kind: r.get(6)?,
+                package: r.get(7)?,
+                version: r.get(8)?,
+                fixed_version: r.get(9)?,
+                repository_known: known.is_some(),
+                repository: known.or(repo_url),
+                branch: r.get(11)?,
+                file_path: r.get(12)?,
+                image,
+                image_digest: r.get(16)?,
+                score: r.get(17)?,
+                first_detected_at: r.get(18)?,
+                last_detected_at: r.get(19)?,
+                first_seen_at: r.get(20)?,
+                resolved_at: r.get(21)?,
+                url: r.get(22)?,
+                remediation: r.get(23)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            if q.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let row = row?;
+            if let Some(wanted) = &wanted_repo
+                && !(row.repository_known
+                    && row.repository.as_deref().map(normalize_repo_url).as_ref() == Some(wanted))
+            {
+                continue;
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// How many code findings `q` leaves out because the host does not
+    /// know their repository (all of them, whatever `q.limit`); zero when
+    /// `q` includes them or asks for one repository.
+    pub fn hidden_unmapped(&self, q: &FindingQuery) -> Result<u64, StoreError> {
+        if q.include_unmapped
+            || q.repository.is_some()
+            || q.kind.is_some_and(|k| k != FindingKind::CodeDependency)
+        {
+            return Ok(0);
+        }
+        let mut args = Vec::new();
+        let filters = finding_filters(q, &mut args);
+        let sql = format!(
+            "SELECT COUNT(*) FROM findings f WHERE f.kind = 'code-dependency'{filters}
+             AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = f.repo_url_norm)"
+        );
+        Ok(self
+            .conn()
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
+    }
+
+    /// Status changes of one finding, oldest first: `(at, from, to)`.
+    pub fn finding_history(
+        &self,
+        tenant: &str,
+        source_id: &str,
+    ) -> Result<Vec<(String, Option<String>, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, from_state, to_state FROM finding_events
+             WHERE tenant = ?1 AND source_id = ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([tenant, source_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
