@@ -1,8 +1,15 @@
-//! The host's own copy of the scanner-plugin contract's types.
+//! The scanner-plugin contract's types as the host owns them.
 //!
 //! The engine converts the WIT bindings into these plain types at the
 //! boundary, so the store, the scheduler and the CLI never depend on
 //! wasmtime, and a second engine or store can land without touching them.
+//!
+//! Each type names the WIT type it stands for. The WIT files (`wit/`) are
+//! the reference for what a value means and its unit; the doc comments here
+//! are short on purpose and say no more than the WIT does. The engine's
+//! conversions take every WIT record apart with a pattern that names all its
+//! fields, so a field added to the WIT does not compile until the host
+//! decides what to do with it, here included.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
