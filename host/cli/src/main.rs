@@ -12,8 +12,8 @@ use scanner_contract::{
 use scanner_engine::{Engine, EngineConfig, escape_untrusted};
 use scanner_runtime::export::sarif;
 use scanner_runtime::export::{
-    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary, NoProgress,
-    plan_export, severity_name,
+    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, Exporter, InputSummary,
+    NoProgress, plan_export, severity_name,
 };
 use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
 use scanner_runtime::{ConnectOptions, Progress, Runtime, RuntimeError, ScanReport};
@@ -673,7 +673,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test { tenant, export } => {
             let runtime = build_runtime(&cli.global, true)?;
             let connection = if export {
-                runtime.test_export(&tenant).await?
+                Exporter::new(&runtime).test_export(&tenant).await?
             } else {
                 runtime.test(&tenant).await?
             };
@@ -909,7 +909,7 @@ async fn export(global: &Global, args: ExportArgs, format: Format) -> anyhow::Re
             return Err(e);
         }
     };
-    let result = runtime
+    let result = Exporter::new(&runtime)
         .export_with_progress(&args.tenant, request, &policy, &progress)
         .await;
     progress.done();
@@ -1069,7 +1069,9 @@ async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Database>> {
         }
         return Ok(Arc::new(store));
     };
-    let report = runtime.settle_exports(None, &NoProgress).await?;
+    let report = Exporter::new(&runtime)
+        .settle_exports(None, &NoProgress)
+        .await?;
     for error in &report.errors {
         eprintln!("warning: an export could not be settled: {}", term(error));
     }
