@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_runtime::export::sarif;
 use scanner_runtime::export::{
-    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, InputSummary,
+    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, Exporter, InputSummary,
     plan_export, severity_name,
 };
 use std::io::{IsTerminal, Write};
@@ -101,7 +101,7 @@ pub(crate) async fn run(
             return Err(e);
         }
     };
-    let result = runtime
+    let result = Exporter::new(&runtime)
         .export_with_progress(&args.tenant, request, &policy, &progress)
         .await;
     progress.done();

@@ -3,7 +3,7 @@
 use crate::args::{Format, Global};
 use crate::output::{outln, print_rows, term};
 use crate::setup::{build_runtime, open_store};
-use scanner_runtime::export::NoProgress;
+use scanner_runtime::export::{Exporter, NoProgress};
 use scanner_store::Database;
 use std::io::Write;
 use std::process::ExitCode;
@@ -43,7 +43,9 @@ async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Database>> {
         }
         return Ok(Arc::new(store));
     };
-    let report = runtime.settle_exports(None, &NoProgress).await?;
+    let report = Exporter::new(&runtime)
+        .settle_exports(None, &NoProgress)
+        .await?;
     for error in &report.errors {
         eprintln!("warning: an export could not be settled: {}", term(error));
     }

@@ -15,7 +15,9 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitCode> {
     let runtime = build_runtime(global, true)?;
     let connection = if export {
-        runtime.test_export(&tenant).await?
+        scanner_runtime::export::Exporter::new(&runtime)
+            .test_export(&tenant)
+            .await?
     } else {
         runtime.test(&tenant).await?
     };

@@ -12,17 +12,18 @@
 //! An export the platform took but had not finished when the host stopped
 //! waiting (a deadline, a lost connection, a killed process) is recorded
 //! `unknown` with its activity id and settled later by asking the platform
-//! again ([`Runtime::settle_exports`]).
+//! again ([`Exporter::settle_exports`]).
 
 pub mod sarif;
 
+use crate::error::RuntimeError;
 use crate::export::sarif::SarifFindings;
-use crate::{Runtime, RuntimeError};
+use crate::retry::{Retries, Verdict};
+use crate::runtime::Runtime;
 use scanner_contract::{
-    ExportBatch, ExportReceipt, ExportState, ExportTarget, PluginError, SastFinding, SastSeverity,
-    ScanScope,
+    ExportBatch, ExportReceipt, ExportState, ExportTarget, SastFinding, SastSeverity, ScanScope,
 };
-use scanner_engine::{EgressPolicy, SinkInstance};
+use scanner_engine::SinkInstance;
 use scanner_store::{Database, ExportedFinding, StoreError, UnsettledExport, normalize_repo_url};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -573,35 +574,32 @@ pub struct SettleReport {
     pub errors: Vec<String>,
 }
 
-impl Runtime {
-    async fn configured_sink(&self, tenant: &str) -> Result<(SinkInstance, String), RuntimeError> {
-        let integration = self
-            .store()
-            .integration(tenant)?
-            .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
-        let plugin = self.integration_plugin(&integration)?;
-        if !plugin.has_sink() {
-            return Err(RuntimeError::Plugin(PluginError::Unsupported(format!(
-                "plugin `{}` does not export findings",
-                integration.plugin
-            ))));
+/// Exports of a runtime's tenants, each through the tenant's sink, and
+/// the settling of earlier ones whose outcome is unknown.
+pub struct Exporter<'a> {
+    runtime: &'a Runtime,
+    polling: ExportPolling,
+}
+
+impl<'a> Exporter<'a> {
+    /// Exports of `runtime`'s tenants, waiting for the platform as
+    /// [`ExportPolling::default`] says.
+    pub fn new(runtime: &'a Runtime) -> Self {
+        Self {
+            runtime,
+            polling: ExportPolling::default(),
         }
-        // The sink's configuration may need other origins than the
-        // source's (an upload bucket): ask it, with no network at all.
-        let mut probe = plugin
-            .sink(&self.sandbox(
-                tenant,
-                EgressPolicy::deny_all(),
-                &integration.ca_certificates,
-            ))
-            .await?;
-        let egress = probe.configure(&integration.settings).await??.egress;
-        let policy = self.policy_of(&integration.plugin, &egress)?;
-        let mut instance = plugin
-            .sink(&self.sandbox(tenant, policy, &integration.ca_certificates))
-            .await?;
-        instance.configure(&integration.settings).await??;
-        Ok((instance, integration.plugin))
+    }
+
+    /// How exports wait for the receiving platform.
+    pub fn with_polling(mut self, polling: ExportPolling) -> Self {
+        self.polling = polling;
+        self
+    }
+
+    /// The runtime exported from.
+    pub fn runtime(&self) -> &'a Runtime {
+        self.runtime
     }
 
     /// Check that the tenant's integration can export: credentials and the
@@ -610,7 +608,7 @@ impl Runtime {
         &self,
         tenant: &str,
     ) -> Result<scanner_contract::ConnectionInfo, RuntimeError> {
-        let (mut sink, _) = self.configured_sink(tenant).await?;
+        let mut sink = self.runtime.tenant_sink(tenant).await?;
         Ok(sink.test().await??)
     }
 
@@ -626,7 +624,7 @@ impl Runtime {
             .await
     }
 
-    /// [`Runtime::export`], telling `progress` what it is doing. Earlier
+    /// [`Exporter::export`], telling `progress` what it is doing. Earlier
     /// exports of the tenant whose outcome is unknown are settled first:
     /// whether they succeeded decides which snapshot this one replaces.
     pub async fn export_with_progress(
@@ -636,7 +634,7 @@ impl Runtime {
         policy: &ExportPolicy,
         progress: &dyn ExportProgress,
     ) -> Result<ExportReport, ExportError> {
-        let store = self.store().clone();
+        let store = self.runtime.store().clone();
         if store
             .integration(tenant)
             .map_err(RuntimeError::from)?
@@ -658,7 +656,7 @@ impl Runtime {
                 plan.findings_in,
                 plan.filtered,
                 Some(&lease.token),
-                self.clock().now(),
+                self.runtime.clock().now(),
             )
             .map_err(RuntimeError::from)?;
         let (findings_in, filtered) = (plan.findings_in, plan.filtered);
@@ -666,7 +664,7 @@ impl Runtime {
             Some(why) => Err(ExportError::Refused(why)),
             None => self.send_and_wait(tenant, export_id, plan, progress).await,
         };
-        let now = self.clock().now();
+        let now = self.runtime.clock().now();
         let recorded = match &result {
             Ok(_) => Ok(()),
             Err(ExportError::Refused(why)) => store.export_ended(export_id, "refused", why, now),
@@ -705,12 +703,13 @@ impl Runtime {
             analysis_date: plan.analysis_date,
             findings: plan.findings,
         };
-        let (mut sink, _) = self.configured_sink(tenant).await?;
+        let mut sink = self.runtime.tenant_sink(tenant).await?;
         progress.event(&ExportEvent::Uploading {
             findings: batch.findings.len() as u64,
         });
         let receipt = self.send_with_retries(&mut sink, &batch).await?;
-        self.store()
+        self.runtime
+            .store()
             .export_sent(
                 export_id,
                 &receipt.id,
@@ -734,8 +733,9 @@ impl Runtime {
             }
             Err(e) => return Err(e),
         };
-        self.store()
-            .export_succeeded(export_id, u64::from(handled), self.clock().now())
+        self.runtime
+            .store()
+            .export_succeeded(export_id, u64::from(handled), self.runtime.clock().now())
             .map_err(RuntimeError::from)?;
         Ok(ExportReport {
             export_id,
@@ -755,22 +755,16 @@ impl Runtime {
         sink: &mut SinkInstance,
         batch: &ExportBatch,
     ) -> Result<ExportReceipt, RuntimeError> {
-        let mut retries = 0;
-        loop {
-            match sink.export(batch).await? {
-                Ok(receipt) => return Ok(receipt),
-                Err(e) => match e.retry_hint() {
-                    Some(after) if retries < self.retry().max_retries_per_page => {
-                        let wait = self.retry().delay(retries, after);
-                        tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "retrying export");
-                        retries += 1;
-                        tokio::time::sleep(wait).await;
-                    }
-                    Some(_) => return Err(RuntimeError::RetriesExhausted { retries, last: e }),
-                    None => return Err(e.into()),
+        Retries::per_export(self.runtime.retry())
+            .run(
+                &mut (sink, batch),
+                |(sink, batch)| Box::pin(sink.export(batch)),
+                |e, wait| {
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "retrying export");
                 },
-            }
-        }
+                None,
+            )
+            .await
     }
 
     /// Polls the export's status with backoff until it ends or the deadline
@@ -781,10 +775,12 @@ impl Runtime {
         receipt: &ExportReceipt,
         progress: &dyn ExportProgress,
     ) -> Result<u32, ExportError> {
-        let polling = &self.export_polling;
+        let polling = &self.polling;
         let started = tokio::time::Instant::now();
         let mut delay = polling.first_delay;
-        let mut retries = 0;
+        // Status requests that fail in passing count against the same
+        // budget as an upload's retries, over the whole wait.
+        let mut retries = Retries::per_export(self.runtime.retry());
         let mut polls = 0;
         loop {
             tokio::time::sleep(delay).await;
@@ -803,14 +799,16 @@ impl Runtime {
                 }
                 Ok(ExportState::Pending) => "not visible yet",
                 Ok(ExportState::InProgress) => "in progress",
-                Err(e)
-                    if e.retry_hint().is_some() && retries < self.retry().max_retries_per_page =>
-                {
-                    retries += 1;
-                    tracing::warn!(error = %e, "retrying export status");
-                    "status request retried"
-                }
-                Err(e) => return Err(RuntimeError::from(e).into()),
+                // Retried at the next poll rather than after the retry's
+                // backoff: the polls back off on their own, up to the
+                // deadline.
+                Err(e) => match retries.after(&e) {
+                    Verdict::Wait(_) => {
+                        tracing::warn!(error = %e, "retrying export status");
+                        "status request retried"
+                    }
+                    Verdict::GiveUp | Verdict::Fail => return Err(RuntimeError::from(e).into()),
+                },
             };
             progress.event(&ExportEvent::Waiting {
                 activity_id: receipt.id.clone(),
@@ -841,7 +839,7 @@ impl Runtime {
         tenant: Option<&str>,
         progress: &dyn ExportProgress,
     ) -> Result<SettleReport, RuntimeError> {
-        let store = self.store().clone();
+        let store = self.runtime.store().clone();
         mark_orphaned_exports(&store, tenant)?;
         let rows: Vec<UnsettledExport> = store
             .unsettled_exports(tenant)?
@@ -861,8 +859,8 @@ impl Runtime {
                 continue;
             };
             if !sinks.contains_key(&row.tenant) {
-                let sink = match self.configured_sink(&row.tenant).await {
-                    Ok((sink, _)) => Some(sink),
+                let sink = match self.runtime.tenant_sink(&row.tenant).await {
+                    Ok(sink) => Some(sink),
                     Err(e) => {
                         report.errors.push(format!("tenant `{}`: {e}", row.tenant));
                         None
@@ -894,7 +892,7 @@ impl Runtime {
                     continue;
                 }
             };
-            let now = self.clock().now();
+            let now = self.runtime.clock().now();
             let (outcome, handled) = match state {
                 ExportState::Succeeded(handled) => {
                     store.export_succeeded(row.id, u64::from(handled), now)?;

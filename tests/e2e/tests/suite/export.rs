@@ -6,7 +6,7 @@ use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
 use scanner_runtime::Runtime;
 use scanner_runtime::export::sarif;
 use scanner_runtime::export::{
-    ExportError, ExportPolicy, ExportPolling, ExportRequest, InputSummary, NoProgress,
+    ExportError, ExportPolicy, ExportPolling, ExportRequest, Exporter, InputSummary, NoProgress,
 };
 use scanner_tests::{host_command, output_text, runtime_in, wiz_settings};
 use std::path::{Path, PathBuf};
@@ -28,16 +28,25 @@ fn sim() -> Simulator {
 }
 
 async fn connected(sim: &Simulator, dir: &Path) -> Runtime {
-    let runtime = runtime_in(dir).with_export_polling(ExportPolling {
-        first_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        deadline: Duration::from_secs(10),
-    });
+    let runtime = runtime_in(dir);
     runtime
         .connect("t", "wiz", &wiz_settings(sim))
         .await
         .expect("connect");
     runtime
+}
+
+/// Fast polls, giving up after `deadline`.
+fn polling(deadline: Duration) -> ExportPolling {
+    ExportPolling {
+        first_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        deadline,
+    }
+}
+
+fn exporter(runtime: &Runtime) -> Exporter<'_> {
+    Exporter::new(runtime).with_polling(polling(Duration::from_secs(10)))
 }
 
 fn request(branch: &str, default: bool, scope: ScanScope) -> ExportRequest {
@@ -70,7 +79,7 @@ async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone
     let sim = sim();
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = connected(&sim, dir.path()).await;
-    assert!(runtime.test_export("t").await.is_ok());
+    assert!(exporter(&runtime).test_export("t").await.is_ok());
 
     let first = request("main", true, ScanScope::Full);
     let high: Vec<String> = first
@@ -80,7 +89,7 @@ async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone
         .map(|f| f.id.clone())
         .collect();
     assert_eq!(high.len(), 3, "two SQL injections and one XSS are high");
-    let report = runtime
+    let report = exporter(&runtime)
         .export("t", first, &ExportPolicy::default())
         .await
         .expect("export");
@@ -121,7 +130,7 @@ async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone
         .find(|id| !second.findings.iter().any(|f| &f.id == *id))
         .expect("one high finding gone")
         .clone();
-    let report = runtime
+    let report = exporter(&runtime)
         .export("t", second, &ExportPolicy::default())
         .await
         .expect("second export");
@@ -162,7 +171,7 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
             "not the default branch",
         ),
     ] {
-        let err = runtime
+        let err = exporter(&runtime)
             .export("t", request, &policy)
             .await
             .expect_err("refused");
@@ -175,7 +184,7 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
         repositories: vec!["https://github.com/acme/other".into()],
         ..ExportPolicy::default()
     };
-    let err = runtime
+    let err = exporter(&runtime)
         .export("t", request("main", true, ScanScope::Full), &only_other)
         .await
         .expect_err("not listed");
@@ -187,7 +196,7 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
         full_scans_only: false,
         ..ExportPolicy::default()
     };
-    let err = runtime
+    let err = exporter(&runtime)
         .export("t", request("main", true, ScanScope::Diff), &permissive)
         .await
         .expect_err("plugin refuses");
@@ -212,7 +221,7 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
         default_branch_only: false,
         ..ExportPolicy::default()
     };
-    let report = runtime
+    let report = exporter(&runtime)
         .export(
             "t",
             request("feature/x", false, ScanScope::Full),
@@ -234,7 +243,7 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
     // comes back.
     let mut bad = request("main", true, ScanScope::Full);
     bad.findings[0].id.clear();
-    let err = runtime
+    let err = exporter(&runtime)
         .export("t", bad, &policy)
         .await
         .expect_err("invalid");
@@ -251,7 +260,7 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
         upload_failure: Some("ingestion backend unavailable".into()),
         ..Faults::default()
     });
-    let err = runtime
+    let err = exporter(&runtime)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect_err("failed activity");
@@ -266,7 +275,7 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
         script: vec![Fault::RevokeTokens],
         ..Faults::default()
     });
-    runtime
+    exporter(&runtime)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect("one revocation is survived");
@@ -274,7 +283,7 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
         script: vec![Fault::RevokeTokens, Fault::RevokeTokens],
         ..Faults::default()
     });
-    let err = runtime
+    let err = exporter(&runtime)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect_err("token refused twice");
@@ -394,7 +403,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = connected(&sim, dir.path()).await;
     let policy = ExportPolicy::default();
-    runtime
+    exporter(&runtime)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect("first export");
@@ -411,7 +420,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         (NO_RESULTS, "no results"),
     ] {
         let file = sarif_file(dir.path(), "input.sarif", text);
-        let err = runtime
+        let err = exporter(&runtime)
             .export(
                 "t",
                 request_from("main", true, ScanScope::Full, &[file]),
@@ -425,7 +434,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         );
     }
     let failed = sarif_file(dir.path(), "failed.sarif", FAILED_RUN);
-    let err = runtime
+    let err = exporter(&runtime)
         .export(
             "t",
             request_from("main", true, ScanScope::Full, std::slice::from_ref(&failed)),
@@ -444,7 +453,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
     most_gone
         .findings
         .retain(|f| f.id == keep || f.severity < SastSeverity::High);
-    let err = runtime
+    let err = exporter(&runtime)
         .export("t", most_gone.clone(), &policy)
         .await
         .expect_err("refused");
@@ -476,7 +485,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         max_resolve_ratio: 0.7,
         ..ExportPolicy::default()
     };
-    let report = runtime
+    let report = exporter(&runtime)
         .export("t", most_gone, &lenient)
         .await
         .expect("allowed by the ratio");
@@ -485,7 +494,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         force: true,
         ..ExportPolicy::default()
     };
-    runtime
+    exporter(&runtime)
         .export(
             "t",
             request_from("main", true, ScanScope::Full, &[failed]),
@@ -505,7 +514,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         allow_empty: true,
         ..ExportPolicy::default()
     };
-    let report = runtime
+    let report = exporter(&runtime)
         .export(
             "t",
             request_from("release", true, ScanScope::Full, &[empty]),
@@ -521,7 +530,7 @@ async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
     let sim = sim();
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = connected(&sim, dir.path()).await;
-    runtime
+    exporter(&runtime)
         .export(
             "t",
             request("main", true, ScanScope::Full),
@@ -574,8 +583,9 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     // activity, SUCCESS after.
     let sim = unknown_sim(2);
     let dir = tempfile::tempdir().expect("tempdir");
-    let impatient = runtime_in_with_deadline(&sim, dir.path(), Duration::ZERO).await;
-    let err = impatient
+    let impatient = connected_once(&sim, dir.path()).await;
+    let err = Exporter::new(&impatient)
+        .with_polling(polling(Duration::ZERO))
         .export(
             "t",
             request("main", true, ScanScope::Full),
@@ -601,7 +611,8 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     );
 
     // Still processing: settling leaves it unknown.
-    let report = impatient
+    let report = Exporter::new(&impatient)
+        .with_polling(polling(Duration::ZERO))
         .settle_exports(None, &NoProgress)
         .await
         .expect("settle");
@@ -615,10 +626,10 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     // The next export asks first (the platform has finished by now), so it
     // is compared with the snapshot the platform really holds.
     drop(impatient);
-    let runtime = runtime_in_with_deadline(&sim, dir.path(), Duration::from_secs(10)).await;
+    let runtime = connected_once(&sim, dir.path()).await;
     let mut next = request("main", true, ScanScope::Full);
     next.findings.retain(|f| f.file_path != "shop/reports.py");
-    let report = runtime
+    let report = exporter(&runtime)
         .export("t", next, &ExportPolicy::default())
         .await
         .expect("next export");
@@ -640,12 +651,9 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     );
 }
 
-async fn runtime_in_with_deadline(sim: &Simulator, dir: &Path, deadline: Duration) -> Runtime {
-    let runtime = runtime_in(dir).with_export_polling(ExportPolling {
-        first_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        deadline,
-    });
+/// A runtime over the database in `dir`, connected unless it already is.
+async fn connected_once(sim: &Simulator, dir: &Path) -> Runtime {
+    let runtime = runtime_in(dir);
     if runtime
         .store()
         .integration("t")

@@ -1,0 +1,138 @@
+//! Tenant scan locks: one scan of a tenant at a time across every process
+//! sharing the store, and locks of processes that are gone set aside.
+
+use crate::clock::Clock;
+use crate::error::RuntimeError;
+use scanner_store::{Database, StoreError, TenantLock};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How this process names itself in a tenant's scan lock.
+#[derive(Debug, Clone)]
+pub(crate) struct LockHolder {
+    /// Host name, pid and start time: unique among processes.
+    id: String,
+    host: String,
+    pid: u32,
+}
+
+impl LockHolder {
+    pub(crate) fn of_this_process() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let pid = std::process::id();
+        let started = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Self {
+            id: format!("{host}:{pid}:{started}"),
+            host,
+            pid,
+        }
+    }
+
+    /// Whether `lock`'s holder is a process of this host that no longer
+    /// runs. Locks of other hosts lapse by time only.
+    fn is_gone(&self, lock: &TenantLock) -> bool {
+        lock.host == self.host
+            && lock.pid != self.pid
+            && std::path::Path::new("/proc/self").exists()
+            && !std::path::Path::new(&format!("/proc/{}", lock.pid)).exists()
+    }
+}
+
+/// How long a scan lock lasts without renewal, and how often a scan
+/// renews it.
+const LOCK_TTL: Duration = Duration::from_secs(60);
+const LOCK_RENEWAL: Duration = Duration::from_secs(10);
+
+/// The tenant's scan lock when a live process holds it: unexpired, and not
+/// held by a process of this host that is gone.
+pub fn live_scan_lock(
+    store: &Database,
+    tenant: &str,
+    now: OffsetDateTime,
+) -> Result<Option<TenantLock>, StoreError> {
+    let me = LockHolder::of_this_process();
+    Ok(store
+        .tenant_lock(tenant)?
+        .filter(|l| l.expires_at > scanner_store::timestamp(now) && !me.is_gone(l)))
+}
+
+/// A tenant's scan lock held by this process, renewed in the background
+/// until [`ScanLock::release`].
+pub(crate) struct ScanLock {
+    store: Arc<Database>,
+    tenant: String,
+    id: String,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl ScanLock {
+    /// Take the tenant's lock as `me` and keep it renewed; an error naming
+    /// the holder when a live process has it.
+    pub(crate) async fn acquire(
+        store: &Arc<Database>,
+        clock: &Arc<dyn Clock>,
+        me: &LockHolder,
+        tenant: &str,
+    ) -> Result<ScanLock, RuntimeError> {
+        let now = clock.now();
+        let taken = {
+            let store = store.clone();
+            let (t, id, host, pid) = (tenant.to_string(), me.id.clone(), me.host.clone(), me.pid);
+            let holder = me.clone();
+            tokio::task::spawn_blocking(move || {
+                store.acquire_tenant_lock(&t, &id, &host, pid, now, now + LOCK_TTL, |l| {
+                    holder.is_gone(l)
+                })
+            })
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("lock task failed: {e}")))??
+        };
+        if let Some(holder) = taken {
+            return Err(RuntimeError::Locked {
+                tenant: tenant.to_string(),
+                holder: Box::new(holder),
+            });
+        }
+        let renewal = {
+            let (store, clock) = (store.clone(), clock.clone());
+            let (tenant, id) = (tenant.to_string(), me.id.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(LOCK_RENEWAL);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let (store, t, id) = (store.clone(), tenant.clone(), id.clone());
+                    let expires = clock.now() + LOCK_TTL;
+                    let renewed = tokio::task::spawn_blocking(move || {
+                        store.renew_tenant_lock(&t, &id, expires)
+                    })
+                    .await;
+                    if !matches!(renewed, Ok(Ok(true))) {
+                        tracing::warn!(tenant, "could not renew the tenant's scan lock");
+                    }
+                }
+            })
+        };
+        Ok(ScanLock {
+            store: store.clone(),
+            tenant: tenant.to_string(),
+            id: me.id.clone(),
+            renewal,
+        })
+    }
+
+    /// Stop renewing and give the lock back.
+    pub(crate) fn release(self) {
+        self.renewal.abort();
+        let tenant = &self.tenant;
+        if let Err(e) = self.store.release_tenant_lock(tenant, &self.id) {
+            tracing::warn!(tenant, error = %e, "could not release the tenant's scan lock");
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The runtime: plugins, engine and store put together, its builders, and
+//! the operations on a tenant's integration (connect, test, scan,
+//! disconnect, and the sink an export uses).
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::RuntimeError;
+use crate::lock::LockHolder;
+use crate::plugins::Plugins;
+use crate::retry::RetryPolicy;
+use crate::scan::{Progress, Scan, ScanCaps, ScanReport};
+use crate::shutdown::ShutdownSignal;
+use crate::tenant::{TenantSetup, check_tenant_name};
+use scanner_contract::{ConnectionInfo, PluginError, PluginInfo, Settings};
+use scanner_engine::{Engine, Plugin, SinkInstance, SourceInstance};
+use scanner_store::Database;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What [`Runtime::connect_with_options`] does besides testing and saving
+/// the settings.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Run the tenant with the component now loaded under the plugin's
+    /// name, although it differs from the one it was connected with.
+    pub accept_plugin_update: bool,
+    /// CA certificates (DER) the tenant's HTTPS trusts besides the public
+    /// web roots, from the connection test on and in every later call of
+    /// the tenant, in any process: saved with the integration, replacing
+    /// those saved before.
+    pub ca_certificates: Vec<Vec<u8>>,
+}
+
+/// Plugins, engine and store put together.
+pub struct Runtime {
+    engine: Engine,
+    plugins: Plugins,
+    store: Arc<Database>,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+    caps: ScanCaps,
+    plugin_caps: BTreeMap<String, ScanCaps>,
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
+    shutdown: Arc<ShutdownSignal>,
+    first_scan_delay: Duration,
+    scan_interval: Duration,
+    max_empty_pages: u32,
+    holder: LockHolder,
+}
+
+impl Runtime {
+    /// A runtime over an engine, loaded plugins and a store. Two plugins
+    /// that call themselves by one name are both set aside (see
+    /// [`Runtime::plugin_conflicts`]): whichever came last must not
+    /// silently receive the other's tenants and secrets.
+    pub fn new(engine: Engine, plugins: Vec<Plugin>, store: Arc<Database>) -> Self {
+        Self {
+            engine,
+            plugins: Plugins::new(plugins),
+            store,
+            clock: Arc::new(SystemClock),
+            retry: RetryPolicy::default(),
+            caps: ScanCaps::default(),
+            plugin_caps: BTreeMap::new(),
+            running: Default::default(),
+            shutdown: Arc::default(),
+            first_scan_delay: Duration::from_secs(30),
+            scan_interval: Duration::from_secs(6 * 60 * 60),
+            max_empty_pages: 1000,
+            holder: LockHolder::of_this_process(),
+        }
+    }
+
+    /// How long after connecting the first scan is due (default 30 s).
+    pub fn with_first_scan_delay(mut self, delay: Duration) -> Self {
+        self.first_scan_delay = delay;
+        self
+    }
+
+    /// The time from one scan's end to the next one's slot (default 6 h):
+    /// a scan run by hand moves the slot as a scheduled one does.
+    pub fn with_scan_interval(mut self, interval: Duration) -> Self {
+        self.scan_interval = interval;
+        self
+    }
+
+    /// Use another clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Use another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The caps of every plugin without caps of its own.
+    pub fn with_scan_caps(mut self, caps: ScanCaps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// The caps of one plugin's scans.
+    pub fn with_plugin_scan_caps(mut self, plugin: &str, caps: ScanCaps) -> Self {
+        self.plugin_caps.insert(plugin.to_string(), caps);
+        self
+    }
+
+    /// How many pages in a row may come back empty with a next cursor
+    /// before a scan is failed as endless (default 1 000).
+    pub fn with_max_empty_pages(mut self, pages: u32) -> Self {
+        self.max_empty_pages = pages.max(1);
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Database> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The loaded plugins' descriptions, by name.
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginInfo> {
+        self.plugins.infos()
+    }
+
+    /// Plugin names claimed by more than one component, with the files.
+    pub fn plugin_conflicts(&self) -> &BTreeMap<String, Vec<PathBuf>> {
+        self.plugins.conflicts()
+    }
+
+    /// Ask running scans to stop after their current page; retry waits end
+    /// at once. Calls in flight go on: see [`Runtime::cancel_plugin_calls`].
+    pub fn request_shutdown(&self) {
+        self.shutdown.request();
+    }
+
+    /// Stop plugin calls in flight now (after a shutdown's grace period):
+    /// their scans end as interrupted and resume from their last stored
+    /// page.
+    pub fn cancel_plugin_calls(&self) {
+        self.engine.cancel_calls();
+    }
+
+    /// Whether shutdown was requested.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+
+    /// What the plugin loaded under `name` says about itself; an error
+    /// when none is, or when two components claim the name.
+    pub fn plugin_info(&self, name: &str) -> Result<&PluginInfo, RuntimeError> {
+        self.plugins.get(name).map(Plugin::info)
+    }
+
+    /// Validate settings with the plugin, test the connection, and save the
+    /// integration only when the test passes. Reconnecting an existing
+    /// tenant replaces its settings and keeps its findings and state; CA
+    /// certificates saved before are dropped (see
+    /// [`Runtime::connect_with_options`]).
+    pub async fn connect(
+        &self,
+        tenant: &str,
+        plugin_name: &str,
+        settings: &Settings,
+    ) -> Result<ConnectionInfo, RuntimeError> {
+        self.connect_with_options(tenant, plugin_name, settings, &ConnectOptions::default())
+            .await
+    }
+
+    /// [`Runtime::connect`] with `options`: the connection test already
+    /// trusts `options.ca_certificates`, and they are saved with the
+    /// integration, replacing those saved before (none given: none kept).
+    pub async fn connect_with_options(
+        &self,
+        tenant: &str,
+        plugin_name: &str,
+        settings: &Settings,
+        options: &ConnectOptions,
+    ) -> Result<ConnectionInfo, RuntimeError> {
+        let accept_plugin_update = options.accept_plugin_update;
+        let ca_certificates = &options.ca_certificates;
+        check_tenant_name(tenant)?;
+        let plugin = self.plugins.get(plugin_name)?;
+        // Before any instance sees the settings (they may carry the
+        // tenant's stored secret): is this the component it trusted?
+        let same_plugin = self
+            .store
+            .integration(tenant)?
+            .is_some_and(|i| i.plugin == plugin_name);
+        if same_plugin
+            && !accept_plugin_update
+            && let Some(digest) = self.store.plugin_digest(tenant)?
+            && digest != plugin.digest()
+        {
+            return Err(RuntimeError::PluginChanged {
+                tenant: tenant.to_string(),
+                plugin: plugin_name.to_string(),
+                path: plugin.path().display().to_string(),
+            });
+        }
+        let setup = TenantSetup {
+            tenant,
+            plugin,
+            plugin_name,
+            settings,
+            ca_certificates,
+            store: &self.store,
+        };
+        let (mut instance, egress) = setup.granted::<SourceInstance>().await?;
+        let info = instance.test().await??;
+        let now = self.clock.now();
+        self.store.upsert_integration_with_ca_certificates(
+            tenant,
+            plugin_name,
+            settings,
+            &egress,
+            ca_certificates,
+            now,
+        )?;
+        self.store.set_plugin_digest(tenant, plugin.digest())?;
+        self.store.set_connected(tenant)?;
+        self.store
+            .set_next_scan(tenant, now + self.first_scan_delay)?;
+        Ok(info)
+    }
+
+    /// Test a saved integration's connection.
+    pub async fn test(&self, tenant: &str) -> Result<ConnectionInfo, RuntimeError> {
+        let integration = self
+            .store
+            .integration(tenant)?
+            .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
+        let plugin = self.plugins.of_integration(&self.store, &integration)?;
+        let setup = TenantSetup::saved(&integration, plugin, &self.store);
+        let mut instance: SourceInstance = setup.with_saved_origins(&integration.egress).await?;
+        Ok(instance.test().await??)
+    }
+
+    /// The tenant's sink, to export with: its integration's plugin (the
+    /// component it was connected with), configured with the saved
+    /// settings and reaching exactly the origins that configuration names,
+    /// which may differ from the source's. An error when the tenant is not
+    /// connected or its plugin does not export.
+    pub async fn tenant_sink(&self, tenant: &str) -> Result<SinkInstance, RuntimeError> {
+        let integration = self
+            .store
+            .integration(tenant)?
+            .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
+        let plugin = self.plugins.of_integration(&self.store, &integration)?;
+        if !plugin.has_sink() {
+            return Err(RuntimeError::Plugin(PluginError::Unsupported(format!(
+                "plugin `{}` does not export findings",
+                integration.plugin
+            ))));
+        }
+        let setup = TenantSetup::saved(&integration, plugin, &self.store);
+        Ok(setup.granted::<SinkInstance>().await?.0)
+    }
+
+    /// Run one scan of a tenant to completion (or resume an interrupted
+    /// one), storing every page as it arrives. The tenant's lock in the
+    /// store keeps any other process from scanning it meanwhile.
+    pub async fn scan(
+        &self,
+        tenant: &str,
+        progress: &dyn Progress,
+    ) -> Result<ScanReport, RuntimeError> {
+        Scan {
+            store: &self.store,
+            clock: &self.clock,
+            plugins: &self.plugins,
+            retry: &self.retry,
+            caps: &self.caps,
+            plugin_caps: &self.plugin_caps,
+            scan_interval: self.scan_interval,
+            max_empty_pages: self.max_empty_pages,
+            shutdown: &self.shutdown,
+            holder: &self.holder,
+            running: &self.running,
+        }
+        .run(tenant, progress)
+        .await
+    }
+
+    /// Remove a tenant's integration with its findings and state.
+    pub fn disconnect(&self, tenant: &str) -> Result<bool, RuntimeError> {
+        Ok(self.store.delete_integration(tenant)?)
+    }
+}

@@ -1,0 +1,181 @@
+//! A tenant's side of the runtime: the names it may have, and the one way
+//! its plugin instances are made — configured with no network first, then
+//! built with exactly the origins that configuration asks for.
+
+use crate::error::RuntimeError;
+use scanner_contract::{Configured, PluginError, Settings};
+use scanner_engine::{
+    EgressPolicy, EngineError, Plugin, SinkInstance, SourceInstance, TenantSandbox,
+    escape_untrusted,
+};
+use scanner_store::{Database, Integration};
+use std::sync::Arc;
+
+/// Refuses tenant names that would be ambiguous in a path, a URL, a log
+/// line or a terminal.
+pub fn check_tenant_name(name: &str) -> Result<(), RuntimeError> {
+    let invalid = |reason| RuntimeError::InvalidTenant {
+        name: escape_untrusted(name).into_owned(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.len() > 64 {
+        return Err(invalid("it is longer than 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err(invalid(
+            "use ASCII letters, digits, `-`, `_` and `.`, starting with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+/// The origins a plugin's configuration named, as the policy its
+/// instances run under; an origin the host cannot accept is the plugin's
+/// configuration error.
+pub(crate) fn policy_of(plugin: &str, egress: &[String]) -> Result<EgressPolicy, RuntimeError> {
+    EgressPolicy::from_origins(egress).map_err(|e| RuntimeError::BadEgress {
+        plugin: plugin.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// An instance of a plugin's world a tenant can be given: a source or a
+/// sink.
+pub(crate) trait TenantInstance: Sized {
+    /// A fresh instance in `sandbox`.
+    async fn create(plugin: &Plugin, sandbox: &TenantSandbox) -> Result<Self, EngineError>;
+
+    /// The plugin's `configure`.
+    async fn configure(
+        &mut self,
+        settings: &Settings,
+    ) -> Result<Result<Configured, PluginError>, EngineError>;
+}
+
+impl TenantInstance for SourceInstance {
+    async fn create(plugin: &Plugin, sandbox: &TenantSandbox) -> Result<Self, EngineError> {
+        plugin.source(sandbox).await
+    }
+
+    async fn configure(
+        &mut self,
+        settings: &Settings,
+    ) -> Result<Result<Configured, PluginError>, EngineError> {
+        SourceInstance::configure(self, settings).await
+    }
+}
+
+impl TenantInstance for SinkInstance {
+    async fn create(plugin: &Plugin, sandbox: &TenantSandbox) -> Result<Self, EngineError> {
+        plugin.sink(sandbox).await
+    }
+
+    async fn configure(
+        &mut self,
+        settings: &Settings,
+    ) -> Result<Result<Configured, PluginError>, EngineError> {
+        SinkInstance::configure(self, settings).await
+    }
+}
+
+/// Everything a tenant's instances are made from.
+pub(crate) struct TenantSetup<'a> {
+    /// The tenant.
+    pub(crate) tenant: &'a str,
+    /// Its plugin, and the name it is loaded under.
+    pub(crate) plugin: &'a Plugin,
+    /// The name `plugin` is loaded under.
+    pub(crate) plugin_name: &'a str,
+    /// The settings its instances are configured with.
+    pub(crate) settings: &'a Settings,
+    /// CA certificates its HTTPS trusts (stored, or given to connect).
+    pub(crate) ca_certificates: &'a [Vec<u8>],
+    /// The store its instances keep their state in.
+    pub(crate) store: &'a Arc<Database>,
+}
+
+impl<'a> TenantSetup<'a> {
+    /// The setup of a saved integration whose plugin is `plugin`.
+    pub(crate) fn saved(
+        integration: &'a Integration,
+        plugin: &'a Plugin,
+        store: &'a Arc<Database>,
+    ) -> Self {
+        Self {
+            tenant: &integration.tenant,
+            plugin,
+            plugin_name: &integration.plugin,
+            settings: &integration.settings,
+            ca_certificates: &integration.ca_certificates,
+            store,
+        }
+    }
+
+    /// The sandbox of an instance reaching `egress`.
+    fn sandbox(&self, egress: EgressPolicy) -> TenantSandbox {
+        TenantSandbox {
+            tenant: self.tenant.to_string(),
+            kv: self.store.clone(),
+            egress,
+            limits: None,
+            extra_root_certificates: self.ca_certificates.to_vec(),
+        }
+    }
+
+    /// A fresh instance, configured; with the origins its configuration
+    /// named. `configure` itself never has network (the engine sees to
+    /// it); the instance keeps `egress` for the calls after it.
+    pub(crate) async fn configured<I: TenantInstance>(
+        &self,
+        egress: EgressPolicy,
+    ) -> Result<(I, Vec<String>), RuntimeError> {
+        let mut instance = I::create(self.plugin, &self.sandbox(egress)).await?;
+        let configured = instance.configure(self.settings).await??;
+        Ok((instance, configured.egress))
+    }
+
+    /// An instance reaching the origins saved with the integration.
+    pub(crate) async fn with_saved_origins<I: TenantInstance>(
+        &self,
+        origins: &[String],
+    ) -> Result<I, RuntimeError> {
+        let policy = policy_of(self.plugin_name, origins)?;
+        Ok(self.configured(policy).await?.0)
+    }
+
+    /// The instance its configuration asks for: `configure` runs first
+    /// with no egress at all and tells which origins the settings need
+    /// (a sink's may differ from the source's: an upload bucket); the
+    /// instance returned is configured again and reaches exactly those.
+    /// Returns the origins too, to be saved with the integration.
+    pub(crate) async fn granted<I: TenantInstance>(
+        &self,
+    ) -> Result<(I, Vec<String>), RuntimeError> {
+        let (_, egress) = self.configured::<I>(EgressPolicy::deny_all()).await?;
+        let policy = policy_of(self.plugin_name, &egress)?;
+        let (instance, _) = self.configured::<I>(policy).await?;
+        Ok((instance, egress))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_are_plain_words() {
+        for ok in ["acme", "acme-prod", "t1", "a.b_c"] {
+            assert!(check_tenant_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "-x", ".x", "x\u{1b}", &"x".repeat(65)] {
+            assert!(check_tenant_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
