@@ -3,6 +3,10 @@
 //! builds them for `cargo test --workspace`), and assembles a host runtime
 //! over a fresh SQLite file. No test runs `cargo` itself.
 
+mod env;
+
+pub use env::TestEnv;
+
 use scanner_contract::{Secret, SettingValue, Settings};
 use scanner_engine::{Engine, EngineConfig, Plugin};
 use scanner_runtime::Runtime;
