@@ -436,17 +436,12 @@ async fn shutdown_stops_a_hostile_call_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_a_retry_wait_at_once() {
     // Every request is rate limited and asks for a minute's wait.
-    let sim = wiz_sim::Simulator::start_background(wiz_sim::SimConfig {
+    let env = scanner_tests::TestEnv::connected(wiz_sim::SimConfig {
         findings: 50,
         ..wiz_sim::SimConfig::default()
     })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = Arc::new(scanner_tests::runtime_in(dir.path()));
-    runtime
-        .connect("t", "wiz", &scanner_tests::wiz_settings(&sim))
-        .await
-        .expect("connect");
+    .await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     let before = sim.requests().len();
     sim.set_faults(wiz_sim::Faults {
         rate_limit_every: Some(1),

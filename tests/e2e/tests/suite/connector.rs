@@ -3,16 +3,12 @@
 
 use scanner_contract::{PluginError, SettingValue};
 use scanner_runtime::{RetryPolicy, RuntimeError};
-use scanner_tests::{expected_open, runtime_in, wiz_settings, wiz_settings_with};
+use scanner_tests::{TestEnv, expected_open, wiz_settings, wiz_settings_with};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use wiz_sim::{Fault, Faults, SimClient, SimConfig, Simulator};
 
 const SECRET: &str = "sim-client-secret";
-
-fn sim(config: SimConfig) -> Simulator {
-    Simulator::start_background(config).expect("simulator")
-}
 
 fn imported(runtime: &scanner_runtime::Runtime) -> BTreeSet<String> {
     scanner_tests::open_ids(runtime, "t")
@@ -47,12 +43,11 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
         ..SimConfig::default()
     };
     config.clients.push(limited.clone());
-    let sim = sim(config);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
+    let env = TestEnv::new(config);
+    let (sim, runtime) = (env.sim(), env.runtime());
 
     let ok = runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
+        .connect("t", "wiz", &wiz_settings(sim))
         .await
         .expect("good credentials");
     assert!(ok.summary.contains("authenticated"), "{ok:?}");
@@ -61,7 +56,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
         .connect(
             "t2",
             "wiz",
-            &wiz_settings_with(&sim, "sim-client-id", "wrong"),
+            &wiz_settings_with(sim, "sim-client-id", "wrong"),
         )
         .await
         .expect_err("bad secret");
@@ -81,7 +76,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
         .connect(
             "t3",
             "wiz",
-            &wiz_settings_with(&sim, &limited.id, &limited.secret),
+            &wiz_settings_with(sim, &limited.id, &limited.secret),
         )
         .await
         .expect_err("missing scope");
@@ -93,7 +88,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
     }
 
     // Authentication works, but the endpoint is not a GraphQL API.
-    let mut wrong = wiz_settings(&sim);
+    let mut wrong = wiz_settings(sim);
     wrong.insert(
         "api-endpoint".into(),
         SettingValue::Text(format!("{}/not-graphql", sim.base_url())),
@@ -111,7 +106,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let port = dead.local_addr().expect("addr").port();
     drop(dead);
-    let mut unreachable = wiz_settings(&sim);
+    let mut unreachable = wiz_settings(sim);
     unreachable.insert(
         "api-endpoint".into(),
         SettingValue::Text(format!("http://127.0.0.1:{port}/graphql")),
@@ -147,16 +142,15 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
 
 #[tokio::test]
 async fn an_unreachable_token_endpoint_is_a_network_error_not_bad_credentials() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 10,
         ..SimConfig::default()
     });
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let port = dead.local_addr().expect("addr").port();
     drop(dead);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
-    let mut settings = wiz_settings(&sim);
+    let (sim, runtime) = (env.sim(), env.runtime());
+    let mut settings = wiz_settings(sim);
     let token_url = format!("http://127.0.0.1:{port}/oauth/token");
     settings.insert("auth-url".into(), SettingValue::Text(token_url.clone()));
     let err = runtime
@@ -180,18 +174,14 @@ async fn the_token_request_carries_its_length_for_servers_that_read_no_chunked_b
     // The simulator's token endpoint, like Python's `http.server`, reads
     // no chunked body: without Content-Length the form is empty and the
     // credentials unknown.
-    let sim = sim(SimConfig {
+    let env = TestEnv::connected(SimConfig {
         findings: 600,
         ..SimConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    })
+    .await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     runtime.scan("t", &()).await.expect("scan");
-    assert_eq!(imported(&runtime), expected_open(&sim, true, true));
+    assert_eq!(imported(runtime), expected_open(sim, true, true));
     assert!(
         sim.requests()
             .iter()
@@ -203,18 +193,20 @@ async fn the_token_request_carries_its_length_for_servers_that_read_no_chunked_b
 
 #[tokio::test]
 async fn a_server_that_never_answers_times_out_as_a_transient_error_naming_the_url() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 2500,
         ..SimConfig::default()
+    })
+    .with_runtime(|r| {
+        r.with_retry(RetryPolicy {
+            max_retries_per_page: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        })
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path()).with_retry(RetryPolicy {
-        max_retries_per_page: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-        ..RetryPolicy::default()
-    });
-    let mut settings = one_shard(&sim);
+    let (sim, runtime) = (env.sim(), env.runtime());
+    let mut settings = one_shard(sim);
     settings.insert("request-timeout-s".into(), SettingValue::Text("1".into()));
     runtime
         .connect("t", "wiz", &settings)
@@ -245,19 +237,18 @@ async fn a_server_that_never_answers_times_out_as_a_transient_error_naming_the_u
     });
     let report = runtime.scan("t", &()).await.expect("scan completes");
     assert_eq!(report.retries, 1);
-    assert_eq!(imported(&runtime), expected_open(&sim, true, false));
+    assert_eq!(imported(runtime), expected_open(sim, true, false));
 }
 
 #[tokio::test]
 async fn garbled_answers_mid_scan_are_fetched_again_to_an_exact_import() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 2500,
         ..SimConfig::default()
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
+    let (sim, runtime) = (env.sim(), env.runtime());
     runtime
-        .connect("t", "wiz", &one_shard(&sim))
+        .connect("t", "wiz", &one_shard(sim))
         .await
         .expect("connect");
     // A 429 first, so the garbled answers come mid-scan.
@@ -271,34 +262,31 @@ async fn garbled_answers_mid_scan_are_fetched_again_to_an_exact_import() {
         ],
         ..Faults::default()
     });
-    let runtime = runtime.with_retry(fast_retries());
+    let env = env.with_runtime(|r| r.with_retry(fast_retries()));
+    let (sim, runtime) = (env.sim(), env.runtime());
     let report = runtime.scan("t", &()).await.expect("scan completes");
     assert_eq!(report.retries, 1, "only the 429 reached the host");
-    assert_eq!(imported(&runtime), expected_open(&sim, true, false));
+    assert_eq!(imported(runtime), expected_open(sim, true, false));
 }
 
 #[tokio::test]
 async fn expiring_and_revoked_tokens_lose_nothing() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::connected(SimConfig {
         findings: 2500,
         // Shorter than the plugin's one-minute renewal margin: it is
         // renewed a quarter of its life early instead, not per request.
         token_ttl: Duration::from_secs(30),
         ..SimConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    })
+    .await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     // Revoke mid-scan: the page after the first is refused once.
     sim.set_faults(Faults {
         script: vec![Fault::RevokeTokens],
         ..Faults::default()
     });
     runtime.scan("t", &()).await.expect("scan");
-    assert_eq!(imported(&runtime), expected_open(&sim, true, true));
+    assert_eq!(imported(runtime), expected_open(sim, true, true));
     let tokens = sim
         .requests()
         .iter()
@@ -318,16 +306,13 @@ async fn expiring_and_revoked_tokens_lose_nothing() {
 
 #[tokio::test]
 async fn rate_limits_and_server_errors_are_retried_to_a_complete_scan() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 2500,
         ..SimConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path()).with_retry(fast_retries());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    })
+    .with_runtime(|r| r.with_retry(fast_retries()));
+    let (sim, runtime) = (env.sim(), env.runtime());
+    env.connect("t").await.expect("connect");
     sim.set_faults(Faults {
         script: vec![
             Fault::RateLimited {
@@ -345,7 +330,7 @@ async fn rate_limits_and_server_errors_are_retried_to_a_complete_scan() {
     });
     let report = runtime.scan("t", &()).await.expect("scan completes");
     assert_eq!(report.retries, 5);
-    assert_eq!(imported(&runtime), expected_open(&sim, true, true));
+    assert_eq!(imported(runtime), expected_open(sim, true, true));
 }
 
 /// Rate limits spread over a long scan: each page has its own budget, so
@@ -353,17 +338,19 @@ async fn rate_limits_and_server_errors_are_retried_to_a_complete_scan() {
 /// scan of one retry would fail this one at its second 429).
 #[tokio::test]
 async fn rate_limits_spread_over_a_long_scan_are_budgeted_per_page() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 12_000,
         ..SimConfig::default()
+    })
+    .with_runtime(|r| {
+        r.with_retry(RetryPolicy {
+            max_retries_per_page: 1,
+            ..fast_retries()
+        })
     });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path()).with_retry(RetryPolicy {
-        max_retries_per_page: 1,
-        ..fast_retries()
-    });
+    let (sim, runtime) = (env.sim(), env.runtime());
     runtime
-        .connect("t", "wiz", &one_shard(&sim))
+        .connect("t", "wiz", &one_shard(sim))
         .await
         .expect("connect");
     sim.set_faults(Faults {
@@ -374,23 +361,23 @@ async fn rate_limits_spread_over_a_long_scan_are_budgeted_per_page() {
     let report = runtime.scan("t", &()).await.expect("scan completes");
     assert!(report.retries >= 3, "{report:?}");
     assert!(report.pages >= 6, "{report:?}");
-    assert_eq!(imported(&runtime), expected_open(&sim, true, false));
+    assert_eq!(imported(runtime), expected_open(sim, true, false));
 }
 
 #[tokio::test]
 async fn broken_answers_fail_the_scan_with_a_typed_error_and_resolve_nothing() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 2500,
         ..SimConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path()).with_retry(fast_retries());
+    })
+    .with_runtime(|r| r.with_retry(fast_retries()));
+    let (sim, runtime) = (env.sim(), env.runtime());
     runtime
-        .connect("t", "wiz", &one_shard(&sim))
+        .connect("t", "wiz", &one_shard(sim))
         .await
         .expect("connect");
     runtime.scan("t", &()).await.expect("first scan");
-    let before = imported(&runtime);
+    let before = imported(runtime);
     for (faults, kind) in [
         // The plugin sends a garbled request twice more, then gives up.
         (vec![Fault::Malformed; 3], "protocol"),
@@ -414,13 +401,13 @@ async fn broken_answers_fail_the_scan_with_a_typed_error_and_resolve_nothing() {
         });
         let err = runtime.scan("t", &()).await.expect_err("broken answer");
         assert_eq!(err.kind(), kind, "{err}");
-        assert_eq!(imported(&runtime), before, "a failed scan resolves nothing");
+        assert_eq!(imported(runtime), before, "a failed scan resolves nothing");
     }
 }
 
 #[tokio::test]
 async fn rate_limit_exhaustion_is_reported_not_silently_short() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 600,
         faults: Faults {
             rate_limit_every: Some(1),
@@ -428,12 +415,12 @@ async fn rate_limit_exhaustion_is_reported_not_silently_short() {
             ..Faults::default()
         },
         ..SimConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path()).with_retry(fast_retries());
+    })
+    .with_runtime(|r| r.with_retry(fast_retries()));
+    let (sim, runtime) = (env.sim(), env.runtime());
     // connect's test query is rate limited too: it reports it.
     let err = runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
+        .connect("t", "wiz", &wiz_settings(sim))
         .await
         .expect_err("limited");
     assert_eq!(err.kind(), "rate-limited", "{err}");
@@ -441,16 +428,12 @@ async fn rate_limit_exhaustion_is_reported_not_silently_short() {
 
 #[tokio::test]
 async fn request_log_shows_the_secret_only_at_the_token_endpoint_and_pages_within_the_maximum() {
-    let sim = sim(SimConfig {
+    let env = TestEnv::connected(SimConfig {
         findings: 3000,
         ..SimConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    })
+    .await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     runtime.scan("t", &()).await.expect("scan");
     let log = sim.requests();
     assert!(

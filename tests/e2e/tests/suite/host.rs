@@ -2,11 +2,11 @@
 //! real `scanner-host` process, reconnect, repository mapping, the
 //! scheduler, and secrets kept out of everything printed.
 
+use scanner_runtime::Clock;
 use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
-use scanner_runtime::{Clock, Runtime};
 use scanner_store::{Database, FindingQuery, StatusFilter};
 use scanner_tests::{
-    expected_open, host_command, output_text, runtime_in, wiz_settings, wiz_settings_with,
+    TestEnv, cli_command, expected_open, output_text, plugin_wasm, wiz_settings_with,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -56,18 +56,13 @@ fn open_of(states: &BTreeMap<String, String>) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::connected(SimConfig {
         findings: 3000,
         seed: 3,
         ..SimConfig::default()
     })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    .await;
+    let (sim, runtime) = (env.sim(), env.runtime());
 
     let first = runtime.scan("t", &()).await.expect("scan 1");
     let unchanged = runtime
@@ -81,13 +76,13 @@ async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
     );
     let s1 = states(runtime.store(), "t");
     let detected_after_scan_1 = last_detected(runtime.store(), "t");
-    assert_eq!(open_of(&s1), expected_open(&sim, true, true));
+    assert_eq!(open_of(&s1), expected_open(sim, true, true));
     assert_eq!(first.new as usize, s1.len());
 
     sim.advance(1);
     let second = runtime.scan("t", &()).await.expect("scan 2");
     let s2 = states(runtime.store(), "t");
-    let want = expected_open(&sim, true, true);
+    let want = expected_open(sim, true, true);
     assert_eq!(open_of(&s2), want);
     let gone = open_of(&s1).difference(&want).count() as u64;
     let added = want.difference(&open_of(&s1)).count() as u64;
@@ -108,7 +103,7 @@ async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
     sim.advance(2);
     let third = runtime.scan("t", &()).await.expect("scan 3");
     let s3 = states(runtime.store(), "t");
-    assert_eq!(open_of(&s3), expected_open(&sim, true, true));
+    assert_eq!(open_of(&s3), expected_open(sim, true, true));
     let reopened = s2
         .iter()
         .filter(|(id, st)| *st == "resolved" && s3.get(*id).is_some_and(|s| s == "open"))
@@ -128,20 +123,15 @@ async fn reconnecting_with_new_credentials_keeps_findings() {
         secret: "rotated-secret".into(),
         scopes: vec!["read:vulnerabilities".into(), "read:resources".into()],
     });
-    let sim = Simulator::start_background(config).expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_in(dir.path());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    let env = TestEnv::connected(config).await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     runtime.scan("t", &()).await.expect("scan");
     let before = states(runtime.store(), "t");
     runtime
         .connect(
             "t",
             "wiz",
-            &wiz_settings_with(&sim, "rotated", "rotated-secret"),
+            &wiz_settings_with(sim, "rotated", "rotated-secret"),
         )
         .await
         .expect("reconnect");
@@ -180,19 +170,15 @@ impl Clock for ManualClock {
 
 #[tokio::test]
 async fn scheduler_runs_first_scan_soon_then_every_interval_and_missed_slots_once() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 300,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
+    });
     let t0 = time::macros::datetime!(2026-03-01 12:00 UTC);
     let clock = Arc::new(ManualClock(Mutex::new(t0)));
-    let runtime = Arc::new(runtime_in(dir.path()).with_clock(clock.clone()));
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    let env = env.with_runtime(|r| r.with_clock(clock.clone()));
+    let runtime = env.runtime();
+    env.connect("t").await.expect("connect");
     let config = SchedulerConfig::default();
     let first = runtime
         .store()
@@ -247,21 +233,17 @@ async fn scheduler_runs_first_scan_soon_then_every_interval_and_missed_slots_onc
 
 #[tokio::test]
 async fn failures_back_off_and_mark_the_integration() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 100,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
+    });
     let t0 = time::macros::datetime!(2026-03-01 12:00 UTC);
     let clock = Arc::new(ManualClock(Mutex::new(t0)));
-    let runtime: Arc<Runtime> = Arc::new(runtime_in(dir.path()).with_clock(clock.clone()));
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    let env = env.with_runtime(|r| r.with_clock(clock.clone()));
+    let (sim, runtime) = (env.sim(), env.runtime());
+    env.connect("t").await.expect("connect");
     // The service account is disabled after connecting.
-    let mut settings = wiz_settings(&sim);
+    let mut settings = env.settings();
     settings.insert(
         "client-secret".into(),
         scanner_contract::SettingValue::Secret(scanner_contract::Secret::new("revoked")),
@@ -305,14 +287,14 @@ async fn failures_back_off_and_mark_the_integration() {
 
 // ----- the CLI as a real process ---------------------------------------------
 
+/// `scanner-host` on `db` as [`TestEnv::cli`] runs it on its own database
+/// (the key file beside the database, unless a test says otherwise),
+/// logging at debug level so that more text is checked for secrets.
 fn cli(db: &Path, args: &[&str]) -> Command {
-    let mut cmd = host_command(db);
+    let mut cmd = cli_command(db, plugin_wasm());
     cmd.args(args);
     cmd.env("SIM_SECRET", SECRET)
-        .env("SCANNER_HOST_LOG", "debug")
-        // The key file beside the database, unless a test says otherwise.
-        .env_remove("SCANNER_HOST_KEY")
-        .env_remove("SCANNER_HOST_KEY_FILE");
+        .env("SCANNER_HOST_LOG", "debug");
     cmd
 }
 
@@ -320,42 +302,24 @@ fn run(db: &Path, args: &[&str]) -> Output {
     cli(db, args).output().expect("run scanner-host")
 }
 
-fn connect_args(sim: &Simulator) -> Vec<String> {
-    vec![
-        "connect".into(),
-        "t".into(),
-        "--plugin".into(),
-        "wiz".into(),
-        "--set".into(),
-        format!("api-endpoint={}", sim.api_endpoint()),
-        "--set".into(),
-        format!("auth-url={}", sim.token_url()),
-        "--set".into(),
-        "client-id=sim-client-id".into(),
-        "--secret".into(),
-        "client-secret=env:SIM_SECRET".into(),
-    ]
-}
-
 #[test]
 fn a_host_killed_mid_scan_resumes_to_the_same_result() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 6000,
         latency: Duration::from_millis(60),
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = connect_args(&sim);
+    });
+    let sim = env.sim();
+    let args = env.connect_args("t");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // Reference: an uninterrupted scan.
-    let reference = dir.path().join("reference.db");
+    let reference = env.dir().join("reference.db");
     assert!(run(&reference, &args).status.success());
     let out = run(&reference, &["scan", "t"]);
     assert!(out.status.success(), "{}", output_text(&out));
 
-    let db = dir.path().join("killed.db");
+    let db = env.dir().join("killed.db");
     assert!(run(&db, &args).status.success());
     let mut child = cli(&db, &["scan", "t"])
         .stdout(Stdio::null())
@@ -396,22 +360,20 @@ fn a_host_killed_mid_scan_resumes_to_the_same_result() {
     let a = states(&Database::open(&reference).expect("ref"), "t");
     let b = states(&store, "t");
     assert_eq!(a, b, "resumed scan ends where the uninterrupted one does");
-    assert_eq!(open_of(&b), expected_open(&sim, true, true));
+    assert_eq!(open_of(&b), expected_open(sim, true, true));
 }
 
 #[test]
 fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 1500,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("host.db");
+    });
+    let (sim, db) = (env.sim(), env.db_path());
     let mut outputs = Vec::new();
 
     // Bad credentials: refused, with the kind in JSON, nothing saved.
-    let mut bad = connect_args(&sim);
+    let mut bad = env.connect_args("t");
     bad.push("--format".into());
     bad.push("json".into());
     let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
@@ -439,7 +401,7 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
     assert!(!out.status.success());
     assert!(!output_text(&out).contains("hunter2"));
 
-    let args = connect_args(&sim);
+    let args = env.connect_args("t");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&db, &args);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -455,7 +417,7 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
     };
     let all = json(&["findings", "t", "--include-unmapped", "--format", "json"]);
     let all = all.as_array().expect("array");
-    assert_eq!(all.len(), expected_open(&sim, true, true).len());
+    assert_eq!(all.len(), expected_open(sim, true, true).len());
     for key in [
         "tenant",
         "id",
@@ -582,14 +544,12 @@ fn sim_images(sim: &Simulator, owner_name: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn cli_repos_map_images_by_owner_and_name_remove_list_rules_and_import_all_or_nothing() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 1500,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("host.db");
-    let args = connect_args(&sim);
+    });
+    let (sim, db) = (env.sim(), env.db_path());
+    let args = env.connect_args("t");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&db, &args);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -621,8 +581,8 @@ fn cli_repos_map_images_by_owner_and_name_remove_list_rules_and_import_all_or_no
         .map(|f| f["id"].as_str().expect("id").to_string())
         .collect()
     };
-    let acme = sim_images(&sim, "acme/shop");
-    let globex = sim_images(&sim, "globex/shop");
+    let acme = sim_images(sim, "acme/shop");
+    let globex = sim_images(sim, "globex/shop");
     assert!(!acme.is_empty() && !globex.is_empty());
     let ids = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<BTreeSet<_>>();
 
@@ -732,7 +692,7 @@ fn cli_repos_map_images_by_owner_and_name_remove_list_rules_and_import_all_or_no
             .collect()
     };
     let before = listed(&db);
-    let file = dir.path().join("repos.txt");
+    let file = env.dir().join("repos.txt");
     let file_arg = file.to_str().expect("utf-8 path");
     std::fs::write(
         &file,
@@ -803,16 +763,14 @@ fn a_malformed_secret_argument_is_refused_without_echoing_it() {
 #[test]
 fn keys_rotate_then_the_new_key_works_and_the_old_one_fails_clearly() {
     use std::os::unix::fs::PermissionsExt;
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 200,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("host.db");
-    let key_file = dir.path().join("host.db.key");
-    let old_key_file = dir.path().join("host.db.key.old");
-    let args = connect_args(&sim);
+    });
+    let db = env.db_path();
+    let key_file = env.dir().join("host.db.key");
+    let old_key_file = env.dir().join("host.db.key.old");
+    let args = env.connect_args("t");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&db, &args);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -867,7 +825,7 @@ fn keys_rotate_then_the_new_key_works_and_the_old_one_fails_clearly() {
     );
 
     // Rotating to a named file leaves the current key file alone.
-    let elsewhere = dir.path().join("elsewhere.key");
+    let elsewhere = env.dir().join("elsewhere.key");
     let out = run(
         &db,
         &[

@@ -8,25 +8,26 @@ use scanner_engine::{Engine, EngineConfig};
 use scanner_runtime::{ConnectOptions, Runtime, RuntimeError};
 use scanner_store::Database;
 use scanner_tests::{
-    SimProcess, expected_open, host_command, open_ids, output_text, plugin_wasm, wiz_settings,
+    SimProcess, TestEnv, expected_open, host_command, open_ids, output_text, plugin_wasm,
+    wiz_settings,
 };
 use std::sync::Arc;
-use wiz_sim::{SimConfig, Simulator};
+use wiz_sim::SimConfig;
 
-fn tls_sim() -> Simulator {
-    Simulator::start_background(SimConfig {
+fn tls_env() -> TestEnv {
+    TestEnv::new(SimConfig {
         findings: 6000,
         tls: true,
         ..SimConfig::default()
     })
-    .expect("simulator")
 }
 
-/// A runtime whose engine trusts `sim`'s certificate.
-fn runtime_trusting(sim: &Simulator, reuse: bool, dir: &std::path::Path) -> Runtime {
+/// `env` with a runtime whose engine trusts its simulator's certificate.
+fn trusting(env: TestEnv, reuse: bool) -> TestEnv {
     let engine = Engine::new(EngineConfig {
         reuse_connections: reuse,
-        extra_root_certificates: sim
+        extra_root_certificates: env
+            .sim()
             .certificate_der()
             .into_iter()
             .map(<[u8]>::to_vec)
@@ -35,23 +36,19 @@ fn runtime_trusting(sim: &Simulator, reuse: bool, dir: &std::path::Path) -> Runt
     })
     .expect("engine");
     let plugin = engine.load_plugin(plugin_wasm()).expect("plugin");
-    let store = Arc::new(Database::open(&dir.join("host.db")).expect("store"));
-    Runtime::new(engine, vec![plugin], store)
+    env.with_plugins(engine, vec![plugin])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_over_tls_reuses_a_connection_per_request_in_flight() {
-    let sim = tls_sim();
-    assert!(sim.base_url().starts_with("https://"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_trusting(&sim, true, dir.path());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect over TLS");
+    let env = tls_env();
+    assert!(env.sim().base_url().starts_with("https://"));
+    let env = trusting(env, true);
+    let (sim, runtime) = (env.sim(), env.runtime());
+    env.connect("t").await.expect("connect over TLS");
     let report = runtime.scan("t", &()).await.expect("scan over TLS");
     assert!(report.pages > 3, "several pages: {}", report.pages);
-    assert_eq!(open_ids(&runtime, "t"), expected_open(&sim, true, true));
+    assert_eq!(open_ids(runtime, "t"), expected_open(sim, true, true));
     // `connect` tests in one instance (one connection) and the scan runs
     // in another, which keeps its two shards' page requests in flight side
     // by side (two connections); token, repository lookups and every page
@@ -70,26 +67,21 @@ async fn a_scan_over_tls_reuses_a_connection_per_request_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_reuse_every_request_opens_its_own_connection() {
-    let sim = tls_sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_trusting(&sim, false, dir.path());
-    runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    let env = trusting(tls_env(), false);
+    let (sim, runtime) = (env.sim(), env.runtime());
+    env.connect("t").await.expect("connect");
     runtime.scan("t", &()).await.expect("scan");
-    assert_eq!(open_ids(&runtime, "t"), expected_open(&sim, true, true));
+    assert_eq!(open_ids(runtime, "t"), expected_open(sim, true, true));
     assert_eq!(sim.connections(), sim.requests().len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_fails_the_connection_test() {
-    let sim = tls_sim();
-    let dir = tempfile::tempdir().expect("tempdir");
     // The default engine trusts only the public roots.
-    let runtime = scanner_tests::runtime_in(dir.path());
+    let env = tls_env();
+    let (sim, runtime) = (env.sim(), env.runtime());
     let err = runtime
-        .connect("t", "wiz", &wiz_settings(&sim))
+        .connect("t", "wiz", &wiz_settings(sim))
         .await
         .expect_err("a self-signed certificate is not trusted");
     // A certificate nobody trusts needs the operator: it fails at once,
@@ -111,23 +103,22 @@ async fn an_untrusted_certificate_fails_the_connection_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_trusts_the_certificate_authorities_it_was_connected_with_and_no_other_does() {
-    let sim = tls_sim();
-    let dir = tempfile::tempdir().expect("tempdir");
     // The engine trusts only the public roots: the CA is the tenant's.
-    let runtime = scanner_tests::runtime_in(dir.path());
+    let env = tls_env();
+    let (sim, runtime) = (env.sim(), env.runtime());
     let options = ConnectOptions {
         ca_certificates: vec![sim.certificate_der().expect("TLS").to_vec()],
         ..ConnectOptions::default()
     };
     runtime
-        .connect_with_options("t", "wiz", &wiz_settings(&sim), &options)
+        .connect_with_options("t", "wiz", &wiz_settings(sim), &options)
         .await
         .expect("connect trusting the simulator's CA");
     runtime.scan("t", &()).await.expect("scan over TLS");
-    assert_eq!(open_ids(&runtime, "t"), expected_open(&sim, true, true));
+    assert_eq!(open_ids(runtime, "t"), expected_open(sim, true, true));
     // Another tenant of the same engine, to the same server, without it.
     let err = runtime
-        .connect("u", "wiz", &wiz_settings(&sim))
+        .connect("u", "wiz", &wiz_settings(sim))
         .await
         .expect_err("the CA is not trusted for another tenant");
     assert!(

@@ -2,26 +2,23 @@
 
 use scanner_contract::SettingValue;
 use scanner_store::{FindingQuery, StatusFilter};
-use scanner_tests::{expected_open, runtime_in, wiz_settings};
+use scanner_tests::{TestEnv, expected_open, runtime_in};
 use std::collections::BTreeSet;
-use wiz_sim::{SimConfig, Simulator};
-
-fn sim(findings: usize) -> Simulator {
-    Simulator::start_background(SimConfig {
-        findings,
-        seed: 11,
-        ..SimConfig::default()
-    })
-    .expect("simulator")
-}
+use wiz_sim::SimConfig;
 
 #[tokio::test]
 async fn full_import_returns_exactly_the_open_cve_findings_of_enabled_kinds() {
-    let sim = sim(3000);
+    let env = TestEnv::new(SimConfig {
+        findings: 3000,
+        seed: 11,
+        ..SimConfig::default()
+    });
+    let sim = env.sim();
     for (sca, images) in [(true, true), (true, false), (false, true)] {
+        // A fresh database per case, against the same simulator.
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = runtime_in(dir.path());
-        let mut settings = wiz_settings(&sim);
+        let mut settings = env.settings();
         settings.insert("scan-sca".into(), SettingValue::Boolean(sca));
         settings.insert(
             "scan-container-images".into(),
@@ -43,7 +40,7 @@ async fn full_import_returns_exactly_the_open_cve_findings_of_enabled_kinds() {
             .expect("findings");
         let got: BTreeSet<String> = rows.iter().map(|r| r.id.clone()).collect();
         assert_eq!(rows.len(), got.len(), "a finding was stored twice");
-        let want = expected_open(&sim, sca, images);
+        let want = expected_open(sim, sca, images);
         let missing: Vec<&String> = want.difference(&got).take(5).collect();
         let extra: Vec<&String> = got.difference(&want).take(5).collect();
         assert!(

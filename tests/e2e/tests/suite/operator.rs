@@ -3,111 +3,66 @@
 //! terminal, listings that never hide rows silently, and input refused
 //! with words before anything is stored.
 
-use scanner_tests::{cli_command, host_bin, output_text, plugin_wasm};
-use std::path::PathBuf;
+use scanner_tests::{TestEnv, host_bin, output_text, plugin_wasm};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-use wiz_sim::{SimConfig, Simulator};
+use wiz_sim::SimConfig;
 
-const SECRET: &str = "sim-client-secret";
-
-/// A database in a temp dir and the Wiz plugin.
-struct Cli {
-    dir: tempfile::TempDir,
+/// Connects `t` to the simulator and starts `scan t` in a process of its own,
+/// returned once the scan stored its first page.
+fn scanning(env: &TestEnv) -> Child {
+    assert!(connect(env, "t").status.success());
+    let child = env
+        .cli(&["scan", "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scan");
+    wait_for_a_stored_page(env, "t");
+    child
 }
 
-impl Cli {
-    fn new() -> Cli {
-        Cli {
-            dir: tempfile::tempdir().expect("tempdir"),
+fn connect(env: &TestEnv, tenant: &str) -> Output {
+    let args = env.connect_args(tenant);
+    env.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The last scan's outcome of `tenant`, from `status`.
+fn outcome(env: &TestEnv, tenant: &str) -> String {
+    let out = env.run(&["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    status["integrations"]
+        .as_array()
+        .expect("integrations")
+        .iter()
+        .find(|i| i["tenant"] == tenant)
+        .and_then(|i| i["last_outcome"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until the running scan stored its first page (the tenant is
+/// new, so any stored finding comes from it).
+fn wait_for_a_stored_page(env: &TestEnv, tenant: &str) {
+    for _ in 0..600 {
+        if let Ok(store) = scanner_store::Database::open(&env.db_path())
+            && store.finding_count(tenant).unwrap_or(0) > 0
+        {
+            return;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("host.db")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = cli_command(&self.db(), plugin_wasm());
-        // The plugin comes compiled from the suite's shared cache: a second
-        // process starts in milliseconds, while the first one still scans.
-        cmd.args(args).env("SIM_SECRET", SECRET);
-        cmd
-    }
-
-    /// Connects `t` to `sim` and starts `scan t` in a process of its own,
-    /// returned once the scan stored its first page.
-    fn scanning(&self, sim: &Simulator) -> Child {
-        assert!(self.connect(sim, "t").status.success());
-        let child = self
-            .command(&["scan", "t"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn scan");
-        self.wait_for_a_stored_page("t");
-        child
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run scanner-host")
-    }
-
-    fn connect(&self, sim: &Simulator, tenant: &str) -> Output {
-        self.run(&[
-            "connect",
-            tenant,
-            "--plugin",
-            "wiz",
-            "--set",
-            &format!("api-endpoint={}", sim.api_endpoint()),
-            "--set",
-            &format!("auth-url={}", sim.token_url()),
-            "--set",
-            "client-id=sim-client-id",
-            "--secret",
-            "client-secret=env:SIM_SECRET",
-        ])
-    }
-
-    /// The last scan's outcome of `tenant`, from `status`.
-    fn outcome(&self, tenant: &str) -> String {
-        let out = self.run(&["status", "--format", "json"]);
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-        status["integrations"]
-            .as_array()
-            .expect("integrations")
-            .iter()
-            .find(|i| i["tenant"] == tenant)
-            .and_then(|i| i["last_outcome"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// Waits until the running scan stored its first page (the tenant is
-    /// new, so any stored finding comes from it).
-    fn wait_for_a_stored_page(&self, tenant: &str) {
-        for _ in 0..600 {
-            if let Ok(store) = scanner_store::Database::open(&self.db())
-                && store.finding_count(tenant).unwrap_or(0) > 0
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no page was stored within 30 s");
-    }
+    panic!("no page was stored within 30 s");
 }
 
 /// A tenant whose scan takes several seconds (pages of 500, each answered
 /// after half a second), so a second process can meet it mid-scan.
-fn slow_sim() -> Simulator {
-    Simulator::start_background(SimConfig {
+fn slow_env() -> TestEnv {
+    TestEnv::new(SimConfig {
         findings: 12_000,
         latency: Duration::from_millis(500),
         ..SimConfig::default()
     })
-    .expect("sim")
 }
 
 fn interrupt(child: &std::process::Child) {
@@ -121,9 +76,8 @@ fn interrupt(child: &std::process::Child) {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_during_a_scan_records_it_interrupted_and_the_next_scan_resumes() {
-    let sim = slow_sim();
-    let cli = Cli::new();
-    let child = cli.scanning(&sim);
+    let env = slow_env();
+    let child = scanning(&env);
     interrupt(&child);
     let out = child.wait_with_output().expect("wait");
     let text = output_text(&out);
@@ -132,31 +86,30 @@ fn ctrl_c_during_a_scan_records_it_interrupted_and_the_next_scan_resumes() {
         text.contains("scanner-host scan t"),
         "says how to resume: {text}"
     );
-    assert_eq!(cli.outcome("t"), "interrupted");
+    assert_eq!(outcome(&env, "t"), "interrupted");
 
-    let out = cli.run(&["scan", "t"]);
+    let out = env.run(&["scan", "t"]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("(resumed)"),
         "{}",
         output_text(&out)
     );
-    assert_eq!(cli.outcome("t"), "completed");
-    let findings = cli.run(&["findings", "t", "--include-unmapped", "--format", "json"]);
+    assert_eq!(outcome(&env, "t"), "completed");
+    let findings = env.run(&["findings", "t", "--include-unmapped", "--format", "json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&findings.stdout).expect("JSON");
     assert_eq!(
         rows.len(),
-        scanner_tests::expected_open(&sim, true, true).len()
+        scanner_tests::expected_open(env.sim(), true, true).len()
     );
 }
 
 #[cfg(unix)]
 #[test]
 fn a_second_process_scanning_the_same_tenant_is_told_who_holds_it() {
-    let sim = slow_sim();
-    let cli = Cli::new();
-    let first = cli.scanning(&sim);
-    let second = cli.run(&["scan", "t"]);
+    let env = slow_env();
+    let first = scanning(&env);
+    let second = env.run(&["scan", "t"]);
     let text = output_text(&second);
     assert_eq!(second.status.code(), Some(6), "{text}");
     assert!(
@@ -166,28 +119,27 @@ fn a_second_process_scanning_the_same_tenant_is_told_who_holds_it() {
     assert!(!text.contains("database is locked"), "{text}");
     let out = first.wait_with_output().expect("wait");
     assert!(out.status.success(), "{}", output_text(&out));
-    assert_eq!(cli.outcome("t"), "completed");
+    assert_eq!(outcome(&env, "t"), "completed");
 }
 
 #[test]
 fn exit_codes_say_what_went_wrong() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 50,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let cli = Cli::new();
+    });
+    let sim = env.sim();
     // Usage: an unknown flag, and a value the parser refuses.
-    assert_eq!(cli.run(&["scan", "--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(env.run(&["scan", "--no-such-flag"]).status.code(), Some(2));
     assert_eq!(
-        cli.run(&["serve", "--interval-hours", "1e12"])
+        env.run(&["serve", "--interval-hours", "1e12"])
             .status
             .code(),
         Some(2)
     );
     // Credentials refused.
-    let wrong = cli
-        .command(&[
+    let wrong = env
+        .cli(&[
             "connect",
             "t",
             "--plugin",
@@ -219,7 +171,7 @@ fn exit_codes_say_what_went_wrong() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
-    let unreachable = cli.run(&[
+    let unreachable = env.run(&[
         "connect",
         "u",
         "--plugin",
@@ -237,22 +189,20 @@ fn exit_codes_say_what_went_wrong() {
     assert_eq!(unreachable.status.code(), Some(4), "{text}");
     assert!(text.contains("cannot reach"), "{text}");
     // Not found: an unknown tenant, from a command that only reads.
-    assert!(cli.connect(&sim, "t").status.success());
-    let nobody = cli.run(&["findings", "nobody"]);
+    assert!(connect(&env, "t").status.success());
+    let nobody = env.run(&["findings", "nobody"]);
     assert_eq!(nobody.status.code(), Some(5), "{}", output_text(&nobody));
-    assert_eq!(cli.run(&["test", "nobody"]).status.code(), Some(5));
+    assert_eq!(env.run(&["test", "nobody"]).status.code(), Some(5));
 }
 
 #[test]
 fn findings_are_sorted_filtered_limited_and_hidden_ones_counted() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 600,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let cli = Cli::new();
-    assert!(cli.connect(&sim, "t").status.success());
-    assert!(cli.run(&["scan", "t"]).status.success());
+    });
+    assert!(connect(&env, "t").status.success());
+    assert!(env.run(&["scan", "t"]).status.success());
     let rank = |s: &str| {
         ["unknown", "none", "low", "medium", "high", "critical"]
             .iter()
@@ -262,7 +212,7 @@ fn findings_are_sorted_filtered_limited_and_hidden_ones_counted() {
     let rows = |args: &[&str]| -> (Vec<serde_json::Value>, String) {
         let mut all = vec!["findings", "t", "--format", "json"];
         all.extend_from_slice(args);
-        let out = cli.run(&all);
+        let out = env.run(&all);
         assert!(out.status.success(), "{}", output_text(&out));
         (
             serde_json::from_slice(&out.stdout).expect("JSON"),
@@ -305,17 +255,15 @@ fn findings_are_sorted_filtered_limited_and_hidden_ones_counted() {
 
 #[test]
 fn output_is_quiet_on_a_closed_pipe_colourless_when_redirected_and_csv_only_for_tables() {
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 3000,
         ..SimConfig::default()
-    })
-    .expect("sim");
-    let cli = Cli::new();
-    assert!(cli.connect(&sim, "t").status.success());
-    assert!(cli.run(&["scan", "t"]).status.success());
+    });
+    assert!(connect(&env, "t").status.success());
+    assert!(env.run(&["scan", "t"]).status.success());
     for format in ["json", "table", "csv"] {
-        let mut child = cli
-            .command(&["findings", "t", "--include-unmapped", "--format", format])
+        let mut child = env
+            .cli(&["findings", "t", "--include-unmapped", "--format", format])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -337,7 +285,7 @@ fn output_is_quiet_on_a_closed_pipe_colourless_when_redirected_and_csv_only_for_
     let demo = Command::new(host_bin())
         .env("SCANNER_HOST_CACHE", scanner_tests::test_plugin_cache())
         .arg("--db")
-        .arg(cli.dir.path().join("demo.db"))
+        .arg(env.dir().join("demo.db"))
         .arg("--plugins")
         .arg(plugin_wasm())
         .args(["demo", "--findings", "200", "--format", "json"])
@@ -349,7 +297,7 @@ fn output_is_quiet_on_a_closed_pipe_colourless_when_redirected_and_csv_only_for_
         body["scan"]["new"].as_u64().is_some_and(|n| n > 0),
         "{body}"
     );
-    let csv = cli.run(&["scan", "t", "--format", "csv"]);
+    let csv = env.run(&["scan", "t", "--format", "csv"]);
     assert_eq!(csv.status.code(), Some(2), "{}", output_text(&csv));
 
     // Logs on a redirected stderr carry no colour; asked for, they do;
@@ -357,7 +305,7 @@ fn output_is_quiet_on_a_closed_pipe_colourless_when_redirected_and_csv_only_for_
     let debug = |extra: &[&str]| {
         let mut args = vec!["-vv", "test", "t"];
         args.extend_from_slice(extra);
-        let out = cli.run(&args);
+        let out = env.run(&args);
         assert!(out.status.success(), "{}", output_text(&out));
         String::from_utf8_lossy(&out.stderr).to_string()
     };
@@ -367,20 +315,18 @@ fn output_is_quiet_on_a_closed_pipe_colourless_when_redirected_and_csv_only_for_
     for line in debug(&["--log-format", "json"]).lines() {
         let _: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
     }
-    let quiet = cli.run(&["-q", "test", "t"]);
+    let quiet = env.run(&["-q", "test", "t"]);
     assert!(quiet.status.success() && quiet.stderr.is_empty());
 }
 
 #[test]
 fn bad_input_is_refused_in_words_before_anything_is_stored() {
-    let cli = Cli::new();
-    let sim = Simulator::start_background(SimConfig {
+    let env = TestEnv::new(SimConfig {
         findings: 20,
         ..SimConfig::default()
-    })
-    .expect("sim");
+    });
     // A mistyped --db for a read command creates nothing.
-    let typo = cli.dir.path().join("no-such-dir/typo.db");
+    let typo = env.dir().join("no-such-dir/typo.db");
     let out = Command::new(host_bin())
         .env("SCANNER_HOST_CACHE", scanner_tests::test_plugin_cache())
         .arg("--db")
@@ -404,7 +350,7 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
 
     // Tenant names.
     for name in ["", "a/b", "a b", "x\u{1b}[2J", "-dash"] {
-        let out = cli.run(&["connect", name, "--plugin", "wiz"]);
+        let out = env.run(&["connect", name, "--plugin", "wiz"]);
         let text = output_text(&out);
         assert_eq!(out.status.code(), Some(2), "{name:?}: {text}");
         assert!(
@@ -414,23 +360,23 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
         assert!(!text.contains('\u{1b}'), "{text:?}");
     }
     // Every missing required setting at once.
-    let out = cli.run(&["connect", "t", "--plugin", "wiz"]);
+    let out = env.run(&["connect", "t", "--plugin", "wiz"]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     for field in ["api-endpoint", "client-id", "client-secret"] {
         assert!(text.contains(field), "{field} not named: {text}");
     }
-    assert!(!cli.db().exists() || cli.run(&["status"]).status.success());
+    assert!(!env.db_path().exists() || env.run(&["status"]).status.success());
 
     // A component that does not load is named and skipped.
-    let plugins = cli.dir.path().join("plugins");
+    let plugins = env.dir().join("plugins");
     std::fs::create_dir(&plugins).expect("dir");
     std::fs::copy(plugin_wasm(), plugins.join("wiz.wasm")).expect("copy");
     std::fs::write(plugins.join("broken.wasm"), b"\0asm not really").expect("write");
     let out = Command::new(host_bin())
         .env("SCANNER_HOST_CACHE", scanner_tests::test_plugin_cache())
         .arg("--db")
-        .arg(cli.db())
+        .arg(env.db_path())
         .arg("--plugins")
         .arg(&plugins)
         .arg("plugins")
@@ -441,9 +387,9 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("api-endpoint"));
 
     // A manual scan moves the next slot a whole interval away.
-    assert!(cli.connect(&sim, "t").status.success());
-    assert!(cli.run(&["scan", "t"]).status.success());
-    let out = cli.run(&["status", "--format", "json"]);
+    assert!(connect(&env, "t").status.success());
+    assert!(env.run(&["scan", "t"]).status.success());
+    let out = env.run(&["status", "--format", "json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let next = status["integrations"][0]["next_scan_at"]
         .as_str()

@@ -6,7 +6,9 @@ use scanner_contract::{Page, PageRequest, PluginError, SettingValue, Settings};
 use scanner_engine::{EgressPolicy, Engine, EngineError, Limits, Plugin, TenantSandbox};
 use scanner_runtime::{Runtime, RuntimeError};
 use scanner_store::Database;
-use scanner_tests::{engine_and_plugin, expected_open, hostile_wasm, open_ids, wiz_settings};
+use scanner_tests::{
+    TestEnv, engine_and_plugin, expected_open, hostile_wasm, open_ids, wiz_settings,
+};
 use std::io::{Read, Write};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -82,13 +84,12 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let sim = sim_of(1500);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = wiz_runtime(dir.path());
-    runtime
-        .connect("good", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect");
+    let env = TestEnv::new(SimConfig {
+        findings: 1500,
+        ..SimConfig::default()
+    });
+    let (sim, runtime) = (env.sim(), env.runtime());
+    env.connect("good").await.expect("connect");
     let bad = tokio::spawn(bad);
     runtime
         .scan("good", &())
@@ -96,8 +97,8 @@ where
         .expect("the good tenant's scan completes");
     let out = bad.await.expect("hostile task");
     assert_eq!(
-        open_ids(&runtime, "good"),
-        expected_open(&sim, true, true),
+        open_ids(runtime, "good"),
+        expected_open(sim, true, true),
         "the good tenant imported exactly its open findings"
     );
     out
@@ -109,13 +110,6 @@ fn sim_of(findings: usize) -> Simulator {
         ..SimConfig::default()
     })
     .expect("sim")
-}
-
-/// A runtime with only the Wiz plugin, over a fresh database in `dir`.
-fn wiz_runtime(dir: &std::path::Path) -> Runtime {
-    let (engine, wiz) = engine_and_plugin();
-    let store = Arc::new(Database::open(&dir.join("host.db")).expect("store"));
-    Runtime::new(engine, vec![wiz], store)
 }
 
 fn memory_store() -> Arc<Database> {
@@ -243,16 +237,15 @@ async fn storage_shows_a_tenant_only_its_own_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_taking_over_a_tenant_sees_none_of_the_previous_plugins_state() {
-    let sim = sim_of(300);
-    let dir = tempfile::tempdir().expect("tempdir");
     let (engine, wiz) = engine_and_plugin();
     let (_, hostile) = engine_and_hostile();
-    let store = Arc::new(Database::open(&dir.path().join("host.db")).expect("store"));
-    let runtime = Runtime::new(engine, vec![wiz, hostile], store.clone());
-    runtime
-        .connect("good", "wiz", &wiz_settings(&sim))
-        .await
-        .expect("connect wiz");
+    let env = TestEnv::new(SimConfig {
+        findings: 300,
+        ..SimConfig::default()
+    })
+    .with_plugins(engine, vec![wiz, hostile]);
+    let (runtime, store) = (env.runtime(), env.store());
+    env.connect("good").await.expect("connect wiz");
     runtime.scan("good", &()).await.expect("wiz scan");
     use scanner_contract::KvStore;
     assert!(
@@ -273,7 +266,7 @@ async fn a_plugin_taking_over_a_tenant_sees_none_of_the_previous_plugins_state()
         .await
         .expect("connect hostile");
     runtime.scan("good", &()).await.expect("hostile scan");
-    let seen = open_ids(&runtime, "good");
+    let seen = open_ids(runtime, "good");
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
         ["mine"],
@@ -423,7 +416,8 @@ async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
             scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
         });
     }
-    let sim = Simulator::start_background(config).expect("sim");
+    let env = TestEnv::new(config).with_runtime(|r| r.with_first_scan_delay(Duration::ZERO));
+    let sim = env.sim();
     // A slow tenant (every answer takes 150 ms) and one whose API goes
     // away after connecting.
     let slow = Simulator::start_background(SimConfig {
@@ -434,11 +428,10 @@ async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
     .expect("slow sim");
     let doomed = sim_of(10);
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = Arc::new(wiz_runtime(dir.path()).with_first_scan_delay(Duration::ZERO));
+    let runtime = env.runtime();
     for i in 0..TENANTS {
         let settings =
-            scanner_tests::wiz_settings_with(&sim, &format!("client-{i}"), &format!("secret-{i}"));
+            scanner_tests::wiz_settings_with(sim, &format!("client-{i}"), &format!("secret-{i}"));
         runtime
             .connect(&format!("t{i}"), "wiz", &settings)
             .await
@@ -467,15 +460,11 @@ async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
     for handle in started {
         handle.await.expect("scan task");
     }
-    let expected = expected_open(&sim, true, true);
+    let expected = expected_open(sim, true, true);
     for i in 0..TENANTS {
-        assert_eq!(
-            open_ids(&runtime, &format!("t{i}")),
-            expected,
-            "tenant t{i}"
-        );
+        assert_eq!(open_ids(runtime, &format!("t{i}")), expected, "tenant t{i}");
     }
-    assert_eq!(open_ids(&runtime, "slow"), expected_open(&slow, true, true));
+    assert_eq!(open_ids(runtime, "slow"), expected_open(&slow, true, true));
     let statuses = runtime.store().integration_statuses().expect("status");
     let outcome = |tenant: &str| {
         statuses
