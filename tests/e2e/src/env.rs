@@ -5,11 +5,13 @@
 use crate::{cli_command, plugin_wasm, runtime_in, wiz_settings};
 use scanner_contract::{ConnectionInfo, Settings};
 use scanner_engine::{Engine, Plugin};
+use scanner_runtime::export::{ExportPolling, Exporter};
 use scanner_runtime::{Runtime, RuntimeError};
 use scanner_store::Database;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use wiz_sim::{SimConfig, Simulator};
 
 /// The environment variable [`TestEnv::cli`] puts the simulator's default
@@ -119,6 +121,18 @@ impl TestEnv {
         self.runtime()
             .connect(tenant, "wiz", &self.settings())
             .await
+    }
+
+    /// An exporter over [`TestEnv::runtime`] that asks the platform for
+    /// an upload's outcome every few milliseconds, not seconds as by
+    /// default, and records the export as `unknown` once `deadline` has
+    /// passed without one.
+    pub fn exporter(&self, deadline: Duration) -> Exporter<'_> {
+        Exporter::new(self.runtime()).with_polling(ExportPolling {
+            first_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            deadline,
+        })
     }
 
     /// `scanner-host --db <this database> --plugins <the Wiz plugin> ARGS`,
