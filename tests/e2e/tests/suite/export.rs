@@ -3,12 +3,9 @@
 //! against the ingestion model and applies Wiz's snapshot rule.
 
 use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
-use scanner_runtime::Runtime;
 use scanner_runtime::export::sarif;
-use scanner_runtime::export::{
-    ExportError, ExportPolicy, ExportPolling, ExportRequest, Exporter, InputSummary, NoProgress,
-};
-use scanner_tests::{host_command, output_text, runtime_in, wiz_settings};
+use scanner_runtime::export::{ExportError, ExportPolicy, ExportRequest, InputSummary, NoProgress};
+use scanner_tests::{TestEnv, output_text};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wiz_sim::{ActivityStatus, Fault, Faults, SimConfig, Simulator, UploadConfig};
@@ -19,35 +16,19 @@ fn sarif_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/semgrep.sarif")
 }
 
-fn sim() -> Simulator {
-    Simulator::start_background(SimConfig {
+/// A small simulator: the exports send findings of their own, read from
+/// SARIF.
+fn sim_config() -> SimConfig {
+    SimConfig {
         findings: 10,
         ..SimConfig::default()
-    })
-    .expect("sim")
-}
-
-async fn connected(sim: &Simulator, dir: &Path) -> Runtime {
-    let runtime = runtime_in(dir);
-    runtime
-        .connect("t", "wiz", &wiz_settings(sim))
-        .await
-        .expect("connect");
-    runtime
-}
-
-/// Fast polls, giving up after `deadline`.
-fn polling(deadline: Duration) -> ExportPolling {
-    ExportPolling {
-        first_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        deadline,
     }
 }
 
-fn exporter(runtime: &Runtime) -> Exporter<'_> {
-    Exporter::new(runtime).with_polling(polling(Duration::from_secs(10)))
-}
+/// How long an export waits for the simulator's outcome: far longer than
+/// the simulator takes, so only a test that means to leave an export
+/// `unknown` sees one.
+const DEADLINE: Duration = Duration::from_secs(10);
 
 fn request(branch: &str, default: bool, scope: ScanScope) -> ExportRequest {
     request_from(branch, default, scope, &[sarif_path()])
@@ -76,10 +57,9 @@ fn data_source() -> String {
 
 #[tokio::test]
 async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone() {
-    let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = connected(&sim, dir.path()).await;
-    assert!(exporter(&runtime).test_export("t").await.is_ok());
+    let env = TestEnv::connected(sim_config()).await;
+    let (sim, runtime) = (env.sim(), env.runtime());
+    assert!(env.exporter(DEADLINE).test_export("t").await.is_ok());
 
     let first = request("main", true, ScanScope::Full);
     let high: Vec<String> = first
@@ -89,7 +69,8 @@ async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone
         .map(|f| f.id.clone())
         .collect();
     assert_eq!(high.len(), 3, "two SQL injections and one XSS are high");
-    let report = exporter(&runtime)
+    let report = env
+        .exporter(DEADLINE)
         .export("t", first, &ExportPolicy::default())
         .await
         .expect("export");
@@ -130,7 +111,8 @@ async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone
         .find(|id| !second.findings.iter().any(|f| &f.id == *id))
         .expect("one high finding gone")
         .clone();
-    let report = exporter(&runtime)
+    let report = env
+        .exporter(DEADLINE)
         .export("t", second, &ExportPolicy::default())
         .await
         .expect("second export");
@@ -160,9 +142,8 @@ async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone
 
 #[tokio::test]
 async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
-    let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = connected(&sim, dir.path()).await;
+    let env = TestEnv::connected(sim_config()).await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     let policy = ExportPolicy::default();
     for (request, why) in [
         (request("main", true, ScanScope::Diff), "diff-aware"),
@@ -171,7 +152,8 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
             "not the default branch",
         ),
     ] {
-        let err = exporter(&runtime)
+        let err = env
+            .exporter(DEADLINE)
             .export("t", request, &policy)
             .await
             .expect_err("refused");
@@ -184,7 +166,8 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
         repositories: vec!["https://github.com/acme/other".into()],
         ..ExportPolicy::default()
     };
-    let err = exporter(&runtime)
+    let err = env
+        .exporter(DEADLINE)
         .export("t", request("main", true, ScanScope::Full), &only_other)
         .await
         .expect_err("not listed");
@@ -196,7 +179,8 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
         full_scans_only: false,
         ..ExportPolicy::default()
     };
-    let err = exporter(&runtime)
+    let err = env
+        .exporter(DEADLINE)
         .export("t", request("main", true, ScanScope::Diff), &permissive)
         .await
         .expect_err("plugin refuses");
@@ -221,7 +205,8 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
         default_branch_only: false,
         ..ExportPolicy::default()
     };
-    let report = exporter(&runtime)
+    let report = env
+        .exporter(DEADLINE)
         .export(
             "t",
             request("feature/x", false, ScanScope::Full),
@@ -234,16 +219,16 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
 
 #[tokio::test]
 async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failures() {
-    let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = connected(&sim, dir.path()).await;
+    let env = TestEnv::connected(sim_config()).await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     let policy = ExportPolicy::default();
 
     // A finding without an id breaks the ingestion model: Wiz's reason
     // comes back.
     let mut bad = request("main", true, ScanScope::Full);
     bad.findings[0].id.clear();
-    let err = exporter(&runtime)
+    let err = env
+        .exporter(DEADLINE)
         .export("t", bad, &policy)
         .await
         .expect_err("invalid");
@@ -260,7 +245,8 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
         upload_failure: Some("ingestion backend unavailable".into()),
         ..Faults::default()
     });
-    let err = exporter(&runtime)
+    let err = env
+        .exporter(DEADLINE)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect_err("failed activity");
@@ -275,7 +261,7 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
         script: vec![Fault::RevokeTokens],
         ..Faults::default()
     });
-    exporter(&runtime)
+    env.exporter(DEADLINE)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect("one revocation is survived");
@@ -283,7 +269,8 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
         script: vec![Fault::RevokeTokens, Fault::RevokeTokens],
         ..Faults::default()
     });
-    let err = exporter(&runtime)
+    let err = env
+        .exporter(DEADLINE)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect_err("token refused twice");
@@ -310,31 +297,11 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
 
 #[test]
 fn the_cli_exports_sarif_and_status_shows_it() {
-    let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("host.db");
-    let secret = wiz_sim::SimConfig::default().clients[0].secret.clone();
-    let cli = |args: &[&str]| {
-        host_command(&db)
-            .args(args)
-            .env("WIZ_SECRET", &secret)
-            .output()
-            .expect("run scanner-host")
-    };
+    let env = TestEnv::new(sim_config());
+    let secret = SimConfig::default().clients[0].secret.clone();
+    let cli = |args: &[&str]| env.run(args);
     let text = output_text;
-    let out = cli(&[
-        "connect",
-        "t",
-        "--plugin",
-        "wiz",
-        "--set",
-        &format!("api-endpoint={}", sim.api_endpoint()),
-        "--set",
-        "client-id=sim-client-id",
-        "--secret",
-        "client-secret=env:WIZ_SECRET",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    connect_cli(&env);
     let out = cli(&["test", "t", "--export"]);
     assert!(out.status.success(), "{}", text(&out));
 
@@ -399,15 +366,14 @@ fn uploads(sim: &Simulator) -> usize {
 
 #[tokio::test]
 async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overridden() {
-    let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = connected(&sim, dir.path()).await;
+    let env = TestEnv::connected(sim_config()).await;
+    let (sim, runtime) = (env.sim(), env.runtime());
     let policy = ExportPolicy::default();
-    exporter(&runtime)
+    env.exporter(DEADLINE)
         .export("t", request("main", true, ScanScope::Full), &policy)
         .await
         .expect("first export");
-    assert_eq!(uploads(&sim), 1);
+    assert_eq!(uploads(sim), 1);
     let snapshot = runtime
         .store()
         .exported_findings("t", REPO, "main")
@@ -419,8 +385,9 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         (FAILED_RUN, "did not complete"),
         (NO_RESULTS, "no results"),
     ] {
-        let file = sarif_file(dir.path(), "input.sarif", text);
-        let err = exporter(&runtime)
+        let file = sarif_file(env.dir(), "input.sarif", text);
+        let err = env
+            .exporter(DEADLINE)
             .export(
                 "t",
                 request_from("main", true, ScanScope::Full, &[file]),
@@ -433,8 +400,9 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
             "{err}"
         );
     }
-    let failed = sarif_file(dir.path(), "failed.sarif", FAILED_RUN);
-    let err = exporter(&runtime)
+    let failed = sarif_file(env.dir(), "failed.sarif", FAILED_RUN);
+    let err = env
+        .exporter(DEADLINE)
         .export(
             "t",
             request_from("main", true, ScanScope::Full, std::slice::from_ref(&failed)),
@@ -453,7 +421,8 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
     most_gone
         .findings
         .retain(|f| f.id == keep || f.severity < SastSeverity::High);
-    let err = exporter(&runtime)
+    let err = env
+        .exporter(DEADLINE)
         .export("t", most_gone.clone(), &policy)
         .await
         .expect_err("refused");
@@ -461,7 +430,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         matches!(&err, ExportError::Refused(m) if m.contains("2 of the 3") && m.contains("--max-resolve-ratio")),
         "{err}"
     );
-    assert_eq!(uploads(&sim), 1, "nothing was uploaded while refusing");
+    assert_eq!(uploads(sim), 1, "nothing was uploaded while refusing");
     let held = &sim.ingested()[&data_source()];
     assert_eq!(held.open_ids().len(), 3, "Wiz still holds every finding");
     let exports = runtime.store().exports(Some("t"), 10).expect("exports");
@@ -485,7 +454,8 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         max_resolve_ratio: 0.7,
         ..ExportPolicy::default()
     };
-    let report = exporter(&runtime)
+    let report = env
+        .exporter(DEADLINE)
         .export("t", most_gone, &lenient)
         .await
         .expect("allowed by the ratio");
@@ -494,7 +464,7 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         force: true,
         ..ExportPolicy::default()
     };
-    exporter(&runtime)
+    env.exporter(DEADLINE)
         .export(
             "t",
             request_from("main", true, ScanScope::Full, &[failed]),
@@ -509,12 +479,13 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
 
     // --allow-empty sends an empty snapshot where nothing was exported
     // before.
-    let empty = sarif_file(dir.path(), "empty.sarif", NO_RUNS);
+    let empty = sarif_file(env.dir(), "empty.sarif", NO_RUNS);
     let allow_empty = ExportPolicy {
         allow_empty: true,
         ..ExportPolicy::default()
     };
-    let report = exporter(&runtime)
+    let report = env
+        .exporter(DEADLINE)
         .export(
             "t",
             request_from("release", true, ScanScope::Full, &[empty]),
@@ -527,10 +498,9 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
 
 #[tokio::test]
 async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
-    let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = connected(&sim, dir.path()).await;
-    exporter(&runtime)
+    let env = TestEnv::connected(sim_config()).await;
+    let (sim, runtime) = (env.sim(), env.runtime());
+    env.exporter(DEADLINE)
         .export(
             "t",
             request("main", true, ScanScope::Full),
@@ -539,7 +509,7 @@ async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
         .await
         .expect("first export");
     let requests = sim.requests().len();
-    let reduced = semgrep_without(dir.path(), "shop/reports.py");
+    let reduced = semgrep_without(env.dir(), "shop/reports.py");
     let plan = scanner_runtime::export::plan_export(
         runtime.store(),
         "t",
@@ -564,28 +534,27 @@ async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
     );
 }
 
-fn unknown_sim(running_polls: u32) -> Simulator {
-    Simulator::start_background(SimConfig {
-        findings: 10,
+/// [`sim_config`] with every upload's activity visible at once and
+/// answering IN_PROGRESS to its first `running_polls` polls.
+fn unknown_config(running_polls: u32) -> SimConfig {
+    SimConfig {
         uploads: UploadConfig {
             hidden_polls: 0,
             running_polls,
             ..UploadConfig::default()
         },
-        ..SimConfig::default()
-    })
-    .expect("sim")
+        ..sim_config()
+    }
 }
 
 #[tokio::test]
 async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     // The simulator answers IN_PROGRESS to the first two polls of an
     // activity, SUCCESS after.
-    let sim = unknown_sim(2);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let impatient = connected_once(&sim, dir.path()).await;
-    let err = Exporter::new(&impatient)
-        .with_polling(polling(Duration::ZERO))
+    let env = TestEnv::connected(unknown_config(2)).await;
+    let impatient = env.runtime();
+    let err = env
+        .exporter(Duration::ZERO)
         .export(
             "t",
             request("main", true, ScanScope::Full),
@@ -611,8 +580,8 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     );
 
     // Still processing: settling leaves it unknown.
-    let report = Exporter::new(&impatient)
-        .with_polling(polling(Duration::ZERO))
+    let report = env
+        .exporter(Duration::ZERO)
         .settle_exports(None, &NoProgress)
         .await
         .expect("settle");
@@ -625,11 +594,11 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
 
     // The next export asks first (the platform has finished by now), so it
     // is compared with the snapshot the platform really holds.
-    drop(impatient);
-    let runtime = connected_once(&sim, dir.path()).await;
+    let runtime = env.runtime();
     let mut next = request("main", true, ScanScope::Full);
     next.findings.retain(|f| f.file_path != "shop/reports.py");
-    let report = exporter(&runtime)
+    let report = env
+        .exporter(DEADLINE)
         .export("t", next, &ExportPolicy::default())
         .await
         .expect("next export");
@@ -651,41 +620,21 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     );
 }
 
-/// A runtime over the database in `dir`, connected unless it already is.
-async fn connected_once(sim: &Simulator, dir: &Path) -> Runtime {
-    let runtime = runtime_in(dir);
-    if runtime
-        .store()
-        .integration("t")
-        .expect("integration")
-        .is_none()
-    {
-        runtime
-            .connect("t", "wiz", &wiz_settings(sim))
-            .await
-            .expect("connect");
-    }
-    runtime
-}
-
-fn connect_cli(sim: &Simulator, db: &Path) {
-    let secret = wiz_sim::SimConfig::default().clients[0].secret.clone();
-    let out = host_command(db)
-        .args([
-            "connect",
-            "t",
-            "--plugin",
-            "wiz",
-            "--set",
-            &format!("api-endpoint={}", sim.api_endpoint()),
-            "--set",
-            "client-id=sim-client-id",
-            "--secret",
-            "client-secret=env:WIZ_SECRET",
-        ])
-        .env("WIZ_SECRET", &secret)
-        .output()
-        .expect("run scanner-host");
+/// `scanner-host connect t` to the simulator's API with its default
+/// client, the token URL left for the plugin to derive from it.
+fn connect_cli(env: &TestEnv) {
+    let out = env.run(&[
+        "connect",
+        "t",
+        "--plugin",
+        "wiz",
+        "--set",
+        &format!("api-endpoint={}", env.sim().api_endpoint()),
+        "--set",
+        "client-id=sim-client-id",
+        "--secret",
+        "client-secret=env:SIM_SECRET",
+    ]);
     assert!(out.status.success(), "{}", output_text(&out));
 }
 
@@ -698,15 +647,14 @@ fn export_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
     // One IN_PROGRESS answer, so the command reports waiting.
-    let sim = unknown_sim(1);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("host.db");
-    connect_cli(&sim, &db);
-    let cli = |args: &[&str]| host_command(&db).args(args).output().expect("run");
+    let env = TestEnv::new(unknown_config(1));
+    let (sim, db) = (env.sim(), env.db_path());
+    connect_cli(&env);
+    let cli = |args: &[&str]| env.run(args);
     let fixture = sarif_path();
     let fixture = fixture.to_str().expect("utf-8 path");
 
-    let empty = sarif_file(dir.path(), "empty.sarif", NO_RUNS);
+    let empty = sarif_file(env.dir(), "empty.sarif", NO_RUNS);
     let out = cli(&export_args(&[empty.to_str().expect("utf-8")]));
     assert!(!out.status.success());
     assert!(
@@ -714,7 +662,7 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
         "{}",
         output_text(&out)
     );
-    let failed = sarif_file(dir.path(), "failed.sarif", FAILED_RUN);
+    let failed = sarif_file(env.dir(), "failed.sarif", FAILED_RUN);
     let out = cli(&export_args(&[failed.to_str().expect("utf-8")]));
     assert!(!out.status.success());
     assert!(
@@ -745,7 +693,7 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
     for key in ["id", "severity", "file", "rule", "title"] {
         assert!(first[key].is_string(), "{key} in {first}");
     }
-    assert_eq!(uploads(&sim), 0, "nothing uploaded so far");
+    assert_eq!(uploads(sim), 0, "nothing uploaded so far");
     let store = scanner_store::Database::open(&db).expect("store");
     assert!(
         store
@@ -770,7 +718,7 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
     }
 
     // What a dry run says the next export would mark fixed.
-    let reduced = semgrep_without(dir.path(), "shop/reports.py");
+    let reduced = semgrep_without(env.dir(), "shop/reports.py");
     let out = cli(&export_args(&[
         "--dry-run",
         reduced.to_str().expect("utf-8"),
@@ -783,20 +731,19 @@ fn the_cli_refuses_empty_input_dry_runs_and_reports_progress_on_stderr_only() {
         "{shown}"
     );
     assert!(shown.contains("shop/reports.py"), "{shown}");
-    assert_eq!(uploads(&sim), 1);
+    assert_eq!(uploads(sim), 1);
 }
 
 #[test]
 fn an_export_killed_while_waiting_is_settled_by_status() {
     // The first poll of an activity already answers SUCCESS: only the
     // killed process's wait stands between the upload and its outcome.
-    let sim = unknown_sim(0);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("host.db");
-    connect_cli(&sim, &db);
+    let env = TestEnv::new(unknown_config(0));
+    let (sim, db) = (env.sim(), env.db_path());
+    connect_cli(&env);
     let fixture = sarif_path();
-    let mut child = host_command(&db)
-        .args(export_args(&[fixture.to_str().expect("utf-8")]))
+    let mut child = env
+        .cli(&export_args(&[fixture.to_str().expect("utf-8")]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -832,10 +779,7 @@ fn an_export_killed_while_waiting_is_settled_by_status() {
         Some(0)
     );
 
-    let out = host_command(&db)
-        .args(["status", "--format", "json"])
-        .output()
-        .expect("status");
+    let out = env.run(&["status", "--format", "json"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let export = &shown["exports"][0];
