@@ -610,7 +610,7 @@ impl Engine {
 }
 
 /// The SHA-256 of `bytes`, as lower-case hex.
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()
