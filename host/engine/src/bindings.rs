@@ -7,6 +7,9 @@ use super::plugin_log::escape_untrusted;
 use super::state::HostState;
 use scanner_contract as contract;
 
+/// The `scanner:plugin` package version this host loads (`wit/`).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
 /// Bindings of world `source-plugin`. Its `types`, `storage` and `log`
 /// interfaces are the ones the sink world reuses, so the host implements the
 /// imports once.
@@ -27,9 +30,9 @@ pub(crate) mod sink {
         imports: { default: async },
         exports: { default: async },
         with: {
-            "scanner:plugin/types": super::source::scanner::plugin::types,
-            "scanner:plugin/storage": super::source::scanner::plugin::storage,
-            "scanner:plugin/log": super::source::scanner::plugin::log,
+            "scanner:plugin/types": crate::bindings::source::scanner::plugin::types,
+            "scanner:plugin/storage": crate::bindings::source::scanner::plugin::storage,
+            "scanner:plugin/log": crate::bindings::source::scanner::plugin::log,
         },
     });
 }

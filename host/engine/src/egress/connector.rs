@@ -4,8 +4,8 @@
 
 use super::policy::{EgressPolicy, Origin, OriginScheme, deny};
 use super::timeouts::{CONNECT_TIMEOUT, ConnectScope, Phase, REQUEST_CONNECT};
+use crate::digest::sha256_hex;
 use crate::limits::CallFlags;
-use crate::sha256_hex;
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
