@@ -7,8 +7,9 @@ use super::plugin_log::escape_untrusted;
 use super::state::HostState;
 use scanner_contract as contract;
 
-/// The `scanner:plugin` package version this host loads (`wit/`).
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// The `scanner:plugin` package version this host loads: the one the
+/// bindings below are generated from, read from `wit/` by the build script.
+pub const CONTRACT_VERSION: &str = env!("SCANNER_CONTRACT_VERSION");
 
 /// Bindings of world `source-plugin`. Its `types`, `storage` and `log`
 /// interfaces are the ones the sink world reuses, so the host implements the
