@@ -7,6 +7,10 @@ use super::plugin_log::escape_untrusted;
 use super::state::HostState;
 use scanner_contract as contract;
 
+/// The `scanner:plugin` package version this host loads: the one the
+/// bindings below are generated from, read from `wit/` by the build script.
+pub const CONTRACT_VERSION: &str = env!("SCANNER_CONTRACT_VERSION");
+
 /// Bindings of world `source-plugin`. Its `types`, `storage` and `log`
 /// interfaces are the ones the sink world reuses, so the host implements the
 /// imports once.
@@ -27,9 +31,9 @@ pub(crate) mod sink {
         imports: { default: async },
         exports: { default: async },
         with: {
-            "scanner:plugin/types": super::source::scanner::plugin::types,
-            "scanner:plugin/storage": super::source::scanner::plugin::storage,
-            "scanner:plugin/log": super::source::scanner::plugin::log,
+            "scanner:plugin/types": crate::bindings::source::scanner::plugin::types,
+            "scanner:plugin/storage": crate::bindings::source::scanner::plugin::storage,
+            "scanner:plugin/log": crate::bindings::source::scanner::plugin::log,
         },
     });
 }
