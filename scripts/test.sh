@@ -24,6 +24,10 @@ scanner-engine rusqlite
 scanner-host wiz-sim|axum
 CHECKS
 
+echo "== layout: no module of a crate uses one that uses it back"
+command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
+python3 scripts/module-cycles.py
+
 # The plugin components the tests load (the Wiz connector and the hostile
 # test plugin, wasm32-wasip2) are built once, by the `test-components`
 # crate's build script, the first time a command below builds the workspace.

@@ -2,7 +2,7 @@
 //! temporary directory, and a host runtime (or the `scanner-host` binary)
 //! over a fresh database in it.
 
-use crate::{cli_command, plugin_wasm, runtime_in, wiz_settings};
+use crate::setup::{cli_command, plugin_wasm, runtime_in, wiz_settings};
 use scanner_contract::{ConnectionInfo, Settings};
 use scanner_engine::{Engine, Plugin};
 use scanner_runtime::export::{ExportPolling, Exporter};
