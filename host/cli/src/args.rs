@@ -106,6 +106,10 @@ pub(crate) enum Format {
     Table,
     Json,
     Csv,
+    /// OCSF 1.5 Vulnerability Findings, one JSON object a line (`findings` only).
+    Ocsf,
+    /// One SARIF 2.1.0 log (`findings` only).
+    Sarif,
 }
 
 /// The commands.

@@ -54,6 +54,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    // OCSF and SARIF describe findings; nothing else has a form in them.
+    if matches!(cli.format, Format::Ocsf | Format::Sarif)
+        && !matches!(cli.command, Command::Findings(_))
+    {
+        return Err(UsageError(
+            "--format ocsf and --format sarif are for `findings`; use table, json or csv here"
+                .into(),
+        )
+        .into());
+    }
     let global = &cli.global;
     let format = cli.format;
     match cli.command {

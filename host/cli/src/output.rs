@@ -4,6 +4,7 @@
 use crate::args::{Cli, ColorArg, Format, LogFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 use scanner_engine::escape_untrusted;
+use scanner_formats::{FindingFormat, Producer, csv_cell, write_findings};
 use scanner_runtime::{Progress, Runtime, ScanReport};
 use scanner_store::FindingRow;
 use serde::Serialize;
@@ -45,17 +46,6 @@ pub(crate) fn init_tracing(cli: &Cli) {
 /// sequences, carriage returns, forged newlines).
 pub(crate) fn term(s: &str) -> Cow<'_, str> {
     escape_untrusted(s)
-}
-
-/// A CSV cell a spreadsheet will not run as a formula: a cell starting with
-/// `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, as
-/// OWASP recommends against CSV injection.
-pub(crate) fn csv_cell(s: &str) -> Cow<'_, str> {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        Cow::Owned(format!("'{s}"))
-    } else {
-        Cow::Borrowed(s)
-    }
 }
 
 /// Writes a line to stdout; a closed pipe comes back as an error that
@@ -192,6 +182,10 @@ pub(crate) fn print_rows(
             }
             w.flush()?;
         }
+        // `main` refuses these before a command runs: they are for findings.
+        Format::Ocsf | Format::Sarif => {
+            anyhow::bail!("--format ocsf and --format sarif are for `findings`")
+        }
         Format::Table => {
             let table: Vec<Vec<String>> = rows
                 .iter()
@@ -225,8 +219,24 @@ pub(crate) fn print_rows(
     Ok(())
 }
 
-/// Findings as rows, one per finding.
+/// Findings on stdout: a table here, every other format as the
+/// `scanner-formats` crate writes it (the same bytes any other front end
+/// serves).
 pub(crate) fn print_findings(rows: &[FindingRow], format: Format) -> anyhow::Result<()> {
+    let format = match format {
+        Format::Table => return print_findings_table(rows),
+        Format::Json => FindingFormat::Json,
+        Format::Csv => FindingFormat::Csv,
+        Format::Ocsf => FindingFormat::Ocsf,
+        Format::Sarif => FindingFormat::Sarif,
+    };
+    let producer = Producer::new("scanner-host", env!("CARGO_PKG_VERSION"));
+    write_findings(format, std::io::stdout().lock(), rows, &producer)?;
+    Ok(())
+}
+
+/// Findings as an aligned table, one row per finding.
+fn print_findings_table(rows: &[FindingRow]) -> anyhow::Result<()> {
     let headers = [
         "tenant",
         "id",
@@ -267,7 +277,7 @@ pub(crate) fn print_findings(rows: &[FindingRow], format: Format) -> anyhow::Res
             ]
         })
         .collect();
-    print_rows(format, &headers, &table, || {
+    print_rows(Format::Table, &headers, &table, || {
         Ok(serde_json::to_string_pretty(rows)?)
     })
 }
@@ -284,15 +294,5 @@ mod tests {
         assert_eq!(cell.chars().count(), MAX_CELL);
         assert!(cell.ends_with('…'), "{cell}");
         assert_eq!(table_cell("a\u{1b}[2J\nb"), "a\\u{1b}[2J\\nb");
-    }
-
-    #[test]
-    fn csv_cells_that_start_a_formula_get_a_quote() {
-        for formula in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
-            assert_eq!(csv_cell(formula), format!("'{formula}"));
-        }
-        for plain in ["CVE-2024-1", "a=b", "", "1-2"] {
-            assert_eq!(csv_cell(plain), plain);
-        }
     }
 }
