@@ -22,12 +22,14 @@ scanner-contract wasmtime|rusqlite|tokio
 scanner-store wasmtime|wasmtime-wasi|hyper
 scanner-engine rusqlite
 scanner-host wiz-sim|axum
+scanner-formats wasmtime|tokio
 CHECKS
 
 echo "== layout: no module of a crate uses one that uses it back"
 command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
 # The OCSF tests of scanner-formats validate with ocsf-emitter, an independent OCSF 1.5.0 implementation.
-python3 -c 'import ocsf_emitter' 2>/dev/null || python3 -m pip install --quiet ocsf-emitter
+python3 -c 'import ocsf_emitter' 2>/dev/null || python3 -m pip install --quiet ocsf-emitter \
+    || python3 -m pip install --quiet --break-system-packages ocsf-emitter
 python3 scripts/module-cycles.py
 
 # The plugin components the tests load (the Wiz connector and the hostile
