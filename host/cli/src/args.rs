@@ -176,6 +176,35 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// API tokens for the service (`serve --listen`).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+/// The `tokens` commands.
+#[derive(Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create a token and print it once: only its hash is stored.
+    Create {
+        /// A name for people (e.g. `ci`).
+        #[arg(long)]
+        name: String,
+        /// A tenant the token reaches (repeatable).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// The token reaches every tenant and the host-wide operations.
+        #[arg(long, conflicts_with = "tenants")]
+        admin: bool,
+    },
+    /// The tokens, revoked ones included (never their secrets).
+    List,
+    /// Revoke the token with this id, or the live tokens with this name.
+    Revoke {
+        /// Token id or name.
+        token: String,
+    },
 }
 
 /// The arguments of `connect`.

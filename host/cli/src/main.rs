@@ -11,7 +11,7 @@ mod setup;
 mod signal;
 
 use anyhow::anyhow;
-use args::{Cli, Command, Format, ReposCommand};
+use args::{Cli, Command, Format, ReposCommand, TokensCommand};
 use clap::Parser;
 use error::{UsageError, is_broken_pipe, report_error};
 use std::process::ExitCode;
@@ -44,10 +44,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Repos {
                 command: ReposCommand::List | ReposCommand::Rules
             }
+            | Command::Tokens {
+                command: TokensCommand::List
+            }
     );
     if cli.format == Format::Csv && !tabular {
         return Err(UsageError(
-            "--format csv is for commands that list rows (plugins, status, findings, repos list); use table or json here".into(),
+            "--format csv is for commands that list rows (plugins, status, findings, repos list, tokens list); use table or json here".into(),
         )
         .into());
     }
@@ -74,5 +77,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Repos { command } => commands::repos::run(global, command, format),
         Command::Keys { command } => commands::keys::run(global, command, format),
+        Command::Tokens { command } => commands::tokens::run(global, command, format),
     }
 }

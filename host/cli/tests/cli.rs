@@ -76,3 +76,77 @@ fn commands_that_need_no_plugin_never_look_at_the_plugins() {
         stderr(&test)
     );
 }
+
+#[test]
+fn a_token_is_shown_once_stored_hashed_scoped_and_revocable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugins = dir.path().join("no-plugins");
+    let created = run(
+        &db,
+        &plugins,
+        &[
+            "--format", "json", "tokens", "create", "--name", "ci", "--tenant", "acme",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).expect("JSON");
+    let token = created["token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("sh_"), "{token}");
+
+    // What the service will check: the store knows the token and its scope.
+    let store = scanner_store::Database::open(&db).expect("open");
+    let scope = store
+        .authenticate_token(&token)
+        .expect("authenticate")
+        .expect("a known token");
+    assert!(scope.allows_tenant("acme") && !scope.allows_tenant("other"));
+    drop(store);
+
+    // Listing never shows the secret, in any format.
+    for format in ["table", "json", "csv"] {
+        let listed = run(&db, &plugins, &["--format", format, "tokens", "list"]);
+        assert!(listed.status.success(), "{}", stderr(&listed));
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert!(text.contains("ci") && text.contains("acme"), "{text}");
+        assert!(
+            !text.contains(&token[16..]),
+            "{format} shows the secret: {text}"
+        );
+    }
+    // The raw database holds no copy of it either.
+    let raw = std::fs::read(&db).expect("read db");
+    let secret = &token.as_bytes()[16..];
+    assert!(!raw.windows(secret.len()).any(|w| w == secret));
+
+    let revoked = run(&db, &plugins, &["tokens", "revoke", "ci"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let store = scanner_store::Database::open(&db).expect("open");
+    assert_eq!(
+        store.authenticate_token(&token).expect("authenticate"),
+        None
+    );
+    drop(store);
+    let again = run(&db, &plugins, &["tokens", "revoke", "ci"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("no live token"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn a_token_that_reaches_nothing_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let out = run(&db, dir.path(), &["tokens", "create", "--name", "ci"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--tenant"), "{}", stderr(&out));
+    let bad = run(
+        &db,
+        dir.path(),
+        &["tokens", "create", "--name", "ci", "--tenant", "a/../b"],
+    );
+    assert!(!bad.status.success(), "{}", stderr(&bad));
+}

@@ -26,6 +26,7 @@ mod scans;
 mod schedule;
 mod schema;
 mod sealing;
+mod tokens;
 
 pub use columns::{parse_timestamp, timestamp};
 pub use database::Database;
@@ -39,3 +40,4 @@ pub use plugin_state::{KV_QUOTA_BYTES, KV_QUOTA_KEYS};
 pub use repositories::{ImageMappingRow, MappingRule, NewRepository, RepositoryRow};
 pub use scans::{PageCounts, ScanStart, ScanSummary};
 pub use schema::SCHEMA_VERSION;
+pub use tokens::{NewToken, TokenRow, TokenScope};

@@ -275,6 +275,19 @@ CREATE TABLE integration_ca_certs (
     PRIMARY KEY (tenant, position)
 ) WITHOUT ROWID;
 "#,
+    // API tokens of the service: the SHA-256 of the whole token, never the
+    // token; tenants as a JSON array of names (empty for admin tokens).
+    r#"
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    admin INTEGER NOT NULL,
+    tenants TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this host writes: the number of migration steps.

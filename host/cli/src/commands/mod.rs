@@ -13,3 +13,4 @@ pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod status;
 pub(crate) mod test;
+pub(crate) mod tokens;
