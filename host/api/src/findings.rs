@@ -1,7 +1,6 @@
 //! `GET /v1/findings`: findings with filters, in pages that continue
 //! exactly after the previous page's last row (keyset pagination).
 
-use crate::auth::TokenScope;
 use crate::cursor;
 use crate::error::ApiError;
 use crate::state::Api;
@@ -9,6 +8,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
 use scanner_contract::{FindingKind, Severity};
+use scanner_store::TokenScope;
 use scanner_store::{Database, FindingKey, FindingQuery, FindingRow, StatusFilter};
 use serde::{Deserialize, Serialize};
 

@@ -2,7 +2,6 @@
 //! integrations a token sees, and one with its settings (secret fields
 //! shown as `"set"`, never their value).
 
-use crate::auth::TokenScope;
 use crate::error::ApiError;
 use crate::state::Api;
 use crate::status::visible_statuses;
@@ -11,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use scanner_contract::SettingValue;
 use scanner_store::IntegrationStatus;
+use scanner_store::TokenScope;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

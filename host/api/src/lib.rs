@@ -27,7 +27,7 @@ mod server;
 mod state;
 mod status;
 
-pub use auth::{Authenticate, TokenScope};
+pub use auth::Authenticate;
 pub use error::ApiError;
 pub use findings::FindingsPage;
 pub use listen::{ListenError, check_listen};

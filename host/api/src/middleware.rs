@@ -32,7 +32,7 @@ fn bearer_token(request: &Request) -> Result<&str, ApiError> {
     }
 }
 
-/// Lets a request through with its [`crate::TokenScope`] in its extensions
+/// Lets a request through with its [`scanner_store::TokenScope`] in its extensions
 /// when it carries a valid token; 401 otherwise.
 pub(crate) async fn require_token(
     State(api): State<Api>,

@@ -1,6 +1,5 @@
 //! `POST /v1/integrations/{tenant}/scans`: scan a tenant now.
 
-use crate::auth::TokenScope;
 use crate::error::ApiError;
 use crate::integrations::visible_tenant;
 use crate::state::Api;
@@ -9,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use scanner_runtime::ScanReport;
+use scanner_store::TokenScope;
 
 /// Runs one scan of the tenant (or resumes its interrupted one) and
 /// answers 202 with its report when it ends; 409 `scan-running` when

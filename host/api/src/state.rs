@@ -13,9 +13,17 @@ pub struct Api {
 }
 
 impl Api {
-    /// An API over `runtime` whose tokens `auth` checks.
-    pub fn new(runtime: Arc<Runtime>, auth: Arc<dyn Authenticate>) -> Api {
+    /// An API over `runtime` whose tokens are the API tokens of the
+    /// runtime's store.
+    pub fn new(runtime: Arc<Runtime>) -> Api {
+        let auth = runtime.store().clone();
         Api { runtime, auth }
+    }
+
+    /// The same API with its tokens checked by `auth` instead.
+    pub fn with_authenticator(mut self, auth: Arc<dyn Authenticate>) -> Api {
+        self.auth = auth;
+        self
     }
 
     /// The runtime.

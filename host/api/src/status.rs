@@ -2,12 +2,12 @@
 //! integrations with their last scans and counts, and recent exports —
 //! limited to the tenants the token sees.
 
-use crate::auth::TokenScope;
 use crate::error::ApiError;
 use crate::state::Api;
 use axum::extract::State;
 use axum::{Extension, Json};
 use scanner_runtime::Runtime;
+use scanner_store::TokenScope;
 use scanner_store::{ExportRecord, IntegrationStatus};
 use serde_json::{Value, json};
 
@@ -45,7 +45,7 @@ fn visible_exports(runtime: &Runtime, scope: &TokenScope) -> Result<Vec<ExportRe
     for tenant in &scope.tenants {
         exports.extend(store.exports(Some(tenant), RECENT_EXPORTS)?);
     }
-    exports.sort_by(|a, b| b.id.cmp(&a.id));
+    exports.sort_by_key(|e| std::cmp::Reverse(e.id));
     exports.truncate(RECENT_EXPORTS);
     Ok(exports)
 }
