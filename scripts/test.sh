@@ -21,8 +21,9 @@ done <<'CHECKS'
 scanner-contract wasmtime|rusqlite|tokio
 scanner-store wasmtime|wasmtime-wasi|hyper
 scanner-engine rusqlite
-scanner-host wiz-sim|axum
+scanner-host wiz-sim
 scanner-formats wasmtime|tokio
+scanner-api wiz-sim
 CHECKS
 
 echo "== layout: no module of a crate uses one that uses it back"

@@ -147,8 +147,9 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Run the scheduler until SIGINT or SIGTERM (a second signal exits
-    /// at once; scans resume from their last stored page).
+    /// Run the scheduler, and with `--listen` the HTTP API beside it,
+    /// until SIGINT or SIGTERM (a second signal exits at once; scans
+    /// resume from their last stored page).
     Serve {
         /// Hours between scans of an integration (up to a year).
         #[arg(long, default_value_t = 6.0, value_parser = parse_interval_hours)]
@@ -159,6 +160,16 @@ pub(crate) enum Command {
         /// Scans running at once.
         #[arg(long, default_value_t = 8, value_parser = parse_concurrency)]
         concurrency: usize,
+        /// Serve the JSON API on this address (IP:PORT, e.g.
+        /// 127.0.0.1:8080); every `/v1` request needs a token from `tokens
+        /// create`. Without it, no port is opened.
+        #[arg(long, value_name = "IP:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Serve plain HTTP on a `--listen` address other machines can
+        /// reach (the host serves no TLS yet: prefer a loopback address
+        /// behind a TLS proxy).
+        #[arg(long, requires = "listen")]
+        insecure_http: bool,
     },
     /// Start the Wiz simulator (`wiz-sim`, found next to this program) as
     /// its own process, connect a demo tenant, scan, and show what was found.

@@ -81,7 +81,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             interval_hours,
             first_delay_secs,
             concurrency,
-        } => commands::serve::run(global, interval_hours, first_delay_secs, concurrency).await,
+            listen,
+            insecure_http,
+        } => {
+            let listen = commands::serve::Listen {
+                addr: listen,
+                insecure_http,
+            };
+            commands::serve::run(
+                global,
+                interval_hours,
+                first_delay_secs,
+                concurrency,
+                listen,
+            )
+            .await
+        }
         Command::Demo { findings, seed } => {
             commands::demo::run(global, findings, seed, format).await
         }

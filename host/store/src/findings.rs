@@ -5,7 +5,7 @@ use crate::database::Database;
 use crate::error::StoreError;
 use crate::normalize::normalize_repo_url;
 use scanner_contract::{FindingKind, Severity};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which findings to list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +36,38 @@ pub struct FindingQuery {
     pub min_severity: Option<Severity>,
     /// At most this many rows.
     pub limit: Option<usize>,
+    /// Only rows after this one in the listing's order (keyset
+    /// pagination): the key of the last row of the previous page, so the
+    /// next page starts exactly after it whatever was stored meanwhile.
+    pub after: Option<FindingKey>,
+}
+
+/// Where a finding sits in the listing's order — severity rank (worst
+/// first), last detection (latest first, undated last), tenant, id — as
+/// [`FindingQuery::after`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingKey {
+    /// The severity's rank, higher is worse (`unknown` and names the host
+    /// does not know are 0).
+    pub severity_rank: i64,
+    /// The scanner's last detection as stored, empty when it has none.
+    pub last_detected_at: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The source's id.
+    pub id: String,
+}
+
+impl FindingKey {
+    /// The key of a listed row.
+    pub fn of(row: &FindingRow) -> FindingKey {
+        FindingKey {
+            severity_rank: severity_name_rank(&row.severity),
+            last_detected_at: row.last_detected_at.clone().unwrap_or_default(),
+            tenant: row.tenant.clone(),
+            id: row.id.clone(),
+        }
+    }
 }
 
 /// The severity rank of the `severity` column, higher is worse: what
@@ -52,6 +84,18 @@ fn severity_rank(severity: Severity) -> i64 {
         Severity::Low => 2,
         Severity::None => 1,
         Severity::Unknown => 0,
+    }
+}
+
+/// The rank [`SEVERITY_RANK`] gives a stored severity name.
+fn severity_name_rank(name: &str) -> i64 {
+    match name {
+        "critical" => 5,
+        "high" => 4,
+        "medium" => 3,
+        "low" => 2,
+        "none" => 1,
+        _ => 0,
     }
 }
 
@@ -163,17 +207,40 @@ impl Database {
                 (" ,
         );
         sql.push_str(&SEVERITY_RANK.replace("severity", "f.severity"));
-        sql.push_str(") AS severity_rank FROM findings f WHERE 1 = 1");
+        // Undated findings sort as the empty text, after every dated one
+        // (as NULLs do in a descending order), so that a page's last key
+        // is one plain value to compare with.
+        sql.push_str(
+            ") AS severity_rank, COALESCE(f.last_detected_at, '') AS detected_key
+             FROM findings f WHERE 1 = 1",
+        );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         sql.push_str(&finding_filters(q, &mut args));
         sql.push_str(") WHERE 1 = 1");
         if !q.include_unmapped {
             sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
         }
+        if let Some(after) = &q.after {
+            // Strictly after the key in the order below: a lower rank, or
+            // the same rank detected earlier, or the same both and a
+            // greater (tenant, id).
+            args.push(after.severity_rank.into());
+            let rank = args.len();
+            args.push(after.last_detected_at.clone().into());
+            let detected = args.len();
+            args.push(after.tenant.clone().into());
+            let tenant = args.len();
+            args.push(after.id.clone().into());
+            let id = args.len();
+            sql.push_str(&format!(
+                " AND (severity_rank < ?{rank} OR (severity_rank = ?{rank} AND (detected_key < ?{detected}
+                   OR (detected_key = ?{detected} AND (tenant, source_id) > (?{tenant}, ?{id})))))"
+            ));
+        }
         let wanted_repo = q.repository.as_deref().map(normalize_repo_url);
         // Worst first, then the most recently detected: what a triage
-        // starts from.
-        sql.push_str(" ORDER BY severity_rank DESC, last_detected_at DESC, tenant, source_id");
+        // starts from. The key of `FindingKey`, so pages continue exactly.
+        sql.push_str(" ORDER BY severity_rank DESC, detected_key DESC, tenant, source_id");
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -279,5 +346,125 @@ impl Database {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scanner_contract::{Finding, FindingStatus, Location};
+    use time::macros::datetime;
+
+    /// A container-image finding (listed without a known repository).
+    fn finding(id: &str, severity: Severity, last_detected_at: Option<&str>) -> Finding {
+        Finding {
+            source_id: id.into(),
+            cve_ids: vec!["CVE-2024-1234".into()],
+            title: format!("finding {id}"),
+            description: None,
+            severity,
+            score: None,
+            status: FindingStatus::Open,
+            kind: FindingKind::ContainerImage,
+            package_name: None,
+            package_version: None,
+            fixed_version: None,
+            location: Some(Location::ContainerImage {
+                registry: Some("registry.example".into()),
+                repository: Some("acme/shop".into()),
+                tags: vec![],
+                digest: None,
+            }),
+            first_detected_at: None,
+            last_detected_at: last_detected_at.map(str::to_string),
+            portal_url: None,
+            remediation: None,
+        }
+    }
+
+    /// Ties on severity and detection, undated findings and two tenants:
+    /// every boundary the key has to cross.
+    fn store_with_ties() -> Database {
+        let store = Database::open_in_memory().expect("store");
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let dates = [
+            Some("2025-06-01T00:00:00Z"),
+            Some("2025-05-01T00:00:00Z"),
+            None,
+        ];
+        let severities = [Severity::Critical, Severity::High, Severity::Unknown];
+        for tenant in ["a", "b"] {
+            let mut page = Vec::new();
+            for (i, severity) in severities.iter().enumerate() {
+                for (j, date) in dates.iter().enumerate() {
+                    for k in 0..2 {
+                        page.push(finding(&format!("f{i}{j}{k}"), *severity, *date));
+                    }
+                }
+            }
+            let scan = store.begin_scan(tenant, now).expect("begin");
+            store
+                .store_page(scan.scan_id, tenant, &page, 0, None, now)
+                .expect("page");
+        }
+        store
+    }
+
+    #[test]
+    fn pages_after_the_last_key_list_every_finding_once_in_order() {
+        let store = store_with_ties();
+        let all = store
+            .findings(&FindingQuery {
+                status: StatusFilter::All,
+                ..FindingQuery::default()
+            })
+            .expect("all");
+        assert_eq!(all.len(), 36);
+        for page_size in [1, 2, 5, 36, 50] {
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .findings(&FindingQuery {
+                        status: StatusFilter::All,
+                        limit: Some(page_size),
+                        after: after.clone(),
+                        ..FindingQuery::default()
+                    })
+                    .expect("page");
+                let Some(last) = page.last() else { break };
+                after = Some(FindingKey::of(last));
+                paged.extend(page);
+            }
+            assert_eq!(paged, all, "pages of {page_size}");
+        }
+    }
+
+    #[test]
+    fn the_key_of_the_last_row_ends_the_listing() {
+        let store = store_with_ties();
+        let q = FindingQuery {
+            tenant: Some("b".into()),
+            min_severity: Some(Severity::High),
+            ..FindingQuery::default()
+        };
+        let all = store.findings(&q).expect("all");
+        assert_eq!(all.len(), 12);
+        let last = all.last().expect("rows");
+        assert_eq!(last.last_detected_at, None, "undated rows come last");
+        let rest = store
+            .findings(&FindingQuery {
+                after: Some(FindingKey::of(last)),
+                ..q.clone()
+            })
+            .expect("rest");
+        assert!(rest.is_empty(), "{rest:?}");
+        let from_middle = store
+            .findings(&FindingQuery {
+                after: Some(FindingKey::of(&all[4])),
+                ..q
+            })
+            .expect("rest");
+        assert_eq!(from_middle, all[5..]);
     }
 }

@@ -48,6 +48,7 @@ pub(crate) fn run(global: &Global, args: FindingsArgs, format: Format) -> anyhow
             SeverityArg::Critical => Severity::Critical,
         }),
         limit,
+        after: None,
     };
     let rows = store.findings(&query)?;
     print_findings(&rows, format)?;

@@ -1,22 +1,68 @@
-//! `serve`: run the scheduler until a signal.
+//! `serve`: run the scheduler, and with `--listen` the HTTP API beside it,
+//! until a signal.
 
 use crate::args::Global;
+use crate::error::UsageError;
 use crate::setup::build_runtime;
 use crate::signal::shutdown_signal;
+use anyhow::Context;
 use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Scans every integration on schedule until SIGINT or SIGTERM.
+/// Where and how the API listens (`--listen`, `--insecure-http`).
+pub(crate) struct Listen {
+    /// The address, when the API is served at all.
+    pub(crate) addr: Option<SocketAddr>,
+    /// Serve plain HTTP on an address other machines can reach.
+    pub(crate) insecure_http: bool,
+}
+
+/// Scans every integration on schedule, and serves the API when asked,
+/// until SIGINT or SIGTERM.
 pub(crate) async fn run(
     global: &Global,
     interval_hours: f64,
     first_delay_secs: u64,
     concurrency: usize,
+    listen: Listen,
 ) -> anyhow::Result<ExitCode> {
+    // Refused before anything is opened: a wrong address is a usage error.
+    if let Some(addr) = listen.addr {
+        scanner_api::check_listen(addr, listen.insecure_http)
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
     let interval = Duration::from_secs_f64(interval_hours * 3600.0);
     let runtime = Arc::new(build_runtime(global, true)?.with_scan_interval(interval));
+    let listener = match listen.addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    // Raised at the first signal: the API stops accepting connections and
+    // answers the requests in flight while the scheduler stops its scans.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let api = match listener {
+        Some(listener) => {
+            let addr = listener.local_addr().context("the API's address")?;
+            eprintln!("API listening on http://{addr}");
+            let mut stopped = stopped.clone();
+            let api = scanner_api::Api::new(runtime.clone());
+            Some(tokio::spawn(scanner_api::serve(
+                listener,
+                api,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            )))
+        }
+        None => None,
+    };
     let config = SchedulerConfig {
         interval,
         first_delay: Duration::from_secs(first_delay_secs),
@@ -29,6 +75,7 @@ pub(crate) async fn run(
         .run(async {
             shutdown_signal().await;
             eprintln!("stopping: scans end at their current page (again to quit now)");
+            let _ = stop.send(true);
             // The first signal starts a graceful stop; the second
             // ends the process: every stored page is safe, and
             // scans resume from their checkpoints.
@@ -38,5 +85,10 @@ pub(crate) async fn run(
             });
         })
         .await;
+    if let Some(api) = api {
+        api.await
+            .context("the API server task failed")?
+            .context("the API server failed")?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,121 @@
+//! Errors as the API answers them: a status code and
+//! `{"error": {"kind": "...", "message": "..."}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use scanner_contract::PluginError;
+use scanner_runtime::RuntimeError;
+use scanner_store::StoreError;
+
+/// An error answer: its status, a kind (the contract's error kind when a
+/// plugin is to blame) and a message. Messages never hold secrets: the
+/// runtime's and the plugin's errors carry none, and JSON escaping keeps
+/// any plugin-provided text a plain string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What kind of error, e.g. `not-found` or `authentication-failed`.
+    pub kind: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `status` and `kind`.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request's input is not acceptable.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-input", message)
+    }
+
+    /// 401: no token, or not a valid one.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404 for a tenant this token may not see or that is not connected:
+    /// one answer for both, so a scoped token learns nothing about other
+    /// tenants.
+    pub fn unknown_tenant(tenant: &str) -> ApiError {
+        RuntimeError::UnknownTenant(tenant.to_string()).into()
+    }
+
+    /// 503: the process is stopping.
+    pub fn shutting_down() -> ApiError {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "the host is shutting down; try again when it is back",
+        )
+    }
+}
+
+/// The status of a plugin's error: its configuration is refused (422), or
+/// the scanner's API failed (502).
+fn plugin_status(error: &PluginError) -> StatusCode {
+    match error {
+        PluginError::InvalidConfig { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(error: RuntimeError) -> ApiError {
+        let message = error.to_string();
+        let (status, kind) = match &error {
+            RuntimeError::Plugin(e) | RuntimeError::RetriesExhausted { last: e, .. } => {
+                (plugin_status(e), e.kind())
+            }
+            RuntimeError::UnknownTenant(_) | RuntimeError::UnknownPlugin(_) => {
+                (StatusCode::NOT_FOUND, "not-found")
+            }
+            RuntimeError::InvalidTenant { .. } => (StatusCode::BAD_REQUEST, "invalid-input"),
+            RuntimeError::Locked { .. } | RuntimeError::ScanInProgress(_) => {
+                (StatusCode::CONFLICT, "scan-running")
+            }
+            RuntimeError::BadEgress { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-config"),
+            // The operator must accept or remove a component first: a
+            // conflict with the host's state, not a fault of the request.
+            RuntimeError::PluginChanged { .. } | RuntimeError::PluginConflict { .. } => {
+                (StatusCode::CONFLICT, "plugin-changed")
+            }
+            RuntimeError::MappingFailed { .. } => (StatusCode::BAD_GATEWAY, "protocol"),
+            // Stopped by shutdown (a cancelled engine call says so by its
+            // kind): its stored pages are kept, the next scan resumes.
+            _ if error.kind() == "interrupted" => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, error.kind()),
+        };
+        ApiError::new(status, kind, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        RuntimeError::Database(error).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(kind = self.kind, "API request failed: {}", self.message);
+        }
+        let body = serde_json::json!({"error": {"kind": self.kind, "message": self.message}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,96 @@
+//! `GET /v1/integrations` and `GET /v1/integrations/{tenant}`: the
+//! integrations a token sees, and one with its settings (secret fields
+//! shown as `"set"`, never their value).
+
+use crate::error::ApiError;
+use crate::state::Api;
+use crate::status::visible_statuses;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use scanner_contract::SettingValue;
+use scanner_store::IntegrationStatus;
+use scanner_store::TokenScope;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The tenant a path names, when `scope` sees it and it is connected; the
+/// same 404 otherwise, so a scoped token cannot tell another tenant's
+/// existence from its absence.
+pub(crate) fn visible_tenant(
+    api: &Api,
+    scope: &TokenScope,
+    tenant: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    let Path(tenant) = tenant.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !scope.allows_tenant(&tenant) || !api.runtime().store().tenants()?.contains(&tenant) {
+        return Err(ApiError::unknown_tenant(&tenant));
+    }
+    Ok(tenant)
+}
+
+/// One integration: its status row, whether it needs an operator, and its
+/// settings without secret values.
+#[derive(Serialize)]
+struct IntegrationDetail {
+    #[serde(flatten)]
+    status: IntegrationStatus,
+    /// Whether an operator must act before scans can succeed.
+    needs_attention: bool,
+    /// Text and URL settings as text, switches as booleans, secrets as
+    /// `"set"`.
+    settings: BTreeMap<String, Value>,
+}
+
+/// `{"integrations": [...]}`, in tenant order.
+pub(crate) async fn list(
+    State(api): State<Api>,
+    Extension(scope): Extension<TokenScope>,
+) -> Result<Json<Value>, ApiError> {
+    let integrations = visible_statuses(api.runtime(), &scope)?;
+    Ok(Json(json!({"integrations": integrations})))
+}
+
+/// One integration, or 404.
+pub(crate) async fn show(
+    State(api): State<Api>,
+    Extension(scope): Extension<TokenScope>,
+    tenant: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = visible_tenant(&api, &scope, tenant)?;
+    let integration = api
+        .runtime()
+        .store()
+        .integration(&tenant)?
+        .ok_or_else(|| ApiError::unknown_tenant(&tenant))?;
+    let status = visible_statuses(api.runtime(), &scope)?
+        .into_iter()
+        .find(|s| s.tenant == tenant)
+        .ok_or_else(|| ApiError::unknown_tenant(&tenant))?;
+    let settings = integration
+        .settings
+        .iter()
+        .map(|(key, value)| {
+            let shown = match value {
+                SettingValue::Text(text) => Value::from(text.as_str()),
+                SettingValue::Boolean(b) => Value::from(*b),
+                SettingValue::Secret(_) => Value::from("set"),
+            };
+            (key.clone(), shown)
+        })
+        .collect();
+    let detail = IntegrationDetail {
+        needs_attention: status.state == "needs-attention",
+        status,
+        settings,
+    };
+    let body = serde_json::to_value(detail).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(body))
+}

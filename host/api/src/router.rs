@@ -1,0 +1,46 @@
+//! The routes, with the token check in front of `/v1`.
+
+use crate::error::ApiError;
+use crate::middleware::require_token;
+use crate::state::Api;
+use crate::{findings, health, integrations, plugins, scans, status};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+/// 404 for a path the API does not have.
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route")
+}
+
+/// 405 for a method a route does not take.
+async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid-input",
+        "this route does not take that method",
+    )
+}
+
+/// The API's routes over `api`: `/healthz` and `/readyz` open, every
+/// `/v1` route behind a bearer token.
+pub fn router(api: Api) -> Router {
+    let v1 = Router::new()
+        .route("/plugins", get(plugins::list))
+        .route("/integrations", get(integrations::list))
+        .route("/integrations/{tenant}", get(integrations::show))
+        .route("/integrations/{tenant}/scans", post(scans::start))
+        .route("/status", get(status::show))
+        .route("/findings", get(findings::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .nest("/v1", v1)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(api)
+}

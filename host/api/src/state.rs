@@ -1,0 +1,38 @@
+//! What every handler works on: the runtime and who tokens are.
+
+use crate::auth::Authenticate;
+use scanner_runtime::Runtime;
+use std::sync::Arc;
+
+/// The API's state: the runtime the scheduler also runs on, and what
+/// tells a bearer token's scope.
+#[derive(Clone)]
+pub struct Api {
+    runtime: Arc<Runtime>,
+    auth: Arc<dyn Authenticate>,
+}
+
+impl Api {
+    /// An API over `runtime` whose tokens are the API tokens of the
+    /// runtime's store.
+    pub fn new(runtime: Arc<Runtime>) -> Api {
+        let auth = runtime.store().clone();
+        Api { runtime, auth }
+    }
+
+    /// The same API with its tokens checked by `auth` instead.
+    pub fn with_authenticator(mut self, auth: Arc<dyn Authenticate>) -> Api {
+        self.auth = auth;
+        self
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// What checks tokens.
+    pub(crate) fn auth(&self) -> &dyn Authenticate {
+        self.auth.as_ref()
+    }
+}
