@@ -67,19 +67,30 @@ pub struct ScanReport {
     pub timings: ScanTimings,
 }
 
-/// Where a scan's wall time went, summed over its pages.
+/// Where a scan's wall time went, summed over its pages. In JSON each is
+/// a number of seconds (a float), not serde's `{secs, nanos}`: that is what
+/// people and tools reading the output expect.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScanTimings {
     /// `fetch-findings` calls, wall time: HTTP plus the plugin's work.
+    #[serde(serialize_with = "seconds")]
     pub fetch: Duration,
     /// Of `fetch`, the guest's CPU time (parsing the response, mapping,
     /// copying findings out); the rest is waiting for HTTP.
+    #[serde(serialize_with = "seconds")]
     pub fetch_guest_cpu: Duration,
     /// Storing pages, one transaction each. A page is stored while the next
     /// one is fetched, so this overlaps `fetch`.
+    #[serde(serialize_with = "seconds")]
     pub store: Duration,
     /// Of `store`, the time the scan waited for it.
+    #[serde(serialize_with = "seconds")]
     pub store_wait: Duration,
+}
+
+/// A duration as seconds, a float.
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// A page whose store runs while the next page is fetched.
@@ -458,5 +469,30 @@ impl Scan<'_> {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_are_seconds_as_plain_numbers_in_json() {
+        let timings = ScanTimings {
+            fetch: Duration::from_millis(1500),
+            fetch_guest_cpu: Duration::from_millis(250),
+            store: Duration::ZERO,
+            store_wait: Duration::from_micros(1),
+        };
+        let json = serde_json::to_value(timings).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "fetch": 1.5,
+                "fetch_guest_cpu": 0.25,
+                "store": 0.0,
+                "store_wait": 0.000001,
+            })
+        );
     }
 }
