@@ -150,3 +150,101 @@ fn a_token_that_reaches_nothing_is_refused() {
     );
     assert!(!bad.status.success(), "{}", stderr(&bad));
 }
+
+/// One HTTP/1.1 request to `addr`; the status line and the body.
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the API");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_listen_answers_with_a_token_only_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugins = dir.path().join("no-plugins");
+    let created = run(
+        &db,
+        &plugins,
+        &["tokens", "create", "--name", "ops", "--admin"],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scanner-host"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--plugins")
+        .arg(test_components::WIZ_PLUGIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SCANNER_HOST_LOG")
+        .env("SCANNER_HOST_CACHE", db.with_extension("cache"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve ended before listening")
+            .expect("line");
+        if let Some(url) = line.strip_prefix("API listening on http://") {
+            break url.trim().to_string();
+        }
+    };
+    // Keep reading stderr so the server never blocks on a full pipe.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let (status, _) = http_get(&addr, "/healthz", None);
+    assert!(status.contains(" 200"), "{status}");
+    let (status, body) = http_get(&addr, "/v1/status", None);
+    assert!(status.contains(" 401"), "{status}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, body) = http_get(&addr, "/v1/status", Some("sh_000000000000_wrong"));
+    assert!(status.contains(" 401"), "{status} {body}");
+    let (status, body) = http_get(&addr, "/v1/status", Some(&token));
+    assert!(status.contains(" 200"), "{status} {body}");
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let exit = child.wait().expect("wait");
+    let log = drain.join().expect("stderr").join("\n");
+    assert!(exit.success(), "serve exited {exit:?}: {log}");
+    assert!(
+        !log.contains(&token[16..]),
+        "the token reached the log: {log}"
+    );
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the port is still open after serve stopped"
+    );
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_tls_unless_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugin = std::path::Path::new(test_components::WIZ_PLUGIN);
+    // Refused before anything binds: no port is opened, nothing is served.
+    let out = run(&db, plugin, &["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--insecure-http"), "{}", stderr(&out));
+}
