@@ -9,41 +9,20 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use scanner_api::Api;
-use scanner_contract::{Secret, SettingValue, Settings};
-use scanner_engine::{Engine, EngineConfig, Plugin};
+use scanner_engine::{Engine, Plugin};
 use scanner_runtime::Runtime;
 use scanner_store::{Database, FindingQuery, StatusFilter};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+
+use scanner_tests::{engine_and_plugin, wiz_settings};
+use std::sync::Arc;
 use wiz_sim::{SimConfig, Simulator};
 
 /// The simulator's default client secret: no response may contain it.
 fn sim_secret() -> String {
     SimConfig::default().clients[0].secret.clone()
-}
-
-/// One engine and one compiled Wiz plugin for the whole test process:
-/// compiling is the slow part.
-fn engine_and_plugin() -> (Engine, Plugin) {
-    static LOADED: OnceLock<(Engine, Plugin)> = OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            let cache =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-plugin-cache");
-            let engine = Engine::new(EngineConfig {
-                cache_dir: Some(cache),
-                ..EngineConfig::default()
-            })
-            .expect("engine");
-            let plugin = engine
-                .load_plugin(Path::new(test_components::WIZ_PLUGIN))
-                .expect("load the Wiz plugin");
-            (engine, plugin)
-        })
-        .clone()
 }
 
 /// A simulator, a runtime over a fresh database, and the API serving it
@@ -103,20 +82,8 @@ impl TestApi {
 
     /// Connects `tenant` to the simulator with its default client.
     async fn connect(&self, tenant: &str) {
-        let client = SimConfig::default().clients[0].clone();
-        let mut settings = Settings::new();
-        settings.insert(
-            "api-endpoint".into(),
-            SettingValue::Text(self.sim.api_endpoint()),
-        );
-        settings.insert("auth-url".into(), SettingValue::Text(self.sim.token_url()));
-        settings.insert("client-id".into(), SettingValue::Text(client.id));
-        settings.insert(
-            "client-secret".into(),
-            SettingValue::Secret(Secret::new(client.secret)),
-        );
         self.runtime
-            .connect(tenant, "wiz", &settings)
+            .connect(tenant, "wiz", &wiz_settings(&self.sim))
             .await
             .unwrap_or_else(|e| panic!("connect {tenant}: {e}"));
     }

@@ -8,8 +8,9 @@ use std::process::{Command, Output};
 
 /// `scanner-host --db DB --plugins PLUGINS ARGS…` with an environment the
 /// test controls.
-fn run(db: &Path, plugins: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scanner-host"))
+fn command(db: &Path, plugins: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scanner-host"));
+    command
         .arg("--db")
         .arg(db)
         .arg("--plugins")
@@ -19,7 +20,13 @@ fn run(db: &Path, plugins: &Path, args: &[&str]) -> Output {
         .env_remove("SCANNER_HOST_KEY")
         .env_remove("SCANNER_HOST_KEY_FILE")
         .env("NO_COLOR", "1")
-        .env("SCANNER_HOST_CACHE", db.with_extension("cache"))
+        .env("SCANNER_HOST_CACHE", db.with_extension("cache"));
+    command
+}
+
+/// [`command`], run to its end.
+fn run(db: &Path, plugins: &Path, args: &[&str]) -> Output {
+    command(db, plugins, args)
         .output()
         .expect("run scanner-host")
 }
@@ -185,14 +192,8 @@ fn serve_listen_answers_with_a_token_only_and_stops_on_sigterm() {
     assert!(created.status.success(), "{}", stderr(&created));
     let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanner-host"))
-        .arg("--db")
-        .arg(&db)
-        .arg("--plugins")
-        .arg(test_components::WIZ_PLUGIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("SCANNER_HOST_LOG")
-        .env("SCANNER_HOST_CACHE", db.with_extension("cache"))
+    let plugin = Path::new(test_components::WIZ_PLUGIN);
+    let mut child = command(&db, plugin, &["serve", "--listen", "127.0.0.1:0"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start serve");
@@ -242,7 +243,7 @@ fn serve_listen_answers_with_a_token_only_and_stops_on_sigterm() {
 fn serve_refuses_a_non_loopback_address_without_tls_unless_told() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("host.db");
-    let plugin = std::path::Path::new(test_components::WIZ_PLUGIN);
+    let plugin = Path::new(test_components::WIZ_PLUGIN);
     // Refused before anything binds: no port is opened, nothing is served.
     let out = run(&db, plugin, &["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
