@@ -71,28 +71,32 @@ fn plugin_status(error: &PluginError) -> StatusCode {
 impl From<RuntimeError> for ApiError {
     fn from(error: RuntimeError) -> ApiError {
         let message = error.to_string();
-        let (status, kind) = match &error {
+        // The runtime names the kind, as it does for the CLI; the API only
+        // says a held tenant more precisely than "busy".
+        let kind = match &error {
+            RuntimeError::Locked { .. } | RuntimeError::ScanInProgress(_) => "scan-running",
+            _ => error.kind(),
+        };
+        let status = match &error {
             RuntimeError::Plugin(e) | RuntimeError::RetriesExhausted { last: e, .. } => {
-                (plugin_status(e), e.kind())
+                plugin_status(e)
             }
             RuntimeError::UnknownTenant(_) | RuntimeError::UnknownPlugin(_) => {
-                (StatusCode::NOT_FOUND, "not-found")
+                StatusCode::NOT_FOUND
             }
-            RuntimeError::InvalidTenant { .. } => (StatusCode::BAD_REQUEST, "invalid-input"),
-            RuntimeError::Locked { .. } | RuntimeError::ScanInProgress(_) => {
-                (StatusCode::CONFLICT, "scan-running")
-            }
-            RuntimeError::BadEgress { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-config"),
+            RuntimeError::InvalidTenant { .. } => StatusCode::BAD_REQUEST,
+            RuntimeError::Locked { .. } | RuntimeError::ScanInProgress(_) => StatusCode::CONFLICT,
+            RuntimeError::BadEgress { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             // The operator must accept or remove a component first: a
             // conflict with the host's state, not a fault of the request.
             RuntimeError::PluginChanged { .. } | RuntimeError::PluginConflict { .. } => {
-                (StatusCode::CONFLICT, "plugin-changed")
+                StatusCode::CONFLICT
             }
-            RuntimeError::MappingFailed { .. } => (StatusCode::BAD_GATEWAY, "protocol"),
+            RuntimeError::MappingFailed { .. } => StatusCode::BAD_GATEWAY,
             // Stopped by shutdown (a cancelled engine call says so by its
             // kind): its stored pages are kept, the next scan resumes.
-            _ if error.kind() == "interrupted" => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, error.kind()),
+            _ if kind == "interrupted" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, kind, message)
     }
