@@ -87,16 +87,10 @@ fn severity_rank(severity: Severity) -> i64 {
     }
 }
 
-/// The rank [`SEVERITY_RANK`] gives a stored severity name.
+/// The rank [`SEVERITY_RANK`] gives a stored severity name (0 for a name
+/// that is none of the severities, as in SQL).
 fn severity_name_rank(name: &str) -> i64 {
-    match name {
-        "critical" => 5,
-        "high" => 4,
-        "medium" => 3,
-        "low" => 2,
-        "none" => 1,
-        _ => 0,
-    }
+    name.parse::<Severity>().map_or(0, severity_rank)
 }
 
 /// The conditions of `q` on the findings table `f`, with their arguments

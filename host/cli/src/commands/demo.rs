@@ -136,7 +136,7 @@ pub(crate) async fn run(
         count("code-dependency"),
         count("container-image"),
     );
-    rows.sort_by_key(|r| std::cmp::Reverse(severity_rank(&r.severity)));
+    // The store lists the worst first: the first ten are the top ten.
     rows.truncate(10);
     if format == Format::Json {
         // One JSON document on stdout, nothing before it.
@@ -154,16 +154,4 @@ pub(crate) async fn run(
     }
     drop(sim);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Worse severities rank higher.
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "critical" => 5,
-        "high" => 4,
-        "medium" => 3,
-        "low" => 2,
-        "none" => 1,
-        _ => 0,
-    }
 }
