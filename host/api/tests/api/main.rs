@@ -1,0 +1,8 @@
+//! The API over real HTTP: a server on 127.0.0.1 in this process, over a
+//! runtime on a temporary database with the Wiz plugin, connected to the
+//! Wiz simulator. One test binary; a module per resource.
+
+mod core;
+// Shared by every module; a helper one module does not use yet is fine.
+#[allow(dead_code)]
+mod support;
