@@ -26,11 +26,13 @@ mod scans;
 mod server;
 mod state;
 mod status;
+mod tls;
 
 pub use auth::Authenticate;
 pub use error::ApiError;
 pub use findings::FindingsPage;
 pub use listen::{ListenError, check_listen};
 pub use router::router;
-pub use server::serve;
+pub use server::{serve, serve_tls};
 pub use state::Api;
+pub use tls::{TlsError, load_tls};

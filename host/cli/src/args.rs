@@ -166,10 +166,16 @@ pub(crate) enum Command {
         #[arg(long, value_name = "IP:PORT")]
         listen: Option<std::net::SocketAddr>,
         /// Serve plain HTTP on a `--listen` address other machines can
-        /// reach (the host serves no TLS yet: prefer a loopback address
+        /// reach (prefer `--tls-cert`/`--tls-key`, or a loopback address
         /// behind a TLS proxy).
-        #[arg(long, requires = "listen")]
+        #[arg(long, requires = "listen", conflicts_with = "tls_cert")]
         insecure_http: bool,
+        /// Serve HTTPS with this certificate chain (PEM, leaf first).
+        #[arg(long, value_name = "PEM", requires_all = ["listen", "tls_key"])]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Start the Wiz simulator (`wiz-sim`, found next to this program) as
     /// its own process, connect a demo tenant, scan, and show what was found.

@@ -83,10 +83,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             listen,
             insecure_http,
+            tls_cert,
+            tls_key,
         } => {
             let listen = commands::serve::Listen {
                 addr: listen,
                 insecure_http,
+                tls: tls_cert.zip(tls_key),
             };
             commands::serve::run(
                 global,

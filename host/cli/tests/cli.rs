@@ -249,3 +249,37 @@ fn serve_refuses_a_non_loopback_address_without_tls_unless_told() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--insecure-http"), "{}", stderr(&out));
 }
+
+#[test]
+fn serve_refuses_unusable_tls_files_before_opening_a_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugin = Path::new(test_components::WIZ_PLUGIN);
+    let missing = dir.path().join("missing-cert.pem");
+    let missing = missing.to_str().expect("UTF-8 path");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing,
+        "--tls-key",
+        missing,
+    ];
+    let out = run(&db, plugin, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing-cert.pem"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("API listening"), "{}", stderr(&out));
+    // A key without its certificate is a usage error of the parser.
+    let out = run(
+        &db,
+        plugin,
+        &["serve", "--listen", "127.0.0.1:0", "--tls-key", missing],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--tls-cert"), "{}", stderr(&out));
+}

@@ -6,3 +6,4 @@ mod core;
 // Shared by every module; a helper one module does not use yet is fine.
 #[allow(dead_code)]
 mod support;
+mod tls;

@@ -8,16 +8,20 @@ use crate::signal::shutdown_signal;
 use anyhow::Context;
 use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where and how the API listens (`--listen`, `--insecure-http`).
+/// Where and how the API listens (`--listen`, `--insecure-http`,
+/// `--tls-cert` and `--tls-key`).
 pub(crate) struct Listen {
     /// The address, when the API is served at all.
     pub(crate) addr: Option<SocketAddr>,
     /// Serve plain HTTP on an address other machines can reach.
     pub(crate) insecure_http: bool,
+    /// The certificate chain and key files, for HTTPS.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Scans every integration on schedule, and serves the API when asked,
@@ -31,9 +35,16 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitCode> {
     // Refused before anything is opened: a wrong address is a usage error.
     if let Some(addr) = listen.addr {
-        scanner_api::check_listen(addr, listen.insecure_http)
+        scanner_api::check_listen(addr, listen.tls.is_some(), listen.insecure_http)
             .map_err(|e| UsageError(e.to_string()))?;
     }
+    // A certificate that cannot be used is refused before the port opens.
+    let tls = match &listen.tls {
+        Some((cert, key)) => {
+            Some(scanner_api::load_tls(cert, key).map_err(|e| UsageError(e.to_string()))?)
+        }
+        None => None,
+    };
     let interval = Duration::from_secs_f64(interval_hours * 3600.0);
     let runtime = Arc::new(build_runtime(global, true)?.with_scan_interval(interval));
     let listener = match listen.addr {
@@ -50,16 +61,17 @@ pub(crate) async fn run(
     let api = match listener {
         Some(listener) => {
             let addr = listener.local_addr().context("the API's address")?;
-            eprintln!("API listening on http://{addr}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            eprintln!("API listening on {scheme}://{addr}");
             let mut stopped = stopped.clone();
             let api = scanner_api::Api::new(runtime.clone());
-            Some(tokio::spawn(scanner_api::serve(
-                listener,
-                api,
-                async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                },
-            )))
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            Some(match tls {
+                Some(tls) => tokio::spawn(scanner_api::serve_tls(listener, tls, api, shutdown)),
+                None => tokio::spawn(scanner_api::serve(listener, api, shutdown)),
+            })
         }
         None => None,
     };
