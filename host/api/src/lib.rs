@@ -8,13 +8,16 @@
 //! `{"error": {"kind": "...", "message": "..."}}`.
 //!
 //! Routes: `GET /v1/plugins`, `GET /v1/integrations`,
-//! `GET /v1/integrations/{tenant}`, `POST /v1/integrations/{tenant}/scans`,
-//! `GET /v1/status` and `GET /v1/findings` (filters and keyset
-//! pagination, see [`FindingsPage`]).
+//! `GET /v1/integrations/{tenant}`, `GET /v1/status` and `GET /v1/findings`
+//! (filters and keyset pagination, see [`FindingsPage`]); a tenant's scans
+//! (`POST`/`GET /v1/integrations/{tenant}/scans`, `GET .../scans/{id}` and
+//! its live `.../events`, see [`ScanAnswer`]) and exports of SARIF files
+//! (`POST`/`GET .../exports`, `GET .../exports/{id}`, see [`ExportBody`]).
 
 mod auth;
 mod cursor;
 mod error;
+mod exports;
 mod findings;
 mod health;
 mod integrations;
@@ -30,9 +33,11 @@ mod tls;
 
 pub use auth::Authenticate;
 pub use error::ApiError;
+pub use exports::{ExportAnswer, ExportBody, ExportList, ExportSummary, SarifFile};
 pub use findings::FindingsPage;
 pub use listen::{ListenError, check_listen};
 pub use router::router;
+pub use scans::{ScanAnswer, ScanList, StreamError};
 pub use server::{serve, serve_tls};
 pub use state::Api;
 pub use tls::{TlsError, load_tls};

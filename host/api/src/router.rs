@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::middleware::require_token;
 use crate::state::Api;
-use crate::{findings, health, integrations, plugins, scans, status};
+use crate::{exports, findings, health, integrations, plugins, scans, status};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -29,7 +29,20 @@ pub fn router(api: Api) -> Router {
         .route("/plugins", get(plugins::list))
         .route("/integrations", get(integrations::list))
         .route("/integrations/{tenant}", get(integrations::show))
-        .route("/integrations/{tenant}/scans", post(scans::start))
+        .route(
+            "/integrations/{tenant}/scans",
+            post(scans::start).get(scans::list),
+        )
+        .route("/integrations/{tenant}/scans/{id}", get(scans::show))
+        .route(
+            "/integrations/{tenant}/scans/{id}/events",
+            get(scans::events),
+        )
+        .route(
+            "/integrations/{tenant}/exports",
+            post(exports::start).get(exports::list),
+        )
+        .route("/integrations/{tenant}/exports/{id}", get(exports::show))
         .route("/status", get(status::show))
         .route("/findings", get(findings::list))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -2,6 +2,7 @@
 
 use crate::auth::Authenticate;
 use scanner_runtime::Runtime;
+use scanner_runtime::export::ExportPolling;
 use std::sync::Arc;
 
 /// The API's state: the runtime the scheduler also runs on, and what
@@ -10,6 +11,7 @@ use std::sync::Arc;
 pub struct Api {
     runtime: Arc<Runtime>,
     auth: Arc<dyn Authenticate>,
+    export_polling: ExportPolling,
 }
 
 impl Api {
@@ -17,7 +19,23 @@ impl Api {
     /// runtime's store.
     pub fn new(runtime: Arc<Runtime>) -> Api {
         let auth = runtime.store().clone();
-        Api { runtime, auth }
+        Api {
+            runtime,
+            auth,
+            export_polling: ExportPolling::default(),
+        }
+    }
+
+    /// The same API with exports asking the platform for their outcome as
+    /// `polling` says (default: [`ExportPolling::default`]).
+    pub fn with_export_polling(mut self, polling: ExportPolling) -> Api {
+        self.export_polling = polling;
+        self
+    }
+
+    /// How exports wait for the platform's outcome.
+    pub(crate) fn export_polling(&self) -> &ExportPolling {
+        &self.export_polling
     }
 
     /// The same API with its tokens checked by `auth` instead.

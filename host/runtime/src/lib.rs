@@ -10,6 +10,7 @@
 mod clock;
 mod error;
 pub mod export;
+mod live;
 mod lock;
 mod plugins;
 mod retry;
@@ -21,6 +22,7 @@ mod tenant;
 
 pub use clock::{Clock, SystemClock};
 pub use error::RuntimeError;
+pub use live::{LiveEvent, LiveScans, ScanProgress, ScanWaiting};
 pub use lock::live_scan_lock;
 pub use retry::RetryPolicy;
 pub use runtime::{ConnectOptions, Runtime};

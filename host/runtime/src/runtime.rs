@@ -4,6 +4,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::RuntimeError;
+use crate::live::LiveScans;
 use crate::lock::LockHolder;
 use crate::plugins::Plugins;
 use crate::retry::RetryPolicy;
@@ -47,6 +48,7 @@ pub struct Runtime {
     scan_interval: Duration,
     max_empty_pages: u32,
     holder: LockHolder,
+    live: LiveScans,
 }
 
 impl Runtime {
@@ -69,6 +71,7 @@ impl Runtime {
             scan_interval: Duration::from_secs(6 * 60 * 60),
             max_empty_pages: 1000,
             holder: LockHolder::of_this_process(),
+            live: LiveScans::default(),
         }
     }
 
@@ -295,9 +298,15 @@ impl Runtime {
             shutdown: &self.shutdown,
             holder: &self.holder,
             running: &self.running,
+            live: &self.live,
         }
         .run(tenant, progress)
         .await
+    }
+
+    /// The scans running in this process, to follow their progress live.
+    pub fn live_scans(&self) -> &LiveScans {
+        &self.live
     }
 
     /// Remove a tenant's integration with its findings and state.

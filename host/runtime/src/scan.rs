@@ -4,6 +4,7 @@
 
 use crate::clock::Clock;
 use crate::error::RuntimeError;
+use crate::live::{LiveFeed, LiveScans};
 use crate::lock::{LockHolder, ScanLock};
 use crate::plugins::Plugins;
 use crate::retry::{Cancel, Retries, RetryPolicy};
@@ -135,6 +136,10 @@ impl Paging {
 
 /// Progress of a running scan, for a progress bar.
 pub trait Progress: Send + Sync {
+    /// Called once the store gave the scan its id (a resumed scan keeps
+    /// the id it had), before the first page is fetched.
+    fn started(&self, _scan_id: i64) {}
+
     /// Called after every stored page with records seen so far and the
     /// plugin's total when it knows it.
     fn page(&self, records_so_far: u64, total: Option<u64>);
@@ -146,6 +151,30 @@ pub trait Progress: Send + Sync {
 
 impl Progress for () {
     fn page(&self, _: u64, _: Option<u64>) {}
+}
+
+/// A scan's progress told to its live followers and to the caller's
+/// progress.
+struct Followed<'a> {
+    feed: LiveFeed<'a>,
+    inner: &'a dyn Progress,
+}
+
+impl Progress for Followed<'_> {
+    fn started(&self, scan_id: i64) {
+        self.feed.started(scan_id);
+        self.inner.started(scan_id);
+    }
+
+    fn page(&self, records_so_far: u64, total: Option<u64>) {
+        self.feed.page(records_so_far, total);
+        self.inner.page(records_so_far, total);
+    }
+
+    fn waiting(&self, wait: Duration, why: &str) {
+        self.feed.waiting(wait, why);
+        self.inner.waiting(wait, why);
+    }
 }
 
 /// What a scan uses of the runtime, borrowed for one scan.
@@ -172,6 +201,8 @@ pub(crate) struct Scan<'a> {
     pub(crate) holder: &'a LockHolder,
     /// Tenants scanning in this process.
     pub(crate) running: &'a Mutex<HashSet<String>>,
+    /// The scans of this process that can be followed live.
+    pub(crate) live: &'a LiveScans,
 }
 
 impl Scan<'_> {
@@ -189,7 +220,14 @@ impl Scan<'_> {
                 return Err(RuntimeError::ScanInProgress(tenant.to_string()));
             }
         }
-        let result = self.scan_locked(tenant, progress).await;
+        // Followable from here; the feed ends (after the outcome is
+        // stored) before the tenant is free to scan again.
+        let followed = Followed {
+            feed: self.live.begin(tenant),
+            inner: progress,
+        };
+        let result = self.scan_locked(tenant, &followed).await;
+        drop(followed);
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -224,6 +262,7 @@ impl Scan<'_> {
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
         let start = self.store.begin_scan(tenant, self.clock.now())?;
         let scan_id = start.scan_id;
+        progress.started(scan_id);
         let outcome = if start.paging_done {
             // Killed after its last page was stored: only completion is left.
             Ok(ScanReport {

@@ -5,7 +5,7 @@ use crate::columns::timestamp;
 use crate::database::Database;
 use crate::error::StoreError;
 use crate::normalize::normalize_repo_url;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -287,26 +287,44 @@ impl Database {
                 findings_in, filtered, sent, handled, to_be_fixed, activity_id, message
              FROM exports WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![tenant, limit as i64], |r| {
-            Ok(ExportRecord {
-                id: r.get(0)?,
-                tenant: r.get(1)?,
-                repository_url: r.get(2)?,
-                branch: r.get(3)?,
-                started_at: r.get(4)?,
-                finished_at: r.get(5)?,
-                outcome: r.get(6)?,
-                findings_in: r.get(7)?,
-                filtered: r.get(8)?,
-                sent: r.get(9)?,
-                handled: r.get(10)?,
-                to_be_fixed: r.get(11)?,
-                activity_id: r.get(12)?,
-                message: r.get(13)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![tenant, limit as i64], export_record)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// One export by id, of whichever tenant (callers check the tenant).
+    pub fn export(&self, export: i64) -> Result<Option<ExportRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, tenant, repository_url, branch, started_at, finished_at, outcome,
+                    findings_in, filtered, sent, handled, to_be_fixed, activity_id, message
+                 FROM exports WHERE id = ?1",
+                [export],
+                export_record,
+            )
+            .optional()?)
+    }
+}
+
+/// An [`ExportRecord`] from a row of the columns [`Database::exports`]
+/// selects, in its order.
+fn export_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExportRecord> {
+    Ok(ExportRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        repository_url: r.get(2)?,
+        branch: r.get(3)?,
+        started_at: r.get(4)?,
+        finished_at: r.get(5)?,
+        outcome: r.get(6)?,
+        findings_in: r.get(7)?,
+        filtered: r.get(8)?,
+        sent: r.get(9)?,
+        handled: r.get(10)?,
+        to_be_fixed: r.get(11)?,
+        activity_id: r.get(12)?,
+        message: r.get(13)?,
+    })
 }
 
 #[cfg(test)]
@@ -358,6 +376,10 @@ mod tests {
             .map(|e| e.outcome)
             .collect();
         assert_eq!(outcomes, ["succeeded", "succeeded"]);
+        let read = store.export(newer).expect("export").expect("exists");
+        assert_eq!((read.id, read.outcome.as_str()), (newer, "succeeded"));
+        assert_eq!(read, store.exports(Some("t"), 1).expect("exports")[0]);
+        assert_eq!(store.export(newer + 100).expect("export"), None);
         assert!(store.unsettled_exports(None).expect("unsettled").is_empty());
 
         // Without a newer success, the late one's findings are the snapshot.

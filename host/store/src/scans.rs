@@ -57,6 +57,73 @@ pub struct ScanSummary {
     pub skipped: u64,
 }
 
+/// Why a scan failed, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanFailure {
+    /// The error's kind (the contract's or the host's, e.g.
+    /// `authentication-failed`).
+    pub kind: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// One scan run as it is listed: its state, times and counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanRecord {
+    /// The scan's id.
+    pub id: i64,
+    /// The tenant scanned.
+    pub tenant: String,
+    /// `running`, `completed`, `failed` or `interrupted` (stopped at a page
+    /// boundary; the tenant's next scan resumes it).
+    pub state: String,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When it ended (RFC 3339, UTC); `None` while running.
+    pub ended_at: Option<String>,
+    /// Pages stored.
+    pub pages: u64,
+    /// Records stored: findings imported and records the plugin skipped.
+    pub records: u64,
+    /// Findings seen for the first time.
+    pub new: u64,
+    /// Known findings updated.
+    pub updated: u64,
+    /// Resolved findings that are open again.
+    pub reopened: u64,
+    /// Findings resolved because the scan no longer returned them.
+    pub resolved: u64,
+    /// Why it failed, for a failed scan.
+    pub error: Option<ScanFailure>,
+}
+
+/// The columns [`ScanRecord`] is read from, in [`scan_record`]'s order.
+const SCAN_RECORD_COLUMNS: &str = "id, tenant, outcome, started_at, finished_at, pages,
+    findings + skipped, new, updated, reopened, resolved, error_kind, error_message";
+
+/// A [`ScanRecord`] from a row of [`SCAN_RECORD_COLUMNS`].
+fn scan_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScanRecord> {
+    let kind: Option<String> = r.get(11)?;
+    let message: Option<String> = r.get(12)?;
+    Ok(ScanRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        state: r.get(2)?,
+        started_at: r.get(3)?,
+        ended_at: r.get(4)?,
+        pages: r.get(5)?,
+        records: r.get(6)?,
+        new: r.get(7)?,
+        updated: r.get(8)?,
+        reopened: r.get(9)?,
+        resolved: r.get(10)?,
+        error: kind.map(|kind| ScanFailure {
+            kind,
+            message: message.unwrap_or_default(),
+        }),
+    })
+}
+
 impl Database {
     /// Start a scan, or resume the tenant's last one from its checkpoint
     /// when it did not end: left `running` by a host that died, recorded
@@ -355,6 +422,29 @@ impl Database {
         Ok(())
     }
 
+    /// The tenant's latest `limit` scans, newest first.
+    pub fn scans(&self, tenant: &str, limit: usize) -> Result<Vec<ScanRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SCAN_RECORD_COLUMNS} FROM scan_runs WHERE tenant = ?1
+             ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![tenant, limit as i64], scan_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One scan by id, of whichever tenant (callers check the tenant).
+    pub fn scan(&self, scan_id: i64) -> Result<Option<ScanRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {SCAN_RECORD_COLUMNS} FROM scan_runs WHERE id = ?1"),
+                [scan_id],
+                scan_record,
+            )
+            .optional()?)
+    }
+
     /// The counts of a scan so far.
     pub fn scan_summary(&self, scan_id: i64) -> Result<Option<ScanSummary>, StoreError> {
         read_summary(&self.conn(), scan_id)
@@ -520,6 +610,88 @@ impl FindingColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn finding(id: &str) -> Finding {
+        Finding {
+            source_id: id.into(),
+            cve_ids: vec![],
+            title: "t".into(),
+            description: None,
+            severity: scanner_contract::Severity::High,
+            score: None,
+            status: scanner_contract::FindingStatus::Open,
+            kind: scanner_contract::FindingKind::Other,
+            package_name: None,
+            package_version: None,
+            fixed_version: None,
+            location: None,
+            first_detected_at: None,
+            last_detected_at: None,
+            portal_url: None,
+            remediation: None,
+        }
+    }
+
+    /// A tenant's scans list newest first, each with its state, times,
+    /// counts (records: findings and skipped) and, when failed, its error;
+    /// another tenant's scans are not in the list.
+    #[test]
+    fn scans_list_newest_first_with_their_state_and_counts() {
+        let store = Database::open_in_memory().expect("store");
+        let now = OffsetDateTime::now_utc();
+        let first = store.begin_scan("t", now).expect("scan").scan_id;
+        store
+            .store_page(first, "t", &[finding("a"), finding("b")], 1, None, now)
+            .expect("page");
+        store.complete_scan(first, "t", now).expect("complete");
+        let second = store.begin_scan("t", now).expect("scan").scan_id;
+        store
+            .store_page(second, "t", &[finding("a")], 0, Some("next"), now)
+            .expect("page");
+        store
+            .fail_scan(second, "t", "authentication-failed", "refused", false, now)
+            .expect("fail");
+        let other = store.begin_scan("u", now).expect("scan").scan_id;
+
+        let listed = store.scans("t", 10).expect("scans");
+        assert_eq!(
+            listed.iter().map(|s| s.id).collect::<Vec<_>>(),
+            [second, first]
+        );
+        assert_eq!(
+            store.scans("t", 1).expect("scans")[0].id,
+            second,
+            "the limit keeps the newest"
+        );
+        let completed = &listed[1];
+        assert_eq!(completed.tenant, "t");
+        assert_eq!(completed.state, "completed");
+        assert_eq!(completed.started_at, timestamp(now));
+        assert_eq!(completed.ended_at.as_deref(), Some(&*timestamp(now)));
+        assert_eq!(
+            (completed.pages, completed.records, completed.new),
+            (1, 3, 2)
+        );
+        assert_eq!(completed.error, None);
+        let failed = &listed[0];
+        assert_eq!(failed.state, "failed");
+        assert_eq!((failed.pages, failed.records, failed.updated), (1, 1, 0));
+        assert_eq!(
+            failed.error,
+            Some(ScanFailure {
+                kind: "authentication-failed".into(),
+                message: "refused".into()
+            })
+        );
+        assert_eq!(store.scan(first).expect("scan").as_ref(), Some(completed));
+        let running = store.scan(other).expect("scan").expect("exists");
+        assert_eq!(
+            (running.tenant.as_str(), running.state.as_str()),
+            ("u", "running")
+        );
+        assert_eq!(running.ended_at, None);
+        assert_eq!(store.scan(other + 1).expect("scan"), None);
+    }
 
     /// The per-page lookup must stay a primary-key probe per id: a scan of
     /// the tenant's findings per page makes large imports quadratic.

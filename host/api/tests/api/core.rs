@@ -329,10 +329,14 @@ async fn starting_a_scan_stores_its_findings_and_a_held_tenant_is_a_conflict() {
     let before = api.get(query, &token).await;
     assert_eq!(before.json["findings"], serde_json::json!([]));
 
-    let scan = api.post("/v1/integrations/acme/scans", &token).await;
-    assert_eq!(scan.status, StatusCode::ACCEPTED, "{}", scan.text);
-    assert_eq!(scan.json["tenant"], "acme");
-    let new = scan.json["new"].as_u64().expect("new");
+    // Answered when the scan ends.
+    let scan = api
+        .post("/v1/integrations/acme/scans?wait=true", &token)
+        .await;
+    assert_eq!(scan.status, StatusCode::OK, "{}", scan.text);
+    assert_eq!(scan.json["scan"]["tenant"], "acme");
+    assert_eq!(scan.json["scan"]["state"], "completed", "{}", scan.text);
+    let new = scan.json["scan"]["new"].as_u64().expect("new");
     assert!(new > 0, "{}", scan.text);
     let after = api.get(query, &token).await;
     let rows = after.json["findings"].as_array().expect("rows");

@@ -40,6 +40,7 @@ pub struct Answer {
     pub status: StatusCode,
     pub www_authenticate: Option<String>,
     pub content_type: Option<String>,
+    pub location: Option<String>,
     /// The body as JSON; `Value::Null` when it is not JSON.
     pub json: Value,
     pub text: String,
@@ -54,6 +55,16 @@ impl TestApi {
     }
 
     pub async fn start_with(findings: usize, engine: Engine, plugins: Vec<Plugin>) -> TestApi {
+        Self::start_adjusted(findings, engine, plugins, |api| api).await
+    }
+
+    /// [`TestApi::start_with`] with the API passed through `adjust`.
+    pub async fn start_adjusted(
+        findings: usize,
+        engine: Engine,
+        plugins: Vec<Plugin>,
+        adjust: impl FnOnce(Api) -> Api,
+    ) -> TestApi {
         let sim = Simulator::start_background(SimConfig {
             findings,
             ..SimConfig::default()
@@ -66,7 +77,7 @@ impl TestApi {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let api = Api::new(runtime.clone());
+        let api = adjust(Api::new(runtime.clone()));
         tokio::spawn(scanner_api::serve(listener, api, std::future::pending()));
         TestApi {
             addr,
@@ -150,6 +161,7 @@ impl TestApi {
         };
         let www_authenticate = header("www-authenticate");
         let content_type = header("content-type");
+        let location = header("location");
         let body = response
             .into_body()
             .collect()
@@ -170,6 +182,7 @@ impl TestApi {
             status,
             www_authenticate,
             content_type,
+            location,
             json,
             text,
         }

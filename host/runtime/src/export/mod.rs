@@ -281,6 +281,10 @@ pub enum ExportEvent {
 pub trait ExportProgress: Send + Sync {
     /// Something happened.
     fn event(&self, event: &ExportEvent);
+
+    /// The export was recorded in the store under `export_id` (before the
+    /// policy's verdict: a refused export is recorded too).
+    fn begun(&self, _export_id: i64) {}
 }
 
 /// Discards events.
@@ -659,6 +663,7 @@ impl<'a> Exporter<'a> {
                 self.runtime.clock().now(),
             )
             .map_err(RuntimeError::from)?;
+        progress.begun(export_id);
         let (findings_in, filtered) = (plan.findings_in, plan.filtered);
         let result = match plan.refusal.clone() {
             Some(why) => Err(ExportError::Refused(why)),

@@ -1,0 +1,394 @@
+//! Exports of a tenant: `POST /v1/integrations/{tenant}/exports` checks
+//! the SARIF files it is given and exports their findings in the
+//! background (as the CLI's `export` does), `GET .../exports` and
+//! `GET .../exports/{id}` read the recorded exports until they settle.
+
+use crate::error::ApiError;
+use crate::integrations::visible_tenant;
+use crate::state::Api;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
+use scanner_runtime::export::sarif::{self, SarifFindings};
+use scanner_runtime::export::{
+    ExportEvent, ExportPolicy, ExportProgress, ExportRequest, Exporter, InputSummary,
+    mark_orphaned_exports,
+};
+use scanner_store::{ExportRecord, TokenScope};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::oneshot;
+
+/// Exports listed unless `limit` says otherwise.
+const DEFAULT_LIMIT: usize = 50;
+/// The most exports one listing may ask for.
+const MAX_LIMIT: usize = 1000;
+
+/// One SARIF file of an export.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SarifFile {
+    /// Its name, for messages (e.g. `semgrep.sarif`).
+    pub name: String,
+    /// The SARIF 2.1.0 log, as text.
+    pub content: String,
+}
+
+/// The body of `POST .../exports`: the repository branch, the SARIF files,
+/// and the export policy as the CLI's `export` flags say it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportBody {
+    /// Repository URL (`https://github.com/org/repo`).
+    pub repo: String,
+    /// Branch the SARIF files were produced on.
+    pub branch: String,
+    /// The repository's default branch; when absent, `main` and `master`
+    /// count as default.
+    pub default_branch: Option<String>,
+    /// Commit the scan ran on.
+    pub commit: Option<String>,
+    /// The SARIF files, at least one.
+    pub files: Vec<SarifFile>,
+    /// The files cover only a change (refused unless `allow_diff_scans`).
+    #[serde(default)]
+    pub diff_scan: bool,
+    /// Hand diff-aware scans to the plugin instead of refusing them here.
+    #[serde(default)]
+    pub allow_diff_scans: bool,
+    /// Lowest severity sent: `none`, `low`, `medium`, `high` (default) or
+    /// `critical`.
+    pub min_severity: Option<SastSeverity>,
+    /// Export non-default branches too.
+    #[serde(default)]
+    pub all_branches: bool,
+    /// Only export these repositories (default: all).
+    #[serde(default)]
+    pub only_repo: Vec<String>,
+    /// Send input with no runs or no results as an empty snapshot (it marks
+    /// every earlier finding of the branch fixed).
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Send even when a run did not complete or more than
+    /// `max_resolve_ratio` of the previous export would be marked fixed.
+    #[serde(default)]
+    pub force: bool,
+    /// Largest share of the previous export's findings one export may mark
+    /// fixed, 0 to 1 (default 0.5).
+    pub max_resolve_ratio: Option<f64>,
+}
+
+/// One export as a client polls it.
+#[derive(Debug, Serialize)]
+pub struct ExportSummary {
+    /// The export's id.
+    pub id: i64,
+    /// The tenant exported to.
+    pub tenant: String,
+    /// `running`, `succeeded`, `failed`, `refused`, `unknown` (sent; the
+    /// platform had not finished when the host stopped waiting, settled
+    /// later) or `interrupted`. All but `running` and `unknown` are final.
+    pub state: String,
+    /// The repository (URL, normalized).
+    pub repository: String,
+    /// The branch.
+    pub branch: String,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When it ended (RFC 3339, UTC).
+    pub ended_at: Option<String>,
+    /// Findings read from the files.
+    pub findings: u64,
+    /// Left out by the export policy.
+    pub filtered: u64,
+    /// Sent to the platform.
+    pub sent: u64,
+    /// Handled by the platform, once it said so.
+    pub handled: Option<u64>,
+    /// Sent last time, absent now: the platform marks them fixed.
+    pub to_be_fixed: u64,
+    /// The platform's id of the export (Wiz: the system activity id).
+    pub activity_id: Option<String>,
+    /// Why it failed, was refused or is not settled.
+    pub error: Option<String>,
+}
+
+impl From<ExportRecord> for ExportSummary {
+    fn from(r: ExportRecord) -> Self {
+        ExportSummary {
+            id: r.id,
+            tenant: r.tenant,
+            state: r.outcome,
+            repository: r.repository_url,
+            branch: r.branch,
+            started_at: r.started_at,
+            ended_at: r.finished_at,
+            findings: r.findings_in,
+            filtered: r.filtered,
+            sent: r.sent,
+            handled: r.handled,
+            to_be_fixed: r.to_be_fixed,
+            activity_id: r.activity_id,
+            error: r.message,
+        }
+    }
+}
+
+/// `{"export": ...}`: an export just started.
+#[derive(Debug, Serialize)]
+pub struct ExportAnswer {
+    /// The export.
+    pub export: ExportSummary,
+}
+
+/// `{"exports": [...]}`: a tenant's exports, newest first.
+#[derive(Debug, Serialize)]
+pub struct ExportList {
+    /// The exports.
+    pub exports: Vec<ExportSummary>,
+}
+
+/// The query string of `GET .../exports`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// How many exports, newest first.
+    limit: Option<usize>,
+}
+
+/// `org/repo` of a repository URL (`https://HOST/ORG/REPO`, `.git`
+/// ignored); 400 for anything else.
+fn repository_name(url: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "repo `{url}` does not name a repository (expected https://HOST/ORG/REPO)"
+        ))
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let (host, path) = rest.split_once('/').ok_or_else(bad)?;
+    let name = path.trim_matches('/').trim_end_matches(".git");
+    if host.is_empty() || !name.contains('/') || name.contains(['?', '#', ' ']) {
+        return Err(bad());
+    }
+    Ok(name.to_string())
+}
+
+/// The export the body asks for, its SARIF files read; 400 naming the
+/// file and what is wrong with it.
+fn export_request(body: &ExportBody) -> Result<(ExportRequest, ExportPolicy), ApiError> {
+    let repository_name = repository_name(&body.repo)?;
+    if body.branch.trim().is_empty() {
+        return Err(ApiError::bad_request("branch must not be empty"));
+    }
+    if body.files.is_empty() {
+        return Err(ApiError::bad_request("files must hold at least one file"));
+    }
+    let ratio = body.max_resolve_ratio.unwrap_or(0.5);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(ApiError::bad_request(format!(
+            "max_resolve_ratio must be 0 to 1, not {ratio}"
+        )));
+    }
+    let mut read = SarifFindings::default();
+    let mut seen = HashMap::new();
+    for file in &body.files {
+        sarif::parse(&file.name, file.content.as_bytes(), &mut read, &mut seen)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let is_default = match &body.default_branch {
+        Some(default) => *default == body.branch,
+        None => matches!(body.branch.as_str(), "main" | "master"),
+    };
+    let request = ExportRequest {
+        target: ExportTarget {
+            repository_name,
+            repository_url: body.repo.clone(),
+            branch: body.branch.clone(),
+            is_default_branch: is_default,
+            commit: body.commit.clone(),
+        },
+        scope: if body.diff_scan {
+            ScanScope::Diff
+        } else {
+            ScanScope::Full
+        },
+        analysis_date: time::OffsetDateTime::now_utc(),
+        input: Some(InputSummary::of(&read)),
+        findings: read.findings,
+    };
+    let policy = ExportPolicy {
+        min_severity: body.min_severity.unwrap_or(SastSeverity::High),
+        default_branch_only: !body.all_branches,
+        full_scans_only: !body.allow_diff_scans,
+        repositories: body.only_repo.clone(),
+        allow_empty: body.allow_empty,
+        force: body.force,
+        max_resolve_ratio: ratio,
+    };
+    Ok((request, policy))
+}
+
+/// Hands the export's id to the request that started it.
+struct IdSignal(Mutex<Option<oneshot::Sender<i64>>>);
+
+impl ExportProgress for IdSignal {
+    fn event(&self, _: &ExportEvent) {}
+
+    fn begun(&self, export_id: i64) {
+        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(sender) = sender {
+            // The request may have gone; the export goes on.
+            let _ = sender.send(export_id);
+        }
+    }
+}
+
+/// Export `id` of `tenant`, exports of processes that are gone settled as
+/// far as the store tells; 404 when there is none or it is another
+/// tenant's.
+fn export_of(api: &Api, tenant: &str, id: i64) -> Result<ExportSummary, ApiError> {
+    let store = api.runtime().store();
+    mark_orphaned_exports(store, Some(tenant))?;
+    store
+        .export(id)?
+        .filter(|r| r.tenant == tenant)
+        .map(ExportSummary::from)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("tenant `{tenant}` has no export {id}"),
+            )
+        })
+}
+
+/// Checks the body and its SARIF files (400 naming what is wrong), then
+/// exports in the background and answers 202 with the export and its
+/// `Location` once it is recorded; poll it until its state is final. An
+/// export refused by the policy is recorded `refused`. 503 while shutting
+/// down.
+pub(crate) async fn start(
+    State(api): State<Api>,
+    Extension(scope): Extension<TokenScope>,
+    tenant: Result<Path<String>, PathRejection>,
+    body: Result<Json<ExportBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = visible_tenant(&api, &scope, tenant)?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (request, policy) = export_request(&body)?;
+    drop(body);
+    if api.runtime().shutting_down() {
+        return Err(ApiError::shutting_down());
+    }
+    let (sender, begun) = oneshot::channel();
+    let signal = IdSignal(Mutex::new(Some(sender)));
+    let (runtime, polling, exported) = (
+        api.runtime().clone(),
+        api.export_polling().clone(),
+        tenant.clone(),
+    );
+    // Its own task: the export waits for the platform long after the
+    // answer; its outcome is recorded in the store.
+    let export = tokio::spawn(async move {
+        Exporter::new(&runtime)
+            .with_polling(polling)
+            .export_with_progress(&exported, request, &policy, &signal)
+            .await
+    });
+    let Ok(id) = begun.await else {
+        // Ended before it was recorded: an unknown tenant or a store error.
+        let ended = export.await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the export task failed: {e}"),
+            )
+        })?;
+        return Err(match ended {
+            Err(scanner_runtime::export::ExportError::Runtime(e)) => e.into(),
+            Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            Ok(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the export ended without being recorded",
+            ),
+        });
+    };
+    let export = export_of(&api, &tenant, id)?;
+    let location = format!("/v1/integrations/{tenant}/exports/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(ExportAnswer { export }),
+    )
+        .into_response())
+}
+
+/// `{"exports": [...]}`: the tenant's latest exports (`limit`, default
+/// 50), newest first.
+pub(crate) async fn list(
+    State(api): State<Api>,
+    Extension(scope): Extension<TokenScope>,
+    tenant: Result<Path<String>, PathRejection>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ExportList>, ApiError> {
+    let tenant = visible_tenant(&api, &scope, tenant)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIMIT}, not {limit}"
+        )));
+    }
+    let store = api.runtime().store();
+    mark_orphaned_exports(store, Some(&tenant))?;
+    let exports = store
+        .exports(Some(&tenant), limit)?
+        .into_iter()
+        .map(ExportSummary::from)
+        .collect();
+    Ok(Json(ExportList { exports }))
+}
+
+/// One export of the tenant; 404 for an id of another tenant's export.
+pub(crate) async fn show(
+    State(api): State<Api>,
+    Extension(scope): Extension<TokenScope>,
+    path: Result<Path<(String, i64)>, PathRejection>,
+) -> Result<Json<ExportSummary>, ApiError> {
+    let Path((tenant, id)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let tenant = visible_tenant(&api, &scope, Ok(Path(tenant)))?;
+    Ok(Json(export_of(&api, &tenant, id)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names_come_from_repository_urls_only() {
+        for (url, name) in [
+            ("https://github.com/acme/shop", "acme/shop"),
+            ("https://github.com/acme/shop.git", "acme/shop"),
+            ("https://gitlab.example/grp/sub/app/", "grp/sub/app"),
+        ] {
+            assert_eq!(repository_name(url).expect(url), name);
+        }
+        for url in [
+            "github.com/acme/shop",
+            "https://github.com/acme",
+            "https:///acme/shop",
+            "ftp://github.com/acme/shop",
+        ] {
+            let error = repository_name(url).expect_err(url);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{url}");
+        }
+    }
+}
