@@ -5,14 +5,22 @@
 //! `Authorization: Bearer <token>`, and a token scoped to some tenants sees
 //! only those: another tenant is answered as unknown (404), so a scoped
 //! token cannot learn which tenants exist. Every error is
-//! `{"error": {"kind": "...", "message": "..."}}`.
+//! `{"error": {"kind": "...", "message": "..."}}`, with `"field"` (a
+//! setting's key) when it is about one setting.
 //!
 //! Routes: `GET /v1/plugins`, `GET /v1/integrations`,
-//! `GET /v1/integrations/{tenant}`, `POST /v1/integrations/{tenant}/scans`,
-//! `GET /v1/status` and `GET /v1/findings` (filters and keyset
-//! pagination, see [`FindingsPage`]).
+//! `GET /v1/integrations/{tenant}`, `PUT /v1/integrations/{tenant}`
+//! (connect: 201, reconnect: 200; a secret left out keeps the stored one),
+//! `POST /v1/integrations/{tenant}/test` (settings in the body are tested
+//! without saving anything; no body tests the stored integration),
+//! `DELETE /v1/integrations/{tenant}`, `POST /v1/integrations/{tenant}/scans`,
+//! `GET /v1/status`, `GET /v1/findings` (filters and keyset
+//! pagination, see [`FindingsPage`]), `GET`, `POST` and
+//! `DELETE /v1/repositories?url=...` and `GET /v1/image-rules` (changing
+//! repositories needs an admin token: 403 otherwise).
 
 mod auth;
+mod connect;
 mod cursor;
 mod error;
 mod findings;
@@ -21,6 +29,7 @@ mod integrations;
 mod listen;
 mod middleware;
 mod plugins;
+mod repositories;
 mod router;
 mod scans;
 mod server;

@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::middleware::require_token;
 use crate::state::Api;
-use crate::{findings, health, integrations, plugins, scans, status};
+use crate::{connect, findings, health, integrations, plugins, repositories, scans, status};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -28,10 +28,23 @@ pub fn router(api: Api) -> Router {
     let v1 = Router::new()
         .route("/plugins", get(plugins::list))
         .route("/integrations", get(integrations::list))
-        .route("/integrations/{tenant}", get(integrations::show))
+        .route(
+            "/integrations/{tenant}",
+            get(integrations::show)
+                .put(connect::connect)
+                .delete(connect::disconnect),
+        )
+        .route("/integrations/{tenant}/test", post(connect::test))
         .route("/integrations/{tenant}/scans", post(scans::start))
         .route("/status", get(status::show))
         .route("/findings", get(findings::list))
+        .route(
+            "/repositories",
+            get(repositories::list)
+                .post(repositories::add)
+                .delete(repositories::remove),
+        )
+        .route("/image-rules", get(repositories::rules))
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
             require_token,
