@@ -137,7 +137,7 @@ async fn connect_with_a_wrong_secret_answers_502_and_stores_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn testing_settings_in_the_body_saves_nothing_and_ignores_the_stored_token() {
+async fn testing_settings_in_the_body_saves_nothing_and_leaves_the_stored_state() {
     let api = TestApi::start(10).await;
     let admin = api.token(&[], true);
 
@@ -161,9 +161,9 @@ async fn testing_settings_in_the_body_saves_nothing_and_ignores_the_stored_token
     assert!(api.store().tenants().expect("tenants").is_empty());
     assert_eq!(stored_token(&api, "new"), None, "no plugin state is stored");
 
-    // A connected tenant keeps its settings and its cached token; other
-    // credentials with the same client id are really tested, not passed
-    // on the token the stored ones obtained.
+    // A connected tenant keeps its settings and its cached token (the
+    // test obtains a token of its own, which is not stored); other
+    // credentials with the same client id are refused.
     api.connect("acme").await;
     let token_before = stored_token(&api, "acme");
     assert!(token_before.is_some(), "connecting caches a token");
@@ -561,4 +561,27 @@ async fn repositories_are_added_listed_and_removed_by_admin_tokens_only() {
         not_json.text
     );
     assert_eq!(error_kind(&not_json), "invalid-input");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_with_a_wrong_secret_is_refused_and_keeps_the_stored_one() {
+    let api = TestApi::start(10).await;
+    let admin = api.token(&[], true);
+    api.connect("acme").await;
+    assert!(
+        stored_token(&api, "acme").is_some(),
+        "connecting caches a token"
+    );
+    let wrong = wiz_settings_with(&api.sim, "sim-client-id", "not-the-secret");
+    let answer = api
+        .send_json(
+            "PUT",
+            "/v1/integrations/acme",
+            &admin,
+            &json!({"plugin": "wiz", "settings": settings_json(&wrong)}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text);
+    assert_eq!(error_kind(&answer), "authentication-failed");
+    assert_eq!(stored_secret(&api, "acme"), sim_secret());
 }
