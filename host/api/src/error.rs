@@ -1,11 +1,13 @@
 //! Errors as the API answers them: a status code and
-//! `{"error": {"kind": "...", "message": "..."}}`.
+//! `{"error": {"kind": "...", "message": "...", "field": "..."}}`, `field`
+//! only when the error is about one setting.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use scanner_contract::PluginError;
 use scanner_runtime::RuntimeError;
 use scanner_store::StoreError;
+use serde::Serialize;
 
 /// An error answer: its status, a kind (the contract's error kind when a
 /// plugin is to blame) and a message. Messages never hold secrets: the
@@ -20,6 +22,29 @@ pub struct ApiError {
     pub kind: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// The setting the error is about (its key), when it is about one:
+    /// the console shows the message next to that input.
+    pub field: Option<String>,
+}
+
+/// An error answer's body: `{"error": {...}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    /// The error.
+    error: ErrorObject<'a>,
+}
+
+/// What an error answer says.
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    /// What kind of error, e.g. `not-found` or `authentication-failed`.
+    kind: &'a str,
+    /// What went wrong, for a person.
+    message: &'a str,
+    /// The setting (its key) the error is about; absent when it is about
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
 }
 
 impl ApiError {
@@ -29,7 +54,19 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            field: None,
         }
+    }
+
+    /// The same error, about the setting `field`.
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 422 `invalid-config`: a setting is not acceptable, named by `field`.
+    pub fn invalid_setting(field: &str, message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-config", message).with_field(field)
     }
 
     /// 400: the request's input is not acceptable.
@@ -40,6 +77,11 @@ impl ApiError {
     /// 401: no token, or not a valid one.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: a tenant token asked for what only an admin token may do.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// 404 for a tenant this token may not see or that is not connected:
@@ -98,7 +140,18 @@ impl From<RuntimeError> for ApiError {
             _ if kind == "interrupted" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, kind, message)
+        let field = match &error {
+            RuntimeError::Plugin(PluginError::InvalidConfig { field, .. })
+            | RuntimeError::RetriesExhausted {
+                last: PluginError::InvalidConfig { field, .. },
+                ..
+            } => field.clone(),
+            _ => None,
+        };
+        ApiError {
+            field,
+            ..ApiError::new(status, kind, message)
+        }
     }
 }
 
@@ -113,7 +166,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(kind = self.kind, "API request failed: {}", self.message);
         }
-        let body = serde_json::json!({"error": {"kind": self.kind, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorObject {
+                kind: self.kind,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response

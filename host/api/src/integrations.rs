@@ -1,6 +1,7 @@
 //! `GET /v1/integrations` and `GET /v1/integrations/{tenant}`: the
 //! integrations a token sees, and one with its settings (secret fields
-//! shown as `"set"`, never their value).
+//! shown as `"set"`, never their value). Connecting, testing and
+//! disconnecting are in [`crate::connect`].
 
 use crate::error::ApiError;
 use crate::state::Api;
@@ -33,7 +34,8 @@ pub(crate) fn visible_tenant(
 /// One integration: its status row, whether it needs an operator, and its
 /// settings without secret values.
 #[derive(Serialize)]
-struct IntegrationDetail {
+pub(crate) struct IntegrationDetail {
+    /// The integration's status row (tenant, plugin, state, last scan...).
     #[serde(flatten)]
     status: IntegrationStatus,
     /// Whether an operator must act before scans can succeed.
@@ -57,17 +59,27 @@ pub(crate) async fn show(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
     tenant: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntegrationDetail>, ApiError> {
     let tenant = visible_tenant(&api, &scope, tenant)?;
+    Ok(Json(integration_detail(&api, &scope, &tenant)?))
+}
+
+/// The stored integration of `tenant` as `scope` sees it (404 when it
+/// sees none), its secrets shown as `"set"`.
+pub(crate) fn integration_detail(
+    api: &Api,
+    scope: &TokenScope,
+    tenant: &str,
+) -> Result<IntegrationDetail, ApiError> {
     let integration = api
         .runtime()
         .store()
-        .integration(&tenant)?
-        .ok_or_else(|| ApiError::unknown_tenant(&tenant))?;
-    let status = visible_statuses(api.runtime(), &scope)?
+        .integration(tenant)?
+        .ok_or_else(|| ApiError::unknown_tenant(tenant))?;
+    let status = visible_statuses(api.runtime(), scope)?
         .into_iter()
         .find(|s| s.tenant == tenant)
-        .ok_or_else(|| ApiError::unknown_tenant(&tenant))?;
+        .ok_or_else(|| ApiError::unknown_tenant(tenant))?;
     let settings = integration
         .settings
         .iter()
@@ -80,17 +92,9 @@ pub(crate) async fn show(
             (key.clone(), shown)
         })
         .collect();
-    let detail = IntegrationDetail {
+    Ok(IntegrationDetail {
         needs_attention: status.state == "needs-attention",
         status,
         settings,
-    };
-    let body = serde_json::to_value(detail).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        )
-    })?;
-    Ok(Json(body))
+    })
 }

@@ -5,16 +5,24 @@
 //! `Authorization: Bearer <token>`, and a token scoped to some tenants sees
 //! only those: another tenant is answered as unknown (404), so a scoped
 //! token cannot learn which tenants exist. Every error is
-//! `{"error": {"kind": "...", "message": "..."}}`.
+//! `{"error": {"kind": "...", "message": "..."}}`, with `"field"` (a
+//! setting's key) when it is about one setting.
 //!
 //! Routes: `GET /v1/plugins`, `GET /v1/integrations`,
-//! `GET /v1/integrations/{tenant}`, `GET /v1/status` and `GET /v1/findings`
-//! (filters and keyset pagination, see [`FindingsPage`]); a tenant's scans
+//! `GET /v1/integrations/{tenant}`, `PUT /v1/integrations/{tenant}`
+//! (connect: 201, reconnect: 200; a secret left out keeps the stored one),
+//! `POST /v1/integrations/{tenant}/test` (settings in the body are tested
+//! without saving anything; no body tests the stored integration),
+//! `DELETE /v1/integrations/{tenant}`, `GET /v1/status`, `GET /v1/findings`
+//! (filters and keyset pagination, see [`FindingsPage`]), `GET`, `POST` and
+//! `DELETE /v1/repositories?url=...` and `GET /v1/image-rules` (changing
+//! repositories needs an admin token: 403 otherwise); a tenant's scans
 //! (`POST`/`GET /v1/integrations/{tenant}/scans`, `GET .../scans/{id}` and
 //! its live `.../events`, see [`ScanAnswer`]) and exports of SARIF files
 //! (`POST`/`GET .../exports`, `GET .../exports/{id}`, see [`ExportBody`]).
 
 mod auth;
+mod connect;
 mod cursor;
 mod error;
 mod exports;
@@ -24,6 +32,7 @@ mod integrations;
 mod listen;
 mod middleware;
 mod plugins;
+mod repositories;
 mod router;
 mod scans;
 mod server;

@@ -3,7 +3,9 @@
 use crate::error::ApiError;
 use crate::middleware::require_token;
 use crate::state::Api;
-use crate::{exports, findings, health, integrations, plugins, scans, status};
+use crate::{
+    connect, exports, findings, health, integrations, plugins, repositories, scans, status,
+};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -28,7 +30,13 @@ pub fn router(api: Api) -> Router {
     let v1 = Router::new()
         .route("/plugins", get(plugins::list))
         .route("/integrations", get(integrations::list))
-        .route("/integrations/{tenant}", get(integrations::show))
+        .route(
+            "/integrations/{tenant}",
+            get(integrations::show)
+                .put(connect::connect)
+                .delete(connect::disconnect),
+        )
+        .route("/integrations/{tenant}/test", post(connect::test))
         .route(
             "/integrations/{tenant}/scans",
             post(scans::start).get(scans::list),
@@ -45,6 +53,13 @@ pub fn router(api: Api) -> Router {
         .route("/integrations/{tenant}/exports/{id}", get(exports::show))
         .route("/status", get(status::show))
         .route("/findings", get(findings::list))
+        .route(
+            "/repositories",
+            get(repositories::list)
+                .post(repositories::add)
+                .delete(repositories::remove),
+        )
+        .route("/image-rules", get(repositories::rules))
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
             require_token,

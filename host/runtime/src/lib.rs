@@ -17,6 +17,7 @@ mod retry;
 mod runtime;
 mod scan;
 pub mod scheduler;
+mod scratch;
 mod shutdown;
 mod tenant;
 

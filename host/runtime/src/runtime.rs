@@ -9,6 +9,7 @@ use crate::lock::LockHolder;
 use crate::plugins::Plugins;
 use crate::retry::RetryPolicy;
 use crate::scan::{Progress, Scan, ScanCaps, ScanReport};
+use crate::scratch::ScratchKv;
 use crate::shutdown::ShutdownSignal;
 use crate::tenant::{TenantSetup, check_tenant_name};
 use scanner_contract::{ConnectionInfo, PluginError, PluginInfo, Settings};
@@ -200,32 +201,14 @@ impl Runtime {
     ) -> Result<ConnectionInfo, RuntimeError> {
         let accept_plugin_update = options.accept_plugin_update;
         let ca_certificates = &options.ca_certificates;
-        check_tenant_name(tenant)?;
-        let plugin = self.plugins.get(plugin_name)?;
-        // Before any instance sees the settings (they may carry the
-        // tenant's stored secret): is this the component it trusted?
-        let same_plugin = self
-            .store
-            .integration(tenant)?
-            .is_some_and(|i| i.plugin == plugin_name);
-        if same_plugin
-            && !accept_plugin_update
-            && let Some(digest) = self.store.plugin_digest(tenant)?
-            && digest != plugin.digest()
-        {
-            return Err(RuntimeError::PluginChanged {
-                tenant: tenant.to_string(),
-                plugin: plugin_name.to_string(),
-                path: plugin.path().display().to_string(),
-            });
-        }
+        let plugin = self.trusted_plugin(tenant, plugin_name, accept_plugin_update)?;
         let setup = TenantSetup {
             tenant,
             plugin,
             plugin_name,
             settings,
             ca_certificates,
-            store: &self.store,
+            kv: self.store.clone(),
         };
         let (mut instance, egress) = setup.granted::<SourceInstance>().await?;
         let info = instance.test().await??;
@@ -243,6 +226,64 @@ impl Runtime {
         self.store
             .set_next_scan(tenant, now + self.first_scan_delay)?;
         Ok(info)
+    }
+
+    /// The plugin loaded as `plugin_name`, to be given `tenant`'s settings:
+    /// refused when the tenant name is not acceptable, or when the tenant
+    /// is connected to this plugin name and the component loaded under it
+    /// is not the one it was connected with (unless the operator accepts
+    /// the update). Checked before any instance sees the settings, which
+    /// may carry the tenant's stored secret.
+    fn trusted_plugin(
+        &self,
+        tenant: &str,
+        plugin_name: &str,
+        accept_plugin_update: bool,
+    ) -> Result<&Plugin, RuntimeError> {
+        check_tenant_name(tenant)?;
+        let plugin = self.plugins.get(plugin_name)?;
+        let same_plugin = self
+            .store
+            .integration(tenant)?
+            .is_some_and(|i| i.plugin == plugin_name);
+        if same_plugin
+            && !accept_plugin_update
+            && let Some(digest) = self.store.plugin_digest(tenant)?
+            && digest != plugin.digest()
+        {
+            return Err(RuntimeError::PluginChanged {
+                tenant: tenant.to_string(),
+                plugin: plugin_name.to_string(),
+                path: plugin.path().display().to_string(),
+            });
+        }
+        Ok(plugin)
+    }
+
+    /// Configure and test `settings` as [`Runtime::connect_with_options`]
+    /// would, saving nothing: the tenant need not exist, its stored
+    /// integration and state are left as they were. The plugin's state
+    /// lives in memory for this test only, starting empty, so a token
+    /// cached for the stored credentials cannot make other credentials
+    /// pass.
+    pub async fn test_settings(
+        &self,
+        tenant: &str,
+        plugin_name: &str,
+        settings: &Settings,
+        options: &ConnectOptions,
+    ) -> Result<ConnectionInfo, RuntimeError> {
+        let plugin = self.trusted_plugin(tenant, plugin_name, options.accept_plugin_update)?;
+        let setup = TenantSetup {
+            tenant,
+            plugin,
+            plugin_name,
+            settings,
+            ca_certificates: &options.ca_certificates,
+            kv: Arc::new(ScratchKv::default()),
+        };
+        let (mut instance, _) = setup.granted::<SourceInstance>().await?;
+        Ok(instance.test().await??)
     }
 
     /// Test a saved integration's connection.

@@ -3,7 +3,7 @@
 //! built with exactly the origins that configuration asks for.
 
 use crate::error::RuntimeError;
-use scanner_contract::{Configured, PluginError, Settings};
+use scanner_contract::{Configured, KvStore, PluginError, Settings};
 use scanner_engine::{
     EgressPolicy, EngineError, Plugin, SinkInstance, SourceInstance, TenantSandbox,
     escape_untrusted,
@@ -97,8 +97,9 @@ pub(crate) struct TenantSetup<'a> {
     pub(crate) settings: &'a Settings,
     /// CA certificates its HTTPS trusts (stored, or given to connect).
     pub(crate) ca_certificates: &'a [Vec<u8>],
-    /// The store its instances keep their state in.
-    pub(crate) store: &'a Arc<Database>,
+    /// Where its instances keep their state: the store, or scratch
+    /// state for a test of settings that are not saved.
+    pub(crate) kv: Arc<dyn KvStore>,
 }
 
 impl<'a> TenantSetup<'a> {
@@ -114,7 +115,7 @@ impl<'a> TenantSetup<'a> {
             plugin_name: &integration.plugin,
             settings: &integration.settings,
             ca_certificates: &integration.ca_certificates,
-            store,
+            kv: store.clone(),
         }
     }
 
@@ -122,7 +123,7 @@ impl<'a> TenantSetup<'a> {
     fn sandbox(&self, egress: EgressPolicy) -> TenantSandbox {
         TenantSandbox {
             tenant: self.tenant.to_string(),
-            kv: self.store.clone(),
+            kv: self.kv.clone(),
             egress,
             limits: None,
             extra_root_certificates: self.ca_certificates.to_vec(),
