@@ -11,8 +11,12 @@
 //! `GET /v1/integrations/{tenant}`, `POST /v1/integrations/{tenant}/scans`,
 //! `GET /v1/status` and `GET /v1/findings` (filters and keyset
 //! pagination, see [`FindingsPage`]).
+//!
+//! `GET /` serves the web console (HTML, script and style embedded in the
+//! binary; no token needed to load it, the page asks for one).
 
 mod auth;
+mod console;
 mod cursor;
 mod error;
 mod findings;
