@@ -53,11 +53,11 @@ wait_for_line() {
     exit 1
 }
 
-# A throwaway secret for a throwaway simulator. Small pages, a little
-# latency: the scan takes a few pages, so its live progress can be seen.
+# A throwaway secret for a throwaway simulator. Enough findings for a few
+# pages of 500 and a little latency, so the scan's live progress is seen.
 secret="browser-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
-"$sim" --port 0 --findings 3000 --seed 7 --client-secret "$secret" \
-    --max-page-size 100 --latency-ms 20 >"$work/sim.out" 2>&1 &
+"$sim" --port 0 --findings 5000 --seed 7 --client-secret "$secret" \
+    --latency-ms 200 >"$work/sim.out" 2>&1 &
 sim_pid=$!
 wait_for_line "$work/sim.out" '^ *admin:' "$sim_pid" "wiz-sim"
 field() { sed -n "s/^ *$1: *//p" "$work/sim.out" | head -n 1; }
