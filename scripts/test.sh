@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the wasm target,
 # checks formatting and lints, runs every test (which builds the plugin
-# components and the binaries the end-to-end tests run).
+# components and the binaries the end-to-end tests run), then the web
+# console in a real browser (scripts/browser-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +43,15 @@ cargo clippy -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 -- -D warnin
 
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
+
+echo "== the web console in a real browser"
+# Chromium from the distribution, Node.js (20 or newer: playwright-core's
+# floor) and the pinned playwright-core of tests/browser/package-lock.json.
+command -v node >/dev/null && command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+    || { echo "the browser test needs Node.js 20 or newer, found $(node --version)" >&2; exit 1; }
+[ -x /usr/bin/chromium ] || { apt-get update -qq && apt-get install -y -qq chromium; }
+[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
+# The two programs the browser test starts (the tests above built the plugin).
+cargo build -p scanner-host -p wiz-sim
+bash scripts/browser-test.sh

@@ -20,9 +20,13 @@
 //! (`POST`/`GET /v1/integrations/{tenant}/scans`, `GET .../scans/{id}` and
 //! its live `.../events`, see [`ScanAnswer`]) and exports of SARIF files
 //! (`POST`/`GET .../exports`, `GET .../exports/{id}`, see [`ExportBody`]).
+//!
+//! `GET /` serves the web console (HTML, script and style embedded in the
+//! binary; no token needed to load it, the page asks for one).
 
 mod auth;
 mod connect;
+mod console;
 mod cursor;
 mod error;
 mod exports;

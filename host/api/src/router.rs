@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::middleware::require_token;
 use crate::state::Api;
 use crate::{
-    connect, exports, findings, health, integrations, plugins, repositories, scans, status,
+    connect, console, exports, findings, health, integrations, plugins, repositories, scans, status,
 };
 use axum::Router;
 use axum::http::StatusCode;
@@ -24,8 +24,8 @@ async fn wrong_method() -> ApiError {
     )
 }
 
-/// The API's routes over `api`: `/healthz` and `/readyz` open, every
-/// `/v1` route behind a bearer token.
+/// The API's routes over `api`: `/healthz`, `/readyz` and the console
+/// (`/`, `/console/...`) open, every `/v1` route behind a bearer token.
 pub fn router(api: Api) -> Router {
     let v1 = Router::new()
         .route("/plugins", get(plugins::list))
@@ -67,6 +67,9 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/", get(console::index))
+        .route("/console/app.js", get(console::script))
+        .route("/console/style.css", get(console::style))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -2,6 +2,7 @@
 //! runtime on a temporary database with the Wiz plugin, connected to the
 //! Wiz simulator. One test binary; a module per resource.
 
+mod console;
 mod core;
 mod integrations;
 mod scans;
