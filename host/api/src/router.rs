@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::middleware::require_token;
 use crate::state::Api;
-use crate::{findings, health, integrations, plugins, scans, status};
+use crate::{findings, health, integrations, metrics, plugins, scans, status};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -22,7 +22,7 @@ async fn wrong_method() -> ApiError {
     )
 }
 
-/// The API's routes over `api`: `/healthz` and `/readyz` open, every
+/// The API's routes over `api`: `/healthz`, `/readyz` and `/metrics` open, every
 /// `/v1` route behind a bearer token.
 pub fn router(api: Api) -> Router {
     let v1 = Router::new()
@@ -39,6 +39,7 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::scrape))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -5,6 +5,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::error::RuntimeError;
 use crate::lock::LockHolder;
+use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::retry::RetryPolicy;
 use crate::scan::{Progress, Scan, ScanCaps, ScanReport};
@@ -47,6 +48,7 @@ pub struct Runtime {
     scan_interval: Duration,
     max_empty_pages: u32,
     holder: LockHolder,
+    metrics: Metrics,
 }
 
 impl Runtime {
@@ -55,6 +57,7 @@ impl Runtime {
     /// [`Runtime::plugin_conflicts`]): whichever came last must not
     /// silently receive the other's tenants and secrets.
     pub fn new(engine: Engine, plugins: Vec<Plugin>, store: Arc<Database>) -> Self {
+        let metrics = Metrics::new(engine.counters());
         Self {
             engine,
             plugins: Plugins::new(plugins),
@@ -69,6 +72,7 @@ impl Runtime {
             scan_interval: Duration::from_secs(6 * 60 * 60),
             max_empty_pages: 1000,
             holder: LockHolder::of_this_process(),
+            metrics,
         }
     }
 
@@ -124,6 +128,11 @@ impl Runtime {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The metrics this runtime keeps, for a host to expose.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store.
@@ -223,9 +232,10 @@ impl Runtime {
             settings,
             ca_certificates,
             store: &self.store,
+            metrics: &self.metrics,
         };
         let (mut instance, egress) = setup.granted::<SourceInstance>().await?;
-        let info = instance.test().await??;
+        let info = self.metrics.answered(instance.test().await?)?;
         let now = self.clock.now();
         self.store.upsert_integration_with_ca_certificates(
             tenant,
@@ -249,9 +259,9 @@ impl Runtime {
             .integration(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
         let plugin = self.plugins.of_integration(&self.store, &integration)?;
-        let setup = TenantSetup::saved(&integration, plugin, &self.store);
+        let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
         let mut instance: SourceInstance = setup.with_saved_origins(&integration.egress).await?;
-        Ok(instance.test().await??)
+        Ok(self.metrics.answered(instance.test().await?)?)
     }
 
     /// The tenant's sink, to export with: its integration's plugin (the
@@ -271,7 +281,7 @@ impl Runtime {
                 integration.plugin
             ))));
         }
-        let setup = TenantSetup::saved(&integration, plugin, &self.store);
+        let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
         Ok(setup.granted::<SinkInstance>().await?.0)
     }
 
@@ -295,6 +305,7 @@ impl Runtime {
             shutdown: &self.shutdown,
             holder: &self.holder,
             running: &self.running,
+            metrics: &self.metrics,
         }
         .run(tenant, progress)
         .await

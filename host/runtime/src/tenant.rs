@@ -3,6 +3,7 @@
 //! built with exactly the origins that configuration asks for.
 
 use crate::error::RuntimeError;
+use crate::metrics::Metrics;
 use scanner_contract::{Configured, PluginError, Settings};
 use scanner_engine::{
     EgressPolicy, EngineError, Plugin, SinkInstance, SourceInstance, TenantSandbox,
@@ -99,6 +100,8 @@ pub(crate) struct TenantSetup<'a> {
     pub(crate) ca_certificates: &'a [Vec<u8>],
     /// The store its instances keep their state in.
     pub(crate) store: &'a Arc<Database>,
+    /// Where the plugin's errors are counted.
+    pub(crate) metrics: &'a Metrics,
 }
 
 impl<'a> TenantSetup<'a> {
@@ -107,6 +110,7 @@ impl<'a> TenantSetup<'a> {
         integration: &'a Integration,
         plugin: &'a Plugin,
         store: &'a Arc<Database>,
+        metrics: &'a Metrics,
     ) -> Self {
         Self {
             tenant: &integration.tenant,
@@ -115,6 +119,7 @@ impl<'a> TenantSetup<'a> {
             settings: &integration.settings,
             ca_certificates: &integration.ca_certificates,
             store,
+            metrics,
         }
     }
 
@@ -137,7 +142,9 @@ impl<'a> TenantSetup<'a> {
         egress: EgressPolicy,
     ) -> Result<(I, Vec<String>), RuntimeError> {
         let mut instance = I::create(self.plugin, &self.sandbox(egress)).await?;
-        let configured = instance.configure(self.settings).await??;
+        let configured = self
+            .metrics
+            .answered(instance.configure(self.settings).await?)?;
         Ok((instance, configured.egress))
     }
 
