@@ -16,9 +16,8 @@ const TENANT: &str = "metrics-tenant-zq7";
 /// not a comment, a sample or the closing `# EOF`.
 fn samples(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    let mut lines = text.lines().peekable();
     let mut ended = false;
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         assert!(!ended, "a line after `# EOF`: {line:?}");
         if line == "# EOF" {
             ended = true;
