@@ -5,7 +5,8 @@
 //! origins a tenant may reach, how a scan pages, checkpoints and retries, and
 //! when an integration needs an operator's attention. Exports
 //! ([`export::Exporter`]) and the scheduler ([`scheduler::Scheduler`]) are
-//! built on the [`Runtime`]'s public surface.
+//! built on the [`Runtime`]'s public surface; [`Metrics`] counts what
+//! scans, plugins and the engine did, for a host to expose.
 
 mod clock;
 mod error;
