@@ -1,7 +1,8 @@
 //! The host's versioned JSON HTTP API, served next to the scheduler by
 //! `scanner-host serve --listen ADDR`.
 //!
-//! `GET /healthz` and `GET /readyz` need no token; every `/v1` route needs
+//! `GET /healthz`, `GET /readyz` and `GET /metrics` (Prometheus text, no
+//! tenant in it) need no token; every `/v1` route needs
 //! `Authorization: Bearer <token>`, and a token scoped to some tenants sees
 //! only those: another tenant is answered as unknown (404), so a scoped
 //! token cannot learn which tenants exist. Every error is
@@ -34,6 +35,7 @@ mod findings;
 mod health;
 mod integrations;
 mod listen;
+mod metrics;
 mod middleware;
 mod plugins;
 mod repositories;

@@ -4,7 +4,8 @@ use crate::error::ApiError;
 use crate::middleware::require_token;
 use crate::state::Api;
 use crate::{
-    connect, console, exports, findings, health, integrations, plugins, repositories, scans, status,
+    connect, console, exports, findings, health, integrations, metrics, plugins, repositories,
+    scans, status,
 };
 use axum::Router;
 use axum::http::StatusCode;
@@ -24,8 +25,9 @@ async fn wrong_method() -> ApiError {
     )
 }
 
-/// The API's routes over `api`: `/healthz`, `/readyz` and the console
-/// (`/`, `/console/...`) open, every `/v1` route behind a bearer token.
+/// The API's routes over `api`: `/healthz`, `/readyz`, `/metrics` and the
+/// console (`/`, `/console/...`) open, every `/v1` route behind a bearer
+/// token.
 pub fn router(api: Api) -> Router {
     let v1 = Router::new()
         .route("/plugins", get(plugins::list))
@@ -70,6 +72,7 @@ pub fn router(api: Api) -> Router {
         .route("/", get(console::index))
         .route("/console/app.js", get(console::script))
         .route("/console/style.css", get(console::style))
+        .route("/metrics", get(metrics::scrape))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

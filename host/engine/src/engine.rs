@@ -5,6 +5,7 @@
 use crate::bindings::{self, CONTRACT_VERSION, sink as wsink, source as wsrc};
 use crate::cache::Cache;
 use crate::config::EngineConfig;
+use crate::counters::EngineCounters;
 use crate::digest::sha256_hex;
 use crate::egress::TlsConfigs;
 use crate::error::EngineError;
@@ -138,6 +139,7 @@ impl Engine {
                 cache,
                 log_rates: Arc::default(),
                 cancel: Arc::default(),
+                counters: Arc::default(),
             }),
             pooling,
         })
@@ -149,6 +151,12 @@ impl Engine {
     /// after the grace period given to calls to finish on their own.
     pub fn cancel_calls(&self) {
         self.shared.cancel.cancel();
+    }
+
+    /// Totals over every instance of this engine (egress denials, live
+    /// instances), for the host's metrics.
+    pub fn counters(&self) -> Arc<EngineCounters> {
+        self.shared.counters.clone()
     }
 
     /// Whether the pooling allocator is in use.

@@ -23,8 +23,8 @@
 //! may have stopped the guest mid-way, so every later call on it returns
 //! [`EngineError::Poisoned`]. Create a new instance instead.
 //!
-//! Modules, lowest layer first: `error`, `digest`, `plugin_log`, `limits`,
-//! `cancel` and [`egress`] use nothing above them; `config`, `cache` and
+//! Modules, lowest layer first: `error`, `digest`, `counters`,
+//! `plugin_log`, `limits`, `cancel` and [`egress`] use nothing above them; `config`, `cache` and
 //! `sandbox` sit on those; `state` (what an instance's `Store` holds) and
 //! `bindings` (the generated WIT bindings and their conversions) above;
 //! then `shared`, `instance`, `plugin` and, on top, `engine`. No module uses
@@ -34,6 +34,7 @@ mod bindings;
 mod cache;
 mod cancel;
 mod config;
+mod counters;
 mod digest;
 pub mod egress;
 mod engine;
@@ -48,6 +49,7 @@ mod state;
 
 pub use bindings::CONTRACT_VERSION;
 pub use config::EngineConfig;
+pub use counters::EngineCounters;
 pub use egress::{EgressDenial, EgressPolicy, Origin, OriginScheme};
 pub use engine::Engine;
 pub use error::EngineError;

@@ -147,6 +147,7 @@ impl Plugin {
                 tls,
             },
             self.inner.shared.log_rates.clone(),
+            self.inner.shared.counters.clone(),
         );
         Ok(Core::new(
             &self.inner.shared.engine,

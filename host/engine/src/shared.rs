@@ -5,6 +5,7 @@
 use crate::cache::Cache;
 use crate::cancel::Cancel;
 use crate::config::EngineConfig;
+use crate::counters::EngineCounters;
 use crate::egress::TlsConfigs;
 use crate::plugin_log::TenantLogRates;
 use crate::state::HostState;
@@ -25,4 +26,6 @@ pub(crate) struct Shared {
     pub(crate) log_rates: Arc<TenantLogRates>,
     /// Set when the host stops: calls in flight end at their next yield.
     pub(crate) cancel: Arc<Cancel>,
+    /// Egress denials and live instances, over all tenants.
+    pub(crate) counters: Arc<EngineCounters>,
 }

@@ -2,6 +2,7 @@
 //! contexts of the sandbox, the egress hooks and the limiter.
 
 use super::TenantSandbox;
+use super::counters::{EngineCounters, LiveInstance};
 use super::egress::{Connections, EgressHooks, HookSettings};
 use super::limits::{CallFlags, CpuMeter, Limiter, Limits};
 use super::plugin_log::{CallLog, TenantLogRates};
@@ -38,6 +39,8 @@ pub(crate) struct HostState {
     http: WasiHttpCtx,
     hooks: EgressHooks,
     table: ResourceTable,
+    /// Counts this instance as live until its store is dropped.
+    _live: LiveInstance,
 }
 
 impl HostState {
@@ -48,6 +51,7 @@ impl HostState {
         limits: &Limits,
         connections: Connections,
         log_rates: Arc<TenantLogRates>,
+        counters: Arc<EngineCounters>,
     ) -> Self {
         let tenant: Arc<str> = Arc::from(sandbox.tenant.as_str());
         let flags = Arc::new(CallFlags::default());
@@ -70,6 +74,7 @@ impl HostState {
             HookSettings {
                 tenant: tenant.clone(),
                 plugin: plugin.clone(),
+                counters: counters.clone(),
                 flags: flags.clone(),
                 max_requests: limits.max_requests_per_call,
                 max_request_body: limits.max_request_body_bytes as u64,
@@ -90,6 +95,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             hooks,
             table,
+            _live: LiveInstance::new(counters),
         }
     }
 }

@@ -5,13 +5,15 @@
 //! origins a tenant may reach, how a scan pages, checkpoints and retries, and
 //! when an integration needs an operator's attention. Exports
 //! ([`export::Exporter`]) and the scheduler ([`scheduler::Scheduler`]) are
-//! built on the [`Runtime`]'s public surface.
+//! built on the [`Runtime`]'s public surface; [`Metrics`] counts what
+//! scans, plugins and the engine did, for a host to expose.
 
 mod clock;
 mod error;
 pub mod export;
 mod live;
 mod lock;
+mod metrics;
 mod plugins;
 mod retry;
 mod runtime;
@@ -25,6 +27,7 @@ pub use clock::{Clock, SystemClock};
 pub use error::RuntimeError;
 pub use live::{LiveEvent, LiveScans, ScanProgress, ScanWaiting};
 pub use lock::live_scan_lock;
+pub use metrics::Metrics;
 pub use retry::RetryPolicy;
 pub use runtime::{ConnectOptions, Runtime};
 pub use scan::{Progress, ScanCaps, ScanReport, ScanTimings};

@@ -4,6 +4,7 @@
 //! polls share.
 
 use crate::error::RuntimeError;
+use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 use scanner_contract::PluginError;
 use scanner_engine::EngineError;
@@ -88,6 +89,8 @@ pub(crate) struct Cancel<'a> {
 /// how long their waits took together (capped for a scan).
 pub(crate) struct Retries<'a> {
     policy: &'a RetryPolicy,
+    /// Where failures and retries are counted.
+    metrics: &'a Metrics,
     /// Cap on all waits together; exports have none beyond the attempts.
     max_wait: Option<Duration>,
     in_a_row: u32,
@@ -97,18 +100,19 @@ pub(crate) struct Retries<'a> {
 
 impl<'a> Retries<'a> {
     /// The retries of one scan: waits capped by `max_wait_per_scan`.
-    pub(crate) fn per_scan(policy: &'a RetryPolicy) -> Self {
-        Self::new(policy, Some(policy.max_wait_per_scan))
+    pub(crate) fn per_scan(policy: &'a RetryPolicy, metrics: &'a Metrics) -> Self {
+        Self::new(policy, metrics, Some(policy.max_wait_per_scan))
     }
 
     /// The retries of one export step: capped by attempts only.
-    pub(crate) fn per_export(policy: &'a RetryPolicy) -> Self {
-        Self::new(policy, None)
+    pub(crate) fn per_export(policy: &'a RetryPolicy, metrics: &'a Metrics) -> Self {
+        Self::new(policy, metrics, None)
     }
 
-    fn new(policy: &'a RetryPolicy, max_wait: Option<Duration>) -> Self {
+    fn new(policy: &'a RetryPolicy, metrics: &'a Metrics, max_wait: Option<Duration>) -> Self {
         Self {
             policy,
+            metrics,
             max_wait,
             in_a_row: 0,
             total: 0,
@@ -129,8 +133,10 @@ impl<'a> Retries<'a> {
 
     /// Whether `err` is retried, and after how long: only failures the
     /// plugin marks as passing, while attempts and waiting are left. A
-    /// retry it allows is counted.
+    /// retry it allows is counted, here and in the metrics (as is every
+    /// error: each failed call passes through here once).
     pub(crate) fn after(&mut self, err: &PluginError) -> Verdict {
+        self.metrics.plugin_error(err);
         let Some(retry_after) = err.retry_hint() else {
             return Verdict::Fail;
         };
@@ -143,6 +149,7 @@ impl<'a> Retries<'a> {
         self.in_a_row += 1;
         self.total += 1;
         self.waited += wait;
+        self.metrics.retry(err);
         Verdict::Wait(wait)
     }
 
@@ -198,6 +205,36 @@ impl<'a> Retries<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_is_counted_by_kind_and_only_allowed_retries_as_retries() {
+        let metrics = Metrics::new(std::sync::Arc::default());
+        let policy = RetryPolicy::default();
+        let mut retries = Retries::per_scan(&policy, &metrics);
+        let limited = PluginError::RateLimited {
+            message: "slow down".into(),
+            retry_after_seconds: Some(1),
+        };
+        assert!(matches!(retries.after(&limited), Verdict::Wait(_)));
+        let unsupported = PluginError::Unsupported("no".into());
+        assert!(matches!(retries.after(&unsupported), Verdict::Fail));
+        assert_eq!(
+            metrics.sample("scanner_plugin_errors_total{kind=\"rate-limited\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metrics.sample("scanner_plugin_errors_total{kind=\"unsupported\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metrics.sample("scanner_retries_total{reason=\"rate-limited\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metrics.sample("scanner_retries_total{reason=\"unsupported\"}"),
+            None
+        );
+    }
 
     #[test]
     fn a_retry_delay_is_capped_however_large_its_inputs() {

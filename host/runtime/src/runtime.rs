@@ -6,6 +6,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::RuntimeError;
 use crate::live::LiveScans;
 use crate::lock::LockHolder;
+use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::retry::RetryPolicy;
 use crate::scan::{Progress, Scan, ScanCaps, ScanReport};
@@ -50,6 +51,7 @@ pub struct Runtime {
     max_empty_pages: u32,
     holder: LockHolder,
     live: LiveScans,
+    metrics: Metrics,
 }
 
 impl Runtime {
@@ -58,6 +60,7 @@ impl Runtime {
     /// [`Runtime::plugin_conflicts`]): whichever came last must not
     /// silently receive the other's tenants and secrets.
     pub fn new(engine: Engine, plugins: Vec<Plugin>, store: Arc<Database>) -> Self {
+        let metrics = Metrics::new(engine.counters());
         Self {
             engine,
             plugins: Plugins::new(plugins),
@@ -73,6 +76,7 @@ impl Runtime {
             max_empty_pages: 1000,
             holder: LockHolder::of_this_process(),
             live: LiveScans::default(),
+            metrics,
         }
     }
 
@@ -128,6 +132,11 @@ impl Runtime {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The metrics this runtime keeps, for a host to expose.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store.
@@ -209,9 +218,10 @@ impl Runtime {
             settings,
             ca_certificates,
             kv: self.store.clone(),
+            metrics: &self.metrics,
         };
         let (mut instance, egress) = setup.granted::<SourceInstance>().await?;
-        let info = instance.test().await??;
+        let info = self.metrics.answered(instance.test().await?)?;
         let now = self.clock.now();
         self.store.upsert_integration_with_ca_certificates(
             tenant,
@@ -281,9 +291,10 @@ impl Runtime {
             settings,
             ca_certificates: &options.ca_certificates,
             kv: Arc::new(ScratchKv::default()),
+            metrics: &self.metrics,
         };
         let (mut instance, _) = setup.granted::<SourceInstance>().await?;
-        Ok(instance.test().await??)
+        Ok(self.metrics.answered(instance.test().await?)?)
     }
 
     /// Test a saved integration's connection.
@@ -293,9 +304,9 @@ impl Runtime {
             .integration(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
         let plugin = self.plugins.of_integration(&self.store, &integration)?;
-        let setup = TenantSetup::saved(&integration, plugin, &self.store);
+        let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
         let mut instance: SourceInstance = setup.with_saved_origins(&integration.egress).await?;
-        Ok(instance.test().await??)
+        Ok(self.metrics.answered(instance.test().await?)?)
     }
 
     /// The tenant's sink, to export with: its integration's plugin (the
@@ -315,7 +326,7 @@ impl Runtime {
                 integration.plugin
             ))));
         }
-        let setup = TenantSetup::saved(&integration, plugin, &self.store);
+        let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
         Ok(setup.granted::<SinkInstance>().await?.0)
     }
 
@@ -340,6 +351,7 @@ impl Runtime {
             holder: &self.holder,
             running: &self.running,
             live: &self.live,
+            metrics: &self.metrics,
         }
         .run(tenant, progress)
         .await

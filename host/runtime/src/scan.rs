@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use crate::error::RuntimeError;
 use crate::live::{LiveFeed, LiveScans};
 use crate::lock::{LockHolder, ScanLock};
+use crate::metrics::{Metrics, ScanOutcome};
 use crate::plugins::Plugins;
 use crate::retry::{Cancel, Retries, RetryPolicy};
 use crate::shutdown::ShutdownSignal;
@@ -100,6 +101,8 @@ struct StoringPage {
     task: tokio::task::JoinHandle<Result<(Duration, PageCounts), StoreError>>,
     /// Records seen up to and including this page.
     seen: u64,
+    /// Findings on this page.
+    findings: u64,
     /// The plugin's total, when it knows it.
     total: Option<u64>,
 }
@@ -116,8 +119,13 @@ struct Paging {
 }
 
 impl Paging {
-    /// Wait for the page being stored, if any, and account for it.
-    async fn settle(&mut self, progress: &dyn Progress) -> Result<(), RuntimeError> {
+    /// Wait for the page being stored, if any, and account for it (in the
+    /// report and in `metrics`).
+    async fn settle(
+        &mut self,
+        progress: &dyn Progress,
+        metrics: &Metrics,
+    ) -> Result<(), RuntimeError> {
         let Some(page) = self.storing.take() else {
             return Ok(());
         };
@@ -128,6 +136,7 @@ impl Paging {
             stored.map_err(|e| RuntimeError::Internal(format!("store task failed: {e}")))??;
         self.report.timings.store += busy;
         self.report.pages += 1;
+        metrics.page_stored(page.findings);
         self.new += counts.new;
         progress.page(page.seen, page.total);
         Ok(())
@@ -203,6 +212,8 @@ pub(crate) struct Scan<'a> {
     pub(crate) running: &'a Mutex<HashSet<String>>,
     /// The scans of this process that can be followed live.
     pub(crate) live: &'a LiveScans,
+    /// Where scans, pages and plugin errors are counted.
+    pub(crate) metrics: &'a Metrics,
 }
 
 impl Scan<'_> {
@@ -226,7 +237,9 @@ impl Scan<'_> {
             feed: self.live.begin(tenant),
             inner: progress,
         };
+        let running = self.metrics.scan_running();
         let result = self.scan_locked(tenant, &followed).await;
+        drop(running);
         drop(followed);
         self.running
             .lock()
@@ -263,6 +276,7 @@ impl Scan<'_> {
         let start = self.store.begin_scan(tenant, self.clock.now())?;
         let scan_id = start.scan_id;
         progress.started(scan_id);
+        let started = std::time::Instant::now();
         let outcome = if start.paging_done {
             // Killed after its last page was stored: only completion is left.
             Ok(ScanReport {
@@ -274,6 +288,8 @@ impl Scan<'_> {
                 .await
         };
         let now = self.clock.now();
+        self.metrics
+            .scan_finished(outcome_of(&outcome), started.elapsed());
         match outcome {
             Ok(mut report) => {
                 let summary = self.store.complete_scan(scan_id, tenant, now)?;
@@ -336,7 +352,7 @@ impl Scan<'_> {
             .await;
         // Whatever ended the loop, the page being stored lands (or fails)
         // before the scan is completed or failed in the store.
-        let settled = paging.settle(progress).await;
+        let settled = paging.settle(progress, self.metrics).await;
         paged.and(settled).map(|()| paging.report)
     }
 
@@ -365,7 +381,7 @@ impl Scan<'_> {
         let mut map_failures: u64 = 0;
         let mut first_failure: Option<String> = None;
         let mut empty_in_a_row: u32 = 0;
-        let mut retries = Retries::per_scan(self.retry);
+        let mut retries = Retries::per_scan(self.retry, self.metrics);
         let cancel = Cancel {
             signal: self.shutdown,
             tenant,
@@ -379,7 +395,7 @@ impl Scan<'_> {
             let current = match instance.as_mut() {
                 Some(i) => i,
                 None => {
-                    let setup = TenantSetup::saved(integration, plugin, self.store);
+                    let setup = TenantSetup::saved(integration, plugin, self.store, self.metrics);
                     let i = setup.with_saved_origins(&integration.egress).await?;
                     instance.insert(i)
                 }
@@ -453,7 +469,7 @@ impl Scan<'_> {
             }
             // The previous page must be stored before this one: pages
             // checkpoint the cursor in order.
-            paging.settle(progress).await?;
+            paging.settle(progress, self.metrics).await?;
             let on_page = page.findings.len() as u64;
             if paging.findings + on_page > caps.max_findings_per_scan {
                 return Err(RuntimeError::CapReached {
@@ -494,6 +510,7 @@ impl Scan<'_> {
             paging.storing = Some(StoringPage {
                 task,
                 seen,
+                findings: on_page,
                 total: page.total,
             });
             match page.next_cursor {
@@ -511,9 +528,78 @@ impl Scan<'_> {
     }
 }
 
+/// How a scan that began in the store ended, as metrics count it: the
+/// same split as the store's `interrupted` and `failed`.
+fn outcome_of(result: &Result<ScanReport, RuntimeError>) -> ScanOutcome {
+    match result {
+        Ok(_) => ScanOutcome::Completed,
+        Err(RuntimeError::Interrupted(_))
+        | Err(RuntimeError::Engine(EngineError::Cancelled { .. })) => ScanOutcome::Interrupted,
+        Err(_) => ScanOutcome::Failed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stored_page_moves_the_pages_and_records_counters() {
+        let metrics = Metrics::new(Arc::default());
+        let task = tokio::task::spawn_blocking(|| {
+            Ok((
+                Duration::ZERO,
+                PageCounts {
+                    new: 3,
+                    updated: 2,
+                    reopened: 0,
+                },
+            ))
+        });
+        let mut paging = Paging {
+            report: ScanReport::default(),
+            storing: Some(StoringPage {
+                task,
+                seen: 6,
+                findings: 5,
+                total: None,
+            }),
+            findings: 5,
+            new: 0,
+        };
+        paging.settle(&(), &metrics).await.expect("settle");
+        assert_eq!(paging.report.pages, 1);
+        assert_eq!(metrics.sample("scanner_pages_stored_total"), Some(1.0));
+        assert_eq!(metrics.sample("scanner_records_stored_total"), Some(5.0));
+        // Nothing left to store: nothing more counted.
+        paging.settle(&(), &metrics).await.expect("settle");
+        assert_eq!(metrics.sample("scanner_pages_stored_total"), Some(1.0));
+    }
+
+    #[test]
+    fn scans_stopped_by_shutdown_count_as_interrupted_and_other_errors_as_failed() {
+        assert_eq!(
+            outcome_of(&Ok(ScanReport::default())),
+            ScanOutcome::Completed
+        );
+        assert_eq!(
+            outcome_of(&Err(RuntimeError::Interrupted("t".into()))),
+            ScanOutcome::Interrupted
+        );
+        assert_eq!(
+            outcome_of(&Err(RuntimeError::Engine(EngineError::Cancelled {
+                plugin: "p".into(),
+                call: "fetch-findings",
+            }))),
+            ScanOutcome::Interrupted
+        );
+        assert_eq!(
+            outcome_of(&Err(RuntimeError::Plugin(PluginError::Unsupported(
+                "no".into()
+            )))),
+            ScanOutcome::Failed
+        );
+    }
 
     #[test]
     fn timings_are_seconds_as_plain_numbers_in_json() {

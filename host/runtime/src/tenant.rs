@@ -3,6 +3,7 @@
 //! built with exactly the origins that configuration asks for.
 
 use crate::error::RuntimeError;
+use crate::metrics::Metrics;
 use scanner_contract::{Configured, KvStore, PluginError, Settings};
 use scanner_engine::{
     EgressPolicy, EngineError, Plugin, SinkInstance, SourceInstance, TenantSandbox,
@@ -100,6 +101,8 @@ pub(crate) struct TenantSetup<'a> {
     /// Where its instances keep their state: the store, or scratch
     /// state for a test of settings that are not saved.
     pub(crate) kv: Arc<dyn KvStore>,
+    /// Where the plugin's errors are counted.
+    pub(crate) metrics: &'a Metrics,
 }
 
 impl<'a> TenantSetup<'a> {
@@ -108,6 +111,7 @@ impl<'a> TenantSetup<'a> {
         integration: &'a Integration,
         plugin: &'a Plugin,
         store: &'a Arc<Database>,
+        metrics: &'a Metrics,
     ) -> Self {
         Self {
             tenant: &integration.tenant,
@@ -116,6 +120,7 @@ impl<'a> TenantSetup<'a> {
             settings: &integration.settings,
             ca_certificates: &integration.ca_certificates,
             kv: store.clone(),
+            metrics,
         }
     }
 
@@ -138,7 +143,9 @@ impl<'a> TenantSetup<'a> {
         egress: EgressPolicy,
     ) -> Result<(I, Vec<String>), RuntimeError> {
         let mut instance = I::create(self.plugin, &self.sandbox(egress)).await?;
-        let configured = instance.configure(self.settings).await??;
+        let configured = self
+            .metrics
+            .answered(instance.configure(self.settings).await?)?;
         Ok((instance, configured.egress))
     }
 

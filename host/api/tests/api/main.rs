@@ -5,6 +5,7 @@
 mod console;
 mod core;
 mod integrations;
+mod metrics;
 mod scans;
 // Shared by every module; a helper one module does not use yet is fine.
 #[allow(dead_code)]

@@ -4,6 +4,7 @@
 
 use super::policy::{EgressPolicy, Origin, OriginScheme, deny};
 use super::timeouts::{CONNECT_TIMEOUT, ConnectScope, Phase, REQUEST_CONNECT};
+use crate::counters::EngineCounters;
 use crate::digest::sha256_hex;
 use crate::limits::CallFlags;
 use hyper_util::rt::TokioIo;
@@ -34,6 +35,7 @@ pub(crate) struct Connections {
 pub(super) struct PinnedConnector {
     pub(super) tls: tokio_rustls::TlsConnector,
     pub(super) policy: EgressPolicy,
+    pub(super) counters: Arc<EngineCounters>,
     pub(super) flags: Arc<CallFlags>,
     pub(super) tenant: Arc<str>,
     pub(super) plugin: Arc<str>,
@@ -63,7 +65,14 @@ impl tower_service::Service<http::Uri> for PinnedConnector {
             let origin = match this.policy.check_url(&uri.to_string()) {
                 Ok(origin) => origin,
                 Err(why) => {
-                    deny(&this.policy, &this.flags, &this.tenant, &this.plugin, &why);
+                    deny(
+                        &this.policy,
+                        &this.counters,
+                        &this.flags,
+                        &this.tenant,
+                        &this.plugin,
+                        &why,
+                    );
                     return Err(HttpError::HttpRequestDenied);
                 }
             };
@@ -74,7 +83,14 @@ impl tower_service::Service<http::Uri> for PinnedConnector {
             let addrs = resolve(&origin, connect_timeout).await?;
             for addr in &addrs {
                 if let Err(why) = this.policy.check_address(&origin, addr.ip()) {
-                    deny(&this.policy, &this.flags, &this.tenant, &this.plugin, &why);
+                    deny(
+                        &this.policy,
+                        &this.counters,
+                        &this.flags,
+                        &this.tenant,
+                        &this.plugin,
+                        &why,
+                    );
                     return Err(HttpError::HttpRequestDenied);
                 }
             }

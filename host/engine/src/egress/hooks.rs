@@ -7,6 +7,7 @@ use super::connector::{Connections, PinnedConnector, client_error};
 use super::denial::EgressDenial;
 use super::policy::{EgressPolicy, deny};
 use super::timeouts::{ConnectScope, Phase, REQUEST_CONNECT, Timeouts, wait_for_head};
+use crate::counters::EngineCounters;
 use crate::limits::CallFlags;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +23,7 @@ pub(crate) struct EgressHooks {
     pub(crate) offline: Option<&'static str>,
     tenant: Arc<str>,
     plugin: Arc<str>,
+    counters: Arc<EngineCounters>,
     flags: Arc<CallFlags>,
     max_requests: u32,
     max_request_body: u64,
@@ -33,6 +35,8 @@ pub(crate) struct EgressHooks {
 pub(crate) struct HookSettings {
     pub(crate) tenant: Arc<str>,
     pub(crate) plugin: Arc<str>,
+    /// The engine's totals, where denials are counted too.
+    pub(crate) counters: Arc<EngineCounters>,
     pub(crate) flags: Arc<CallFlags>,
     pub(crate) max_requests: u32,
     pub(crate) max_request_body: u64,
@@ -51,6 +55,7 @@ impl EgressHooks {
         let connector = PinnedConnector {
             tls: tokio_rustls::TlsConnector::from(settings.connections.tls.clone()),
             policy: policy.clone(),
+            counters: settings.counters.clone(),
             flags: settings.flags.clone(),
             tenant: settings.tenant.clone(),
             plugin: settings.plugin.clone(),
@@ -68,6 +73,7 @@ impl EgressHooks {
             offline: None,
             tenant: settings.tenant,
             plugin: settings.plugin,
+            counters: settings.counters,
             flags: settings.flags,
             max_requests: settings.max_requests,
             max_request_body: settings.max_request_body,
@@ -117,11 +123,25 @@ impl WasiHttpHooks for EgressHooks {
         if let Some(call) = self.offline {
             let url = uri.split('?').next().unwrap_or_default().to_string();
             let why = EgressDenial::Offline { call, url };
-            deny(&self.policy, &self.flags, &self.tenant, &self.plugin, &why);
+            deny(
+                &self.policy,
+                &self.counters,
+                &self.flags,
+                &self.tenant,
+                &self.plugin,
+                &why,
+            );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         if let Err(why) = self.policy.check_url(&uri) {
-            deny(&self.policy, &self.flags, &self.tenant, &self.plugin, &why);
+            deny(
+                &self.policy,
+                &self.counters,
+                &self.flags,
+                &self.tenant,
+                &self.plugin,
+                &why,
+            );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let declared = request

@@ -3,6 +3,7 @@
 
 use super::denial::EgressDenial;
 use crate::EngineError;
+use crate::counters::EngineCounters;
 use crate::limits::CallFlags;
 use crate::plugin_log::escape_untrusted;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -216,16 +217,18 @@ fn always_forbidden(ip: IpAddr) -> bool {
     }
 }
 
-/// Records a denial: counted on the policy, flagged for the current call,
-/// logged as a policy event.
+/// Records a denial: counted on the policy and in the engine's totals,
+/// flagged for the current call, logged as a policy event.
 pub(super) fn deny(
     policy: &EgressPolicy,
+    counters: &EngineCounters,
     flags: &CallFlags,
     tenant: &str,
     plugin: &str,
     why: &EgressDenial,
 ) {
     policy.count_denial();
+    counters.count_denial();
     flags
         .egress_denied
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -312,14 +315,17 @@ mod tests {
         assert!(p.check_url("https://example.com/").is_err());
         let clone = p.clone();
         let flags = CallFlags::default();
+        let counters = EngineCounters::default();
         deny(
             &clone,
+            &counters,
             &flags,
             "t",
             "p",
             &EgressDenial::NotAllowed { origin: "x".into() },
         );
         assert_eq!(p.denied(), 1);
+        assert_eq!(counters.egress_denied(), 1);
         assert!(flags.egress_denied.load(Ordering::Relaxed));
     }
 }

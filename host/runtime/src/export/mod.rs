@@ -613,7 +613,7 @@ impl<'a> Exporter<'a> {
         tenant: &str,
     ) -> Result<scanner_contract::ConnectionInfo, RuntimeError> {
         let mut sink = self.runtime.tenant_sink(tenant).await?;
-        Ok(sink.test().await??)
+        Ok(self.runtime.metrics().answered(sink.test().await?)?)
     }
 
     /// Export one branch's findings under `policy`, wait for the platform's
@@ -760,7 +760,7 @@ impl<'a> Exporter<'a> {
         sink: &mut SinkInstance,
         batch: &ExportBatch,
     ) -> Result<ExportReceipt, RuntimeError> {
-        Retries::per_export(self.runtime.retry())
+        Retries::per_export(self.runtime.retry(), self.runtime.metrics())
             .run(
                 &mut (sink, batch),
                 |(sink, batch)| Box::pin(sink.export(batch)),
@@ -785,7 +785,7 @@ impl<'a> Exporter<'a> {
         let mut delay = polling.first_delay;
         // Status requests that fail in passing count against the same
         // budget as an upload's retries, over the whole wait.
-        let mut retries = Retries::per_export(self.runtime.retry());
+        let mut retries = Retries::per_export(self.runtime.retry(), self.runtime.metrics());
         let mut polls = 0;
         loop {
             tokio::time::sleep(delay).await;
@@ -883,6 +883,7 @@ impl<'a> Exporter<'a> {
             let state = match sink.export_status(&receipt).await {
                 Ok(Ok(state)) => state,
                 Ok(Err(e)) => {
+                    self.runtime.metrics().plugin_error(&e);
                     report
                         .errors
                         .push(format!("export {} (activity {activity_id}): {e}", row.id));
