@@ -3,7 +3,7 @@
 //! `DELETE /v1/integrations/{tenant}`: an integration's settings are
 //! tested before anything is saved, and secrets are never answered back.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::integrations::{IntegrationDetail, integration_detail, visible_tenant};
 use crate::state::Api;
 use axum::body::Bytes;
@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The body of a connect, and of a test of settings not saved yet.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConnectRequest {
     /// The plugin's name, e.g. `wiz`.
@@ -34,7 +34,7 @@ pub(crate) struct ConnectRequest {
 /// What a connect answers: the integration as `GET
 /// /v1/integrations/{tenant}` shows it, and what the connection test
 /// learned.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ConnectResponse {
     /// The integration now saved.
     #[serde(flatten)]
@@ -44,7 +44,7 @@ pub(crate) struct ConnectResponse {
 }
 
 /// What a connection test answers.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct TestResponse {
     /// What the connection test learned.
     connection: ConnectionInfo,
@@ -200,6 +200,25 @@ fn refuse_when_stopping(api: &Api) -> Result<(), ApiError> {
 /// Connects the tenant (201) or reconnects it (200): the settings are
 /// configured and tested with the plugin, and saved only when the test
 /// passes. Answers the integration as saved with the test's result.
+#[utoipa::path(
+    put,
+    path = "/integrations/{tenant}",
+    tag = "integrations",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body = ConnectRequest,
+    responses(
+        (status = 201, description = "Connected: configured, tested and saved", body = ConnectResponse),
+        (status = 200, description = "Reconnected", body = ConnectResponse),
+        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
+        (status = 409, description = "A scan holds the tenant, or the plugin component changed", body = ErrorBody),
+        (status = 422, description = "The plugin refused the settings (`field` names the setting)", body = ErrorBody),
+        (status = 502, description = "The scanner refused the credentials or its API failed (`kind` says which)", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    )
+)]
 pub(crate) async fn connect(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -235,6 +254,22 @@ pub(crate) async fn connect(
 /// Tests a connection: with a body, the settings it gives (nothing is
 /// saved, the tenant need not be connected); without one, the stored
 /// integration (404 when there is none).
+#[utoipa::path(
+    post,
+    path = "/integrations/{tenant}/test",
+    tag = "integrations",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body(content = Option<ConnectRequest>, description = "Settings to test without saving them; without a body the stored integration is tested"),
+    responses(
+        (status = 200, description = "The connection works", body = TestResponse),
+        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
+        (status = 422, description = "The plugin refused the settings (`field` names the setting)", body = ErrorBody),
+        (status = 502, description = "The scanner refused the credentials or its API failed (`kind` says which)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn test(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -260,6 +295,19 @@ pub(crate) async fn test(
 /// Deletes the tenant's integration with its findings, scans and state
 /// (204); 409 while a scan of it runs, which would go on storing
 /// findings of a tenant that no longer exists.
+#[utoipa::path(
+    delete,
+    path = "/integrations/{tenant}",
+    tag = "integrations",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 204, description = "Disconnected; its findings deleted"),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
+        (status = 409, description = "A scan holds the tenant", body = ErrorBody),
+    )
+)]
 pub(crate) async fn disconnect(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,

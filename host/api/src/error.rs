@@ -8,6 +8,7 @@ use scanner_contract::PluginError;
 use scanner_runtime::RuntimeError;
 use scanner_store::StoreError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answer: its status, a kind (the contract's error kind when a
 /// plugin is to blame) and a message. Messages never hold secrets: the
@@ -28,23 +29,23 @@ pub struct ApiError {
 }
 
 /// An error answer's body: `{"error": {...}}`.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
     /// The error.
-    error: ErrorObject<'a>,
+    error: ErrorObject,
 }
 
 /// What an error answer says.
-#[derive(Serialize)]
-struct ErrorObject<'a> {
+#[derive(Serialize, ToSchema)]
+struct ErrorObject {
     /// What kind of error, e.g. `not-found` or `authentication-failed`.
-    kind: &'a str,
+    kind: &'static str,
     /// What went wrong, for a person.
-    message: &'a str,
+    message: String,
     /// The setting (its key) the error is about; absent when it is about
     /// none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -169,8 +170,8 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorObject {
                 kind: self.kind,
-                message: &self.message,
-                field: self.field.as_deref(),
+                message: self.message,
+                field: self.field,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

@@ -3,7 +3,7 @@
 //! background (as the CLI's `export` does), `GET .../exports` and
 //! `GET .../exports/{id}` read the recorded exports until they settle.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::integrations::visible_tenant;
 use crate::state::Api;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -29,7 +29,7 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
 
 /// One SARIF file of an export.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SarifFile {
     /// Its name, for messages (e.g. `semgrep.sarif`).
@@ -40,7 +40,7 @@ pub struct SarifFile {
 
 /// The body of `POST .../exports`: the repository branch, the SARIF files,
 /// and the export policy as the CLI's `export` flags say it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportBody {
     /// Repository URL (`https://github.com/org/repo`).
@@ -83,7 +83,7 @@ pub struct ExportBody {
 }
 
 /// One export as a client polls it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportSummary {
     /// The export's id.
     pub id: i64,
@@ -139,21 +139,21 @@ impl From<ExportRecord> for ExportSummary {
 }
 
 /// `{"export": ...}`: an export just started.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportAnswer {
     /// The export.
     pub export: ExportSummary,
 }
 
 /// `{"exports": [...]}`: a tenant's exports, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportList {
     /// The exports.
     pub exports: Vec<ExportSummary>,
 }
 
 /// The query string of `GET .../exports`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// How many exports, newest first.
@@ -274,6 +274,21 @@ fn export_of(api: &Api, tenant: &str, id: i64) -> Result<ExportSummary, ApiError
 /// `Location` once it is recorded; poll it until its state is final. An
 /// export refused by the policy is recorded `refused`. 503 while shutting
 /// down.
+#[utoipa::path(
+    post,
+    path = "/integrations/{tenant}/exports",
+    tag = "exports",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body = ExportBody,
+    responses(
+        (status = 202, description = "The SARIF files were read; the export runs (poll it)", body = ExportAnswer),
+        (status = 400, description = "Bad input or an unreadable SARIF file, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    )
+)]
 pub(crate) async fn start(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -333,6 +348,19 @@ pub(crate) async fn start(
 
 /// `{"exports": [...]}`: the tenant's latest exports (`limit`, default
 /// 50), newest first.
+#[utoipa::path(
+    get,
+    path = "/integrations/{tenant}/exports",
+    tag = "exports",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name"), ListParams),
+    responses(
+        (status = 200, description = "The tenant's exports, newest first", body = ExportList),
+        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -358,6 +386,18 @@ pub(crate) async fn list(
 }
 
 /// One export of the tenant; 404 for an id of another tenant's export.
+#[utoipa::path(
+    get,
+    path = "/integrations/{tenant}/exports/{id}",
+    tag = "exports",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name"), ("id" = i64, Path, description = "The export's id")),
+    responses(
+        (status = 200, description = "The export; poll until its state is final", body = ExportSummary),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant or export", body = ErrorBody),
+    )
+)]
 pub(crate) async fn show(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,

@@ -2,7 +2,7 @@
 //! exactly after the previous page's last row (keyset pagination).
 
 use crate::cursor;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::Api;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -20,7 +20,7 @@ const MAX_LIMIT: usize = 1000;
 /// One page of findings: worst severity first, then the latest detection
 /// (undated last), then tenant and id. `next` is the cursor of the next
 /// page (pass it as `cursor=`), `null` after the last page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FindingsPage {
     /// The page's findings.
     pub findings: Vec<FindingRow>,
@@ -29,8 +29,9 @@ pub struct FindingsPage {
 }
 
 /// The query string of `GET /v1/findings`; anything else in it is refused.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[into_params(parameter_in = Query)]
 pub(crate) struct FindingsParams {
     tenant: Option<String>,
     /// `open` (default), `resolved` or `all`.
@@ -120,6 +121,18 @@ fn page(
 
 /// `{"findings": [...], "next": cursor | null}`; 400 for a filter or
 /// cursor it cannot read, 404 for a tenant the token does not see.
+#[utoipa::path(
+    get,
+    path = "/findings",
+    tag = "findings",
+    security(("bearer" = [])),
+    params(FindingsParams),
+    responses(
+        (status = 200, description = "One page of findings, worst first; `next` is the next page's cursor", body = FindingsPage),
+        (status = 400, description = "A bad filter or cursor, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,

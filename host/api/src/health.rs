@@ -1,21 +1,50 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (it can serve:
 //! the database answers and a plugin is loaded), both without a token.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::Api;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// `{"status": "ok"}`, or `{"status": "ready", "plugins": N}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok` (alive) or `ready` (can serve).
+    status: &'static str,
+    /// Plugins loaded, for readiness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugins: Option<usize>,
+}
 
 /// 200 while the process serves requests at all.
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process answers", body = Health))
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        plugins: None,
+    })
 }
 
 /// 200 when the database answers and at least one plugin is loaded; 503
 /// otherwise, and while shutting down.
-pub(crate) async fn readyz(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The database answers and plugins are loaded", body = Health),
+        (status = 503, description = "Not ready, or shutting down", body = ErrorBody),
+    )
+)]
+pub(crate) async fn readyz(State(api): State<Api>) -> Result<Json<Health>, ApiError> {
     let runtime = api.runtime();
     if runtime.shutting_down() {
         return Err(ApiError::shutting_down());
@@ -30,5 +59,8 @@ pub(crate) async fn readyz(State(api): State<Api>) -> Result<Json<Value>, ApiErr
     if plugins == 0 {
         return Err(not_ready("no plugin is loaded".into()));
     }
-    Ok(Json(json!({"status": "ready", "plugins": plugins})))
+    Ok(Json(Health {
+        status: "ready",
+        plugins: Some(plugins),
+    }))
 }

@@ -3,7 +3,7 @@
 //! shown as `"set"`, never their value). Connecting, testing and
 //! disconnecting are in [`crate::connect`].
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::Api;
 use crate::status::visible_statuses;
 use axum::extract::rejection::PathRejection;
@@ -13,8 +13,9 @@ use scanner_contract::SettingValue;
 use scanner_store::IntegrationStatus;
 use scanner_store::TokenScope;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// The tenant a path names, when `scope` sees it and it is connected; the
 /// same 404 otherwise, so a scoped token cannot tell another tenant's
@@ -33,7 +34,7 @@ pub(crate) fn visible_tenant(
 
 /// One integration: its status row, whether it needs an operator, and its
 /// settings without secret values.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct IntegrationDetail {
     /// The integration's status row (tenant, plugin, state, last scan...).
     #[serde(flatten)]
@@ -45,16 +46,45 @@ pub(crate) struct IntegrationDetail {
     settings: BTreeMap<String, Value>,
 }
 
+/// `{"integrations": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct IntegrationList {
+    /// The integrations the token sees, in tenant order.
+    integrations: Vec<IntegrationStatus>,
+}
+
 /// `{"integrations": [...]}`, in tenant order.
+#[utoipa::path(
+    get,
+    path = "/integrations",
+    tag = "integrations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The integrations the token sees", body = IntegrationList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntegrationList>, ApiError> {
     let integrations = visible_statuses(api.runtime(), &scope)?;
-    Ok(Json(json!({"integrations": integrations})))
+    Ok(Json(IntegrationList { integrations }))
 }
 
 /// One integration, or 404.
+#[utoipa::path(
+    get,
+    path = "/integrations/{tenant}",
+    tag = "integrations",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 200, description = "The integration; secret settings shown as \"set\"", body = IntegrationDetail),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Not connected, or outside the token's tenants", body = ErrorBody),
+    )
+)]
 pub(crate) async fn show(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,

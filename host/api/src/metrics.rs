@@ -13,6 +13,14 @@ use axum::response::{IntoResponse, Response};
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The metrics, with the store's counts read now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "OpenMetrics text: scans, pages, records, findings, plugin errors, egress denials, retries, instances", content_type = "application/openmetrics-text", body = String),
+    )
+)]
 pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, ApiError> {
     let runtime = api.runtime().clone();
     // The store's count is a blocking SQLite query: off the async workers.

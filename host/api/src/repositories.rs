@@ -3,7 +3,7 @@
 //! CLI's `repos` command keeps them. They are global, not a tenant's: any
 //! valid token reads them, only an admin token changes them.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::Api;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -13,28 +13,28 @@ use scanner_store::{ImageMappingRow, NewRepository, RepositoryRow, StoreError, T
 use serde::{Deserialize, Serialize};
 
 /// `{"repositories": [...]}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RepositoryList {
     /// The known repositories, in URL order.
     repositories: Vec<RepositoryRow>,
 }
 
 /// `{"repository": {...}}`: one repository as listed.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RepositoryAnswer {
     /// The repository, with all its image rules.
     repository: RepositoryRow,
 }
 
 /// `{"rules": [...]}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ImageRuleList {
     /// Every explicit rule, then every image mapped by its name.
     rules: Vec<ImageMappingRow>,
 }
 
 /// The body of `POST /v1/repositories`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AddRepository {
     /// The repository's URL, `https://HOST/ORG/REPO`.
@@ -46,7 +46,7 @@ pub(crate) struct AddRepository {
 }
 
 /// The query of `DELETE /v1/repositories`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub(crate) struct RemoveRepository {
     /// The repository's URL, in any form it was or could have been added.
     url: String,
@@ -76,6 +76,16 @@ fn repository_error(error: StoreError) -> ApiError {
 }
 
 /// The known repositories with their image rules.
+#[utoipa::path(
+    get,
+    path = "/repositories",
+    tag = "repositories",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The known repositories", body = RepositoryList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(State(api): State<Api>) -> Result<Json<RepositoryList>, ApiError> {
     let repositories = api.runtime().store().repositories()?;
     Ok(Json(RepositoryList { repositories }))
@@ -83,6 +93,19 @@ pub(crate) async fn list(State(api): State<Api>) -> Result<Json<RepositoryList>,
 
 /// Adds a repository (or rules to a known one) and answers it as listed
 /// (201); image findings it now decides are mapped to it.
+#[utoipa::path(
+    post,
+    path = "/repositories",
+    tag = "repositories",
+    security(("bearer" = [])),
+    request_body = AddRepository,
+    responses(
+        (status = 201, description = "Added (or its image rules added)", body = RepositoryAnswer),
+        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Needs an admin token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn add(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -118,6 +141,20 @@ pub(crate) async fn add(
 
 /// Removes a repository and its image rules (204); the image findings it
 /// held go to whatever rule matches them now. 404 when it is not known.
+#[utoipa::path(
+    delete,
+    path = "/repositories",
+    tag = "repositories",
+    security(("bearer" = [])),
+    params(RemoveRepository),
+    responses(
+        (status = 204, description = "Removed, with its image rules"),
+        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Needs an admin token", body = ErrorBody),
+        (status = 404, description = "Unknown repository", body = ErrorBody),
+    )
+)]
 pub(crate) async fn remove(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -138,6 +175,16 @@ pub(crate) async fn remove(
 }
 
 /// How images map to repositories, with the findings each rule holds.
+#[utoipa::path(
+    get,
+    path = "/image-rules",
+    tag = "repositories",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How images map to repositories", body = ImageRuleList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn rules(State(api): State<Api>) -> Result<Json<ImageRuleList>, ApiError> {
     let rules = api.runtime().store().image_mappings()?;
     Ok(Json(ImageRuleList { rules }))

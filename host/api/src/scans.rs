@@ -3,7 +3,7 @@
 //! `GET .../scans` lists them, `GET .../scans/{id}` reads one and
 //! `GET .../scans/{id}/events` follows it as Server-Sent Events.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::integrations::visible_tenant;
 use crate::state::Api;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -30,21 +30,21 @@ const STORE_POLL: Duration = Duration::from_secs(1);
 
 /// `{"scan": ...}`: a scan just started (202) or, with `?wait=true`, ended
 /// (200).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScanAnswer {
     /// The scan.
     pub scan: ScanRecord,
 }
 
 /// `{"scans": [...]}`: a tenant's scans, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScanList {
     /// The scans.
     pub scans: Vec<ScanRecord>,
 }
 
 /// The data of an `error` event: the scan's events could not be read on.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StreamError {
     /// What kind of error, as in error answers.
     pub kind: &'static str,
@@ -53,7 +53,7 @@ pub struct StreamError {
 }
 
 /// The query string of `POST .../scans`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartParams {
     /// Answer when the scan ends instead of once it has begun.
@@ -61,7 +61,7 @@ pub(crate) struct StartParams {
 }
 
 /// The query string of `GET .../scans`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// How many scans, newest first.
@@ -142,6 +142,22 @@ impl Progress for IdSignal {
 /// id; with `?wait=true`, 200 when it ends (its error when it fails). 409
 /// `scan-running` when this or another process is scanning the tenant,
 /// 503 while shutting down.
+#[utoipa::path(
+    post,
+    path = "/integrations/{tenant}/scans",
+    tag = "scans",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name"), StartParams),
+    responses(
+        (status = 202, description = "The scan has begun (Location names it)", body = ScanAnswer),
+        (status = 200, description = "With `wait=true`: the scan ended", body = ScanAnswer),
+        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
+        (status = 409, description = "A scan of the tenant is running", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    )
+)]
 pub(crate) async fn start(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -187,6 +203,19 @@ pub(crate) async fn start(
 
 /// `{"scans": [...]}`: the tenant's latest scans (`limit`, default 50),
 /// newest first.
+#[utoipa::path(
+    get,
+    path = "/integrations/{tenant}/scans",
+    tag = "scans",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name"), ListParams),
+    responses(
+        (status = 200, description = "The tenant's scans, newest first", body = ScanList),
+        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -212,6 +241,18 @@ pub(crate) async fn list(
 }
 
 /// One scan of the tenant; 404 for an id of another tenant's scan.
+#[utoipa::path(
+    get,
+    path = "/integrations/{tenant}/scans/{id}",
+    tag = "scans",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name"), ("id" = i64, Path, description = "The scan's id")),
+    responses(
+        (status = 200, description = "The scan with its counts and error", body = ScanRecord),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant or scan", body = ErrorBody),
+    )
+)]
 pub(crate) async fn show(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
@@ -225,6 +266,18 @@ pub(crate) async fn show(
 /// page, `waiting` before a retry, and last `end` with the scan as
 /// `GET .../scans/{id}` shows it (at once for a scan that ended). A scan
 /// run by another process is followed through the store.
+#[utoipa::path(
+    get,
+    path = "/integrations/{tenant}/scans/{id}/events",
+    tag = "scans",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name"), ("id" = i64, Path, description = "The scan's id")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `progress` ({pages, records, total, rate}) after every stored page, `waiting` ({seconds, why}) before a retry, and a last `end` event with the scan (an `error` event if the stream cannot go on). A browser's EventSource may pass the token as `?access_token=`, on this route only.", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant or scan", body = ErrorBody),
+    )
+)]
 pub(crate) async fn events(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,

@@ -2,14 +2,15 @@
 //! integrations with their last scans and counts, and recent exports —
 //! limited to the tenants the token sees.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::Api;
 use axum::extract::State;
 use axum::{Extension, Json};
 use scanner_runtime::Runtime;
 use scanner_store::TokenScope;
 use scanner_store::{ExportRecord, IntegrationStatus};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// How many recent exports the status shows, as the CLI's does.
 const RECENT_EXPORTS: usize = 20;
@@ -50,14 +51,34 @@ fn visible_exports(runtime: &Runtime, scope: &TokenScope) -> Result<Vec<ExportRe
     Ok(exports)
 }
 
+/// What `GET /v1/status` answers.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatusAnswer {
+    /// The integrations the token sees, in tenant order.
+    integrations: Vec<IntegrationStatus>,
+    /// Their latest exports, newest first.
+    exports: Vec<ExportRecord>,
+}
+
 /// `{"integrations": [...], "exports": [...]}`.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "integrations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Integrations with their last scans and counts, and recent exports", body = StatusAnswer),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn show(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusAnswer>, ApiError> {
     let integrations = visible_statuses(api.runtime(), &scope)?;
     let exports = visible_exports(api.runtime(), &scope)?;
-    Ok(Json(
-        json!({"integrations": integrations, "exports": exports}),
-    ))
+    Ok(Json(StatusAnswer {
+        integrations,
+        exports,
+    }))
 }

@@ -53,7 +53,7 @@ impl Serialize for Secret {
 }
 
 /// How a configuration field is entered and kept (WIT `field-kind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FieldKind {
     /// Free text.
@@ -67,7 +67,7 @@ pub enum FieldKind {
 }
 
 /// One field of a plugin's connect form (WIT `config-field`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigField {
     /// Stable kebab-case key.
     pub key: String,
@@ -84,7 +84,7 @@ pub struct ConfigField {
 }
 
 /// What a plugin is and how to configure it (WIT `plugin-info`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginInfo {
     /// Machine name, unique among loaded plugins.
     pub name: String,
@@ -229,13 +229,14 @@ impl PluginError {
 }
 
 /// What a successful `test` learned (WIT `connection-info`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectionInfo {
     /// One line for an operator.
     pub summary: String,
     /// The API endpoint used.
     pub endpoint: String,
-    /// Extra facts, never secrets.
+    /// Extra facts, never secrets: `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub details: Vec<(String, String)>,
 }
 
@@ -532,7 +533,19 @@ pub struct Configured {
 }
 
 /// Severity of a SAST finding (WIT `sast-severity`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SastSeverity {
     /// No severity.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 /// One export, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ExportRecord {
     /// Export id.
     pub id: i64,

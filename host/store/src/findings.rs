@@ -122,7 +122,7 @@ fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> 
 }
 
 /// A finding as listed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FindingRow {
     /// Tenant.
     pub tenant: String,

@@ -40,7 +40,7 @@ pub struct Integration {
 }
 
 /// A CA certificate stored with an integration, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CaCertificate {
     /// SHA-256 of the certificate's DER, lower-case hex: what
     /// `openssl x509 -noout -fingerprint -sha256` prints, without colons.
@@ -48,7 +48,7 @@ pub struct CaCertificate {
 }
 
 /// One line of `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IntegrationStatus {
     /// Tenant.
     pub tenant: String,

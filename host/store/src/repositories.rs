@@ -9,7 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 /// A known repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RepositoryRow {
     /// URL as added.
     pub url: String,
@@ -84,7 +84,7 @@ impl NewRepository {
 }
 
 /// Which rule maps an image to a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MappingRule {
     /// A rule added with the repository (`repos add URL --image …`).
@@ -104,7 +104,7 @@ impl MappingRule {
 }
 
 /// One line of `repos rules`: an image and the repository it maps to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ImageMappingRow {
     /// The image (`registry/repository`), or an explicit rule's pattern.
     pub image: String,

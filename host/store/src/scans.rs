@@ -58,7 +58,7 @@ pub struct ScanSummary {
 }
 
 /// Why a scan failed, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ScanFailure {
     /// The error's kind (the contract's or the host's, e.g.
     /// `authentication-failed`).
@@ -68,7 +68,7 @@ pub struct ScanFailure {
 }
 
 /// One scan run as it is listed: its state, times and counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ScanRecord {
     /// The scan's id.
     pub id: i64,

@@ -51,7 +51,13 @@ async fn v1_routes_refuse_requests_without_a_valid_token() {
         let answer = api
             .request(method, path, Some(&format!("bearer {valid}")))
             .await;
-        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text);
+        // Scan and export 1 do not exist: through, and answered as unknown.
+        let expected = if path.ends_with("/1") || path.ends_with("/1/events") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(answer.status, expected, "{path}: {}", answer.text);
     }
 }
 

@@ -6,6 +6,7 @@ mod console;
 mod core;
 mod integrations;
 mod metrics;
+mod openapi;
 mod scans;
 // Shared by every module; a helper one module does not use yet is fine.
 #[allow(dead_code)]

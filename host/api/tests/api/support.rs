@@ -261,11 +261,24 @@ pub fn error_kind(answer: &Answer) -> &str {
     error["kind"].as_str().expect("an error kind")
 }
 
-pub const V1_ROUTES: [(&str, &str); 6] = [
+pub const V1_ROUTES: [(&str, &str); 19] = [
     ("GET", "/v1/plugins"),
     ("GET", "/v1/integrations"),
     ("GET", "/v1/integrations/acme"),
+    ("PUT", "/v1/integrations/acme"),
+    ("DELETE", "/v1/integrations/acme"),
+    ("POST", "/v1/integrations/acme/test"),
     ("POST", "/v1/integrations/acme/scans"),
+    ("GET", "/v1/integrations/acme/scans"),
+    ("GET", "/v1/integrations/acme/scans/1"),
+    ("GET", "/v1/integrations/acme/scans/1/events"),
+    ("POST", "/v1/integrations/acme/exports"),
+    ("GET", "/v1/integrations/acme/exports"),
+    ("GET", "/v1/integrations/acme/exports/1"),
     ("GET", "/v1/status"),
     ("GET", "/v1/findings"),
+    ("GET", "/v1/repositories"),
+    ("POST", "/v1/repositories"),
+    ("DELETE", "/v1/repositories"),
+    ("GET", "/v1/image-rules"),
 ];

@@ -91,6 +91,8 @@ async fn the_api_answers_over_https_with_the_operators_certificate() {
         if let Some(token) = auth {
             request = request.header("authorization", format!("Bearer {token}"));
         }
+        // One connection for both: wait until it takes the next request.
+        sender.ready().await.expect("connection ready");
         let response = sender
             .send_request(request.body(Empty::<Bytes>::new()).expect("request"))
             .await
