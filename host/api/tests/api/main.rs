@@ -3,6 +3,7 @@
 //! Wiz simulator. One test binary; a module per resource.
 
 mod core;
+mod findings_formats;
 // Shared by every module; a helper one module does not use yet is fine.
 #[allow(dead_code)]
 mod support;

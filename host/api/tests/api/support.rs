@@ -40,6 +40,7 @@ pub struct Answer {
     pub status: StatusCode,
     pub www_authenticate: Option<String>,
     pub content_type: Option<String>,
+    pub content_disposition: Option<String>,
     /// The body as JSON; `Value::Null` when it is not JSON.
     pub json: Value,
     pub text: String,
@@ -150,6 +151,7 @@ impl TestApi {
         };
         let www_authenticate = header("www-authenticate");
         let content_type = header("content-type");
+        let content_disposition = header("content-disposition");
         let body = response
             .into_body()
             .collect()
@@ -170,6 +172,7 @@ impl TestApi {
             status,
             www_authenticate,
             content_type,
+            content_disposition,
             json,
             text,
         }
