@@ -218,7 +218,7 @@ fn listed_ids(format: FindingFormat, body: &str) -> Vec<String> {
 async fn file_formats_hold_every_matching_finding_once_with_their_content_type() {
     // More findings than one store read (1000 rows), so the stream walks
     // several pages.
-    let api = TestApi::start(2200).await;
+    let api = TestApi::start(3000).await;
     api.connect_and_scan("acme").await;
     let admin = api.token(&[], true);
     let all = api.store().findings(&everything()).expect("findings");
