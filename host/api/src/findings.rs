@@ -1,21 +1,42 @@
 //! `GET /v1/findings`: findings with filters, in pages that continue
-//! exactly after the previous page's last row (keyset pagination).
+//! exactly after the previous page's last row (keyset pagination), or
+//! every matching finding streamed as one CSV, OCSF or SARIF file.
 
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::Api;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use scanner_contract::{FindingKind, Severity};
-use scanner_store::TokenScope;
+use scanner_formats::{FindingFormat, Producer, write_findings};
+use scanner_store::{CveId, TokenScope};
 use scanner_store::{Database, FindingKey, FindingQuery, FindingRow, StatusFilter};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
 
 /// Rows per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
 /// The most rows one page may ask for.
 const MAX_LIMIT: usize = 1000;
+/// Rows read from the store at a time while a whole listing streams.
+const STREAM_PAGE: usize = 1000;
+/// Bytes gathered before they are sent on as one chunk of a streamed body.
+const STREAM_CHUNK: usize = 64 * 1024;
+/// Chunks of a streamed body that may wait for a slow client before the
+/// reading stops (a bound, so a slow client never makes the host hold
+/// more than a few chunks).
+const STREAM_BACKLOG: usize = 4;
 
 /// One page of findings: worst severity first, then the latest detection
 /// (undated last), then tenant and id. `next` is the cursor of the next
@@ -33,21 +54,65 @@ pub struct FindingsPage {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[into_params(parameter_in = Query)]
 pub(crate) struct FindingsParams {
+    /// Only this tenant's findings.
     tenant: Option<String>,
     /// `open` (default), `resolved` or `all`.
     status: Option<String>,
+    /// `code-dependency` or `container-image`.
     kind: Option<String>,
     /// The lowest severity listed.
     severity: Option<String>,
+    /// Findings mapped to this repository (its URL).
     repository: Option<String>,
     /// Also code findings of repositories the host does not know.
     include_unmapped: Option<bool>,
+    /// Container-image findings of this image (`registry/repository`,
+    /// optionally with a tag or digest).
+    image: Option<String>,
+    /// Findings listing this CVE id.
+    cve: Option<String>,
+    /// Findings first detected after this RFC 3339 instant.
+    first_detected_after: Option<String>,
+    /// Findings last detected after this RFC 3339 instant.
+    last_detected_after: Option<String>,
+    /// `json` (default, paged), `csv`, `ocsf` or `sarif` (every finding).
+    format: Option<String>,
+    /// Rows per json page, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// The `next` of the previous json page.
     cursor: Option<String>,
 }
 
+/// What a request lists: one page of JSON, or every finding in a file
+/// format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// A page of at most this many rows.
+    Page(usize),
+    /// Every matching finding in this format (not json).
+    File(FindingFormat),
+}
+
+/// The instant a `*-detected-after` parameter names; 400 naming the
+/// parameter when it is not RFC 3339.
+fn instant(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    OffsetDateTime::parse(&value, &Rfc3339).map(Some).map_err(|_| {
+        // A `+` of an offset that was not percent-encoded arrives as a
+        // space.
+        let hint = if value.contains(' ') {
+            " (write a `+` offset as %2B in a query string)"
+        } else {
+            ""
+        };
+        ApiError::bad_request(format!(
+            "{name} must be an RFC 3339 timestamp such as 2025-01-31T00:00:00Z, not `{value}`{hint}"
+        ))
+    })
+}
+
 /// The store query the parameters ask for (without the token's scope).
-fn finding_query(params: FindingsParams) -> Result<(FindingQuery, usize), ApiError> {
+fn finding_query(params: FindingsParams) -> Result<(FindingQuery, Listing), ApiError> {
     let status = match params.status.as_deref() {
         None | Some("open") => StatusFilter::Open,
         Some("resolved") => StatusFilter::Resolved,
@@ -70,12 +135,37 @@ fn finding_query(params: FindingsParams) -> Result<(FindingQuery, usize), ApiErr
         .map(str::parse::<Severity>)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
+    let cve = params
+        .cve
+        .as_deref()
+        .map(str::parse::<CveId>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let first_detected_after = instant("first-detected-after", params.first_detected_after)?;
+    let last_detected_after = instant("last-detected-after", params.last_detected_after)?;
+    let format = params
+        .format
+        .as_deref()
+        .map(str::parse::<FindingFormat>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .unwrap_or(FindingFormat::Json);
+    let listing = if format == FindingFormat::Json {
+        let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be 1 to {MAX_LIMIT}, not {limit}"
+            )));
+        }
+        Listing::Page(limit)
+    } else if params.limit.is_some() || params.cursor.is_some() {
         return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIMIT}, not {limit}"
+            "limit and cursor page the json format only; format={} returns every matching finding",
+            format.name()
         )));
-    }
+    } else {
+        Listing::File(format)
+    };
     let after = params.cursor.as_deref().map(cursor::decode).transpose()?;
     let query = FindingQuery {
         tenant: params.tenant,
@@ -84,10 +174,14 @@ fn finding_query(params: FindingsParams) -> Result<(FindingQuery, usize), ApiErr
         kind,
         include_unmapped: params.include_unmapped.unwrap_or(false),
         min_severity,
+        image: params.image,
+        cve,
+        first_detected_after,
+        last_detected_after,
         limit: None,
         after,
     };
-    Ok((query, limit))
+    Ok((query, listing))
 }
 
 /// Up to `limit` rows of `query` that `visible` keeps, and the key of the
@@ -119,8 +213,10 @@ fn page(
     }
 }
 
-/// `{"findings": [...], "next": cursor | null}`; 400 for a filter or
-/// cursor it cannot read, 404 for a tenant the token does not see.
+/// `{"findings": [...], "next": cursor | null}`, or with `format=csv`,
+/// `ocsf` or `sarif` every matching finding as a file; 400 for a filter,
+/// format or cursor it cannot read, 404 for a tenant the token does not
+/// see.
 #[utoipa::path(
     get,
     path = "/findings",
@@ -128,8 +224,13 @@ fn page(
     security(("bearer" = [])),
     params(FindingsParams),
     responses(
-        (status = 200, description = "One page of findings, worst first; `next` is the next page's cursor", body = FindingsPage),
-        (status = 400, description = "A bad filter or cursor, named in the message", body = ErrorBody),
+        (status = 200, description = "json: one page of findings, worst first (`next` is the next page's cursor); csv, ocsf or sarif: every matching finding as a file", content(
+            (FindingsPage = "application/json"),
+            (String = "text/csv"),
+            (String = "application/x-ndjson"),
+            (String = "application/sarif+json"),
+        )),
+        (status = 400, description = "A bad filter, format or cursor, named in the message", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
@@ -137,10 +238,10 @@ pub(crate) async fn list(
     State(api): State<Api>,
     Extension(scope): Extension<TokenScope>,
     params: Result<Query<FindingsParams>, QueryRejection>,
-) -> Result<Json<FindingsPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (mut query, limit) = finding_query(params)?;
-    let store = api.runtime().store();
+    let (mut query, listing) = finding_query(params)?;
+    let store = api.runtime().store().clone();
     if let Some(tenant) = &query.tenant
         && (!scope.allows_tenant(tenant) || !store.tenants()?.contains(tenant))
     {
@@ -150,7 +251,187 @@ pub(crate) async fn list(
     if query.tenant.is_none() && !scope.admin && scope.tenants.len() == 1 {
         query.tenant = scope.tenants.first().cloned();
     }
-    let (findings, next) = page(store, query, limit, |row| scope.allows_tenant(&row.tenant))?;
-    let next = next.as_ref().map(cursor::encode).transpose()?;
-    Ok(Json(FindingsPage { findings, next }))
+    match listing {
+        Listing::Page(limit) => {
+            let (findings, next) = tokio::task::spawn_blocking(move || {
+                page(&store, query, limit, |row| scope.allows_tenant(&row.tenant))
+            })
+            .await
+            .map_err(|e| internal(format!("reading findings failed: {e}")))??;
+            let next = next.as_ref().map(cursor::encode).transpose()?;
+            Ok(Json(FindingsPage { findings, next }).into_response())
+        }
+        Listing::File(format) => Ok(file(store, query, format, scope)),
+    }
+}
+
+/// A 500 with `message`.
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}
+
+/// Every row of `query` the token sees, in `format`, streamed: a blocking
+/// task reads the store a page at a time and writes each page through the
+/// format's writer into a bounded channel the body reads from, so neither
+/// the listing nor the file is ever held whole. A store error midway ends
+/// the body with an error (the client sees a cut-off transfer, never a
+/// short file that looks whole).
+fn file(
+    store: Arc<Database>,
+    query: FindingQuery,
+    format: FindingFormat,
+    scope: TokenScope,
+) -> Response {
+    let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
+    tokio::task::spawn_blocking(move || {
+        let failure = RefCell::new(None);
+        let rows = Pages {
+            store: &store,
+            query,
+            scope: &scope,
+            rows: Vec::new().into_iter(),
+            done: false,
+            failure: &failure,
+        };
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+            failure: &failure,
+        };
+        let producer = Producer::new("scanner-host", env!("CARGO_PKG_VERSION"));
+        let written = write_findings(format, &mut out, rows, &producer).and_then(|()| out.flush());
+        let error = match (failure.into_inner(), written) {
+            (Some(store_error), _) => {
+                tracing::warn!(
+                    "streaming findings as {} stopped: {}",
+                    format.name(),
+                    store_error.message
+                );
+                io::Error::other(store_error.message)
+            }
+            (None, Ok(())) => return,
+            // The client went away: nothing to tell it.
+            (None, Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => return,
+            (None, Err(e)) => {
+                tracing::warn!("streaming findings as {} failed: {e}", format.name());
+                e
+            }
+        };
+        let _ = tx.blocking_send(Err(error));
+    });
+    let mut response = Body::from_stream(Chunks(rx)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"findings.{}\"",
+        format.extension()
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// The rows of a query the token sees, read from the store
+/// [`STREAM_PAGE`] at a time, each read after the previous one's last
+/// key. A failed read ends the rows and is kept in `failure`.
+struct Pages<'a> {
+    store: &'a Database,
+    query: FindingQuery,
+    scope: &'a TokenScope,
+    /// What is left of the page read last.
+    rows: std::vec::IntoIter<FindingRow>,
+    /// Whether the last page read was the listing's last.
+    done: bool,
+    failure: &'a RefCell<Option<ApiError>>,
+}
+
+impl Iterator for Pages<'_> {
+    type Item = FindingRow;
+
+    fn next(&mut self) -> Option<FindingRow> {
+        loop {
+            if let Some(row) = self.rows.next() {
+                return Some(row);
+            }
+            if self.done {
+                return None;
+            }
+            let scope = self.scope;
+            match page(self.store, self.query.clone(), STREAM_PAGE, |row| {
+                scope.allows_tenant(&row.tenant)
+            }) {
+                Ok((rows, next)) => {
+                    self.done = next.is_none();
+                    self.query.after = next;
+                    self.rows = rows.into_iter();
+                }
+                Err(e) => {
+                    self.done = true;
+                    *self.failure.borrow_mut() = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A writer into the body's channel, in chunks of [`STREAM_CHUNK`] bytes.
+/// It refuses to write once the rows failed, so a format's closing bytes
+/// never make a cut-off listing look whole; a closed channel (the client
+/// went away) is a broken pipe, which stops the writer.
+struct ChannelWriter<'a> {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+    failure: &'a RefCell<Option<ApiError>>,
+}
+
+impl ChannelWriter<'_> {
+    /// An error once the rows failed.
+    fn check(&self) -> io::Result<()> {
+        match &*self.failure.borrow() {
+            Some(e) => Err(io::Error::other(e.message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends what is gathered as one chunk.
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl Write for ChannelWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.send()
+    }
+}
+
+/// The body's chunks as a stream, as they arrive from the writer.
+struct Chunks(mpsc::Receiver<io::Result<Bytes>>);
+
+impl futures_core::Stream for Chunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }

@@ -2,7 +2,10 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use scanner_contract::Secret;
+use scanner_store::CveId;
 use std::path::PathBuf;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// The whole command line: options every command takes, and the command.
 #[derive(Parser)]
@@ -269,6 +272,22 @@ pub(crate) struct FindingsArgs {
     /// Only findings of this severity or worse.
     #[arg(long, value_enum)]
     pub(crate) severity: Option<SeverityArg>,
+    /// Only container-image findings of this image (`registry/repository`,
+    /// case ignored; with `:tag` or `@digest` only those of that tag or
+    /// digest).
+    #[arg(long)]
+    pub(crate) image: Option<String>,
+    /// Only findings listing this CVE id (`CVE-YYYY-NNNN`, any case).
+    #[arg(long)]
+    pub(crate) cve: Option<CveId>,
+    /// Only findings the scanner first detected after this RFC 3339
+    /// timestamp (e.g. 2025-01-31T00:00:00Z).
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub(crate) first_detected_after: Option<OffsetDateTime>,
+    /// Only findings the scanner last detected after this RFC 3339
+    /// timestamp (e.g. 2025-01-31T00:00:00Z).
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub(crate) last_detected_after: Option<OffsetDateTime>,
     /// At most this many rows (0: none).
     #[arg(long)]
     pub(crate) limit: Option<usize>,
@@ -420,6 +439,12 @@ fn parse_interval_hours(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(hours)
+}
+
+/// An RFC 3339 timestamp.
+fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|_| format!("`{s}` is not an RFC 3339 timestamp (e.g. 2025-01-31T00:00:00Z)"))
 }
 
 /// Scans at once: 1 to 1024.

@@ -283,3 +283,88 @@ fn serve_refuses_unusable_tls_files_before_opening_a_port() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--tls-cert"), "{}", stderr(&out));
 }
+
+#[test]
+fn findings_filter_by_image_cve_and_detection_and_refuse_malformed_values() {
+    use scanner_contract::{Finding, FindingKind, FindingStatus, Location, Severity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugins = dir.path().join("no-plugins");
+    let finding = |id: &str, repository: &str, cve: &str, detected: &str| Finding {
+        source_id: id.into(),
+        cve_ids: vec![cve.into()],
+        title: format!("finding {id}"),
+        description: None,
+        severity: Severity::High,
+        score: None,
+        status: FindingStatus::Open,
+        kind: FindingKind::ContainerImage,
+        package_name: None,
+        package_version: None,
+        fixed_version: None,
+        location: Some(Location::ContainerImage {
+            registry: Some("registry.example".into()),
+            repository: Some(repository.into()),
+            tags: vec!["1.0".into()],
+            digest: None,
+        }),
+        first_detected_at: Some(detected.into()),
+        last_detected_at: Some(detected.into()),
+        portal_url: None,
+        remediation: None,
+    };
+    {
+        let store = scanner_store::Database::open(&db).expect("open");
+        let now = time::OffsetDateTime::now_utc();
+        let scan = store.begin_scan("t", now).expect("begin");
+        let page = [
+            finding("a", "acme/shop", "CVE-2024-0001", "2025-01-01T00:00:00Z"),
+            finding("b", "acme/api", "CVE-2024-0002", "2025-06-01T00:00:00Z"),
+        ];
+        store
+            .store_page(scan.scan_id, "t", &page, 0, None, now)
+            .expect("page");
+    }
+    let ids = |filter: &[&str]| {
+        let mut args = vec!["--format", "json", "findings"];
+        args.extend_from_slice(filter);
+        let out = run(&db, &plugins, &args);
+        assert!(out.status.success(), "{filter:?}: {}", stderr(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["id"].as_str().expect("id").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&[]), ["b", "a"]);
+    assert_eq!(ids(&["--cve", "cve-2024-0001"]), ["a"]);
+    assert_eq!(ids(&["--image", "Registry.Example/acme/api:1.0"]), ["b"]);
+    assert_eq!(
+        ids(&["--image", "registry.example/acme/api:2.0"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&["--first-detected-after", "2025-03-01T00:00:00+01:00"]),
+        ["b"]
+    );
+    assert_eq!(
+        ids(&["--last-detected-after", "2025-06-01T00:00:00Z"]),
+        Vec::<String>::new()
+    );
+    for (args, says) in [
+        (["--cve", "CVE-24-1"], "not a CVE id"),
+        (
+            ["--first-detected-after", "2025-01-01"],
+            "not an RFC 3339 timestamp",
+        ),
+        (
+            ["--last-detected-after", "soon"],
+            "not an RFC 3339 timestamp",
+        ),
+    ] {
+        let out = run(&db, &plugins, &["findings", args[0], args[1]]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -23,6 +23,7 @@
 use crate::cell::csv_cell;
 use crate::timestamps::us_date;
 use scanner_store::FindingRow;
+use std::borrow::Borrow;
 use std::io::{self, Write};
 
 /// The header row: DefectDojo's Generic Findings Import columns, then
@@ -68,14 +69,14 @@ pub const CSV_HEADERS: [&str; 36] = [
 
 /// Writes the header row and one row per finding; every cell is
 /// neutralised against formula injection with [`csv_cell`].
-pub fn write_csv<'a, W: Write>(
+pub fn write_csv<W: Write>(
     out: W,
-    rows: impl IntoIterator<Item = &'a FindingRow>,
+    rows: impl IntoIterator<Item = impl Borrow<FindingRow>>,
 ) -> io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(CSV_HEADERS).map_err(into_io)?;
     for row in rows {
-        let cells = cells(row);
+        let cells = cells(row.borrow());
         w.write_record(cells.iter().map(|c| csv_cell(c).into_owned()))
             .map_err(into_io)?;
     }

@@ -2,20 +2,32 @@
 //! [`FindingRow`] under its own name, exactly as stored.
 
 use scanner_store::FindingRow;
-use serde::Serializer;
+use serde::{Serialize, Serializer};
+use std::borrow::Borrow;
 use std::io::{self, Write};
 
 /// Writes `rows` as a pretty-printed JSON array followed by a newline,
 /// streaming one row at a time. The bytes are those of
 /// `serde_json::to_string_pretty` over all the rows.
-pub fn write_json<'a, W: Write>(
+pub fn write_json<W: Write>(
     mut out: W,
-    rows: impl IntoIterator<Item = &'a FindingRow>,
+    rows: impl IntoIterator<Item = impl Borrow<FindingRow>>,
 ) -> io::Result<()> {
     let mut serializer = serde_json::Serializer::pretty(&mut out);
-    serializer.collect_seq(rows).map_err(io::Error::from)?;
+    serializer
+        .collect_seq(rows.into_iter().map(Row))
+        .map_err(io::Error::from)?;
     out.write_all(b"\n")?;
     out.flush()
+}
+
+/// A row however it is held (owned or borrowed), serialized as the row.
+struct Row<R>(R);
+
+impl<R: Borrow<FindingRow>> Serialize for Row<R> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.borrow().serialize(serializer)
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,12 @@
 //!   object per line.
 //! - [`write_sarif`]: one SARIF 2.1.0 log, one result per finding.
 //!
-//! Every writer takes the rows as an iterator and writes as it goes, so a
-//! caller can stream rows straight from the store to a socket or a file.
+//! Every writer takes the rows as an iterator (of rows or references to
+//! them) and writes as it goes, so a caller can stream rows straight from
+//! the store to a socket or a file, page after page.
+//!
+//! [`json_schema`] is the JSON Schema of what [`write_json`] writes,
+//! generated from [`FindingRow`] and committed as `docs/findings.schema.json`.
 //! Errors are the writer's I/O errors, their kind kept (a closed pipe stays
 //! `BrokenPipe`).
 
@@ -24,6 +28,7 @@ mod json;
 mod ocsf;
 mod producer;
 mod sarif;
+mod schema;
 mod timestamps;
 
 pub use cell::csv_cell;
@@ -32,9 +37,12 @@ pub use json::write_json;
 pub use ocsf::{OCSF_VERSION, write_ocsf};
 pub use producer::Producer;
 pub use sarif::{SARIF_SCHEMA, write_sarif};
+pub use schema::json_schema;
 
 use scanner_store::FindingRow;
+use std::borrow::Borrow;
 use std::io::{self, Write};
+use std::str::FromStr;
 
 /// A findings format, for front ends that pick one by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +57,51 @@ pub enum FindingFormat {
     Sarif,
 }
 
+/// A format name that is none of [`FindingFormat::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format `{0}` (expected one of: {names})", names = FindingFormat::NAMES.join(", "))]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for FindingFormat {
+    type Err = UnknownFormat;
+
+    /// A format by its name, as [`FindingFormat::name`] gives it.
+    fn from_str(s: &str) -> Result<FindingFormat, UnknownFormat> {
+        match s {
+            "json" => Ok(FindingFormat::Json),
+            "csv" => Ok(FindingFormat::Csv),
+            "ocsf" => Ok(FindingFormat::Ocsf),
+            "sarif" => Ok(FindingFormat::Sarif),
+            other => Err(UnknownFormat(other.to_string())),
+        }
+    }
+}
+
 impl FindingFormat {
+    /// Every format's name, as [`FromStr`] takes them.
+    pub const NAMES: [&'static str; 4] = ["json", "csv", "ocsf", "sarif"];
+
+    /// The format's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingFormat::Json => "json",
+            FindingFormat::Csv => "csv",
+            FindingFormat::Ocsf => "ocsf",
+            FindingFormat::Sarif => "sarif",
+        }
+    }
+
+    /// The file name extension of a file in this format (without the dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            FindingFormat::Json => "json",
+            FindingFormat::Csv => "csv",
+            // JSON lines, as tools that read OCSF files expect them.
+            FindingFormat::Ocsf => "ocsf.jsonl",
+            FindingFormat::Sarif => "sarif",
+        }
+    }
+
     /// The media type a response in this format carries.
     pub fn content_type(self) -> &'static str {
         match self {
@@ -64,10 +116,10 @@ impl FindingFormat {
 
 /// Writes `rows` to `out` in `format`; `producer` names the tool in the
 /// formats that carry it (OCSF, SARIF).
-pub fn write_findings<'a, W: Write>(
+pub fn write_findings<W: Write>(
     format: FindingFormat,
     out: W,
-    rows: impl IntoIterator<Item = &'a FindingRow>,
+    rows: impl IntoIterator<Item = impl Borrow<FindingRow>>,
     producer: &Producer,
 ) -> io::Result<()> {
     match format {
@@ -93,6 +145,19 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Err(io::ErrorKind::BrokenPipe.into())
         }
+    }
+
+    #[test]
+    fn formats_are_read_back_from_their_names() {
+        for name in FindingFormat::NAMES {
+            let format: FindingFormat = name.parse().expect(name);
+            assert_eq!(format.name(), name);
+        }
+        let error = "xml".parse::<FindingFormat>().expect_err("xml");
+        assert_eq!(
+            error.to_string(),
+            "unknown format `xml` (expected one of: json, csv, ocsf, sarif)"
+        );
     }
 
     #[test]

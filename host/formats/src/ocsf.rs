@@ -32,6 +32,7 @@ use crate::producer::Producer;
 use crate::timestamps::epoch_millis;
 use scanner_store::FindingRow;
 use serde_json::{Map, Value, json};
+use std::borrow::Borrow;
 use std::io::{self, Write};
 
 /// The OCSF schema version the events declare (`metadata.version`).
@@ -44,13 +45,13 @@ const CATEGORY_UID: u32 = 2;
 
 /// Writes one OCSF Vulnerability Finding per finding, one JSON object a
 /// line; `producer` is `metadata.product`.
-pub fn write_ocsf<'a, W: Write>(
+pub fn write_ocsf<W: Write>(
     mut out: W,
-    rows: impl IntoIterator<Item = &'a FindingRow>,
+    rows: impl IntoIterator<Item = impl Borrow<FindingRow>>,
     producer: &Producer,
 ) -> io::Result<()> {
     for row in rows {
-        serde_json::to_writer(&mut out, &event(row, producer)).map_err(io::Error::from)?;
+        serde_json::to_writer(&mut out, &event(row.borrow(), producer)).map_err(io::Error::from)?;
         out.write_all(b"\n")?;
     }
     out.flush()

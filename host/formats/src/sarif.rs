@@ -20,6 +20,7 @@
 use crate::producer::Producer;
 use scanner_store::FindingRow;
 use serde_json::{Map, Value, json};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
@@ -28,9 +29,9 @@ pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 
 /// Writes `rows` as one SARIF 2.1.0 log (one line, then a newline);
 /// `producer` is the tool.
-pub fn write_sarif<'a, W: Write>(
+pub fn write_sarif<W: Write>(
     mut out: W,
-    rows: impl IntoIterator<Item = &'a FindingRow>,
+    rows: impl IntoIterator<Item = impl Borrow<FindingRow>>,
     producer: &Producer,
 ) -> io::Result<()> {
     write!(
@@ -40,6 +41,7 @@ pub fn write_sarif<'a, W: Write>(
     )?;
     let mut rules: BTreeMap<String, Value> = BTreeMap::new();
     for (i, row) in rows.into_iter().enumerate() {
+        let row = row.borrow();
         if i > 0 {
             out.write_all(b",")?;
         }

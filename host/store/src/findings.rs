@@ -1,11 +1,15 @@
 //! Findings as listed: queries, their filters, and each finding's status
 //! history.
 
+use crate::columns::timestamp;
 use crate::database::Database;
 use crate::error::StoreError;
-use crate::normalize::normalize_repo_url;
+use crate::normalize::{image_name_key, normalize_image, normalize_repo_url};
 use scanner_contract::{FindingKind, Severity};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use time::OffsetDateTime;
 
 /// Which findings to list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +38,19 @@ pub struct FindingQuery {
     pub include_unmapped: bool,
     /// Only findings of this severity or higher.
     pub min_severity: Option<Severity>,
+    /// Only container-image findings of this image: `registry/repository`
+    /// as stored (case ignored), and when the reference carries a tag or a
+    /// digest (`registry/repository:tag@sha256:…`), only findings with that
+    /// tag among their tags or that digest.
+    pub image: Option<String>,
+    /// Only findings listing this CVE id.
+    pub cve: Option<CveId>,
+    /// Only findings the scanner first detected after this instant (to the
+    /// millisecond); findings without a first detection are left out.
+    pub first_detected_after: Option<OffsetDateTime>,
+    /// Only findings the scanner last detected after this instant (to the
+    /// millisecond); findings without a last detection are left out.
+    pub last_detected_after: Option<OffsetDateTime>,
     /// At most this many rows.
     pub limit: Option<usize>,
     /// Only rows after this one in the listing's order (keyset
@@ -66,6 +83,82 @@ impl FindingKey {
             last_detected_at: row.last_detected_at.clone().unwrap_or_default(),
             tenant: row.tenant.clone(),
             id: row.id.clone(),
+        }
+    }
+}
+
+/// A CVE id, `CVE-YYYY-NNNN` with four or more digits in its sequence
+/// number, in upper case whatever case it was given in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CveId(String);
+
+/// A text that is not a CVE id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a CVE id (expected CVE-YYYY-NNNN, e.g. CVE-2024-3094)")]
+pub struct InvalidCveId(pub String);
+
+impl FromStr for CveId {
+    type Err = InvalidCveId;
+
+    fn from_str(s: &str) -> Result<CveId, InvalidCveId> {
+        let upper = s.to_ascii_uppercase();
+        let valid = upper
+            .strip_prefix("CVE-")
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(year, number)| {
+                year.len() == 4
+                    && number.len() >= 4
+                    && year
+                        .bytes()
+                        .chain(number.bytes())
+                        .all(|b| b.is_ascii_digit())
+            });
+        if valid {
+            Ok(CveId(upper))
+        } else {
+            Err(InvalidCveId(s.to_string()))
+        }
+    }
+}
+
+impl CveId {
+    /// The id, in upper case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CveId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An image reference taken apart for [`FindingQuery::image`]: the stored
+/// key (lower-case `registry/repository`), and the tag and digest it
+/// names, if any.
+struct ImageReference {
+    key: String,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+impl ImageReference {
+    fn parse(reference: &str) -> ImageReference {
+        let reference = reference.trim();
+        let (name, digest) = match reference.split_once('@') {
+            Some((name, digest)) => (name, Some(digest.to_ascii_lowercase())),
+            None => (reference, None),
+        };
+        // A tag is a `:` after the last `/` (a `:` before it is a port).
+        let tag = match name.rfind(':') {
+            Some(i) if i > name.rfind('/').unwrap_or(0) => Some(name[i + 1..].to_string()),
+            _ => None,
+        };
+        ImageReference {
+            key: normalize_image(reference),
+            tag: tag.filter(|t| !t.is_empty()),
+            digest: digest.filter(|d| !d.is_empty()),
         }
     }
 }
@@ -118,11 +211,68 @@ fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> 
             args.len()
         ));
     }
+    if let Some(image) = &q.image {
+        let image = ImageReference::parse(image);
+        // `image_name_key` leads the partial index `findings_image`, so the
+        // image's findings are found by index, not by a scan.
+        match image_name_key(&image.key) {
+            Some(name_key) => {
+                args.push(name_key.into());
+                let name = args.len();
+                args.push(image.key.into());
+                sql.push_str(&format!(
+                    " AND f.image_name_key = ?{name} AND f.image_key = ?{}",
+                    args.len()
+                ));
+            }
+            // An empty reference names no stored image.
+            None => sql.push_str(" AND 0"),
+        }
+        if let Some(tag) = image.tag {
+            args.push(tag.into());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each(f.image_tags) WHERE value = ?{})",
+                args.len()
+            ));
+        }
+        if let Some(digest) = image.digest {
+            args.push(digest.into());
+            sql.push_str(&format!(" AND lower(f.image_digest) = ?{}", args.len()));
+        }
+    }
+    if let Some(cve) = &q.cve {
+        // CVE ids are a JSON list per finding, which no index can hold
+        // (that would take a table of its own, kept by every write): the
+        // list is read only for rows the indexed conditions leave, and the
+        // cheap text test (a CVE id holds nothing JSON escapes) rules out
+        // most of them before their JSON is parsed.
+        args.push(cve.as_str().to_string().into());
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND instr(upper(f.cves), '\"' || ?{n} || '\"') > 0
+              AND EXISTS (SELECT 1 FROM json_each(f.cves) WHERE upper(value) = ?{n})"
+        ));
+    }
+    // The scanner's timestamps are kept as it sent them (any offset, any
+    // precision), so they are compared as instants, not as text.
+    for (column, after) in [
+        ("first_detected_at", q.first_detected_after),
+        ("last_detected_at", q.last_detected_after),
+    ] {
+        if let Some(after) = after {
+            args.push(timestamp(after).into());
+            sql.push_str(&format!(
+                " AND unixepoch(f.{column}, 'subsec') > unixepoch(?{}, 'subsec')",
+                args.len()
+            ));
+        }
+    }
     sql
 }
 
 /// A finding as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FindingRow {
     /// Tenant.
     pub tenant: String,
@@ -521,5 +671,260 @@ mod tests {
             })
             .expect("rest");
         assert_eq!(from_middle, all[5..]);
+    }
+
+    /// A finding of `image` (registry, repository, tags, digest) with CVEs
+    /// and detection times.
+    fn image_finding(
+        id: &str,
+        image: (&str, &str, &[&str], Option<&str>),
+        cves: &[&str],
+        detected: (Option<&str>, Option<&str>),
+    ) -> Finding {
+        let (registry, repository, tags, digest) = image;
+        Finding {
+            cve_ids: cves.iter().map(|c| c.to_string()).collect(),
+            location: Some(Location::ContainerImage {
+                registry: Some(registry.into()),
+                repository: Some(repository.into()),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                digest: digest.map(str::to_string),
+            }),
+            first_detected_at: detected.0.map(str::to_string),
+            last_detected_at: detected.1.map(str::to_string),
+            ..finding(id, Severity::High, None)
+        }
+    }
+
+    /// A store holding `findings` for tenant `t`.
+    fn store_with(findings: &[Finding]) -> Database {
+        let store = Database::open_in_memory().expect("store");
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let scan = store.begin_scan("t", now).expect("begin");
+        store
+            .store_page(scan.scan_id, "t", findings, 0, None, now)
+            .expect("page");
+        store
+    }
+
+    /// The ids `q` lists, sorted.
+    fn ids(store: &Database, q: &FindingQuery) -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .findings(q)
+            .expect("query")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn the_image_filter_lists_that_images_findings_by_key_tag_and_digest() {
+        let none = (None, None);
+        let store = store_with(&[
+            image_finding(
+                "a",
+                (
+                    "registry.example",
+                    "acme/shop",
+                    &["1.2", "latest"],
+                    Some("sha256:AB"),
+                ),
+                &[],
+                none,
+            ),
+            image_finding(
+                "b",
+                ("registry.example", "acme/shop", &["1.3"], None),
+                &[],
+                none,
+            ),
+            image_finding(
+                "c",
+                ("registry.example", "acme/shop-api", &["1.2"], None),
+                &[],
+                none,
+            ),
+            image_finding(
+                "d",
+                ("other.example", "acme/shop", &["1.2"], None),
+                &[],
+                none,
+            ),
+        ]);
+        let by = |image: &str| {
+            ids(
+                &store,
+                &FindingQuery {
+                    image: Some(image.into()),
+                    ..FindingQuery::default()
+                },
+            )
+        };
+        assert_eq!(by("registry.example/acme/shop"), ["a", "b"]);
+        assert_eq!(by("Registry.Example/ACME/shop"), ["a", "b"], "case ignored");
+        assert_eq!(by("registry.example/acme/shop:1.2"), ["a"]);
+        assert_eq!(by("registry.example/acme/shop:latest"), ["a"]);
+        assert_eq!(by("registry.example/acme/shop@sha256:ab"), ["a"]);
+        assert_eq!(
+            by("registry.example/acme/shop:1.3@sha256:ab"),
+            Vec::<String>::new()
+        );
+        assert_eq!(by("other.example/acme/shop"), ["d"]);
+        assert_eq!(
+            by("acme/shop"),
+            Vec::<String>::new(),
+            "the registry is part of the image"
+        );
+        assert_eq!(by(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_image_filter_is_answered_by_the_image_index() {
+        let store = store_with(&[]);
+        let q = FindingQuery {
+            tenant: Some("t".into()),
+            image: Some("registry.example/acme/shop:1.2".into()),
+            ..FindingQuery::default()
+        };
+        let mut args = Vec::new();
+        let filters = finding_filters(&q, &mut args);
+        let conn = store.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM findings f WHERE 1 = 1{filters}"
+            ))
+            .expect("plan");
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX findings_image")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn the_cve_filter_matches_whole_ids_in_any_case() {
+        let image = ("registry.example", "acme/shop", &[][..], None);
+        let none = (None, None);
+        let store = store_with(&[
+            image_finding("a", image, &["CVE-2024-1234", "CVE-2023-0001"], none),
+            image_finding("b", image, &["cve-2024-1234"], none),
+            image_finding("c", image, &["CVE-2024-12345"], none),
+            image_finding("d", image, &["X CVE-2024-1234"], none),
+        ]);
+        let by = |cve: &str| {
+            ids(
+                &store,
+                &FindingQuery {
+                    cve: Some(cve.parse().expect("cve")),
+                    ..FindingQuery::default()
+                },
+            )
+        };
+        assert_eq!(by("CVE-2024-1234"), ["a", "b"]);
+        assert_eq!(by("cve-2024-1234"), ["a", "b"]);
+        assert_eq!(by("CVE-2024-12345"), ["c"]);
+        assert_eq!(by("CVE-2023-0001"), ["a"]);
+        assert_eq!(by("CVE-2022-0001"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn cve_ids_are_checked_for_their_shape() {
+        for good in ["CVE-2024-3094", "cve-2024-12345", "Cve-1999-0001"] {
+            let id: CveId = good.parse().expect(good);
+            assert_eq!(id.as_str(), good.to_ascii_uppercase());
+        }
+        for bad in [
+            "",
+            "CVE-2024",
+            "CVE-2024-123",
+            "CVE-24-1234",
+            "CVE-2024-12a4",
+            "GHSA-2024-1234",
+            " CVE-2024-1234",
+            "CVE-2024-1234 ",
+            "CVE-2024--1234",
+        ] {
+            let error = bad.parse::<CveId>().expect_err(bad);
+            assert!(error.to_string().contains("not a CVE id"), "{error}");
+        }
+    }
+
+    #[test]
+    fn detected_after_filters_compare_instants_not_text() {
+        let image = ("registry.example", "acme/shop", &[][..], None);
+        let store = store_with(&[
+            // 2025-03-01T10:00:00Z, written with an offset.
+            image_finding(
+                "a",
+                image,
+                &[],
+                (
+                    Some("2025-03-01T12:00:00+02:00"),
+                    Some("2025-06-01T00:00:00.250Z"),
+                ),
+            ),
+            image_finding(
+                "b",
+                image,
+                &[],
+                (
+                    Some("2025-03-01T09:59:59.999Z"),
+                    Some("2025-06-01T00:00:00Z"),
+                ),
+            ),
+            image_finding("c", image, &[], (None, None)),
+        ]);
+        let first = |after| {
+            ids(
+                &store,
+                &FindingQuery {
+                    first_detected_after: Some(after),
+                    ..FindingQuery::default()
+                },
+            )
+        };
+        let last = |after| {
+            ids(
+                &store,
+                &FindingQuery {
+                    last_detected_after: Some(after),
+                    ..FindingQuery::default()
+                },
+            )
+        };
+        assert_eq!(first(datetime!(2025-03-01 09:59:59.5 UTC)), ["a", "b"]);
+        assert_eq!(
+            first(datetime!(2025-03-01 09:59:59.999 UTC)),
+            ["a"],
+            "strictly after"
+        );
+        assert_eq!(
+            first(datetime!(2025-03-01 11:59:59.999 +02:00)),
+            ["a"],
+            "offsets"
+        );
+        assert_eq!(first(datetime!(2025-03-01 10:00 UTC)), Vec::<String>::new());
+        assert_eq!(last(datetime!(2025-06-01 00:00 UTC)), ["a"]);
+        assert_eq!(
+            last(datetime!(2024-01-01 00:00 UTC)),
+            ["a", "b"],
+            "undated left out"
+        );
+        let both = ids(
+            &store,
+            &FindingQuery {
+                first_detected_after: Some(datetime!(2025-01-01 00:00 UTC)),
+                last_detected_after: Some(datetime!(2025-06-01 00:00 UTC)),
+                ..FindingQuery::default()
+            },
+        );
+        assert_eq!(both, ["a"]);
     }
 }

@@ -32,7 +32,9 @@ pub use columns::{parse_timestamp, timestamp};
 pub use database::Database;
 pub use error::StoreError;
 pub use exports::{ExportRecord, ExportedFinding, UnsettledExport};
-pub use findings::{FindingKey, FindingQuery, FindingRow, FindingStateCounts, StatusFilter};
+pub use findings::{
+    CveId, FindingKey, FindingQuery, FindingRow, FindingStateCounts, InvalidCveId, StatusFilter,
+};
 pub use integrations::{CaCertificate, Integration, IntegrationStatus};
 pub use locks::TenantLock;
 pub use normalize::{image_name_key, normalize_image, normalize_repo_url};

@@ -4,6 +4,7 @@
 
 mod console;
 mod core;
+mod findings_formats;
 mod integrations;
 mod metrics;
 mod openapi;

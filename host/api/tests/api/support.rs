@@ -41,6 +41,7 @@ pub struct Answer {
     pub www_authenticate: Option<String>,
     pub content_type: Option<String>,
     pub location: Option<String>,
+    pub content_disposition: Option<String>,
     /// The body as JSON; `Value::Null` when it is not JSON.
     pub json: Value,
     pub text: String,
@@ -162,6 +163,7 @@ impl TestApi {
         let www_authenticate = header("www-authenticate");
         let content_type = header("content-type");
         let location = header("location");
+        let content_disposition = header("content-disposition");
         let body = response
             .into_body()
             .collect()
@@ -183,6 +185,7 @@ impl TestApi {
             www_authenticate,
             content_type,
             location,
+            content_disposition,
             json,
             text,
         }

@@ -18,6 +18,10 @@ pub(crate) fn run(global: &Global, args: FindingsArgs, format: Format) -> anyhow
         kind,
         include_unmapped,
         severity,
+        image,
+        cve,
+        first_detected_after,
+        last_detected_after,
         limit,
     } = args;
     let store = open_store(global, false)?;
@@ -47,6 +51,10 @@ pub(crate) fn run(global: &Global, args: FindingsArgs, format: Format) -> anyhow
             SeverityArg::High => Severity::High,
             SeverityArg::Critical => Severity::Critical,
         }),
+        image,
+        cve,
+        first_detected_after,
+        last_detected_after,
         limit,
         after: None,
     };
