@@ -52,6 +52,8 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
     || { echo "the browser test needs Node.js 20 or newer, found $(node --version)" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { apt-get update -qq && apt-get install -y -qq chromium; }
 [ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
-# The two programs the browser test starts (the tests above built the plugin).
-cargo build -p scanner-host -p wiz-sim
+# The two programs the browser test starts: `cargo test --workspace` above
+# built them (their integration tests need them) with the workspace's
+# features; a `cargo build -p` of just these two would compile wasmtime
+# again with another feature set.
 bash scripts/browser-test.sh
