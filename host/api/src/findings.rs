@@ -137,7 +137,20 @@ pub(crate) async fn list(
     if query.tenant.is_none() && !scope.admin && scope.tenants.len() == 1 {
         query.tenant = scope.tenants.first().cloned();
     }
-    let (findings, next) = page(store, query, limit, |row| scope.allows_tenant(&row.tenant))?;
+    // SQLite blocks: read on a blocking thread, so the runtime's workers
+    // keep serving other requests (and the scans) meanwhile.
+    let store = store.clone();
+    let (findings, next) = tokio::task::spawn_blocking(move || {
+        page(&store, query, limit, |row| scope.allows_tenant(&row.tenant))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the findings query stopped: {e}"),
+        )
+    })??;
     let next = next.as_ref().map(cursor::encode).transpose()?;
     Ok(Json(FindingsPage { findings, next }))
 }
