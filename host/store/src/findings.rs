@@ -163,12 +163,8 @@ impl ImageReference {
     }
 }
 
-/// The severity rank of the `severity` column, higher is worse: what
-/// listings sort and filter by.
-const SEVERITY_RANK: &str = "CASE severity WHEN 'critical' THEN 5 WHEN 'high' THEN 4
-    WHEN 'medium' THEN 3 WHEN 'low' THEN 2 WHEN 'none' THEN 1 ELSE 0 END";
-
-/// The rank [`SEVERITY_RANK`] gives `severity`.
+/// The rank the findings' generated `severity_rank` column (the schema)
+/// gives `severity`, higher is worse: what listings sort and filter by.
 fn severity_rank(severity: Severity) -> i64 {
     match severity {
         Severity::Critical => 5,
@@ -180,7 +176,7 @@ fn severity_rank(severity: Severity) -> i64 {
     }
 }
 
-/// The rank [`SEVERITY_RANK`] gives a stored severity name (0 for a name
+/// The rank the `severity_rank` column gives a stored severity name (0 for a name
 /// that is none of the severities, as in SQL).
 fn severity_name_rank(name: &str) -> i64 {
     name.parse::<Severity>().map_or(0, severity_rank)
@@ -204,12 +200,9 @@ fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> 
         sql.push_str(&format!(" AND f.kind = ?{}", args.len()));
     }
     if let Some(min) = q.min_severity {
+        // The indexed column: a range of the listing's index.
         args.push(severity_rank(min).into());
-        sql.push_str(&format!(
-            " AND ({}) >= ?{}",
-            SEVERITY_RANK.replace("severity", "f.severity"),
-            args.len()
-        ));
+        sql.push_str(&format!(" AND f.severity_rank >= ?{}", args.len()));
     }
     if let Some(image) = &q.image {
         let image = ImageReference::parse(image);
@@ -377,16 +370,14 @@ impl Database {
                     (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
                     (SELECT url FROM repositories r WHERE r.id = f.image_repository_id)
                 ) AS known_repo,
-                (" ,
-        );
-        sql.push_str(&SEVERITY_RANK.replace("severity", "f.severity"));
-        // Undated findings sort as the empty text, after every dated one
-        // (as NULLs do in a descending order), so that a page's last key
-        // is one plain value to compare with.
-        sql.push_str(
-            ") AS severity_rank, COALESCE(f.last_detected_at, '') AS detected_key
+                f.severity_rank, f.detected_key
              FROM findings f WHERE 1 = 1",
         );
+        // `severity_rank` and `detected_key` are the generated columns of
+        // the `findings_listing` index (`severity_rank`, and the last
+        // detection with undated findings as the empty text, after every
+        // dated one as NULLs are in a descending order): ordering by them
+        // reads the index in order instead of sorting every finding.
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         sql.push_str(&finding_filters(q, &mut args));
         sql.push_str(") WHERE 1 = 1");
@@ -405,8 +396,12 @@ impl Database {
             let tenant = args.len();
             args.push(after.id.clone().into());
             let id = args.len();
+            // The first clause follows from the second; it lets SQLite
+            // start reading the index at the key instead of skipping every
+            // row before it.
             sql.push_str(&format!(
-                " AND (severity_rank < ?{rank} OR (severity_rank = ?{rank} AND (detected_key < ?{detected}
+                " AND (severity_rank, detected_key) <= (?{rank}, ?{detected})
+                 AND (severity_rank < ?{rank} OR (severity_rank = ?{rank} AND (detected_key < ?{detected}
                    OR (detected_key = ?{detected} AND (tenant, source_id) > (?{tenant}, ?{id})))))"
             ));
         }

@@ -288,6 +288,27 @@ CREATE TABLE api_tokens (
     revoked_at TEXT
 ) WITHOUT ROWID;
 "#,
+    // The findings listing's order (worst severity first, latest detection
+    // first with undated last, then tenant and id) as an index, so that a
+    // page reads its rows in order from where the previous one ended
+    // instead of sorting every matching finding; the second index is the
+    // same order within one tenant (a tenant's token always lists one),
+    // which `findings_state` would otherwise win. The two keys are virtual
+    // columns (computed when read, stored only in the index) with the
+    // rank `findings::severity_rank` gives.
+    r#"
+ALTER TABLE findings ADD COLUMN severity_rank INTEGER GENERATED ALWAYS AS (
+    CASE severity WHEN 'critical' THEN 5 WHEN 'high' THEN 4
+        WHEN 'medium' THEN 3 WHEN 'low' THEN 2 WHEN 'none' THEN 1 ELSE 0 END
+) VIRTUAL;
+ALTER TABLE findings ADD COLUMN detected_key TEXT GENERATED ALWAYS AS (
+    COALESCE(last_detected_at, '')
+) VIRTUAL;
+CREATE INDEX findings_listing
+    ON findings(severity_rank DESC, detected_key DESC, tenant, source_id);
+CREATE INDEX findings_tenant_listing
+    ON findings(tenant, severity_rank DESC, detected_key DESC, source_id);
+"#,
 ];
 
 /// The schema version this host writes: the number of migration steps.

@@ -89,6 +89,19 @@ pub fn sim_bin() -> &'static Path {
     })
 }
 
+/// The release `scanner-host` binary beside the benchmark executable:
+/// benchmarks of the API run the real server as its own process. Cargo
+/// does not build it for `cargo bench -p scanner-tests`.
+pub fn host_release_bin() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        workspace_bin(
+            "scanner-host",
+            "Build it with `cargo build --release -p scanner-host -p wiz-sim`.",
+        )
+    })
+}
+
 /// A `wiz-sim` process on a free port; killed when dropped.
 pub struct SimProcess {
     child: std::process::Child,
