@@ -1,7 +1,7 @@
 //! The routes, with the token check in front of `/v1`.
 
 use crate::error::ApiError;
-use crate::middleware::require_token;
+use crate::middleware::{refuse_while_stopping, require_token};
 use crate::state::Api;
 use crate::{
     connect, console, exports, findings, health, integrations, metrics, plugins, repositories,
@@ -27,7 +27,8 @@ async fn wrong_method() -> ApiError {
 
 /// The API's routes over `api`: `/healthz`, `/readyz`, `/metrics` and the
 /// console (`/`, `/console/...`) open, every `/v1` route behind a bearer
-/// token.
+/// token; once the server is stopping, every request but `/healthz` is
+/// answered 503 `shutting-down`.
 pub fn router(api: Api) -> Router {
     let v1 = Router::new()
         .route("/plugins", get(plugins::list))
@@ -76,5 +77,9 @@ pub fn router(api: Api) -> Router {
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            refuse_while_stopping,
+        ))
         .with_state(api)
 }

@@ -7,6 +7,7 @@ mod core;
 mod integrations;
 mod metrics;
 mod scans;
+mod stop;
 // Shared by every module; a helper one module does not use yet is fine.
 #[allow(dead_code)]
 mod support;
