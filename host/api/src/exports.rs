@@ -310,13 +310,16 @@ pub(crate) async fn start(
         tenant.clone(),
     );
     // Its own task: the export waits for the platform long after the
-    // answer; its outcome is recorded in the store.
-    let export = tokio::spawn(async move {
-        Exporter::new(&runtime)
-            .with_polling(polling)
-            .export_with_progress(&exported, request, &policy, &signal)
-            .await
-    });
+    // answer; its outcome is recorded in the store. A stopping server
+    // waits for it.
+    let export = api
+        .background()
+        .spawn(format!("an export to tenant `{tenant}`"), async move {
+            Exporter::new(&runtime)
+                .with_polling(polling)
+                .export_with_progress(&exported, request, &policy, &signal)
+                .await
+        });
     let Ok(id) = begun.await else {
         // Ended before it was recorded: an unknown tenant or a store error.
         let ended = export.await.map_err(|e| {

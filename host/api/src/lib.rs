@@ -22,10 +22,15 @@
 //! its live `.../events`, see [`ScanAnswer`]) and exports of SARIF files
 //! (`POST`/`GET .../exports`, `GET .../exports/{id}`, see [`ExportBody`]).
 //!
+//! On its stop signal the server stops as [`serve`] says: scans end at
+//! their current page, new requests are refused, and it returns within
+//! [`STOP_DEADLINE`].
+//!
 //! `GET /` serves the web console (HTML, script and style embedded in the
 //! binary; no token needed to load it, the page asks for one).
 
 mod auth;
+mod background;
 mod connect;
 mod console;
 mod cursor;
@@ -54,6 +59,8 @@ pub use findings::FindingsPage;
 pub use listen::{ListenError, check_listen};
 pub use router::{documented_routes, router};
 pub use scans::{ScanAnswer, ScanList, StreamError};
+pub use server::STOP_GRACE;
 pub use server::{serve, serve_tls};
 pub use state::Api;
+pub use state::STOP_DEADLINE;
 pub use tls::{TlsError, load_tls};

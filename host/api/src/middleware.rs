@@ -118,6 +118,20 @@ pub(crate) async fn require_token(
     Ok(next.run(request).await)
 }
 
+/// 503 `shutting-down` for every request that arrives once the server is
+/// stopping (on a connection opened before), except `GET /healthz`: the
+/// process still answers.
+pub(crate) async fn refuse_while_stopping(
+    State(api): State<Api>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if api.background().is_stopping() && request.uri().path() != "/healthz" {
+        return Err(ApiError::shutting_down());
+    }
+    Ok(next.run(request).await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! the router and cannot leave a route out.
 
 use crate::error::ApiError;
-use crate::middleware::require_token;
+use crate::middleware::{refuse_while_stopping, require_token};
 use crate::openapi::{ApiDoc, serve_document};
 use crate::state::Api;
 use crate::{
@@ -69,7 +69,8 @@ pub fn documented_routes(api: Api) -> (Router<Api>, utoipa::openapi::OpenApi) {
 
 /// The API's routes over `api`: `/healthz`, `/readyz`, `/metrics`,
 /// `/v1/openapi.json` and the console (`/`, `/console/...`) open, every
-/// other `/v1` route behind a bearer token.
+/// other `/v1` route behind a bearer token; once the server is stopping,
+/// every request but `/healthz` is answered 503 `shutting-down`.
 pub fn router(api: Api) -> Router {
     let (documented, document) = documented_routes(api.clone());
     documented
@@ -80,5 +81,9 @@ pub fn router(api: Api) -> Router {
         .route("/console/style.css", get(console::style))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            refuse_while_stopping,
+        ))
         .with_state(api)
 }

@@ -174,8 +174,13 @@ pub(crate) async fn start(
     let signal = IdSignal(Mutex::new(Some(sender)));
     let scanned = tenant.clone();
     // Its own task: the scan runs on after the answer, and a client that
-    // hangs up does not cut it off between a page and its checkpoint.
-    let scan = tokio::spawn(async move { runtime.scan(&scanned, &signal).await });
+    // hangs up does not cut it off between a page and its checkpoint; a
+    // stopping server waits for it.
+    let scan = api
+        .background()
+        .spawn(format!("the scan of tenant `{tenant}`"), async move {
+            runtime.scan(&scanned, &signal).await
+        });
     // No id: the scan ended before it began (held, unknown, stopping).
     let id = begun.await.ok();
     if params.wait.unwrap_or(false) || id.is_none() {
@@ -265,7 +270,10 @@ pub(crate) async fn show(
 /// The scan's events as Server-Sent Events: `progress` after every stored
 /// page, `waiting` before a retry, and last `end` with the scan as
 /// `GET .../scans/{id}` shows it (at once for a scan that ended). A scan
-/// run by another process is followed through the store.
+/// run by another process is followed through the store; when this server
+/// stops, such a stream ends with an `error` event of kind
+/// `shutting-down` (a scan of this process ends at its page, and its
+/// stream with its `end`).
 #[utoipa::path(
     get,
     path = "/integrations/{tenant}/scans/{id}/events",
@@ -356,6 +364,11 @@ impl Follower {
                 },
                 Follow::Stored { pages } => {
                     let last = *pages;
+                    // The scan goes on in its own process; this stream
+                    // must not hold a stopping server.
+                    if self.api.background().is_stopping() {
+                        return Some(self.error(ApiError::shutting_down()));
+                    }
                     match scan_of(self.api.runtime(), &self.tenant, self.id) {
                         Ok(record) if record.state != "running" => {
                             self.follow = Follow::Finished(Box::new(record));
@@ -370,7 +383,12 @@ impl Follower {
                                     .json_data(stored_progress(&record)),
                             );
                         }
-                        Ok(_) => tokio::time::sleep(STORE_POLL).await,
+                        Ok(_) => {
+                            tokio::select! {
+                                () = tokio::time::sleep(STORE_POLL) => {}
+                                () = self.api.background().stopping() => {}
+                            }
+                        }
                         Err(error) => return Some(self.error(error)),
                     }
                 }

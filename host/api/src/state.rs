@@ -1,9 +1,15 @@
 //! What every handler works on: the runtime and who tokens are.
 
 use crate::auth::Authenticate;
+use crate::background::Background;
 use scanner_runtime::Runtime;
 use scanner_runtime::export::ExportPolling;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a stopping server may take, from its stop signal to its
+/// return, unless [`Api::with_stop_deadline`] says otherwise.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The API's state: the runtime the scheduler also runs on, and what
 /// tells a bearer token's scope.
@@ -12,6 +18,8 @@ pub struct Api {
     runtime: Arc<Runtime>,
     auth: Arc<dyn Authenticate>,
     export_polling: ExportPolling,
+    background: Arc<Background>,
+    stop_deadline: Duration,
 }
 
 impl Api {
@@ -23,7 +31,26 @@ impl Api {
             runtime,
             auth,
             export_polling: ExportPolling::default(),
+            background: Arc::default(),
+            stop_deadline: STOP_DEADLINE,
         }
+    }
+
+    /// The same API with a stopping server returning at most `deadline`
+    /// after its stop signal (default: [`STOP_DEADLINE`]).
+    pub fn with_stop_deadline(mut self, deadline: Duration) -> Api {
+        self.stop_deadline = deadline;
+        self
+    }
+
+    /// How long a stopping server may take.
+    pub(crate) fn stop_deadline(&self) -> Duration {
+        self.stop_deadline
+    }
+
+    /// The scans and exports requests started, and the stopping flag.
+    pub(crate) fn background(&self) -> &Arc<Background> {
+        &self.background
     }
 
     /// The same API with exports asking the platform for their outcome as

@@ -160,12 +160,26 @@ fn a_token_that_reaches_nothing_is_refused() {
 
 /// One HTTP/1.1 request to `addr`; the status line and the body.
 fn http_get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    http_request(addr, "GET", path, token, None)
+}
+
+/// `METHOD path` to `addr` with a JSON `body` when given; the status line
+/// and the body.
+fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the API");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = body.unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .expect("send");
     let mut response = String::new();
@@ -367,4 +381,269 @@ fn findings_filter_by_image_cve_and_detection_and_refuse_malformed_values() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
+}
+
+/// A `wiz-sim` process on a free port of 127.0.0.1 (the debug build beside
+/// `scanner-host`), killed when dropped.
+struct Sim {
+    child: std::process::Child,
+    /// The GraphQL endpoint.
+    api_endpoint: String,
+    /// The token endpoint.
+    auth_url: String,
+}
+
+impl Sim {
+    /// Starts `wiz-sim --port 0 ARGS…` and reads its endpoints.
+    fn start(args: &[&str]) -> Sim {
+        use std::io::{BufRead, BufReader};
+        let bin = Path::new(env!("CARGO_BIN_EXE_scanner-host"))
+            .with_file_name(format!("wiz-sim{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "{} is missing: build it with `cargo build -p scanner-host -p wiz-sim`",
+            bin.display()
+        );
+        let mut child = Command::new(&bin)
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start wiz-sim");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (mut api_endpoint, mut auth_url) = (None, None);
+        // Read to its last line: closing the pipe earlier would make its
+        // remaining prints fail.
+        for line in lines.by_ref() {
+            let line = line.expect("wiz-sim output");
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("API endpoint:") {
+                api_endpoint = Some(url.trim().to_string());
+            } else if let Some(url) = line.strip_prefix("auth URL:") {
+                auth_url = Some(url.trim().to_string());
+            } else if line.starts_with("admin:") {
+                break;
+            }
+        }
+        Sim {
+            child,
+            api_endpoint: api_endpoint.expect("wiz-sim printed its API endpoint"),
+            auth_url: auth_url.expect("wiz-sim printed its auth URL"),
+        }
+    }
+
+    /// The body of `PUT /v1/integrations/{tenant}` for the Wiz plugin
+    /// against this simulator, with its default client.
+    fn integration(&self) -> String {
+        serde_json::json!({
+            "plugin": "wiz",
+            "settings": {
+                "api-endpoint": self.api_endpoint,
+                "auth-url": self.auth_url,
+                "client-id": "sim-client-id",
+                "client-secret": "sim-client-secret",
+            }
+        })
+        .to_string()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One Server-Sent Event: its name and its data as JSON.
+#[derive(Debug)]
+struct SseEvent {
+    name: String,
+    data: serde_json::Value,
+}
+
+/// Opens `GET path` on `addr` as an event stream and sends its events to
+/// the returned channel as they come; the thread ends when the server
+/// closes the stream.
+fn follow_events(
+    addr: &str,
+    path: &str,
+    token: &str,
+) -> (
+    std::sync::mpsc::Receiver<SseEvent>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the API");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let (send, events) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut name = None;
+        // The body is chunked: its chunk-size lines are neither `event:`
+        // nor `data:` lines, and each event comes in one chunk.
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(event) = line.strip_prefix("event:") {
+                name = Some(event.trim().to_string());
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let data = serde_json::from_str(data.trim()).expect("event data is JSON");
+                let name = name.take().unwrap_or_default();
+                if send.send(SseEvent { name, data }).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (events, reader)
+}
+
+/// The open findings of `tenant` in the store at `db`.
+fn open_findings(db: &Path, tenant: &str) -> usize {
+    let store = scanner_store::Database::open(db).expect("open");
+    store
+        .findings(&scanner_store::FindingQuery {
+            tenant: Some(tenant.into()),
+            status: scanner_store::StatusFilter::Open,
+            include_unmapped: true,
+            ..Default::default()
+        })
+        .expect("findings")
+        .len()
+}
+
+#[test]
+fn serve_stops_on_sigterm_with_a_running_api_scan_interrupted_at_a_page_and_resumable() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    // Pages of 500 that take half a second each: the scan is still running
+    // when the signal comes after its first page.
+    let sim = Sim::start(&["--findings", "4000", "--latency-ms", "500"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugin = Path::new(test_components::WIZ_PLUGIN);
+    let created = run(
+        &db,
+        plugin,
+        &["tokens", "create", "--name", "ops", "--admin"],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+
+    // The scheduler scans nothing of its own: only the API's scan runs.
+    let mut child = command(
+        &db,
+        plugin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--first-delay-secs",
+            "86400",
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve ended before listening")
+            .expect("line");
+        if let Some(url) = line.strip_prefix("API listening on http://") {
+            break url.trim().to_string();
+        }
+    };
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    // `acme` is scanned and cut off; `reference` is scanned in one go
+    // afterwards, for the count a complete scan stores.
+    for tenant in ["acme", "reference"] {
+        let path = format!("/v1/integrations/{tenant}");
+        let (status, body) =
+            http_request(&addr, "PUT", &path, Some(&token), Some(&sim.integration()));
+        assert!(status.contains(" 201"), "{status} {body}");
+    }
+    let (status, body) = http_request(
+        &addr,
+        "POST",
+        "/v1/integrations/acme/scans",
+        Some(&token),
+        None,
+    );
+    assert!(status.contains(" 202"), "{status} {body}");
+    let started: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let id = started["scan"]["id"].as_i64().expect("scan id");
+    let (events, reader) = follow_events(
+        &addr,
+        &format!("/v1/integrations/acme/scans/{id}/events"),
+        &token,
+    );
+    let first = events
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a first event");
+    assert_eq!(first.name, "progress", "{first:?}");
+
+    let signalled = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Bounded so a stop that hangs fails the test instead of the suite.
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if signalled.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("serve did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stop_time = signalled.elapsed();
+    println!(
+        "serve stopped {:.2} s after SIGTERM",
+        stop_time.as_secs_f64()
+    );
+    let log = drain.join().expect("stderr").join("\n");
+    assert!(exit.success(), "serve exited {exit:?}: {log}");
+
+    // The event stream ended, with the scan's end as the server stored it.
+    reader.join().expect("event reader");
+    let rest: Vec<SseEvent> = events.try_iter().collect();
+    let end = rest.last().expect("an end event");
+    assert_eq!(end.name, "end", "{rest:?}");
+    assert_eq!(end.data["state"], "interrupted", "{rest:?}");
+
+    // Stored as interrupted, its pages kept.
+    let store = scanner_store::Database::open(&db).expect("open");
+    let scan = store.scan(id).expect("scan").expect("the scan is stored");
+    assert_eq!(scan.state, "interrupted", "{scan:?}");
+    assert!(scan.pages >= 1, "{scan:?}");
+    assert_eq!(end.data["pages"], scan.pages, "{rest:?}");
+    drop(store);
+    let kept = open_findings(&db, "acme");
+    assert!(kept > 0, "the stored pages' findings are gone");
+
+    // The next scan resumes it and completes it.
+    let resumed = run(&db, plugin, &["--format", "json", "scan", "acme"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).expect("JSON");
+    assert_eq!(report["resumed"], true, "{report}");
+    let store = scanner_store::Database::open(&db).expect("open");
+    let scan = store.scan(id).expect("scan").expect("the scan is stored");
+    assert_eq!(scan.state, "completed", "{scan:?}");
+    drop(store);
+    let reference = run(&db, plugin, &["--format", "json", "scan", "reference"]);
+    assert!(reference.status.success(), "{}", stderr(&reference));
+    let complete = open_findings(&db, "reference");
+    assert!(
+        complete > kept,
+        "{complete} findings, {kept} before the resume"
+    );
+    assert_eq!(open_findings(&db, "acme"), complete);
 }

@@ -10,6 +10,7 @@ mod metrics;
 mod openapi;
 mod paging;
 mod scans;
+mod stop;
 // Shared by every module; a helper one module does not use yet is fine.
 #[allow(dead_code)]
 mod support;
