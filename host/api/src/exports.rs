@@ -11,11 +11,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
+use scanner_contract::SastSeverity;
 use scanner_runtime::export::sarif::{self, SarifFindings};
 use scanner_runtime::export::{
-    ExportEvent, ExportPolicy, ExportProgress, ExportRequest, Exporter, InputSummary,
-    mark_orphaned_exports,
+    ExportEvent, ExportPolicy, ExportProgress, ExportRequest, Exporter, mark_orphaned_exports,
 };
 use scanner_store::{ExportRecord, TokenScope};
 use serde::{Deserialize, Serialize};
@@ -160,30 +159,9 @@ pub(crate) struct ListParams {
     limit: Option<usize>,
 }
 
-/// `org/repo` of a repository URL (`https://HOST/ORG/REPO`, `.git`
-/// ignored); 400 for anything else.
-fn repository_name(url: &str) -> Result<String, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "repo `{url}` does not name a repository (expected https://HOST/ORG/REPO)"
-        ))
-    };
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(bad)?;
-    let (host, path) = rest.split_once('/').ok_or_else(bad)?;
-    let name = path.trim_matches('/').trim_end_matches(".git");
-    if host.is_empty() || !name.contains('/') || name.contains(['?', '#', ' ']) {
-        return Err(bad());
-    }
-    Ok(name.to_string())
-}
-
 /// The export the body asks for, its SARIF files read; 400 naming the
 /// file and what is wrong with it.
 fn export_request(body: &ExportBody) -> Result<(ExportRequest, ExportPolicy), ApiError> {
-    let repository_name = repository_name(&body.repo)?;
     if body.branch.trim().is_empty() {
         return Err(ApiError::bad_request("branch must not be empty"));
     }
@@ -202,27 +180,15 @@ fn export_request(body: &ExportBody) -> Result<(ExportRequest, ExportPolicy), Ap
         sarif::parse(&file.name, file.content.as_bytes(), &mut read, &mut seen)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    let is_default = match &body.default_branch {
-        Some(default) => *default == body.branch,
-        None => matches!(body.branch.as_str(), "main" | "master"),
-    };
-    let request = ExportRequest {
-        target: ExportTarget {
-            repository_name,
-            repository_url: body.repo.clone(),
-            branch: body.branch.clone(),
-            is_default_branch: is_default,
-            commit: body.commit.clone(),
-        },
-        scope: if body.diff_scan {
-            ScanScope::Diff
-        } else {
-            ScanScope::Full
-        },
-        analysis_date: time::OffsetDateTime::now_utc(),
-        input: Some(InputSummary::of(&read)),
-        findings: read.findings,
-    };
+    let request = ExportRequest::of_branch(
+        &body.repo,
+        &body.branch,
+        body.default_branch.as_deref(),
+        body.commit.clone(),
+        body.diff_scan,
+        read,
+    )
+    .map_err(|e| ApiError::bad_request(format!("repo {e}")))?;
     let policy = ExportPolicy {
         min_severity: body.min_severity.unwrap_or(SastSeverity::High),
         default_branch_only: !body.all_branches,
@@ -409,29 +375,4 @@ pub(crate) async fn show(
     let Path((tenant, id)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let tenant = visible_tenant(&api, &scope, Ok(Path(tenant)))?;
     Ok(Json(export_of(&api, &tenant, id)?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repository_names_come_from_repository_urls_only() {
-        for (url, name) in [
-            ("https://github.com/acme/shop", "acme/shop"),
-            ("https://github.com/acme/shop.git", "acme/shop"),
-            ("https://gitlab.example/grp/sub/app/", "grp/sub/app"),
-        ] {
-            assert_eq!(repository_name(url).expect(url), name);
-        }
-        for url in [
-            "github.com/acme/shop",
-            "https://github.com/acme",
-            "https:///acme/shop",
-            "ftp://github.com/acme/shop",
-        ] {
-            let error = repository_name(url).expect_err(url);
-            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{url}");
-        }
-    }
 }

@@ -4,13 +4,13 @@ use crate::args::{ExportArgs, Format, Global, SeverityArg};
 use crate::error::report_error;
 use crate::output::{outln, print_json_or, term};
 use crate::setup::{build_runtime, open_store};
-use anyhow::{Context, anyhow, bail};
+use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressStyle};
-use scanner_contract::{ExportTarget, SastSeverity, ScanScope};
+use scanner_contract::SastSeverity;
 use scanner_runtime::export::sarif;
 use scanner_runtime::export::{
-    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, Exporter, InputSummary,
-    plan_export, severity_name,
+    ExportEvent, ExportPlan, ExportPolicy, ExportProgress, ExportRequest, Exporter, plan_export,
+    severity_name,
 };
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -42,27 +42,17 @@ pub(crate) async fn run(
             read.tools.join(", ")
         }
     ));
-    let is_default = match &args.default_branch {
-        Some(d) => *d == args.branch,
-        None => matches!(args.branch.as_str(), "main" | "master"),
-    };
-    let request = ExportRequest {
-        target: ExportTarget {
-            repository_name: repository_name(&args.repo)?,
-            repository_url: args.repo.clone(),
-            branch: args.branch.clone(),
-            is_default_branch: is_default,
-            commit: args.commit.clone(),
-        },
-        scope: if args.diff_scan {
-            ScanScope::Diff
-        } else {
-            ScanScope::Full
-        },
-        analysis_date: time::OffsetDateTime::now_utc(),
-        input: Some(InputSummary::of(&read)),
-        findings: read.findings,
-    };
+    // What the summary line says after the findings moved into the request.
+    let (tools, skipped) = (read.tools.join(", "), read.skipped);
+    let request = ExportRequest::of_branch(
+        &args.repo,
+        &args.branch,
+        args.default_branch.as_deref(),
+        args.commit.clone(),
+        args.diff_scan,
+        read,
+    )
+    .map_err(|e| anyhow!("--repo {e}"))?;
     let policy = ExportPolicy {
         min_severity: match args.min_severity {
             SeverityArg::None => SastSeverity::None,
@@ -117,9 +107,9 @@ pub(crate) async fn run(
             "exported {} of {} finding(s) from {} ({} below the minimum severity, {} suppressed in the files)",
             report.sent,
             report.findings_in,
-            read.tools.join(", "),
+            tools,
             report.filtered,
-            read.skipped
+            skipped
         );
         outln!(
             "the platform handled {} (activity {})",
@@ -143,20 +133,6 @@ pub(crate) async fn run(
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `org/repo` from a repository URL.
-fn repository_name(url: &str) -> anyhow::Result<String> {
-    let parsed = url::Url::parse(url).with_context(|| format!("--repo `{url}` is not a URL"))?;
-    let name = parsed
-        .path()
-        .trim_matches('/')
-        .trim_end_matches(".git")
-        .to_string();
-    if parsed.host_str().is_none() || !name.contains('/') {
-        bail!("--repo `{url}` does not name a repository (expected https://HOST/ORG/REPO)");
-    }
-    Ok(name)
 }
 
 /// Export progress on stderr: a spinner on a terminal, else a line per

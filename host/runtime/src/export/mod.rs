@@ -137,6 +137,65 @@ pub struct ExportRequest {
     pub input: Option<InputSummary>,
 }
 
+/// Why a repository URL names no repository.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` does not name a repository (expected https://HOST/ORG/REPO)")]
+pub struct NotARepository(pub String);
+
+/// `org/repo` of a repository URL (`https://HOST/ORG/REPO`, `.git`
+/// ignored): the name a platform correlates exports with.
+pub fn repository_name(url: &str) -> Result<String, NotARepository> {
+    let bad = || NotARepository(url.to_string());
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let (host, path) = rest.split_once('/').ok_or_else(bad)?;
+    let name = path.trim_matches('/').trim_end_matches(".git");
+    if host.is_empty() || !name.contains('/') || name.contains(['?', '#', ' ']) {
+        return Err(bad());
+    }
+    Ok(name.to_string())
+}
+
+impl ExportRequest {
+    /// The export of `branch` of the repository at `repository_url` with
+    /// the findings `read` from SARIF files, analysed now. The branch is
+    /// the default one when it is `default_branch`, or, when that is not
+    /// known, `main` or `master`. What the CLI's flags and the API's body
+    /// both describe.
+    pub fn of_branch(
+        repository_url: &str,
+        branch: &str,
+        default_branch: Option<&str>,
+        commit: Option<String>,
+        diff_scan: bool,
+        read: SarifFindings,
+    ) -> Result<ExportRequest, NotARepository> {
+        let is_default_branch = match default_branch {
+            Some(default) => default == branch,
+            None => matches!(branch, "main" | "master"),
+        };
+        Ok(ExportRequest {
+            target: ExportTarget {
+                repository_name: repository_name(repository_url)?,
+                repository_url: repository_url.to_string(),
+                branch: branch.to_string(),
+                is_default_branch,
+                commit,
+            },
+            scope: if diff_scan {
+                ScanScope::Diff
+            } else {
+                ScanScope::Full
+            },
+            analysis_date: time::OffsetDateTime::now_utc(),
+            input: Some(InputSummary::of(&read)),
+            findings: read.findings,
+        })
+    }
+}
+
 /// What an export would send and what the platform would mark fixed,
 /// worked out from the store alone: a dry run prints it, an export sends
 /// it unless `refusal` says why not.
@@ -924,5 +983,34 @@ impl<'a> Exporter<'a> {
             });
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod repository_name_tests {
+    use super::*;
+
+    #[test]
+    fn repository_names_come_from_repository_urls_only() {
+        for (url, name) in [
+            ("https://github.com/acme/shop", "acme/shop"),
+            ("https://github.com/acme/shop.git", "acme/shop"),
+            ("https://gitlab.example/grp/sub/app/", "grp/sub/app"),
+        ] {
+            assert_eq!(repository_name(url).expect(url), name);
+        }
+        for url in [
+            "github.com/acme/shop",
+            "https://github.com/acme",
+            "https:///acme/shop",
+            "ftp://github.com/acme/shop",
+            "https://github.com/acme/shop?x=1",
+        ] {
+            assert_eq!(
+                repository_name(url),
+                Err(NotARepository(url.into())),
+                "{url}"
+            );
+        }
     }
 }
