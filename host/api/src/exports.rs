@@ -5,6 +5,7 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::integrations::visible_tenant;
+use crate::listing::{IdSignal, ListParams, visible_tenant_and_id};
 use crate::state::Api;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -13,19 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use scanner_contract::SastSeverity;
 use scanner_runtime::export::sarif::{self, SarifFindings};
-use scanner_runtime::export::{
-    ExportEvent, ExportPolicy, ExportProgress, ExportRequest, Exporter, mark_orphaned_exports,
-};
+use scanner_runtime::export::{ExportPolicy, ExportRequest, Exporter, mark_orphaned_exports};
 use scanner_store::{ExportRecord, TokenScope};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use tokio::sync::oneshot;
-
-/// Exports listed unless `limit` says otherwise.
-const DEFAULT_LIMIT: usize = 50;
-/// The most exports one listing may ask for.
-const MAX_LIMIT: usize = 1000;
 
 /// One SARIF file of an export.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -151,14 +143,6 @@ pub struct ExportList {
     pub exports: Vec<ExportSummary>,
 }
 
-/// The query string of `GET .../exports`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListParams {
-    /// How many exports, newest first.
-    limit: Option<usize>,
-}
-
 /// The export the body asks for, its SARIF files read; 400 naming the
 /// file and what is wrong with it.
 fn export_request(body: &ExportBody) -> Result<(ExportRequest, ExportPolicy), ApiError> {
@@ -199,21 +183,6 @@ fn export_request(body: &ExportBody) -> Result<(ExportRequest, ExportPolicy), Ap
         max_resolve_ratio: ratio,
     };
     Ok((request, policy))
-}
-
-/// Hands the export's id to the request that started it.
-struct IdSignal(Mutex<Option<oneshot::Sender<i64>>>);
-
-impl ExportProgress for IdSignal {
-    fn event(&self, _: &ExportEvent) {}
-
-    fn begun(&self, export_id: i64) {
-        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(sender) = sender {
-            // The request may have gone; the export goes on.
-            let _ = sender.send(export_id);
-        }
-    }
 }
 
 /// Export `id` of `tenant`, exports of processes that are gone settled as
@@ -268,8 +237,7 @@ pub(crate) async fn start(
     if api.runtime().shutting_down() {
         return Err(ApiError::shutting_down());
     }
-    let (sender, begun) = oneshot::channel();
-    let signal = IdSignal(Mutex::new(Some(sender)));
+    let (signal, begun) = IdSignal::new();
     let (runtime, polling, exported) = (
         api.runtime().clone(),
         api.export_polling().clone(),
@@ -338,12 +306,7 @@ pub(crate) async fn list(
 ) -> Result<Json<ExportList>, ApiError> {
     let tenant = visible_tenant(&api, &scope, tenant)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIMIT}, not {limit}"
-        )));
-    }
+    let limit = params.limit()?;
     let store = api.runtime().store();
     mark_orphaned_exports(store, Some(&tenant))?;
     let exports = store
@@ -372,7 +335,6 @@ pub(crate) async fn show(
     Extension(scope): Extension<TokenScope>,
     path: Result<Path<(String, i64)>, PathRejection>,
 ) -> Result<Json<ExportSummary>, ApiError> {
-    let Path((tenant, id)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let tenant = visible_tenant(&api, &scope, Ok(Path(tenant)))?;
+    let (tenant, id) = visible_tenant_and_id(&api, &scope, path)?;
     Ok(Json(export_of(&api, &tenant, id)?))
 }

@@ -4,6 +4,7 @@
 
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
+use crate::listing;
 use crate::state::Api;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -27,8 +28,6 @@ use tokio::sync::mpsc;
 
 /// Rows per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
-/// The most rows one page may ask for.
-const MAX_LIMIT: usize = 1000;
 /// Rows read from the store at a time while a whole listing streams.
 const STREAM_PAGE: usize = 1000;
 /// Bytes gathered before they are sent on as one chunk of a streamed body.
@@ -151,13 +150,7 @@ fn finding_query(params: FindingsParams) -> Result<(FindingQuery, Listing), ApiE
         .map_err(|e| ApiError::bad_request(e.to_string()))?
         .unwrap_or(FindingFormat::Json);
     let listing = if format == FindingFormat::Json {
-        let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(format!(
-                "limit must be 1 to {MAX_LIMIT}, not {limit}"
-            )));
-        }
-        Listing::Page(limit)
+        Listing::Page(listing::limit(params.limit, DEFAULT_LIMIT)?)
     } else if params.limit.is_some() || params.cursor.is_some() {
         return Err(ApiError::bad_request(format!(
             "limit and cursor page the json format only; format={} returns every matching finding",

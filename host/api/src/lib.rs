@@ -40,6 +40,7 @@ mod findings;
 mod health;
 mod integrations;
 mod listen;
+mod listing;
 mod metrics;
 mod middleware;
 mod openapi;

@@ -5,6 +5,7 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::integrations::visible_tenant;
+use crate::listing::{IdSignal, ListParams, visible_tenant_and_id};
 use crate::state::Api;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -13,17 +14,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::Stream;
-use scanner_runtime::{LiveEvent, Progress, Runtime, ScanProgress, live_scan_lock};
+use scanner_runtime::{LiveEvent, Runtime, ScanProgress, live_scan_lock};
 use scanner_store::{ScanRecord, TokenScope};
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
-/// Scans listed unless `limit` says otherwise.
-const DEFAULT_LIMIT: usize = 50;
-/// The most scans one listing may ask for.
-const MAX_LIMIT: usize = 1000;
 /// How often the events of a scan run by another process are read from
 /// the store (this process's scans are followed as they happen).
 const STORE_POLL: Duration = Duration::from_secs(1);
@@ -58,14 +54,6 @@ pub struct StreamError {
 pub(crate) struct StartParams {
     /// Answer when the scan ends instead of once it has begun.
     wait: Option<bool>,
-}
-
-/// The query string of `GET .../scans`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListParams {
-    /// How many scans, newest first.
-    limit: Option<usize>,
 }
 
 /// 500 for a background task that died.
@@ -111,32 +99,6 @@ fn scan_of(runtime: &Runtime, tenant: &str, id: i64) -> Result<ScanRecord, ApiEr
     visible(runtime, record)
 }
 
-/// The tenant and scan id of a `.../scans/{id}` path the token may see.
-fn visible_scan(
-    api: &Api,
-    scope: &TokenScope,
-    path: Result<Path<(String, i64)>, PathRejection>,
-) -> Result<(String, i64), ApiError> {
-    let Path((tenant, id)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let tenant = visible_tenant(api, scope, Ok(Path(tenant)))?;
-    Ok((tenant, id))
-}
-
-/// Hands the scan's id to the request that started it.
-struct IdSignal(Mutex<Option<oneshot::Sender<i64>>>);
-
-impl Progress for IdSignal {
-    fn started(&self, scan_id: i64) {
-        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(sender) = sender {
-            // The request may have gone; the scan goes on.
-            let _ = sender.send(scan_id);
-        }
-    }
-
-    fn page(&self, _: u64, _: Option<u64>) {}
-}
-
 /// Starts a scan of the tenant (or resumes its interrupted one) in the
 /// background and answers 202 with it and its `Location` once it has its
 /// id; with `?wait=true`, 200 when it ends (its error when it fails). 409
@@ -170,8 +132,7 @@ pub(crate) async fn start(
     if runtime.shutting_down() {
         return Err(ApiError::shutting_down());
     }
-    let (sender, begun) = oneshot::channel();
-    let signal = IdSignal(Mutex::new(Some(sender)));
+    let (signal, begun) = IdSignal::new();
     let scanned = tenant.clone();
     // Its own task: the scan runs on after the answer, and a client that
     // hangs up does not cut it off between a page and its checkpoint; a
@@ -229,12 +190,7 @@ pub(crate) async fn list(
 ) -> Result<Json<ScanList>, ApiError> {
     let tenant = visible_tenant(&api, &scope, tenant)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIMIT}, not {limit}"
-        )));
-    }
+    let limit = params.limit()?;
     let scans = api
         .runtime()
         .store()
@@ -263,7 +219,7 @@ pub(crate) async fn show(
     Extension(scope): Extension<TokenScope>,
     path: Result<Path<(String, i64)>, PathRejection>,
 ) -> Result<Json<ScanRecord>, ApiError> {
-    let (tenant, id) = visible_scan(&api, &scope, path)?;
+    let (tenant, id) = visible_tenant_and_id(&api, &scope, path)?;
     Ok(Json(scan_of(api.runtime(), &tenant, id)?))
 }
 
@@ -291,7 +247,7 @@ pub(crate) async fn events(
     Extension(scope): Extension<TokenScope>,
     path: Result<Path<(String, i64)>, PathRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
-    let (tenant, id) = visible_scan(&api, &scope, path)?;
+    let (tenant, id) = visible_tenant_and_id(&api, &scope, path)?;
     // Subscribed before the store is read: a scan that ends in between has
     // its outcome stored by the time its channel closes.
     let live = api.runtime().live_scans().follow(&tenant, id);
