@@ -37,6 +37,7 @@ pub(crate) fn limit(limit: Option<usize>, default: usize) -> Result<usize, ApiEr
 /// The query string of a tenant's scans or exports listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     /// How many, newest first (default 50, at most 1000).
     limit: Option<usize>,

@@ -47,6 +47,7 @@ pub(crate) struct AddRepository {
 
 /// The query of `DELETE /v1/repositories`.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RemoveRepository {
     /// The repository's URL, in any form it was or could have been added.
     url: String,

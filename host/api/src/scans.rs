@@ -51,6 +51,7 @@ pub struct StreamError {
 /// The query string of `POST .../scans`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StartParams {
     /// Answer when the scan ends instead of once it has begun.
     wait: Option<bool>,

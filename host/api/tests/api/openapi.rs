@@ -53,6 +53,16 @@ async fn every_documented_operation_is_a_live_route_and_every_route_is_documente
         assert!(!unrouted, "{method} {path} is documented but not routed");
         // Every documented operation declares a 401 when it needs a token.
         let operation = &document["paths"][path][method.to_lowercase()];
+        // A path parameter is one the path names; the rest are in the query.
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            let name = parameter["name"].as_str().expect("a parameter name");
+            let in_path = path.contains(&format!("{{{name}}}"));
+            let expected = if in_path { "path" } else { "query" };
+            assert_eq!(
+                parameter["in"], expected,
+                "{method} {path}: parameter {name} is documented in the wrong place"
+            );
+        }
         if operation.get("security").is_some() {
             assert!(
                 operation["responses"].get("401").is_some(),
