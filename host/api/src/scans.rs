@@ -14,9 +14,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::Stream;
-use scanner_runtime::{LiveEvent, Runtime, ScanProgress, live_scan_lock};
+use scanner_runtime::{LiveEvent, Runtime, ScanProgress, live_scan_tenants};
 use scanner_store::{ScanRecord, TokenScope};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -66,26 +67,29 @@ fn task_failed(error: tokio::task::JoinError) -> ApiError {
     )
 }
 
+/// The tenants a live process is scanning: read before the scan records
+/// given to [`visible`] (see `live_scan_tenants`).
+fn live_tenants(runtime: &Runtime) -> Result<HashSet<String>, ApiError> {
+    Ok(live_scan_tenants(
+        runtime.store(),
+        time::OffsetDateTime::now_utc(),
+    )?)
+}
+
 /// The scan's record as a client sees it: a scan left running by a
-/// process that is gone shows as interrupted, as it is (the tenant's next
-/// scan resumes it).
-fn visible(runtime: &Runtime, mut record: ScanRecord) -> Result<ScanRecord, ApiError> {
-    if record.state == "running"
-        && live_scan_lock(
-            runtime.store(),
-            &record.tenant,
-            time::OffsetDateTime::now_utc(),
-        )?
-        .is_none()
-    {
+/// process that is gone (its tenant not in `live`) shows as interrupted,
+/// as it is (the tenant's next scan resumes it).
+fn visible(live: &HashSet<String>, mut record: ScanRecord) -> ScanRecord {
+    if record.state == "running" && !live.contains(&record.tenant) {
         record.state = "interrupted".into();
     }
-    Ok(record)
+    record
 }
 
 /// Scan `id` of `tenant`; 404 when there is none or it is another
 /// tenant's.
 fn scan_of(runtime: &Runtime, tenant: &str, id: i64) -> Result<ScanRecord, ApiError> {
+    let live = live_tenants(runtime)?;
     let record = runtime
         .store()
         .scan(id)?
@@ -97,7 +101,7 @@ fn scan_of(runtime: &Runtime, tenant: &str, id: i64) -> Result<ScanRecord, ApiEr
                 format!("tenant `{tenant}` has no scan {id}"),
             )
         })?;
-    visible(runtime, record)
+    Ok(visible(&live, record))
 }
 
 /// Starts a scan of the tenant (or resumes its interrupted one) in the
@@ -192,13 +196,14 @@ pub(crate) async fn list(
     let tenant = visible_tenant(&api, &scope, tenant)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = params.limit()?;
+    let live = live_tenants(api.runtime())?;
     let scans = api
         .runtime()
         .store()
         .scans(&tenant, limit)?
         .into_iter()
-        .map(|r| visible(api.runtime(), r))
-        .collect::<Result<_, _>>()?;
+        .map(|r| visible(&live, r))
+        .collect();
     Ok(Json(ScanList { scans }))
 }
 

@@ -23,13 +23,12 @@ pub(crate) fn visible_statuses(
     scope: &TokenScope,
 ) -> Result<Vec<IntegrationStatus>, ApiError> {
     let store = runtime.store();
-    let now = time::OffsetDateTime::now_utc();
+    // The locks before the rows: see `live_scan_tenants`.
+    let live = scanner_runtime::live_scan_tenants(store, time::OffsetDateTime::now_utc())?;
     let mut rows = store.integration_statuses()?;
     rows.retain(|row| scope.allows_tenant(&row.tenant));
     for row in &mut rows {
-        if row.last_outcome.as_deref() == Some("running")
-            && scanner_runtime::live_scan_lock(store, &row.tenant, now)?.is_none()
-        {
+        if row.last_outcome.as_deref() == Some("running") && !live.contains(&row.tenant) {
             row.last_outcome = Some("interrupted".into());
         }
     }

@@ -26,7 +26,7 @@ mod tenant;
 pub use clock::{Clock, SystemClock};
 pub use error::RuntimeError;
 pub use live::{LiveEvent, LiveScans, ScanProgress, ScanWaiting};
-pub use lock::live_scan_lock;
+pub use lock::{live_scan_lock, live_scan_tenants};
 pub use metrics::Metrics;
 pub use retry::RetryPolicy;
 pub use runtime::{ConnectOptions, Runtime};

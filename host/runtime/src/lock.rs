@@ -4,6 +4,7 @@
 use crate::clock::Clock;
 use crate::error::RuntimeError;
 use scanner_store::{Database, StoreError, TenantLock};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -57,9 +58,33 @@ pub fn live_scan_lock(
     now: OffsetDateTime,
 ) -> Result<Option<TenantLock>, StoreError> {
     let me = LockHolder::of_this_process();
+    Ok(store.tenant_lock(tenant)?.filter(|l| is_live(&me, l, now)))
+}
+
+/// Whether `lock` is held by a live process as `me` sees it at `now`.
+fn is_live(me: &LockHolder, lock: &TenantLock, now: OffsetDateTime) -> bool {
+    lock.expires_at > scanner_store::timestamp(now) && !me.is_gone(lock)
+}
+
+/// The tenants a live process is scanning, as their locks say at `now`.
+///
+/// Read them before the scan records they are compared with: a scan
+/// stores its outcome before it gives its lock back, so a record read
+/// afterwards that still says `running`, of a tenant not in the set, was
+/// cut off (its process was killed) and is not merely ending. Read the
+/// other way round, a scan that ends between the two reads would look
+/// cut off.
+pub fn live_scan_tenants(
+    store: &Database,
+    now: OffsetDateTime,
+) -> Result<HashSet<String>, StoreError> {
+    let me = LockHolder::of_this_process();
     Ok(store
-        .tenant_lock(tenant)?
-        .filter(|l| l.expires_at > scanner_store::timestamp(now) && !me.is_gone(l)))
+        .tenant_locks()?
+        .into_iter()
+        .filter(|(_, lock)| is_live(&me, lock, now))
+        .map(|(tenant, _)| tenant)
+        .collect())
 }
 
 /// A tenant's scan lock held by this process, renewed in the background
@@ -134,5 +159,39 @@ impl ScanLock {
         if let Err(e) = self.store.release_tenant_lock(tenant, &self.id) {
             tracing::warn!(tenant, error = %e, "could not release the tenant's scan lock");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_scan_tenants_are_those_with_an_unexpired_lock_of_a_live_process() {
+        let store = Database::open_in_memory().expect("open");
+        let me = LockHolder::of_this_process();
+        let now = OffsetDateTime::now_utc();
+        let hour = time::Duration::hours(1);
+        let lock = |tenant: &str, pid: u32, expires: OffsetDateTime| {
+            store
+                .acquire_tenant_lock(tenant, tenant, &me.host, pid, now, expires, |_| false)
+                .expect("lock");
+        };
+        lock("scanning", me.pid, now + hour);
+        lock("expired", me.pid, now - hour);
+        // A pid no process has (above Linux's pid_max).
+        lock("killed", 4_194_305, now + hour);
+        let live = live_scan_tenants(&store, now).expect("locks");
+        assert_eq!(live, HashSet::from(["scanning".to_string()]));
+        assert!(
+            live_scan_lock(&store, "scanning", now)
+                .expect("lock")
+                .is_some()
+        );
+        assert!(
+            live_scan_lock(&store, "killed", now)
+                .expect("lock")
+                .is_none()
+        );
     }
 }

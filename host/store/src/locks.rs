@@ -86,6 +86,27 @@ impl Database {
         Self::read_lock(&self.conn(), tenant)
     }
 
+    /// Every tenant's lock, with its tenant (expired locks included).
+    pub fn tenant_locks(&self) -> Result<Vec<(String, TenantLock)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT tenant, holder, host, pid, acquired_at, expires_at FROM tenant_locks",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                TenantLock {
+                    holder: r.get(1)?,
+                    host: r.get(2)?,
+                    pid: r.get(3)?,
+                    acquired_at: r.get(4)?,
+                    expires_at: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn read_lock(conn: &Connection, tenant: &str) -> Result<Option<TenantLock>, StoreError> {
         Ok(conn
             .query_row(

@@ -54,14 +54,13 @@ async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Database>> {
 
 /// The integrations and recent exports as tables or one JSON object.
 fn status(store: &Database, format: Format) -> anyhow::Result<()> {
-    let mut rows = store.integration_statuses()?;
     // A scan recorded running that no live process holds was cut off (its
     // host was killed): it is interrupted, and the next scan resumes it.
-    let now = time::OffsetDateTime::now_utc();
+    // The locks are read before the rows (see `live_scan_tenants`).
+    let live = scanner_runtime::live_scan_tenants(store, time::OffsetDateTime::now_utc())?;
+    let mut rows = store.integration_statuses()?;
     for row in &mut rows {
-        if row.last_outcome.as_deref() == Some("running")
-            && scanner_runtime::live_scan_lock(store, &row.tenant, now)?.is_none()
-        {
+        if row.last_outcome.as_deref() == Some("running") && !live.contains(&row.tenant) {
             row.last_outcome = Some("interrupted".into());
         }
     }
