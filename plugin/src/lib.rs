@@ -1,4 +1,4 @@
-//! The Wiz connector, a `scanner:plugin@0.2.0` component.
+//! The Wiz connector, a `scanner:plugin@0.3.0` component.
 //!
 //! - `describe` / `configure`: [`config`] (fields, validation, auth URL
 //!   derivation, the origins the tenant's sandbox must allow);

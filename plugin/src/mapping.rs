@@ -7,8 +7,8 @@
 //! alone.
 
 use crate::source::{
-    Finding, FindingKind, FindingStatus, ImageLocation, Location, RawRecord, RepositoryLocation,
-    Severity,
+    Epss, Finding, FindingKind, FindingStatus, ImageLocation, Location, Project, RawRecord,
+    RepositoryLocation, Severity,
 };
 use crate::types::{ErrorDetail, PluginError};
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,16 @@ pub struct Node {
     pub fixed_version: Option<String>,
     pub location_path: Option<String>,
     pub portal_url: Option<String>,
+    pub has_exploit: Option<bool>,
+    pub has_cisa_kev_exploit: Option<bool>,
+    /// `LOW` … `CRITICAL`.
+    pub epss_severity: Option<String>,
+    /// Public samples show 0–100 (`46.2`); one fake shows 0–1. Read as
+    /// 0–100; a value outside it is dropped.
+    pub epss_percentile: Option<f64>,
+    /// 0–1.
+    pub epss_probability: Option<f64>,
+    pub projects: Option<Vec<ProjectNode>>,
     pub vulnerable_asset: Option<Asset>,
     /// The repository `fetch-page` resolved for a repository-branch asset.
     #[serde(rename = "_resolvedRepository")]
@@ -124,6 +134,14 @@ pub struct Asset {
     pub image_tags: Option<Vec<Option<String>>>,
     pub registry: Option<Named>,
     pub repository: Option<Named>,
+}
+
+/// A project a finding belongs to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProjectNode {
+    pub id: Option<String>,
+    pub name: Option<String>,
 }
 
 /// An object of which only the name is read.
@@ -189,6 +207,20 @@ impl Node {
             fixed_version: lenient_text(v, "fixedVersion"),
             location_path: lenient_text(v, "locationPath"),
             portal_url: lenient_text(v, "portalUrl"),
+            has_exploit: v.get("hasExploit").and_then(Value::as_bool),
+            has_cisa_kev_exploit: v.get("hasCisaKevExploit").and_then(Value::as_bool),
+            epss_severity: lenient_text(v, "epssSeverity"),
+            epss_percentile: v.get("epssPercentile").and_then(Value::as_f64),
+            epss_probability: v.get("epssProbability").and_then(Value::as_f64),
+            projects: v.get("projects").and_then(Value::as_array).map(|list| {
+                list.iter()
+                    .filter(|p| p.is_object())
+                    .map(|p| ProjectNode {
+                        id: lenient_text(p, "id"),
+                        name: lenient_text(p, "name"),
+                    })
+                    .collect()
+            }),
             vulnerable_asset: asset.map(|a| Asset {
                 id: lenient_text(a, "id"),
                 kind: lenient_text(a, "type"),
@@ -229,8 +261,10 @@ fn given(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
-/// Map one record: `Ok(None)` when it is not imported (not open, no CVE,
-/// a kind the tenant disabled or one the connector does not import).
+/// Map one record (`map-finding`): `Ok(None)` when it is not imported (no
+/// CVE, a kind the tenant disabled or one the connector does not import).
+/// A finding that is not open is mapped with its status, as an incremental
+/// page reports it.
 pub fn map_record(record: &RawRecord, kinds: Kinds) -> Result<Option<Finding>, PluginError> {
     let node = Node::parse(&record.body).map_err(|e| {
         PluginError::Protocol(ErrorDetail {
@@ -244,13 +278,15 @@ pub fn map_record(record: &RawRecord, kinds: Kinds) -> Result<Option<Finding>, P
             code: None,
         }));
     }
-    Ok(map_node(node, kinds))
+    Ok(map_node(node, kinds, true))
 }
 
-/// Map one node that has an id: `None` when it is not imported.
-pub fn map_node(node: Node, kinds: Kinds) -> Option<Finding> {
+/// Map one node that has an id: `None` when it is not imported. Only open
+/// findings are imported unless `any_status` (an incremental page, or
+/// `map-finding`), where the status is reported as it is.
+pub fn map_node(node: Node, kinds: Kinds, any_status: bool) -> Option<Finding> {
     let status = status(node.status.as_deref());
-    if status != FindingStatus::Open {
+    if status != FindingStatus::Open && !any_status {
         return None;
     }
     let mut cves = Vec::new();
@@ -293,10 +329,37 @@ pub fn map_node(node: Node, kinds: Kinds) -> Option<Finding> {
         ),
         _ => return None,
     };
-    let severity = [&node.vendor_severity, &node.severity, &node.cvss_severity]
-        .into_iter()
-        .find_map(|s| severity(s.as_deref()))
+    // Wiz's own severity first: it is the one Wiz's portal shows and
+    // sorts by; the vendor's and the CVSS rating are kept beside it.
+    let vendor_severity = severity(node.vendor_severity.as_deref());
+    let cvss_severity = severity(node.cvss_severity.as_deref());
+    let severity = severity(node.severity.as_deref())
+        .or(vendor_severity)
+        .or(cvss_severity)
         .unwrap_or(Severity::Unknown);
+    let epss = match (node.epss_probability, node.epss_percentile) {
+        (Some(probability), Some(percentile))
+            if (0.0..=1.0).contains(&probability) && (0.0..=100.0).contains(&percentile) =>
+        {
+            Some(Epss {
+                probability,
+                percentile,
+                severity: self::severity(node.epss_severity.as_deref()),
+            })
+        }
+        _ => None,
+    };
+    let projects = node
+        .projects
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            Some(Project {
+                id: given(p.id)?,
+                name: given(p.name),
+            })
+        })
+        .collect();
     let package = given(node.detailed_name);
     let title = match &package {
         Some(p) => format!("{} in {p}", cves.join(", ")),
@@ -308,7 +371,12 @@ pub fn map_node(node: Node, kinds: Kinds) -> Option<Finding> {
         title,
         description: given(node.description).or_else(|| given(node.cve_description)),
         severity,
-        score: node.score,
+        score: node.score.filter(|s| (0.0..=10.0).contains(s)),
+        cvss_severity,
+        vendor_severity,
+        has_exploit: node.has_exploit,
+        has_cisa_kev_exploit: node.has_cisa_kev_exploit,
+        epss,
         status,
         kind,
         package_name: package,
@@ -319,6 +387,7 @@ pub fn map_node(node: Node, kinds: Kinds) -> Option<Finding> {
         last_detected_at: given(node.last_detected_at),
         portal_url: given(node.portal_url),
         remediation: given(node.remediation),
+        projects,
     })
 }
 
@@ -402,12 +471,19 @@ mod tests {
             .expect("ok")
             .is_none()
         );
-        let mut v = base.clone();
-        v["status"] = "RESOLVED".into();
-        assert!(map_record(&rec(v), BOTH).expect("ok").is_none());
-        let mut v = base.clone();
-        v["status"] = "SOMETHING_NEW".into();
-        assert!(map_record(&rec(v), BOTH).expect("ok").is_none());
+        for (wiz, status) in [
+            ("RESOLVED", FindingStatus::Resolved),
+            ("REJECTED", FindingStatus::Suppressed),
+            ("IN_PROGRESS", FindingStatus::InProgress),
+            ("SOMETHING_NEW", FindingStatus::Unknown),
+        ] {
+            let mut v = base.clone();
+            v["status"] = wiz.into();
+            let node = Node::parse(&v.to_string()).expect("node");
+            assert!(map_node(node, BOTH, false).is_none(), "{wiz}: full scan");
+            let mapped = map_record(&rec(v), BOTH).expect("ok").expect("mapped");
+            assert_eq!(mapped.status, status, "{wiz}: reported as it is");
+        }
         let mut v = base.clone();
         v["name"] = "GHSA-aaaa-bbbb-cccc".into();
         assert!(map_record(&rec(v), BOTH).expect("ok").is_none());

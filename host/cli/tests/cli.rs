@@ -326,6 +326,7 @@ fn findings_filter_by_image_cve_and_detection_and_refuse_malformed_values() {
         last_detected_at: Some(detected.into()),
         portal_url: None,
         remediation: None,
+        triage: Default::default(),
     };
     {
         let store = scanner_store::Database::open(&db).expect("open");

@@ -432,6 +432,48 @@ pub struct Finding {
     pub portal_url: Option<String>,
     /// How to fix it.
     pub remediation: Option<String>,
+    /// What analysts triage it by, beyond `severity`.
+    #[serde(default)]
+    pub triage: Triage,
+}
+
+/// What analysts triage a finding by, beyond the scanner's severity (the
+/// WIT `finding`'s `cvss-severity` to `projects`). Every field is optional:
+/// a scanner that does not say leaves it empty, never false or zero.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Triage {
+    /// The CVSS rating of the finding's score.
+    pub cvss_severity: Option<Severity>,
+    /// The package vendor's or advisory's severity.
+    pub vendor_severity: Option<Severity>,
+    /// A public exploit is known.
+    pub has_exploit: Option<bool>,
+    /// The CVE is in CISA's Known Exploited Vulnerabilities catalog.
+    pub has_cisa_kev_exploit: Option<bool>,
+    /// EPSS figures of the CVE.
+    pub epss: Option<Epss>,
+    /// The scanner's projects the finding belongs to.
+    pub projects: Vec<Project>,
+}
+
+/// EPSS figures of a CVE (WIT `epss`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Epss {
+    /// Probability of exploitation in the next 30 days, 0 to 1.
+    pub probability: f64,
+    /// Percentile of the probability, 0 to 100.
+    pub percentile: f64,
+    /// The scanner's band for it.
+    pub severity: Option<Severity>,
+}
+
+/// A scanner project a finding belongs to (WIT `project`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// The project's id at the scanner.
+    pub id: String,
+    /// Its name, when known.
+    pub name: Option<String>,
 }
 
 /// Which page to fetch (WIT `page-request`).
@@ -461,6 +503,8 @@ pub struct Page {
     pub next_cursor: Option<String>,
     /// Total records, when known.
     pub total: Option<u64>,
+    /// The page answers `updated-since` (see [`FindingPage::incremental`]).
+    pub incremental: bool,
 }
 
 /// A record a plugin could not map (WIT `rejected-record`).
@@ -485,6 +529,10 @@ pub struct FindingPage {
     pub next_cursor: Option<String>,
     /// Total records, when known.
     pub total: Option<u64>,
+    /// The page answers the request's `updated-since`: only findings
+    /// changed since, of any status, applied as changes. `false`: part of a
+    /// full scan of open findings.
+    pub incremental: bool,
 }
 
 impl FindingPage {

@@ -297,11 +297,13 @@ pub(crate) fn page(p: wsrc::Page) -> contract::Page {
         records,
         next_cursor,
         total,
+        incremental,
     } = p;
     contract::Page {
         records: records.into_iter().map(raw_record_in).collect(),
         next_cursor,
         total,
+        incremental,
     }
 }
 
@@ -312,6 +314,7 @@ pub(crate) fn finding_page(p: wsrc::FindingPage) -> contract::FindingPage {
         rejected,
         next_cursor,
         total,
+        incremental,
     } = p;
     contract::FindingPage {
         findings: findings.into_iter().map(finding).collect(),
@@ -319,6 +322,7 @@ pub(crate) fn finding_page(p: wsrc::FindingPage) -> contract::FindingPage {
         rejected: rejected.into_iter().map(rejected_record).collect(),
         next_cursor,
         total,
+        incremental,
     }
 }
 
@@ -343,6 +347,11 @@ pub(crate) fn finding(f: wsrc::Finding) -> contract::Finding {
         description,
         severity,
         score,
+        cvss_severity,
+        vendor_severity,
+        has_exploit,
+        has_cisa_kev_exploit,
+        epss,
         status,
         kind,
         package_name,
@@ -353,20 +362,14 @@ pub(crate) fn finding(f: wsrc::Finding) -> contract::Finding {
         last_detected_at,
         portal_url,
         remediation,
+        projects,
     } = f;
     contract::Finding {
         source_id,
         cve_ids,
         title,
         description,
-        severity: match severity {
-            wsrc::Severity::Unknown => contract::Severity::Unknown,
-            wsrc::Severity::None => contract::Severity::None,
-            wsrc::Severity::Low => contract::Severity::Low,
-            wsrc::Severity::Medium => contract::Severity::Medium,
-            wsrc::Severity::High => contract::Severity::High,
-            wsrc::Severity::Critical => contract::Severity::Critical,
-        },
+        severity: severity_in(severity),
         score,
         status: match status {
             wsrc::FindingStatus::Open => contract::FindingStatus::Open,
@@ -388,6 +391,38 @@ pub(crate) fn finding(f: wsrc::Finding) -> contract::Finding {
         last_detected_at,
         portal_url,
         remediation,
+        triage: contract::Triage {
+            cvss_severity: cvss_severity.map(severity_in),
+            vendor_severity: vendor_severity.map(severity_in),
+            has_exploit,
+            has_cisa_kev_exploit,
+            epss: epss.map(
+                |wsrc::Epss {
+                     probability,
+                     percentile,
+                     severity,
+                 }| contract::Epss {
+                    probability,
+                    percentile,
+                    severity: severity.map(severity_in),
+                },
+            ),
+            projects: projects
+                .into_iter()
+                .map(|wsrc::Project { id, name }| contract::Project { id, name })
+                .collect(),
+        },
+    }
+}
+
+fn severity_in(s: wsrc::Severity) -> contract::Severity {
+    match s {
+        wsrc::Severity::Unknown => contract::Severity::Unknown,
+        wsrc::Severity::None => contract::Severity::None,
+        wsrc::Severity::Low => contract::Severity::Low,
+        wsrc::Severity::Medium => contract::Severity::Medium,
+        wsrc::Severity::High => contract::Severity::High,
+        wsrc::Severity::Critical => contract::Severity::Critical,
     }
 }
 

@@ -547,6 +547,7 @@ mod tests {
             last_detected_at: last_detected_at.map(str::to_string),
             portal_url: None,
             remediation: None,
+            triage: Default::default(),
         }
     }
 

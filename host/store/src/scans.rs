@@ -629,6 +629,7 @@ mod tests {
             last_detected_at: None,
             portal_url: None,
             remediation: None,
+            triage: Default::default(),
         }
     }
 
@@ -749,6 +750,7 @@ mod tests {
                 last_detected_at: None,
                 portal_url: None,
                 remediation: None,
+                triage: Default::default(),
             })
             .collect();
         store

@@ -38,6 +38,7 @@ fn finding(id: &str, repo: &str) -> Finding {
         last_detected_at: Some("2025-06-01T00:00:00Z".into()),
         portal_url: None,
         remediation: None,
+        triage: Default::default(),
     }
 }
 

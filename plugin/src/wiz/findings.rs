@@ -23,7 +23,8 @@ pub const FINDINGS_QUERY: &str = "query VulnerabilityFindingsPage($filterBy: Vul
     nodes {
       id name vulnerabilityExternalId status vendorSeverity severity CVSSSeverity score
       firstDetectedAt lastDetectedAt description remediation detailedName version fixedVersion
-      locationPath portalUrl
+      locationPath portalUrl hasExploit hasCisaKevExploit epssSeverity epssPercentile
+      epssProbability projects { id name }
       vulnerableAsset {
         ... on VulnerableAssetBase { id type name providerUniqueId }
         ... on VulnerableAssetContainerImage { imageId imageTags registry { name } repository { name } }
@@ -35,17 +36,31 @@ pub const FINDINGS_QUERY: &str = "query VulnerabilityFindingsPage($filterBy: Vul
   }
 }";
 
-/// The findings a scan asks for: open ones of `asset_types`, changed after
-/// `updated_since` when given.
+/// Every status a Wiz vulnerability finding can have. Named explicitly:
+/// whether Wiz returns all of them when `status` is left out is not
+/// documented (one public client reports only open ones).
+const ALL_STATUSES: [&str; 4] = ["OPEN", "IN_PROGRESS", "RESOLVED", "REJECTED"];
+
+/// The findings a scan asks for, of `asset_types`: a full scan asks for
+/// the open ones; an incremental scan for those of any status updated after
+/// `updated_since`, so that resolved and reopened ones are seen as such.
+///
+/// Wiz documents `updatedAt: {after}` without saying whether the bound is
+/// inclusive; the host passes a time with a safety overlap, so either
+/// reading is safe (a finding seen twice is applied twice, to the same
+/// state).
 pub(super) fn findings_filter<T: Serialize>(
     asset_types: &[T],
     updated_since: Option<&str>,
 ) -> Value {
-    let mut filter = json!({"status": ["OPEN"], "assetType": asset_types});
-    if let Some(since) = updated_since {
-        filter["updatedAt"] = json!({"after": since});
+    match updated_since {
+        None => json!({"status": ["OPEN"], "assetType": asset_types}),
+        Some(since) => json!({
+            "status": ALL_STATUSES,
+            "assetType": asset_types,
+            "updatedAt": {"after": since},
+        }),
     }
-    filter
 }
 
 /// A page's nodes, typed, each with its JSON text when it was kept.

@@ -229,6 +229,7 @@ impl<E: Env> Client<'_, E> {
             records,
             next_cursor: page.next_cursor,
             total: page.total,
+            incremental: request.updated_since.is_some(),
         })
     }
 
@@ -241,10 +242,11 @@ impl<E: Env> Client<'_, E> {
         kinds: Kinds,
     ) -> Result<FindingPage, PluginError> {
         let page = self.fetch_nodes(request, vcs_refreshed, inflight, false)?;
+        let incremental = request.updated_since.is_some();
         let mut findings = Vec::with_capacity(page.nodes.len());
         let mut skipped = 0u32;
         for (_, node) in page.nodes {
-            match mapping::map_node(node, kinds) {
+            match mapping::map_node(node, kinds, incremental) {
                 Some(f) => findings.push(f),
                 None => skipped += 1,
             }
@@ -255,6 +257,7 @@ impl<E: Env> Client<'_, E> {
             rejected: Vec::new(),
             next_cursor: page.next_cursor,
             total: page.total,
+            incremental,
         })
     }
 

@@ -107,6 +107,7 @@ fn seeded(i: usize) -> Finding {
         last_detected_at: Some(detected),
         portal_url: Some(format!("https://app.wiz.io/issues#~(issue~'{i})")),
         remediation: Some("Upgrade the package to the fixed version.".into()),
+        triage: Default::default(),
     }
 }
 

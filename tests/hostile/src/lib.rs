@@ -141,6 +141,7 @@ fn page(records: Vec<RawRecord>, next_cursor: Option<String>) -> Page {
         records,
         next_cursor,
         total: None,
+        incremental: false,
     }
 }
 
@@ -154,6 +155,11 @@ fn as_finding(r: RawRecord) -> Finding {
         description: None,
         severity: Severity::Unknown,
         score: None,
+        cvss_severity: None,
+        vendor_severity: None,
+        has_exploit: None,
+        has_cisa_kev_exploit: None,
+        epss: None,
         status: FindingStatus::Open,
         kind: FindingKind::Other,
         package_name: None,
@@ -164,6 +170,7 @@ fn as_finding(r: RawRecord) -> Finding {
         last_detected_at: None,
         portal_url: None,
         remediation: None,
+        projects: Vec::new(),
     }
 }
 
@@ -384,6 +391,7 @@ impl Guest for Hostile {
                     rejected: Vec::new(),
                     next_cursor: Some((n + 1).to_string()),
                     total: None,
+                    incremental: false,
                 });
             }
             _ => &[],
@@ -400,6 +408,7 @@ impl Guest for Hostile {
                 rejected: Vec::new(),
                 next_cursor: None,
                 total: None,
+                incremental: false,
             });
         }
         let page = Self::fetch_page(request)?;
@@ -409,6 +418,7 @@ impl Guest for Hostile {
             rejected: Vec::new(),
             next_cursor: page.next_cursor,
             total: page.total,
+            incremental: false,
         })
     }
 
