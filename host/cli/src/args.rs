@@ -133,11 +133,17 @@ pub(crate) enum Command {
     /// Export SAST findings from SARIF files to the tenant's platform, as
     /// the complete set of findings of one repository branch.
     Export(ExportArgs),
-    /// Scan a tenant now.
+    /// Scan a tenant now: incremental (what changed since the last scan)
+    /// between full scans as the schedule says, else full.
     Scan {
         /// Tenant name.
         tenant: String,
+        /// A full scan, whatever the schedule says.
+        #[arg(long)]
+        full: bool,
     },
+    /// Set how often one integration is scanned, or show it.
+    Schedule(ScheduleArgs),
     /// Integrations, their last scans and counts.
     Status,
     /// List findings.
@@ -154,9 +160,14 @@ pub(crate) enum Command {
     /// until SIGINT or SIGTERM (a second signal exits at once; scans
     /// resume from their last stored page).
     Serve {
-        /// Hours between scans of an integration (up to a year).
+        /// Hours between full scans of an integration (up to a year).
         #[arg(long, default_value_t = 6.0, value_parser = parse_interval_hours)]
         interval_hours: f64,
+        /// Hours between incremental scans (only what changed) between
+        /// full ones; 0 turns them off. Integrations may set their own
+        /// (`schedule`).
+        #[arg(long, default_value_t = 1.0, value_parser = parse_optional_hours)]
+        incremental_hours: f64,
         /// Seconds between connecting and the first scan (up to a day).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         first_delay_secs: u64,
@@ -439,6 +450,32 @@ fn parse_interval_hours(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(hours)
+}
+
+/// Hours between incremental scans: as [`parse_interval_hours`], or 0 for
+/// none.
+fn parse_optional_hours(s: &str) -> Result<f64, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
+    parse_interval_hours(s).map_err(|e| format!("{e}, or 0 for none"))
+}
+
+/// `schedule`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct ScheduleArgs {
+    /// Tenant name.
+    pub(crate) tenant: String,
+    /// Hours between the integration's full scans.
+    #[arg(long, value_parser = parse_interval_hours)]
+    pub(crate) full_hours: Option<f64>,
+    /// Hours between its incremental scans; 0 turns them off.
+    #[arg(long, value_parser = parse_optional_hours)]
+    pub(crate) incremental_hours: Option<f64>,
+    /// Forget the integration's own intervals: use the host's (`serve
+    /// --interval-hours`, `--incremental-hours`).
+    #[arg(long, conflicts_with_all = ["full_hours", "incremental_hours"])]
+    pub(crate) host_default: bool,
 }
 
 /// An RFC 3339 timestamp.

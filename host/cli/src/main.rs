@@ -73,12 +73,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::test::run(global, tenant, export, format).await
         }
         Command::Export(args) => commands::export::run(global, args, format).await,
-        Command::Scan { tenant } => commands::scan::run(global, tenant, format).await,
+        Command::Scan { tenant, full } => commands::scan::run(global, tenant, full, format).await,
+        Command::Schedule(args) => commands::schedule::run(global, args, format),
         Command::Status => commands::status::run(global, format).await,
         Command::Findings(args) => commands::findings::run(global, args, format),
         Command::Disconnect { tenant, yes } => commands::disconnect::run(global, tenant, yes),
         Command::Serve {
             interval_hours,
+            incremental_hours,
             first_delay_secs,
             concurrency,
             listen,
@@ -93,7 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             commands::serve::run(
                 global,
-                interval_hours,
+                (interval_hours, incremental_hours),
                 first_delay_secs,
                 concurrency,
                 listen,

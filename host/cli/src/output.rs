@@ -5,7 +5,7 @@ use crate::args::{Cli, ColorArg, Format, LogFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 use scanner_engine::escape_untrusted;
 use scanner_formats::{FindingFormat, Producer, csv_cell, write_findings};
-use scanner_runtime::{Progress, Runtime, ScanReport};
+use scanner_runtime::{Progress, Runtime, ScanReport, ScanRequest};
 use scanner_store::FindingRow;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -90,6 +90,7 @@ impl Progress for Bar {
 pub(crate) async fn scan_with_progress(
     runtime: &Runtime,
     tenant: &str,
+    request: ScanRequest,
 ) -> anyhow::Result<ScanReport> {
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
@@ -110,7 +111,7 @@ pub(crate) async fn scan_with_progress(
         bar,
         tenant: tenant.to_string(),
     };
-    let result = runtime.scan(tenant, &progress).await;
+    let result = runtime.scan_with(tenant, request, &progress).await;
     progress.bar.finish_and_clear();
     Ok(result?)
 }
@@ -118,8 +119,13 @@ pub(crate) async fn scan_with_progress(
 /// A scan's report as one line.
 pub(crate) fn print_report(report: &ScanReport) -> anyhow::Result<()> {
     outln!(
-        "scanned `{}`{}: {} new, {} updated, {} reopened, {} resolved, {} skipped ({} pages, {} retries)",
+        "scanned `{}`{}{}: {} new, {} updated, {} reopened, {} resolved, {} skipped ({} pages, {} retries)",
         report.tenant,
+        if report.incremental {
+            " (incremental: what changed since the last scan)"
+        } else {
+            ""
+        },
         if report.resumed { " (resumed)" } else { "" },
         report.new,
         report.updated,

@@ -21,6 +21,7 @@ mod scan;
 pub mod scheduler;
 mod scratch;
 mod shutdown;
+mod sync;
 mod tenant;
 
 pub use clock::{Clock, SystemClock};
@@ -31,4 +32,5 @@ pub use metrics::Metrics;
 pub use retry::RetryPolicy;
 pub use runtime::{ConnectOptions, Runtime};
 pub use scan::{Progress, ScanCaps, ScanReport, ScanTimings};
+pub use sync::{ScanRequest, SyncPolicy};
 pub use tenant::check_tenant_name;

@@ -12,6 +12,7 @@ use crate::retry::RetryPolicy;
 use crate::scan::{Progress, Scan, ScanCaps, ScanReport};
 use crate::scratch::ScratchKv;
 use crate::shutdown::ShutdownSignal;
+use crate::sync::{ScanRequest, SyncPolicy};
 use crate::tenant::{TenantSetup, check_tenant_name};
 use scanner_contract::{ConnectionInfo, PluginError, PluginInfo, Settings};
 use scanner_engine::{Engine, Plugin, SinkInstance, SourceInstance};
@@ -47,7 +48,7 @@ pub struct Runtime {
     running: std::sync::Mutex<std::collections::HashSet<String>>,
     shutdown: Arc<ShutdownSignal>,
     first_scan_delay: Duration,
-    scan_interval: Duration,
+    sync: SyncPolicy,
     max_empty_pages: u32,
     holder: LockHolder,
     live: LiveScans,
@@ -72,7 +73,7 @@ impl Runtime {
             running: Default::default(),
             shutdown: Arc::default(),
             first_scan_delay: Duration::from_secs(30),
-            scan_interval: Duration::from_secs(6 * 60 * 60),
+            sync: SyncPolicy::default(),
             max_empty_pages: 1000,
             holder: LockHolder::of_this_process(),
             live: LiveScans::default(),
@@ -86,11 +87,24 @@ impl Runtime {
         self
     }
 
-    /// The time from one scan's end to the next one's slot (default 6 h):
-    /// a scan run by hand moves the slot as a scheduled one does.
+    /// The time from one full scan's end to the next full scan (default
+    /// 6 h): a scan run by hand moves the slot as a scheduled one does.
     pub fn with_scan_interval(mut self, interval: Duration) -> Self {
-        self.scan_interval = interval;
+        self.sync.full_every = interval;
         self
+    }
+
+    /// The time from one scan's end to the next incremental scan (default
+    /// 1 h; `None`: full scans only), for integrations that set none of
+    /// their own.
+    pub fn with_incremental_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sync.incremental_every = interval;
+        self
+    }
+
+    /// When scans are full or incremental, and due.
+    pub fn sync_policy(&self) -> &SyncPolicy {
+        &self.sync
     }
 
     /// Use another clock (tests).
@@ -333,9 +347,23 @@ impl Runtime {
     /// Run one scan of a tenant to completion (or resume an interrupted
     /// one), storing every page as it arrives. The tenant's lock in the
     /// store keeps any other process from scanning it meanwhile.
+    ///
+    /// The scan is incremental or full as the schedule says
+    /// ([`SyncPolicy`]); see [`Runtime::scan_with`] to ask for a full one.
     pub async fn scan(
         &self,
         tenant: &str,
+        progress: &dyn Progress,
+    ) -> Result<ScanReport, RuntimeError> {
+        self.scan_with(tenant, ScanRequest::Auto, progress).await
+    }
+
+    /// [`Runtime::scan`], asking for a full scan or for what the schedule
+    /// says. A resumed scan stays what it was.
+    pub async fn scan_with(
+        &self,
+        tenant: &str,
+        request: ScanRequest,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
         Scan {
@@ -345,7 +373,8 @@ impl Runtime {
             retry: &self.retry,
             caps: &self.caps,
             plugin_caps: &self.plugin_caps,
-            scan_interval: self.scan_interval,
+            sync: &self.sync,
+            request,
             max_empty_pages: self.max_empty_pages,
             shutdown: &self.shutdown,
             holder: &self.holder,

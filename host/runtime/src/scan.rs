@@ -10,10 +10,11 @@ use crate::metrics::{Metrics, ScanOutcome};
 use crate::plugins::Plugins;
 use crate::retry::{Cancel, Retries, RetryPolicy};
 use crate::shutdown::ShutdownSignal;
+use crate::sync::{ScanRequest, SyncPolicy};
 use crate::tenant::TenantSetup;
 use scanner_contract::{PageRequest, PluginError};
 use scanner_engine::{EngineError, SourceInstance, escape_untrusted};
-use scanner_store::{Database, PageCounts, StoreError};
+use scanner_store::{Database, PageCounts, ScanMode, StoreError};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +52,9 @@ pub struct ScanReport {
     pub tenant: String,
     /// Whether this run resumed an interrupted scan.
     pub resumed: bool,
+    /// Whether the scan was incremental (only what changed since the scan
+    /// before) rather than full.
+    pub incremental: bool,
     /// Pages stored by this run.
     pub pages: u64,
     /// Findings seen for the first time.
@@ -200,8 +204,10 @@ pub(crate) struct Scan<'a> {
     pub(crate) caps: &'a ScanCaps,
     /// Caps of single plugins.
     pub(crate) plugin_caps: &'a BTreeMap<String, ScanCaps>,
-    /// From a scan's end to the next one's slot.
-    pub(crate) scan_interval: Duration,
+    /// When scans are full or incremental, and due.
+    pub(crate) sync: &'a SyncPolicy,
+    /// What the caller asked for.
+    pub(crate) request: ScanRequest,
     /// Empty pages with a next cursor in a row before a scan is endless.
     pub(crate) max_empty_pages: u32,
     /// The runtime's stop request.
@@ -273,7 +279,12 @@ impl Scan<'_> {
             .store
             .integration(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
-        let start = self.store.begin_scan(tenant, self.clock.now())?;
+        let history = self
+            .store
+            .sync_history(tenant)?
+            .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
+        let mode = self.sync.mode(&history, self.request, self.clock.now());
+        let start = self.store.begin_scan_as(tenant, self.clock.now(), &mode)?;
         let scan_id = start.scan_id;
         progress.started(scan_id);
         let started = std::time::Instant::now();
@@ -294,14 +305,21 @@ impl Scan<'_> {
             Ok(mut report) => {
                 let summary = self.store.complete_scan(scan_id, tenant, now)?;
                 report.resumed = start.resumed;
+                report.incremental = self
+                    .store
+                    .scan(scan_id)?
+                    .is_some_and(|s| s.mode == "incremental");
                 report.new = summary.new;
                 report.updated = summary.updated;
                 report.reopened = summary.reopened;
                 report.resolved = summary.resolved;
                 report.skipped = summary.skipped;
                 self.store.set_connected(tenant)?;
-                self.store
-                    .record_scan_success(tenant, now + self.scan_interval)?;
+                let next = match self.store.sync_history(tenant)? {
+                    Some(history) => self.sync.next_due(&history, now),
+                    None => now + self.sync.full_every,
+                };
+                self.store.record_scan_success(tenant, next)?;
                 Ok(report)
             }
             // Stopped at a page boundary: what was stored is kept and the
@@ -382,6 +400,10 @@ impl Scan<'_> {
         let mut first_failure: Option<String> = None;
         let mut empty_in_a_row: u32 = 0;
         let mut retries = Retries::per_scan(self.retry, self.metrics);
+        // What the pages must say: an incremental scan until a plugin that
+        // cannot filter by time answers its first page with a full scan.
+        let mut mode = start.mode.clone();
+        let mut first_page = start.cursor.is_none() && start.findings == 0 && !start.resumed;
         let cancel = Cancel {
             signal: self.shutdown,
             tenant,
@@ -402,7 +424,7 @@ impl Scan<'_> {
             };
             let request = PageRequest {
                 cursor: cursor.clone(),
-                updated_since: None,
+                updated_since: mode.since().map(str::to_string),
             };
             // An engine error fails the scan; the poisoned instance dies
             // with it.
@@ -429,6 +451,25 @@ impl Scan<'_> {
                 .await;
             paging.report.retries = retries.total();
             let page = page?;
+            if page.incremental != mode.is_incremental() {
+                if first_page && mode.is_incremental() {
+                    // The plugin ignored `updated-since`: this is a full
+                    // scan, and is completed (resolving) as one.
+                    self.store.make_scan_full(scan_id, tenant)?;
+                    mode = ScanMode::Full;
+                } else {
+                    return Err(PluginError::Protocol {
+                        message: format!(
+                            "plugin answered a{} page to a{} scan; every page of a scan must say the same",
+                            if page.incremental { "n incremental" } else { " full" },
+                            if mode.is_incremental() { "n incremental" } else { " full" },
+                        ),
+                        code: None,
+                    }
+                    .into());
+                }
+            }
+            first_page = false;
             if page.records() > caps.max_records_per_page {
                 return Err(RuntimeError::CapReached {
                     what: format!("a page of plugin `{}`", integration.plugin),
@@ -553,6 +594,8 @@ mod tests {
                     new: 3,
                     updated: 2,
                     reopened: 0,
+                    resolved: 0,
+                    unchanged: 0,
                 },
             ))
         });

@@ -40,6 +40,7 @@ pub use locks::TenantLock;
 pub use normalize::{image_name_key, normalize_image, normalize_repo_url};
 pub use plugin_state::{KV_QUOTA_BYTES, KV_QUOTA_KEYS};
 pub use repositories::{ImageMappingRow, MappingRule, NewRepository, RepositoryRow};
-pub use scans::{PageCounts, ScanFailure, ScanRecord, ScanStart, ScanSummary};
+pub use scans::{PageCounts, ScanFailure, ScanMode, ScanRecord, ScanStart, ScanSummary};
+pub use schedule::SyncHistory;
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{NewToken, TokenRow, TokenScope};

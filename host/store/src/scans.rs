@@ -7,7 +7,7 @@ use crate::error::StoreError;
 use crate::normalize::{image_name_key, normalize_image, normalize_repo_url};
 use crate::repositories::image_mapping;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use scanner_contract::{Finding, Location};
+use scanner_contract::{Finding, FindingStatus, Location};
 use serde::Serialize;
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -27,6 +27,55 @@ pub struct ScanStart {
     pub paging_done: bool,
     /// Findings the scan stored before this run (resumed scans).
     pub findings: u64,
+    /// A full or an incremental scan: what was asked, or for a resumed
+    /// scan what its stored pages were.
+    pub mode: ScanMode,
+}
+
+/// What a scan asks the plugin for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum ScanMode {
+    /// Every open finding; once complete, what it did not return is
+    /// resolved.
+    Full,
+    /// Only findings changed after `since` (RFC 3339), of any status,
+    /// applied as changes; nothing else is resolved.
+    Incremental {
+        /// The plugin's `updated-since`.
+        since: String,
+    },
+}
+
+impl ScanMode {
+    /// The `updated-since` the plugin is asked for.
+    pub fn since(&self) -> Option<&str> {
+        match self {
+            ScanMode::Full => None,
+            ScanMode::Incremental { since } => Some(since),
+        }
+    }
+
+    /// Whether it is incremental.
+    pub fn is_incremental(&self) -> bool {
+        matches!(self, ScanMode::Incremental { .. })
+    }
+
+    /// The stored name.
+    fn as_str(&self) -> &'static str {
+        match self {
+            ScanMode::Full => "full",
+            ScanMode::Incremental { .. } => "incremental",
+        }
+    }
+
+    /// From the stored name and bound.
+    fn stored(mode: &str, since: Option<String>) -> ScanMode {
+        match (mode, since) {
+            ("incremental", Some(since)) => ScanMode::Incremental { since },
+            _ => ScanMode::Full,
+        }
+    }
 }
 
 /// What one stored page changed.
@@ -38,6 +87,11 @@ pub struct PageCounts {
     pub updated: u64,
     /// Resolved findings that are open again.
     pub reopened: u64,
+    /// Open findings an incremental page reported no longer open.
+    pub resolved: u64,
+    /// Known open findings seen again as they were: their row is not
+    /// rewritten, only the scan that saw them last moves.
+    pub unchanged: u64,
 }
 
 /// Totals of a completed scan.
@@ -95,11 +149,14 @@ pub struct ScanRecord {
     pub resolved: u64,
     /// Why it failed, for a failed scan.
     pub error: Option<ScanFailure>,
+    /// `full` (every open finding; what it did not return is resolved) or
+    /// `incremental` (only what changed since the scan before).
+    pub mode: String,
 }
 
 /// The columns [`ScanRecord`] is read from, in [`scan_record`]'s order.
 const SCAN_RECORD_COLUMNS: &str = "id, tenant, outcome, started_at, finished_at, pages,
-    findings + skipped, new, updated, reopened, resolved, error_kind, error_message";
+    findings + skipped, new, updated, reopened, resolved, error_kind, error_message, mode";
 
 /// A [`ScanRecord`] from a row of [`SCAN_RECORD_COLUMNS`].
 fn scan_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScanRecord> {
@@ -121,6 +178,7 @@ fn scan_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScanRecord> {
             kind,
             message: message.unwrap_or_default(),
         }),
+        mode: r.get(13)?,
     })
 }
 
@@ -130,13 +188,27 @@ impl Database {
     /// `interrupted` by a shutdown, or failed on a passing error
     /// (`resumable`). Call it holding the tenant's lock: a `running` scan
     /// is then no other live process's.
+    ///
+    /// A new scan is a full one; see [`Database::begin_scan_as`].
     pub fn begin_scan(&self, tenant: &str, now: OffsetDateTime) -> Result<ScanStart, StoreError> {
+        self.begin_scan_as(tenant, now, &ScanMode::Full)
+    }
+
+    /// [`Database::begin_scan`], a new scan being a `mode` scan; a resumed
+    /// one keeps the mode it had.
+    pub fn begin_scan_as(
+        &self,
+        tenant: &str,
+        now: OffsetDateTime,
+        mode: &ScanMode,
+    ) -> Result<ScanStart, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let last = tx
             .query_row(
                 "SELECT id, cursor, paging_done, findings, outcome = 'running'
-                        OR outcome = 'interrupted' OR (outcome = 'failed' AND resumable)
+                        OR outcome = 'interrupted' OR (outcome = 'failed' AND resumable),
+                        mode, since
                  FROM scan_runs WHERE tenant = ?1 ORDER BY id DESC LIMIT 1",
                 [tenant],
                 |r| {
@@ -147,6 +219,7 @@ impl Database {
                             resumed: true,
                             paging_done: r.get(2)?,
                             findings: r.get(3)?,
+                            mode: ScanMode::stored(&r.get::<_, String>(5)?, r.get(6)?),
                         },
                         r.get::<_, bool>(4)?,
                     ))
@@ -165,8 +238,9 @@ impl Database {
             }
             _ => {
                 tx.execute(
-                    "INSERT INTO scan_runs (tenant, started_at, outcome) VALUES (?1, ?2, 'running')",
-                    params![tenant, timestamp(now)],
+                    "INSERT INTO scan_runs (tenant, started_at, outcome, mode, since)
+                     VALUES (?1, ?2, 'running', ?3, ?4)",
+                    params![tenant, timestamp(now), mode.as_str(), mode.since()],
                 )?;
                 ScanStart {
                     scan_id: tx.last_insert_rowid(),
@@ -174,6 +248,7 @@ impl Database {
                     resumed: false,
                     paging_done: false,
                     findings: 0,
+                    mode: mode.clone(),
                 }
             }
         };
@@ -208,21 +283,40 @@ impl Database {
         )?)
     }
 
-    fn check_running(tx: &Transaction<'_>, scan_id: i64, tenant: &str) -> Result<(), StoreError> {
-        let ok: Option<i64> = tx
+    /// Whether the scan is running (an error if not), and whether it is
+    /// incremental.
+    fn check_running(tx: &Transaction<'_>, scan_id: i64, tenant: &str) -> Result<bool, StoreError> {
+        let mode: Option<String> = tx
             .query_row(
-                "SELECT 1 FROM scan_runs WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
+                "SELECT mode FROM scan_runs WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
                 params![scan_id, tenant],
                 |r| r.get(0),
             )
             .optional()?;
-        match ok {
-            Some(_) => Ok(()),
+        match mode {
+            Some(mode) => Ok(mode == "incremental"),
             None => Err(StoreError::ScanNotRunning {
                 scan_id,
                 tenant: tenant.to_string(),
             }),
         }
+    }
+
+    /// Make an incremental scan a full one: the plugin answered its first
+    /// page with a full scan (it cannot filter by time). Only before any
+    /// page is stored, so that one scan's pages all mean the same.
+    pub fn make_scan_full(&self, scan_id: i64, tenant: &str) -> Result<(), StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE scan_runs SET mode = 'full', since = NULL
+             WHERE id = ?1 AND tenant = ?2 AND outcome = 'running' AND pages = 0",
+            params![scan_id, tenant],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::Invalid(format!(
+                "scan {scan_id} of tenant `{tenant}` cannot become a full scan: it is not running or has stored pages"
+            )));
+        }
+        Ok(())
     }
 
     /// Database one page in one transaction: upsert its findings, mark them
@@ -240,8 +334,12 @@ impl Database {
         let now = timestamp(now);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        Self::check_running(&tx, scan_id, tenant)?;
+        let incremental = Self::check_running(&tx, scan_id, tenant)?;
         let mut counts = PageCounts::default();
+        let mut skipped = skipped;
+        // Known open findings seen again unchanged: one statement for the
+        // page moves their last sighting, instead of a rewrite each.
+        let mut unchanged: Vec<&str> = Vec::new();
         {
             // What the store knew of the page's findings, in one query
             // rather than one per finding.
@@ -257,7 +355,26 @@ impl Database {
                 "INSERT INTO finding_events (tenant, source_id, scan_id, at, from_state, to_state)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
             )?;
+            let mut resolve = tx.prepare_cached(RESOLVE_REPORTED)?;
+            let mut resolved_event = tx.prepare_cached(RESOLVED_EVENT)?;
             for f in findings {
+                if incremental && f.status != FindingStatus::Open {
+                    // Reported no longer open: resolved if we hold it open,
+                    // as the next full scan (which would not return it)
+                    // would; otherwise nothing to store.
+                    let open = known
+                        .get(&f.source_id)
+                        .is_some_and(|(state, _, _)| state == "open");
+                    if open {
+                        resolve.execute(params![tenant, f.source_id, scan_id, now])?;
+                        resolved_event.execute(params![tenant, f.source_id, scan_id, now])?;
+                        known.insert(f.source_id.clone(), ("resolved".into(), scan_id, None));
+                        counts.resolved += 1;
+                    } else {
+                        skipped += 1;
+                    }
+                    continue;
+                }
                 let hash = content_hash(f);
                 // A finding twice on one page counts once, as it would
                 // have stored one row at a time.
@@ -269,8 +386,13 @@ impl Database {
                     // Seen already by this very scan: a page stored again
                     // after a resume; not a change.
                     Some((_, seen, _)) if *seen == scan_id => {}
-                    // Seen again as it was: not an update.
-                    Some((_, _, previous)) if *previous == Some(hash) => {}
+                    // Seen again as it was: not an update, and nothing of
+                    // the row to write but the sighting.
+                    Some((_, _, previous)) if *previous == Some(hash) => {
+                        counts.unchanged += 1;
+                        unchanged.push(&f.source_id);
+                        continue;
+                    }
                     Some(_) => counts.updated += 1,
                 }
                 let row = FindingColumns::of(f);
@@ -326,10 +448,18 @@ impl Database {
                 }
             }
         }
+        if !unchanged.is_empty() {
+            tx.prepare_cached(SEEN_UNCHANGED)?.execute(params![
+                tenant,
+                json(&unchanged),
+                now,
+                scan_id
+            ])?;
+        }
         tx.execute(
             "UPDATE scan_runs SET pages = pages + 1, new = new + ?2, updated = updated + ?3,
                 reopened = reopened + ?4, skipped = skipped + ?5, cursor = ?6, paging_done = ?7,
-                findings = findings + ?8
+                findings = findings + ?8, resolved = resolved + ?9
              WHERE id = ?1",
             params![
                 scan_id,
@@ -339,7 +469,8 @@ impl Database {
                 skipped,
                 next_cursor,
                 next_cursor.is_none(),
-                findings.len() as i64
+                findings.len() as u64 - counts.resolved,
+                counts.resolved,
             ],
         )?;
         tx.commit()?;
@@ -357,7 +488,7 @@ impl Database {
         let now = timestamp(now);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        Self::check_running(&tx, scan_id, tenant)?;
+        let incremental = Self::check_running(&tx, scan_id, tenant)?;
         let done: bool = tx.query_row(
             "SELECT paging_done FROM scan_runs WHERE id = ?1",
             [scan_id],
@@ -367,6 +498,21 @@ impl Database {
             return Err(StoreError::Invalid(format!(
                 "scan {scan_id} cannot complete: its last page was not stored"
             )));
+        }
+        if incremental {
+            // Changes only: what it did not return did not change. Its
+            // resolutions were stored with its pages.
+            tx.execute(
+                "UPDATE scan_runs SET outcome = 'completed', finished_at = ?2, cursor = NULL
+                 WHERE id = ?1",
+                params![scan_id, now],
+            )?;
+            let summary = read_summary(&tx, scan_id)?.ok_or(StoreError::ScanNotRunning {
+                scan_id,
+                tenant: tenant.to_string(),
+            })?;
+            tx.commit()?;
+            return Ok(summary);
         }
         tx.execute(
             "INSERT INTO finding_events (tenant, source_id, scan_id, at, from_state, to_state)
@@ -475,6 +621,20 @@ fn read_summary(conn: &Connection, scan_id: i64) -> Result<Option<ScanSummary>, 
 /// tenant (`?1`) has. Written as `IN` so that SQLite probes the primary key
 /// per id: as a join it scanned the tenant's findings for every page.
 const KNOWN_FINDINGS: &str = "SELECT source_id, state, last_seen_scan, content_hash FROM findings
+    WHERE tenant = ?1 AND source_id IN (SELECT value FROM json_each(?2))";
+
+/// Resolve one open finding an incremental page reported not open.
+const RESOLVE_REPORTED: &str = "UPDATE findings SET state = 'resolved', resolved_at = ?4,
+    last_seen_at = ?4, last_seen_scan = ?3
+    WHERE tenant = ?1 AND source_id = ?2 AND state = 'open'";
+
+/// The status history's entry for [`RESOLVE_REPORTED`].
+const RESOLVED_EVENT: &str =
+    "INSERT INTO finding_events (tenant, source_id, scan_id, at, from_state, to_state)
+     VALUES (?1, ?2, ?3, ?4, 'open', 'resolved')";
+
+/// Move the last sighting of a page's unchanged findings (a JSON list).
+const SEEN_UNCHANGED: &str = "UPDATE findings SET last_seen_at = ?3, last_seen_scan = ?4
     WHERE tenant = ?1 AND source_id IN (SELECT value FROM json_each(?2))";
 
 /// Store one finding of a page as open and seen by the scan, attached to

@@ -6,7 +6,88 @@ use crate::error::StoreError;
 use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
+/// What decides whether a tenant's next scan is full or incremental: when
+/// its last complete scans ran, and its own intervals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncHistory {
+    /// When the integration was last connected or reconnected: a full scan
+    /// must follow.
+    pub connected_at: Option<OffsetDateTime>,
+    /// Start and end of the last completed full scan.
+    pub last_full: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// Start of the last completed scan, full or incremental.
+    pub last_complete_start: Option<OffsetDateTime>,
+    /// The integration's full-scan interval in seconds (`None`: the
+    /// host's default).
+    pub full_every_secs: Option<u64>,
+    /// Its incremental-scan interval in seconds (`None`: the host's
+    /// default; `Some(0)`: incremental scans off).
+    pub incremental_every_secs: Option<u64>,
+}
+
 impl Database {
+    /// The tenant's [`SyncHistory`]; `None` for an unknown tenant.
+    pub fn sync_history(&self, tenant: &str) -> Result<Option<SyncHistory>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT i.updated_at, i.full_every_secs, i.incremental_every_secs,
+                    (SELECT started_at || ' ' || finished_at FROM scan_runs
+                     WHERE tenant = i.tenant AND outcome = 'completed' AND mode = 'full'
+                     ORDER BY id DESC LIMIT 1),
+                    (SELECT started_at FROM scan_runs
+                     WHERE tenant = i.tenant AND outcome = 'completed' ORDER BY id DESC LIMIT 1)
+                 FROM integrations i WHERE i.tenant = ?1",
+                [tenant],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<u64>>(1)?,
+                        r.get::<_, Option<u64>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((connected, full_every, incremental_every, last_full, last_start)) = row else {
+            return Ok(None);
+        };
+        let last_full = match last_full {
+            Some(both) => {
+                let (start, end) = both.split_once(' ').ok_or_else(|| {
+                    StoreError::Invalid(format!("scan times of `{tenant}` are malformed"))
+                })?;
+                Some((parse_timestamp(start)?, parse_timestamp(end)?))
+            }
+            None => None,
+        };
+        Ok(Some(SyncHistory {
+            connected_at: Some(parse_timestamp(&connected)?),
+            last_full,
+            last_complete_start: last_start.as_deref().map(parse_timestamp).transpose()?,
+            full_every_secs: full_every,
+            incremental_every_secs: incremental_every,
+        }))
+    }
+
+    /// Set the tenant's own scan intervals, in seconds (`None`: the host's
+    /// default; an incremental interval of 0 turns incremental scans off).
+    /// Returns whether the tenant exists.
+    pub fn set_scan_intervals(
+        &self,
+        tenant: &str,
+        full_every_secs: Option<u64>,
+        incremental_every_secs: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE integrations SET full_every_secs = ?2, incremental_every_secs = ?3
+             WHERE tenant = ?1",
+            params![tenant, full_every_secs, incremental_every_secs],
+        )?;
+        Ok(changed > 0)
+    }
+
     /// Set when the tenant's next scan is due.
     pub fn set_next_scan(&self, tenant: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         self.conn().execute(

@@ -309,6 +309,16 @@ CREATE INDEX findings_listing
 CREATE INDEX findings_tenant_listing
     ON findings(tenant, severity_rank DESC, detected_key DESC, source_id);
 "#,
+    // Incremental scans: what a scan asked for (`full`, or `incremental`
+    // with the `updated-since` it passed), and each integration's own
+    // schedule (seconds; NULL: the host's default; an incremental
+    // interval of 0: incremental scans off).
+    r#"
+ALTER TABLE scan_runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'full';
+ALTER TABLE scan_runs ADD COLUMN since TEXT;
+ALTER TABLE integrations ADD COLUMN full_every_secs INTEGER;
+ALTER TABLE integrations ADD COLUMN incremental_every_secs INTEGER;
+"#,
 ];
 
 /// The schema version this host writes: the number of migration steps.

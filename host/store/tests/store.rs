@@ -6,7 +6,7 @@ use scanner_contract::{
 };
 use scanner_store::keys::{KeySource, StoreKey};
 use scanner_store::{
-    Database, FindingQuery, MappingRule, StatusFilter, StoreError, image_name_key,
+    Database, FindingQuery, MappingRule, ScanMode, StatusFilter, StoreError, image_name_key,
     normalize_repo_url,
 };
 use time::OffsetDateTime;
@@ -1300,4 +1300,177 @@ fn ca_certificates_are_kept_per_tenant_across_reopen_and_replaced_by_each_connec
         .expect("reconnect without");
     let proxied = store.integration("proxied").expect("read").expect("exists");
     assert!(proxied.ca_certificates.is_empty());
+}
+
+/// Findings rows written by statements that change what a finding says
+/// (inserts, and updates of anything but its last sighting), counted by
+/// triggers the test adds to the database file.
+fn count_content_writes(path: &std::path::Path) -> impl Fn() -> i64 {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE test_writes (n INTEGER);
+         CREATE TRIGGER test_insert AFTER INSERT ON findings
+             BEGIN INSERT INTO test_writes VALUES (1); END;
+         CREATE TRIGGER test_update AFTER UPDATE OF state, source_status, cves, title,
+             description, severity, score, package, version, fixed_version, repo_url,
+             last_detected_at, resolved_at, content_hash ON findings
+             BEGIN INSERT INTO test_writes VALUES (1); END;",
+    )
+    .expect("triggers");
+    move || {
+        conn.query_row("SELECT COUNT(*) FROM test_writes", [], |r| r.get(0))
+            .expect("count")
+    }
+}
+
+#[test]
+fn an_unchanged_rescan_counts_nothing_updated_and_rewrites_no_finding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let store = Database::open(&path).expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    let repo = "https://github.com/acme/shop";
+    let pages: Vec<Vec<Finding>> = (0..4)
+        .map(|p| {
+            (0..250)
+                .map(|i| finding(&format!("f{p}-{i}"), repo))
+                .collect()
+        })
+        .collect();
+    full_scan(&store, "t", &pages, T0);
+    let writes = count_content_writes(&path);
+    let t1 = T0 + time::Duration::hours(6);
+    let s = store.begin_scan("t", t1).expect("begin");
+    let mut unchanged = 0;
+    for (i, page) in pages.iter().enumerate() {
+        let next = (i + 1 < pages.len()).then(|| format!("c{}", i + 1));
+        let counts = store
+            .store_page(s.scan_id, "t", page, 0, next.as_deref(), t1)
+            .expect("page");
+        assert_eq!((counts.new, counts.updated, counts.reopened), (0, 0, 0));
+        unchanged += counts.unchanged;
+    }
+    let summary = store.complete_scan(s.scan_id, "t", t1).expect("complete");
+    assert_eq!(
+        (
+            summary.new,
+            summary.updated,
+            summary.reopened,
+            summary.resolved
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(unchanged, 1000);
+    assert_eq!(writes(), 0, "no finding was rewritten");
+    // What was seen stays open; a finding the next full scan misses is
+    // still resolved, so the sightings were recorded.
+    let t2 = t1 + time::Duration::hours(6);
+    full_scan(&store, "t", &pages[1..], t2);
+    assert_eq!(open_ids(&store, "t").len(), 750);
+    assert_eq!(writes(), 250, "the 250 resolved");
+}
+
+#[test]
+fn an_incremental_scan_applies_changes_and_resolves_only_what_it_reports_closed() {
+    let store = Database::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    let repo = "https://github.com/acme/shop";
+    full_scan(
+        &store,
+        "t",
+        &[vec![
+            finding("a", repo),
+            finding("b", repo),
+            finding("c", repo),
+        ]],
+        T0,
+    );
+    let t1 = T0 + time::Duration::hours(1);
+    let mode = ScanMode::Incremental {
+        since: "2026-01-01T00:00:00Z".into(),
+    };
+    let s = store.begin_scan_as("t", t1, &mode).expect("begin");
+    assert_eq!(s.mode, mode);
+    let mut closed = finding("a", repo);
+    closed.status = FindingStatus::Resolved;
+    let mut gone_unknown = finding("z", repo);
+    gone_unknown.status = FindingStatus::Suppressed;
+    let counts = store
+        .store_page(
+            s.scan_id,
+            "t",
+            &[closed, finding("d", repo), gone_unknown],
+            0,
+            None,
+            t1,
+        )
+        .expect("page");
+    assert_eq!((counts.new, counts.resolved), (1, 1));
+    let summary = store.complete_scan(s.scan_id, "t", t1).expect("complete");
+    assert_eq!(
+        (summary.new, summary.resolved, summary.skipped),
+        (1, 1, 1),
+        "b and c were not returned and stay open; z was never stored"
+    );
+    assert_eq!(open_ids(&store, "t").len(), 3);
+    let record = store.scan(s.scan_id).expect("scan").expect("listed");
+    assert_eq!(record.mode, "incremental");
+    // The full scan agrees: nothing to change.
+    let t2 = t1 + time::Duration::hours(1);
+    let start = store.begin_scan("t", t2).expect("begin");
+    let counts = store
+        .store_page(
+            start.scan_id,
+            "t",
+            &[finding("b", repo), finding("c", repo), finding("d", repo)],
+            0,
+            None,
+            t2,
+        )
+        .expect("page");
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 3));
+    let summary = store
+        .complete_scan(start.scan_id, "t", t2)
+        .expect("complete");
+    assert_eq!((summary.resolved, summary.reopened), (0, 0));
+}
+
+#[test]
+fn an_incremental_scan_becomes_full_only_before_its_first_page() {
+    let store = Database::open_in_memory().expect("store");
+    store
+        .upsert_integration("t", "wiz", &settings(), &[], T0)
+        .expect("save");
+    let repo = "https://github.com/acme/shop";
+    full_scan(
+        &store,
+        "t",
+        &[vec![finding("a", repo), finding("b", repo)]],
+        T0,
+    );
+    let mode = ScanMode::Incremental {
+        since: "2026-01-01T00:00:00Z".into(),
+    };
+    let s = store.begin_scan_as("t", T0, &mode).expect("begin");
+    store.make_scan_full(s.scan_id, "t").expect("made full");
+    store
+        .store_page(s.scan_id, "t", &[finding("a", repo)], 0, Some("c1"), T0)
+        .expect("page");
+    assert!(store.make_scan_full(s.scan_id, "t").is_err());
+    store
+        .store_page(s.scan_id, "t", &[], 0, None, T0)
+        .expect("page");
+    // Completed as a full scan: b, not returned, is resolved.
+    let summary = store.complete_scan(s.scan_id, "t", T0).expect("complete");
+    assert_eq!(summary.resolved, 1);
+    // And a resumed scan keeps its mode.
+    let s = store.begin_scan_as("t", T0, &mode).expect("begin");
+    store.interrupt_scan(s.scan_id, "t", T0).expect("interrupt");
+    let resumed = store.begin_scan("t", T0).expect("resume");
+    assert!(resumed.resumed);
+    assert_eq!(resumed.mode, mode);
 }

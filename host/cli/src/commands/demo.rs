@@ -121,7 +121,7 @@ pub(crate) async fn run(
     let connection = runtime.connect(tenant, "wiz", &settings).await?;
     eprintln!("connected `{tenant}`: {}", connection.summary);
     let started = std::time::Instant::now();
-    let report = scan_with_progress(&runtime, tenant).await?;
+    let report = scan_with_progress(&runtime, tenant, scanner_runtime::ScanRequest::Full).await?;
     let elapsed = started.elapsed();
     eprintln!("scan took {:.2}s", elapsed.as_secs_f64());
     let mut rows = runtime.store().findings(&FindingQuery {

@@ -10,6 +10,7 @@ pub(crate) mod keys;
 pub(crate) mod plugins;
 pub(crate) mod repos;
 pub(crate) mod scan;
+pub(crate) mod schedule;
 pub(crate) mod serve;
 pub(crate) mod status;
 pub(crate) mod test;

@@ -4,6 +4,7 @@ use crate::args::{Format, Global};
 use crate::output::{print_json_or, print_report, scan_with_progress};
 use crate::setup::build_runtime;
 use crate::signal::shutdown_signal;
+use scanner_runtime::ScanRequest;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 pub(crate) async fn run(
     global: &Global,
     tenant: String,
+    full: bool,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Arc::new(build_runtime(global, true)?);
@@ -26,7 +28,12 @@ pub(crate) async fn run(
             std::process::exit(130);
         })
     };
-    let report = scan_with_progress(&runtime, &tenant).await;
+    let request = if full {
+        ScanRequest::Full
+    } else {
+        ScanRequest::Auto
+    };
+    let report = scan_with_progress(&runtime, &tenant, request).await;
     stopper.abort();
     let report = report?;
     print_json_or(format, &report, || print_report(&report))?;

@@ -36,7 +36,7 @@ pub(crate) struct Listen {
 /// until SIGINT or SIGTERM.
 pub(crate) async fn run(
     global: &Global,
-    interval_hours: f64,
+    (interval_hours, incremental_hours): (f64, f64),
     first_delay_secs: u64,
     concurrency: usize,
     listen: Listen,
@@ -54,7 +54,13 @@ pub(crate) async fn run(
         None => None,
     };
     let interval = Duration::from_secs_f64(interval_hours * 3600.0);
-    let runtime = Arc::new(build_runtime(global, true)?.with_scan_interval(interval));
+    let incremental =
+        (incremental_hours > 0.0).then(|| Duration::from_secs_f64(incremental_hours * 3600.0));
+    let runtime = Arc::new(
+        build_runtime(global, true)?
+            .with_scan_interval(interval)
+            .with_incremental_interval(incremental),
+    );
     let listener = match listen.addr {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)

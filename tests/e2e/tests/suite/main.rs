@@ -14,3 +14,4 @@ mod import;
 mod operator;
 mod readme;
 mod sandbox;
+mod sync;

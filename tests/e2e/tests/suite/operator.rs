@@ -386,15 +386,36 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.wasm"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("api-endpoint"));
 
-    // A manual scan moves the next slot a whole interval away.
+    // A manual scan moves the next slot a whole interval away: the next
+    // incremental scan's (1 h), or with incremental scans off for the
+    // integration, the next full scan's (6 h).
     assert!(connect(&env, "t").status.success());
+    let next_slot = |env: &TestEnv| {
+        let out = env.run(&["status", "--format", "json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let next = status["integrations"][0]["next_scan_at"]
+            .as_str()
+            .expect("next")
+            .to_string();
+        time::OffsetDateTime::parse(&next, &time::format_description::well_known::Rfc3339)
+            .expect("timestamp")
+            - time::OffsetDateTime::now_utc()
+    };
     assert!(env.run(&["scan", "t"]).status.success());
-    let out = env.run(&["status", "--format", "json"]);
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let next = status["integrations"][0]["next_scan_at"]
-        .as_str()
-        .expect("next");
-    let next = time::OffsetDateTime::parse(next, &time::format_description::well_known::Rfc3339)
-        .expect("timestamp");
-    assert!(next - time::OffsetDateTime::now_utc() > time::Duration::hours(5));
+    let next = next_slot(&env);
+    assert!(
+        next > time::Duration::minutes(50) && next <= time::Duration::hours(1),
+        "{next}"
+    );
+    let out = env.run(&["schedule", "t", "--incremental-hours", "0"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("incremental scans never"));
+    let out = env.run(&["scan", "t"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("incremental"),
+        "incremental scans are off: {}",
+        output_text(&out)
+    );
+    assert!(next_slot(&env) > time::Duration::hours(5));
 }
