@@ -107,8 +107,89 @@ pub const FIELDS: &[&str] = &[
     "dataSourceName",
     "resolutionReason",
     "projects",
+    "categories",
+    "environments",
+    "origin",
+    "artifactType",
+    "rootComponent",
+    "applicationServices",
+    "relatedIssueAnalytics",
+    "layerMetadata",
+    "ignoreRules",
     "vulnerableAsset",
 ];
+
+/// How many open Wiz Issues a finding takes part in, by issue severity
+/// (`relatedIssueAnalytics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RelatedIssues {
+    /// `criticalSeverityCount`.
+    pub critical: u32,
+    /// `highSeverityCount`.
+    pub high: u32,
+    /// `mediumSeverityCount`.
+    pub medium: u32,
+    /// `lowSeverityCount`.
+    pub low: u32,
+    /// `informationalSeverityCount`.
+    pub informational: u32,
+}
+
+impl RelatedIssues {
+    /// `issueCount`: every related issue, whatever its severity.
+    pub fn issue_count(&self) -> u32 {
+        self.critical + self.high + self.medium + self.low + self.informational
+    }
+}
+
+/// The exploit signals of a finding's vulnerability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exploitability {
+    /// `hasExploit`: a public exploit is known.
+    pub has_exploit: bool,
+    /// `hasCisaKevExploit`: listed in CISA's KEV catalogue (only where an
+    /// exploit is known).
+    pub cisa_kev: bool,
+    /// `epssProbability` in [0, 1] and `epssPercentile` in [0, 100]; EPSS
+    /// scores only CVEs, so other names have none.
+    pub epss: Option<(f64, f64)>,
+}
+
+/// SplitMix64's finaliser: spreads a value's bits.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A stable 64-bit hash of a text (FNV-1a, then mixed). The attributes
+/// added after the dataset's generator was written derive from the
+/// finding's or asset's id this way, so adding them did not move the
+/// generator's random stream (tests elsewhere hold its values).
+fn hash(text: &str) -> u64 {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    mix(h)
+}
+
+/// The `n`-th draw in [0, 1) from `seed`.
+fn unit(seed: u64, n: u64) -> f64 {
+    (mix(seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The `EPSS severity` of a probability: Wiz's bands are not public;
+/// these make LOW the common case, as in the published samples
+/// (0.1 → LOW).
+pub fn epss_severity(probability: f64) -> &'static str {
+    match probability {
+        p if p < 0.2 => "LOW",
+        p if p < 0.5 => "MEDIUM",
+        p if p < 0.8 => "HIGH",
+        _ => "CRITICAL",
+    }
+}
 
 /// One finding of the simulated tenant (ground truth for tests).
 #[derive(Debug, Clone, PartialEq)]
@@ -169,19 +250,141 @@ impl SimFinding {
         out
     }
 
+    /// The seed of the attributes derived from the finding's id.
+    fn seed(&self) -> u64 {
+        hash(&self.id)
+    }
+
+    /// The issues this finding is part of: most findings have none; more
+    /// severe findings have more and more severe ones.
+    pub fn related_issues(&self) -> RelatedIssues {
+        let seed = self.seed();
+        let rank = SEVERITIES
+            .iter()
+            .position(|s| *s == self.severity)
+            .unwrap_or(0) as f64;
+        let mut issues = RelatedIssues::default();
+        // Up to four issues; the chance of each grows with the severity.
+        for n in 0..4 {
+            if unit(seed, n) >= 0.08 + 0.08 * rank {
+                continue;
+            }
+            // The issue's severity: near the finding's, one band either way.
+            let shift = (unit(seed, 10 + n) * 3.0) as i64 - 1;
+            match (rank as i64 + shift).clamp(0, 4) {
+                4 => issues.critical += 1,
+                3 => issues.high += 1,
+                2 => issues.medium += 1,
+                1 => issues.low += 1,
+                _ => issues.informational += 1,
+            }
+        }
+        issues
+    }
+
+    /// Exploit signals: about one finding in six has a known exploit, a
+    /// third of those are in CISA's KEV catalogue; EPSS is skewed low, as
+    /// it is in the wild, and higher where an exploit is known.
+    pub fn exploitability(&self) -> Exploitability {
+        let seed = self.seed();
+        let has_exploit = unit(seed, 20) < 0.16;
+        let cisa_kev = has_exploit && unit(seed, 21) < 0.35;
+        let epss = self.name.starts_with("CVE-").then(|| {
+            let base = unit(seed, 22).powi(4);
+            let p = if has_exploit {
+                0.3 + 0.7 * base.sqrt()
+            } else {
+                base
+            };
+            let p = (p * 10_000.0).round() / 10_000.0;
+            // Monotone in the probability, in [0, 100].
+            let percentile = (p.powf(0.25) * 1000.0).round() / 10.0;
+            (p, percentile)
+        });
+        Exploitability {
+            has_exploit,
+            cisa_kev,
+            epss,
+        }
+    }
+
+    /// The asset's id, when it has one.
+    pub fn asset_id(&self) -> Option<&str> {
+        match &self.asset {
+            SimAsset::RepositoryBranch { id, .. }
+            | SimAsset::ContainerImage { id, .. }
+            | SimAsset::VirtualMachine { id, .. }
+            | SimAsset::Serverless { id, .. } => Some(id.as_str()),
+            SimAsset::Unknown => None,
+        }
+    }
+
+    /// The asset's cloud tags (`tags`, the `assetTags` filter): code
+    /// branches and unknown assets have none; the others carry an
+    /// environment and a team, stable per asset.
+    pub fn asset_tags(&self) -> serde_json::Map<String, Value> {
+        let mut tags = serde_json::Map::new();
+        let id = match &self.asset {
+            SimAsset::ContainerImage { id, .. }
+            | SimAsset::VirtualMachine { id, .. }
+            | SimAsset::Serverless { id, .. } => id,
+            SimAsset::RepositoryBranch { .. } | SimAsset::Unknown => return tags,
+        };
+        let h = hash(id);
+        tags.insert(
+            "environment".into(),
+            ["prod", "staging", "dev"][(h % 3) as usize].into(),
+        );
+        tags.insert(
+            "team".into(),
+            ["payments", "platform", "security"][((h >> 8) % 3) as usize].into(),
+        );
+        tags
+    }
+
+    /// The fields every cloud asset has (`VulnerableAssetBase`), by asset id.
+    fn cloud_asset_fields(&self, id: &str, native_type: &str, asset: &mut Value) {
+        let h = hash(id);
+        let region = ["us-east-1", "eu-west-1", "ap-southeast-2"][(h % 3) as usize];
+        let fields = json!({
+            "region": region,
+            "cloudProviderURL": format!("https://{region}.console.aws.amazon.com/resource/{id}"),
+            "status": "Active",
+            "subscriptionName": "production-account",
+            "subscriptionExternalId": "123456789012",
+            "subscriptionId": "sub-123456789012",
+            "tags": self.asset_tags(),
+            "nativeType": native_type,
+            "externalId": id,
+            "hasLimitedInternetExposure": h & 0x100 != 0,
+            "hasWideInternetExposure": h & 0x600 == 0,
+            "isAccessibleFromVPN": h & 0x800 != 0,
+            "isAccessibleFromOtherVnets": h & 0x1000 != 0,
+            "isAccessibleFromOtherSubscriptions": h & 0x6000 == 0,
+        });
+        if let (Some(asset), Some(fields)) = (asset.as_object_mut(), fields.as_object()) {
+            for (k, v) in fields {
+                asset.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
     /// The `vulnerableAsset` object (with `__typename`).
     pub fn asset_json(&self) -> Value {
-        match &self.asset {
+        let mut asset = match &self.asset {
             SimAsset::RepositoryBranch {
                 id,
                 repository_name,
+                repository_url,
                 branch,
                 ..
             } => json!({
                 "__typename": "VulnerableAssetRepositoryBranch", "id": id, "type": "REPOSITORY_BRANCH",
                 "name": format!("{repository_name}/{branch}"), "providerUniqueId": null,
                 "cloudPlatform": "GitHub", "repositoryId": format!("repo-{repository_name}"),
-                "repositoryName": repository_name,
+                "repositoryName": repository_name, "status": "Active", "tags": {},
+                "cloudProviderURL": repository_url, "nativeType": "branch",
+                "externalId": id, "isUsedOnPrem": false,
             }),
             SimAsset::ContainerImage {
                 id,
@@ -195,6 +398,8 @@ impl SimFinding {
                 "cloudPlatform": "AWS", "imageId": digest, "imageTags": tags,
                 "registry": {"vertexId": format!("reg-{registry}"), "name": registry},
                 "repository": {"vertexId": format!("rep-{repository}"), "name": repository},
+                "tagReferences": tags.iter().map(|t| format!("{registry}/{repository}:{t}")).collect::<Vec<_>>(),
+                "scanSource": "REGISTRY",
             }),
             SimAsset::VirtualMachine { id, name } => json!({
                 "__typename": "VulnerableAssetVirtualMachine", "id": id, "type": "VIRTUAL_MACHINE",
@@ -208,7 +413,20 @@ impl SimFinding {
             }),
             // Wiz reports some assets as an empty object of an unknown type.
             SimAsset::Unknown => json!({"__typename": "VulnerableAssetCommon"}),
+        };
+        match &self.asset {
+            SimAsset::ContainerImage { id, .. } => {
+                self.cloud_asset_fields(id, "ecr#image", &mut asset)
+            }
+            SimAsset::VirtualMachine { id, .. } => {
+                self.cloud_asset_fields(id, "ec2#instance", &mut asset)
+            }
+            SimAsset::Serverless { id, .. } => {
+                self.cloud_asset_fields(id, "lambda#function", &mut asset)
+            }
+            SimAsset::RepositoryBranch { .. } | SimAsset::Unknown => {}
         }
+        asset
     }
 
     /// One field of the finding node by its schema name (`Null` for
@@ -254,17 +472,150 @@ impl SimFinding {
                 self.id
             )),
             "link" => Value::String(format!("https://nvd.nist.gov/vuln/detail/{}", self.name)),
-            "hasExploit" | "isHighProfileThreat" => false.into(),
+            "hasExploit" => self.exploitability().has_exploit.into(),
+            "hasCisaKevExploit" => self.exploitability().cisa_kev.into(),
+            // A KEV-listed vulnerability of high severity is what Wiz
+            // flags as a high-profile threat.
+            "isHighProfileThreat" => (self.exploitability().cisa_kev
+                && matches!(self.severity.as_str(), "HIGH" | "CRITICAL"))
+            .into(),
             "hasFix" => self.fixed_version.is_some().into(),
-            "epssSeverity" => text("LOW"),
-            "epssPercentile" => 46.2.into(),
-            "epssProbability" => 0.1.into(),
+            "recommendedVersion" => opt(&self.fixed_version),
+            "epssSeverity" => self
+                .exploitability()
+                .epss
+                .map_or(Value::Null, |(p, _)| text(epss_severity(p))),
+            "epssPercentile" => self
+                .exploitability()
+                .epss
+                .map_or(Value::Null, |(_, pct)| pct.into()),
+            "epssProbability" => self
+                .exploitability()
+                .epss
+                .map_or(Value::Null, |(p, _)| p.into()),
+            "publishedDate" => {
+                // CVE ids carry their year; the others were published
+                // shortly before they were first seen.
+                let year = self
+                    .name
+                    .strip_prefix("CVE-")
+                    .and_then(|r| r.split('-').next())
+                    .unwrap_or("2024");
+                let day = self.seed() % 28 + 1;
+                Value::String(format!("{year}-03-{day:02}T00:00:00Z"))
+            }
+            "validatedInRuntime" => match self.asset {
+                SimAsset::VirtualMachine { .. } | SimAsset::ContainerImage { .. } => {
+                    (self.seed() & 1 == 1).into()
+                }
+                _ => Value::Null,
+            },
             "projects" => {
-                json!([{"__typename": "Project", "id": self.project_id, "name": format!("Project {}", self.project_id), "slug": self.project_id}])
+                let n: usize = self
+                    .project_id
+                    .strip_prefix("proj-")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let unit = ["Retail", "Finance", "Platform", "Research"][n % 4];
+                let impact = ["LBI", "MBI", "HBI"][n % 3];
+                json!([{
+                    "__typename": "Project", "id": self.project_id,
+                    "name": format!("Project {}", self.project_id), "slug": self.project_id,
+                    "businessUnit": unit,
+                    "isFolder": false,
+                    "riskProfile": {"businessImpact": impact},
+                }])
+            }
+            "categories" => {
+                let all = [
+                    "Remote Code Execution",
+                    "Denial of Service",
+                    "Information Disclosure",
+                    "Privilege Escalation",
+                ];
+                json!([all[(self.seed() >> 16) as usize % all.len()]])
+            }
+            "environments" => {
+                let env = self
+                    .asset_tags()
+                    .get("environment")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                json!([match env.as_deref() {
+                    Some("staging") => "Staging",
+                    Some("dev") => "Development",
+                    _ => "Production",
+                }])
+            }
+            // GUESS: the value Wiz gives its own detections.
+            "origin" => text("WIZ_SENSOR"),
+            "artifactType" => {
+                let code = matches!(self.asset, SimAsset::RepositoryBranch { .. });
+                let language = match self.package.as_str() {
+                    "lodash" => "JAVASCRIPT",
+                    "log4j-core" | "jackson-databind" => "JAVA",
+                    "requests" => "PYTHON",
+                    "tokio" => "RUST",
+                    "golang.org/x/net" => "GO",
+                    _ => "C",
+                };
+                json!({
+                    "__typename": "SBOMArtifactType",
+                    "group": if code { "CODE_LIBRARY" } else { "OS_PACKAGE" },
+                    "codeLibraryLanguage": code.then_some(language),
+                    "osPackageManager": (!code).then_some("DPKG"),
+                    "plugin": null, "custom": false, "ciComponent": null,
+                })
+            }
+            "rootComponent" => {
+                json!({"__typename": "VulnerabilityFindingRootComponent", "name": self.package})
+            }
+            "applicationServices" => {
+                // Code findings belong to the service built from the repository.
+                match &self.asset {
+                    SimAsset::RepositoryBranch {
+                        repository_name, ..
+                    } => {
+                        json!([{"__typename": "ApplicationService", "id": format!("svc-{repository_name}")}])
+                    }
+                    _ => json!([]),
+                }
+            }
+            "relatedIssueAnalytics" => {
+                let r = self.related_issues();
+                json!({
+                    "__typename": "VulnerabilityFindingRelatedIssueAnalytics",
+                    "issueCount": r.issue_count(), "informationalSeverityCount": r.informational,
+                    "lowSeverityCount": r.low, "mediumSeverityCount": r.medium,
+                    "highSeverityCount": r.high, "criticalSeverityCount": r.critical,
+                })
+            }
+            // Only image findings sit in a layer.
+            "layerMetadata" => match &self.asset {
+                SimAsset::ContainerImage { .. } => {
+                    let seed = self.seed();
+                    json!({
+                        "__typename": "VulnerabilityFindingLayerMetadata",
+                        "id": format!("layer-{:016x}", seed),
+                        "details": format!("RUN install {} {}", self.package, self.version),
+                        "isBaseLayer": seed & 0x10 == 0,
+                        "layerHash": format!("sha256:{:016x}{:016x}", seed, mix(seed)),
+                    })
+                }
+                _ => Value::Null,
+            },
+            // A rejected finding is one an ignore rule covers.
+            "ignoreRules" => {
+                if self.status == "REJECTED" {
+                    json!([{"__typename": "IgnoreRule", "id": format!("rule-{}", self.project_id), "name": "Accepted risk", "enabled": true, "expiredAt": null}])
+                } else {
+                    json!([])
+                }
             }
             "vulnerableAsset" => self.asset_json(),
-            // hasCisaKevExploit, validatedInRuntime, dataSourceName,
-            // resolutionReason… are null, as Wiz often sends them.
+            // dataSourceName (only third-party findings have one),
+            // resolutionReason, weightedSeverity… are null, as Wiz often
+            // sends them.
             _ => Value::Null,
         }
     }
@@ -303,6 +654,9 @@ pub struct Dataset {
     /// Bumped by every change, to invalidate cached counts.
     pub version: u64,
     next_id: u64,
+    /// The latest `updatedAt` of any finding: every change is stamped
+    /// after it, so `updatedAt` only moves forward.
+    last_change: time::OffsetDateTime,
 }
 
 const ORGS: &[&str] = &["acme", "globex", "initech", "umbrella", "hooli"];
@@ -352,6 +706,16 @@ fn timestamp(secs: i64, micros: Option<u32>) -> String {
     }
 }
 
+/// `t` as Wiz writes it with microseconds (`2022-05-01T11:36:10.063767Z`).
+fn timestamp_micros(t: time::OffsetDateTime) -> String {
+    timestamp(t.unix_timestamp(), Some(t.microsecond()))
+}
+
+/// Reads an RFC 3339 date-time, as `updatedAt` and the date filters use.
+pub fn parse_time(v: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// 2025-01-01T00:00:00Z: the simulated tenant's history starts here.
 const EPOCH: i64 = 1_735_689_600;
 
@@ -377,12 +741,19 @@ impl Dataset {
             branches,
             version: 0,
             next_id: 0,
+            last_change: time::OffsetDateTime::UNIX_EPOCH,
         };
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..n {
             let f = data.new_finding(&mut rng);
             data.findings.push(f);
         }
+        data.last_change = data
+            .findings
+            .iter()
+            .filter_map(|f| parse_time(&f.updated_at))
+            .max()
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         data
     }
 
@@ -516,9 +887,18 @@ impl Dataset {
     /// Move the tenant forward: about 10 % of open findings resolve, 20 %
     /// of resolved ones reopen, 5 % new findings appear and 30 % of the
     /// open ones are detected again.
-    pub fn advance(&mut self, seed: u64, now_secs: i64) -> AdvanceSummary {
+    ///
+    /// Every finding this changes (new, resolved, reopened, detected again)
+    /// gets `updatedAt` = one stamp, `now` with microseconds — or just after
+    /// the latest earlier change when the clock is behind it (the generated
+    /// history runs into the future of a slow clock) — and no other
+    /// finding's `updatedAt` moves. So `updatedAt.after = T`, with T any
+    /// time up to the previous change, returns exactly what changed since.
+    pub fn advance(&mut self, seed: u64, now: time::OffsetDateTime) -> AdvanceSummary {
         let mut rng = StdRng::seed_from_u64(seed);
-        let now = timestamp(now_secs, None);
+        let stamp = now.max(self.last_change + time::Duration::microseconds(1));
+        self.last_change = stamp;
+        let now = timestamp_micros(stamp);
         let mut summary = AdvanceSummary::default();
         for f in &mut self.findings {
             let roll = rng.random_range(0..100);
@@ -569,4 +949,53 @@ pub struct AdvanceSummary {
     pub added: u64,
     /// Open findings detected again (`lastDetectedAt` bumped).
     pub redetected: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_stamps_changes_after_the_last_one_even_when_the_clock_is_behind() {
+        let mut data = Dataset::generate(300, 5);
+        let before = data.findings.clone();
+        let newest = before
+            .iter()
+            .filter_map(|f| parse_time(&f.updated_at))
+            .max()
+            .expect("findings");
+        // A clock earlier than the generated history.
+        data.advance(1, time::OffsetDateTime::UNIX_EPOCH);
+        let stamps: Vec<_> = data
+            .findings
+            .iter()
+            .zip(&before)
+            .filter(|(a, b)| a.updated_at != b.updated_at)
+            .map(|(a, _)| parse_time(&a.updated_at).expect("time"))
+            .collect();
+        assert!(!stamps.is_empty());
+        assert!(stamps.iter().all(|s| *s > newest));
+        // A clock ahead of it: the stamp is the clock, with microseconds.
+        let now = newest + time::Duration::days(3) + time::Duration::microseconds(250);
+        data.advance(2, now);
+        let last = data.findings.last().expect("a new finding");
+        assert_eq!(parse_time(&last.updated_at), Some(now));
+        assert!(last.updated_at.contains(".000250Z"), "{}", last.updated_at);
+    }
+
+    #[test]
+    fn related_issue_counts_add_up_and_follow_severity() {
+        let data = Dataset::generate(3000, 9);
+        let mut by_severity = [0u32; 5];
+        for f in &data.findings {
+            let r = f.related_issues();
+            assert!(r.issue_count() <= 4);
+            let rank = SEVERITIES
+                .iter()
+                .position(|s| *s == f.severity)
+                .expect("severity");
+            by_severity[rank] += r.issue_count();
+        }
+        assert!(by_severity[4] > by_severity[0], "{by_severity:?}");
+    }
 }

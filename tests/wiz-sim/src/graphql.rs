@@ -3,18 +3,34 @@
 //! and a small executor that projects selections over JSON objects.
 
 use apollo_compiler::ast::Value as AstValue;
-use apollo_compiler::executable::{Field, Selection, SelectionSet};
+use apollo_compiler::executable::{DirectiveList, Field, Selection, SelectionSet};
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Schema};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The schema, written from the fields public clients select
-/// (shared/wiz-api.md §3). Types the sources do not show in full carry
+/// The fields every `VulnerableAssetBase` member has (one text, so the
+/// interface and its members cannot drift apart).
+macro_rules! asset_base_fields {
+    () => {
+        "
+  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
+  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
+  subscriptionId: String tags: JSON nativeType: String externalId: String
+  hasLimitedInternetExposure: Boolean hasWideInternetExposure: Boolean isAccessibleFromVPN: Boolean
+  isAccessibleFromOtherVnets: Boolean isAccessibleFromOtherSubscriptions: Boolean
+"
+    };
+}
+
+/// The schema, written from the fields public clients select (the
+/// Backstage plugin, Elastic's and Port's integrations, Paramify's
+/// fetchers, the connector). Types the sources do not show in full carry
 /// the fields seen; a client selecting anything else gets a validation
 /// error, as it would from Wiz.
-pub const SCHEMA: &str = r#"
+pub const SCHEMA: &str = concat!(
+    r#"
 scalar DateTime
 scalar JSON
 
@@ -34,7 +50,8 @@ input DateFilter { after: DateTime before: DateTime inLast: DurationFilter befor
 input DurationFilter { amount: Int! unit: DurationFilterValueUnit! }
 input StringListFilter { equals: [String!] notEquals: [String!] }
 input BooleanFilter { equals: Boolean }
-input TagsFilter { containsAny: [String!] containsAll: [String!] }
+input TagFilterEntry { key: String! value: String }
+input TagsFilter { containsAny: [TagFilterEntry!] containsAll: [TagFilterEntry!] }
 
 input VulnerabilityFindingFilters {
   status: [FindingStatus!]
@@ -51,6 +68,7 @@ input VulnerabilityFindingFilters {
   detectionMethod: [String!]
   hasFix: Boolean
   hasExploit: Boolean
+  hasCisaKevExploit: Boolean
   updatedAt: DateFilter
   firstSeenAt: DateFilter
   resolvedAt: DateFilter
@@ -59,54 +77,57 @@ input VulnerabilityFindingOrder { field: VulnerabilityFindingOrderField directio
 
 type PageInfo { hasNextPage: Boolean! endCursor: String }
 
-type Project { id: ID! name: String slug: String businessUnit: String isFolder: Boolean }
+type ProjectRiskProfile { businessImpact: String }
+type Project {
+  id: ID! name: String slug: String businessUnit: String isFolder: Boolean
+  riskProfile: ProjectRiskProfile
+}
 
-interface VulnerableAssetBase {
-  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
-  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
-  subscriptionId: String tags: JSON nativeType: String externalId: String
+interface VulnerableAssetBase {"#,
+    asset_base_fields!(),
+    r#"}
+type VulnerableAssetVirtualMachine implements VulnerableAssetBase {"#,
+    asset_base_fields!(),
+    r#"  operatingSystem: String ipAddresses: [String] imageName: String imageId: String
 }
-type VulnerableAssetVirtualMachine implements VulnerableAssetBase {
-  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
-  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
-  subscriptionId: String tags: JSON nativeType: String externalId: String
-  operatingSystem: String ipAddresses: [String] imageName: String imageId: String
-}
-type VulnerableAssetServerless implements VulnerableAssetBase {
-  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
-  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
-  subscriptionId: String tags: JSON nativeType: String externalId: String
-  runtime: String
+type VulnerableAssetServerless implements VulnerableAssetBase {"#,
+    asset_base_fields!(),
+    r#"  runtime: String
 }
 type ContainerRegistryRef { vertexId: String name: String }
-type VulnerableAssetContainerImage implements VulnerableAssetBase {
-  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
-  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
-  subscriptionId: String tags: JSON nativeType: String externalId: String
-  imageId: String imageTags: [String] tagReferences: [String] scanSource: String
+type VulnerableAssetContainerImage implements VulnerableAssetBase {"#,
+    asset_base_fields!(),
+    r#"  imageId: String imageTags: [String] tagReferences: [String] scanSource: String
   registry: ContainerRegistryRef repository: ContainerRegistryRef
 }
-type VulnerableAssetContainer implements VulnerableAssetBase {
-  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
-  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
-  subscriptionId: String tags: JSON nativeType: String externalId: String
-  ImageExternalId: String VmExternalId: String ServerlessContainer: Boolean PodNamespace: String
+type VulnerableAssetContainer implements VulnerableAssetBase {"#,
+    asset_base_fields!(),
+    r#"  ImageExternalId: String VmExternalId: String ServerlessContainer: Boolean PodNamespace: String
   PodName: String NodeName: String
 }
-type VulnerableAssetRepositoryBranch implements VulnerableAssetBase {
-  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
-  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
-  subscriptionId: String tags: JSON nativeType: String externalId: String
-  repositoryId: String repositoryName: String isUsedOnPrem: Boolean resourceGroupExternalId: String
+type VulnerableAssetRepositoryBranch implements VulnerableAssetBase {"#,
+    asset_base_fields!(),
+    r#"  repositoryId: String repositoryName: String isUsedOnPrem: Boolean resourceGroupExternalId: String
 }
-type VulnerableAssetCommon implements VulnerableAssetBase {
-  id: ID name: String type: String providerUniqueId: String cloudPlatform: String region: String
-  cloudProviderURL: String status: String subscriptionName: String subscriptionExternalId: String
-  subscriptionId: String tags: JSON nativeType: String externalId: String
-}
+type VulnerableAssetCommon implements VulnerableAssetBase {"#,
+    asset_base_fields!(),
+    r#"}
 union VulnerableAsset = VulnerableAssetVirtualMachine | VulnerableAssetServerless
   | VulnerableAssetContainerImage | VulnerableAssetContainer | VulnerableAssetRepositoryBranch
   | VulnerableAssetCommon
+
+type VulnerabilityFindingRelatedIssueAnalytics {
+  issueCount: Int! informationalSeverityCount: Int! lowSeverityCount: Int!
+  mediumSeverityCount: Int! highSeverityCount: Int! criticalSeverityCount: Int!
+}
+type VulnerabilityFindingLayerMetadata { id: ID! details: String isBaseLayer: Boolean layerHash: String }
+type IgnoreRule { id: ID! name: String enabled: Boolean expiredAt: DateTime }
+type SBOMArtifactType {
+  group: String codeLibraryLanguage: String osPackageManager: String plugin: String
+  custom: Boolean ciComponent: String
+}
+type VulnerabilityFindingRootComponent { name: String }
+type ApplicationService { id: ID! }
 
 type VulnerabilityFinding {
   id: ID! name: String vulnerabilityExternalId: String CVEDescription: String
@@ -119,12 +140,16 @@ type VulnerabilityFinding {
   hasExploit: Boolean hasCisaKevExploit: Boolean hasFix: Boolean isHighProfileThreat: Boolean
   validatedInRuntime: Boolean epssSeverity: String epssPercentile: Float epssProbability: Float
   dataSourceName: String resolutionReason: String projects: [Project]
+  categories: [String!] environments: [String!] origin: String
+  artifactType: SBOMArtifactType rootComponent: VulnerabilityFindingRootComponent
+  applicationServices: [ApplicationService!]
+  relatedIssueAnalytics: VulnerabilityFindingRelatedIssueAnalytics
+  layerMetadata: VulnerabilityFindingLayerMetadata ignoreRules: [IgnoreRule!]
   vulnerableAsset: VulnerableAsset
 }
 type VulnerabilityFindingConnection {
   nodes: [VulnerabilityFinding!]! pageInfo: PageInfo! totalCount: Int!
 }
-
 input VersionControlResourceFilters { type: [String!] id: [String!] }
 type VersionControlRepository { id: ID! name: String url: String }
 type VersionControlResource {
@@ -160,7 +185,8 @@ type Query {
   versionControlResources(filterBy: VersionControlResourceFilters, first: Int, after: String):
     VersionControlResourceConnection!
 }
-"#;
+"#
+);
 
 /// The schema, parsed and validated once.
 pub fn schema() -> &'static Valid<Schema> {
@@ -357,12 +383,27 @@ pub fn field_selection<'a>(
     None
 }
 
+/// Whether `@include(if:)` and `@skip(if:)` keep a selection, with the
+/// request's variables: the Wiz portal's own query switches
+/// `relatedIssueAnalytics` and `totalCount` on this way.
+pub fn included(directives: &DirectiveList, vars: &Map<String, Value>) -> bool {
+    let condition = |name: &str| {
+        directives
+            .get(name)
+            .and_then(|d| d.specified_argument_by_name("if"))
+            .map(|v| argument(v, vars) == Value::Bool(true))
+    };
+    condition("include").unwrap_or(true) && !condition("skip").unwrap_or(false)
+}
+
 /// The fields `set` selects on an object of type `typename`, in order,
-/// following the fragments whose type condition matches, one per response
-/// key. GraphQL merges the sub-selections of a key selected twice; the
-/// simulator keeps the first (public clients repeat only leaf fields).
+/// following the fragments whose type condition matches and leaving out
+/// what `@include`/`@skip` drop, one per response key. GraphQL merges the
+/// sub-selections of a key selected twice; the simulator keeps the first
+/// (public clients repeat only leaf fields).
 pub fn fields_of<'a>(
     doc: &'a ExecutableDocument,
+    vars: &Map<String, Value>,
     set: &'a SelectionSet,
     typename: &str,
     out: &mut Vec<&'a Field>,
@@ -370,23 +411,27 @@ pub fn fields_of<'a>(
     for selection in &set.selections {
         match selection {
             Selection::Field(f) => {
-                if !out.iter().any(|o| o.response_key() == f.response_key()) {
+                if included(&f.directives, vars)
+                    && !out.iter().any(|o| o.response_key() == f.response_key())
+                {
                     out.push(f);
                 }
             }
             Selection::InlineFragment(i) => {
-                if i.type_condition
-                    .as_ref()
-                    .is_none_or(|c| type_matches(typename, c.as_str()))
+                if included(&i.directives, vars)
+                    && i.type_condition
+                        .as_ref()
+                        .is_none_or(|c| type_matches(typename, c.as_str()))
                 {
-                    fields_of(doc, &i.selection_set, typename, out);
+                    fields_of(doc, vars, &i.selection_set, typename, out);
                 }
             }
             Selection::FragmentSpread(s) => {
                 if let Some(frag) = doc.fragments.get(&s.fragment_name)
+                    && included(&s.directives, vars)
                     && type_matches(typename, frag.type_condition().as_str())
                 {
-                    fields_of(doc, &frag.selection_set, typename, out);
+                    fields_of(doc, vars, &frag.selection_set, typename, out);
                 }
             }
         }
@@ -401,7 +446,13 @@ pub fn write_json(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
 /// Writes the projection of `v` (full JSON objects carrying `__typename`)
 /// onto `set` as JSON text, without building the projected tree: this is
 /// what serves a 500-finding page quickly.
-pub fn write_projected(doc: &ExecutableDocument, v: &Value, set: &SelectionSet, out: &mut Vec<u8>) {
+pub fn write_projected(
+    doc: &ExecutableDocument,
+    vars: &Map<String, Value>,
+    v: &Value,
+    set: &SelectionSet,
+    out: &mut Vec<u8>,
+) {
     match v {
         Value::Array(items) => {
             out.push(b'[');
@@ -409,7 +460,7 @@ pub fn write_projected(doc: &ExecutableDocument, v: &Value, set: &SelectionSet, 
                 if i > 0 {
                     out.push(b',');
                 }
-                write_projected(doc, item, set, out);
+                write_projected(doc, vars, item, set, out);
             }
             out.push(b']');
         }
@@ -419,7 +470,7 @@ pub fn write_projected(doc: &ExecutableDocument, v: &Value, set: &SelectionSet, 
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let mut fields = Vec::new();
-            fields_of(doc, set, typename, &mut fields);
+            fields_of(doc, vars, set, typename, &mut fields);
             out.push(b'{');
             for (i, f) in fields.iter().enumerate() {
                 if i > 0 {
@@ -431,7 +482,7 @@ pub fn write_projected(doc: &ExecutableDocument, v: &Value, set: &SelectionSet, 
                     write_json(out, typename);
                 } else {
                     let child = map.get(f.name.as_str()).unwrap_or(&Value::Null);
-                    write_projected(doc, child, &f.selection_set, out);
+                    write_projected(doc, vars, child, &f.selection_set, out);
                 }
             }
             out.push(b'}');
@@ -441,8 +492,13 @@ pub fn write_projected(doc: &ExecutableDocument, v: &Value, set: &SelectionSet, 
 }
 
 /// The projection of `v` onto `set` as a value (for small answers).
-pub fn project_value(doc: &ExecutableDocument, v: &Value, set: &SelectionSet) -> Value {
+pub fn project_value(
+    doc: &ExecutableDocument,
+    vars: &Map<String, Value>,
+    v: &Value,
+    set: &SelectionSet,
+) -> Value {
     let mut out = Vec::new();
-    write_projected(doc, v, set, &mut out);
+    write_projected(doc, vars, v, set, &mut out);
     serde_json::from_slice(&out).unwrap_or(Value::Null)
 }

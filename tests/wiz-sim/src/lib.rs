@@ -25,6 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
+use data::parse_time;
 use graphql::{DocumentCache, GqlError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -404,7 +405,7 @@ impl Drop for Simulator {
 }
 
 fn advance_data(shared: &Shared, seed: u64) -> AdvanceSummary {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = time::OffsetDateTime::now_utc();
     let summary = shared
         .data
         .write()
@@ -750,12 +751,16 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Vec<u8
         .get(op_name)
         .map_err(|e| bad_input(e.message().to_string()))?;
     let mut data = vec![b'{'];
-    for (n, selection) in operation.selection_set.selections.iter().enumerate() {
+    let mut n = 0;
+    for selection in &operation.selection_set.selections {
         let apollo_compiler::executable::Selection::Field(field) = selection else {
             return Err(bad_input(
                 "fragments on the root type are not supported by the simulator",
             ));
         };
+        if !graphql::included(&field.directives, &vars) {
+            continue;
+        }
         let args: Map<String, Value> = field
             .arguments
             .iter()
@@ -776,17 +781,18 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Vec<u8
         if n > 0 {
             data.push(b',');
         }
+        n += 1;
         graphql::write_json(&mut data, field.response_key().as_str());
         data.push(b':');
         let out = &mut data;
         match field.name.as_str() {
             "vulnerabilityFindings" => {
                 need("read:vulnerabilities")?;
-                findings_connection(shared, &doc, &field.selection_set, &args, out)?;
+                findings_connection(shared, &doc, &vars, &field.selection_set, &args, out)?;
             }
             "versionControlResources" => {
                 need("read:resources")?;
-                let v = branches_connection(shared, &doc, &field.selection_set, &args)?;
+                let v = branches_connection(shared, &doc, &vars, &field.selection_set, &args)?;
                 graphql::write_json(out, &v);
             }
             "requestSecurityScanUpload" => {
@@ -815,14 +821,14 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Vec<u8
                     "__typename": "RequestSecurityScanUploadPayload",
                     "upload": {"__typename": "SecurityScanUpload", "id": id, "url": url, "systemActivityId": activity},
                 });
-                graphql::write_projected(&doc, &payload, &field.selection_set, out);
+                graphql::write_projected(&doc, &vars, &payload, &field.selection_set, out);
             }
             "systemActivity" => {
                 need("read:system_activities")?;
                 let id = args.get("id").and_then(Value::as_str).unwrap_or_default();
                 let activity = lock(&shared.uploads).poll(&shared.config.uploads, id);
                 match activity {
-                    Some(a) => graphql::write_projected(&doc, &a, &field.selection_set, out),
+                    Some(a) => graphql::write_projected(&doc, &vars, &a, &field.selection_set, out),
                     None => {
                         return Err(GqlError {
                             status: 200,
@@ -845,7 +851,12 @@ fn execute(shared: &Shared, request: &Value, scopes: &[String]) -> Result<Vec<u8
     Ok(data)
 }
 
-fn page_args(shared: &Shared, args: &Map<String, Value>) -> Result<(usize, usize), GqlError> {
+/// `first` (default 50, at most the configured page size) and the cursor
+/// named by `after`.
+fn page_args(
+    shared: &Shared,
+    args: &Map<String, Value>,
+) -> Result<(usize, Option<Cursor>), GqlError> {
     let first = match args.get("first").and_then(Value::as_i64) {
         None => 50,
         Some(n) if n < 0 => return Err(bad_input("first must not be negative")),
@@ -857,42 +868,167 @@ fn page_args(shared: &Shared, args: &Map<String, Value>) -> Result<(usize, usize
         }
         Some(n) => n as usize,
     };
-    let start = match args.get("after").and_then(Value::as_str) {
-        None | Some("") => 0,
-        Some(c) => decode_cursor(c).ok_or_else(|| bad_input("invalid cursor"))? + 1,
+    let cursor = match args.get("after").and_then(Value::as_str) {
+        None | Some("") => None,
+        Some(c) => Some(Cursor::decode(c).ok_or_else(|| bad_input("invalid cursor"))?),
     };
-    Ok((first, start))
+    Ok((first, cursor))
 }
 
-/// Cursors are opaque base64 JSON naming the last position served (like
-/// the Elastic fixture's `{"fields":[…]}`), stable across requests.
+/// Where a page ended: the last item's position in the tenant's stable
+/// order and, under an `orderBy`, its sort key. The next page starts
+/// strictly after it (keyset paging), so findings added or changed
+/// between two pages neither repeat nor shift the rest.
+#[derive(Debug, Clone, PartialEq)]
+struct Cursor {
+    /// The order's field name and the item's key in it.
+    key: Option<(String, Vec<i64>)>,
+    position: usize,
+}
+
+impl Cursor {
+    /// Opaque base64 JSON, like the Elastic fixture's `{"fields":[…]}`;
+    /// without an order it holds only the position.
+    fn encode(&self) -> String {
+        let mut fields = Vec::new();
+        if let Some((field, key)) = &self.key {
+            fields.push(json!({"Field": field, "Value": key}));
+        }
+        fields.push(json!({"Field": "Position", "Value": self.position}));
+        let raw = json!({ "fields": fields }).to_string();
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+
+    fn decode(cursor: &str) -> Option<Cursor> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(cursor)
+            .ok()?;
+        let v: Value = serde_json::from_slice(&raw).ok()?;
+        let mut key = None;
+        let mut position = None;
+        for f in v.get("fields")?.as_array()? {
+            match f.get("Field")?.as_str()? {
+                "Position" => position = Some(f.get("Value")?.as_u64()? as usize),
+                field => {
+                    let values = f.get("Value")?.as_array()?;
+                    let values: Option<Vec<i64>> = values.iter().map(Value::as_i64).collect();
+                    key = Some((field.to_string(), values?));
+                }
+            }
+        }
+        Some(Cursor {
+            key,
+            position: position?,
+        })
+    }
+}
+
 fn encode_cursor(position: usize) -> String {
-    let raw = json!({"fields": [{"Field": "Position", "Value": position}]}).to_string();
-    base64::engine::general_purpose::STANDARD.encode(raw)
+    Cursor {
+        key: None,
+        position,
+    }
+    .encode()
 }
 
-fn decode_cursor(cursor: &str) -> Option<usize> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(cursor)
-        .ok()?;
-    let v: Value = serde_json::from_slice(&raw).ok()?;
-    v.pointer("/fields/0/Value")?.as_u64().map(|p| p as usize)
+/// `orderBy` of `vulnerabilityFindings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FindingOrder {
+    /// `CREATED_AT`: when the finding was first detected.
+    CreatedAt,
+    /// `RELATED_ISSUE_SEVERITY`: by the related issues' counts, the most
+    /// severe band first (critical, then high, medium, low,
+    /// informational), then by how many issues in all.
+    RelatedIssueSeverity,
+    /// `TECHNOLOGY_END_OF_LIFE_DATE`: the simulated packages have no
+    /// end-of-life dates, so every key is equal and the tie-break (the
+    /// tenant's order) decides.
+    TechnologyEndOfLife,
 }
 
-fn parse_time(v: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+impl FindingOrder {
+    /// The order asked for and whether it is descending; `None` without an
+    /// `orderBy`, which pages in the tenant's stable order (what the
+    /// connector relies on). A missing `field` is the portal's default,
+    /// CREATED_AT; a missing `direction` is DESC (GUESS: RegScale sends
+    /// `{direction: DESC}` alone, so Wiz must default one of them).
+    fn new(v: Option<&Value>) -> Option<(FindingOrder, bool)> {
+        let v = v.filter(|v| v.is_object())?;
+        let field = match v.get("field").and_then(Value::as_str) {
+            Some("RELATED_ISSUE_SEVERITY") => FindingOrder::RelatedIssueSeverity,
+            Some("TECHNOLOGY_END_OF_LIFE_DATE") => FindingOrder::TechnologyEndOfLife,
+            _ => FindingOrder::CreatedAt,
+        };
+        let descending = v.get("direction").and_then(Value::as_str) != Some("ASC");
+        Some((field, descending))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FindingOrder::CreatedAt => "CreatedAt",
+            FindingOrder::RelatedIssueSeverity => "RelatedIssueSeverity",
+            FindingOrder::TechnologyEndOfLife => "TechnologyEndOfLifeDate",
+        }
+    }
+
+    /// The finding's sort key, compared lexicographically.
+    fn key(self, f: &SimFinding) -> Vec<i64> {
+        match self {
+            FindingOrder::CreatedAt => vec![
+                parse_time(&f.first_detected_at)
+                    .map_or(0, |t| (t.unix_timestamp_nanos() / 1000) as i64),
+            ],
+            FindingOrder::RelatedIssueSeverity => {
+                let r = f.related_issues();
+                [
+                    r.critical,
+                    r.high,
+                    r.medium,
+                    r.low,
+                    r.informational,
+                    r.issue_count(),
+                ]
+                .map(i64::from)
+                .to_vec()
+            }
+            FindingOrder::TechnologyEndOfLife => Vec::new(),
+        }
+    }
 }
+
+/// A date window of a filter: Wiz documents `after` and `before` without
+/// saying whether the bounds are inclusive; the simulator takes both as
+/// exclusive (`after < t < before`), the reading of the words. Clients
+/// need nothing more: Elastic asks `updatedAt.after` = the newest
+/// timestamp it has already read, which exclusive bounds do not serve
+/// twice, and a scanner asking `after` = the time of its last read sees
+/// every later change, since `advance` stamps changes after that time.
+/// (A finding stamped exactly on the boundary of Port's back-to-back
+/// `firstSeenAt` windows would fall in neither; with microsecond stamps
+/// that is as unlikely on Wiz as here.)
+type Window = (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>);
 
 /// The `VulnerabilityFindingFilters` a finding must pass.
 struct FindingFilter {
     status: Option<Vec<String>>,
     severity: Option<Vec<String>>,
+    vendor_severity: Option<Vec<String>>,
     asset_type: Option<Vec<String>>,
     projects: Option<Vec<String>>,
     asset_ids: Option<Vec<String>>,
     external_ids: Option<Vec<String>>,
-    updated: (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
-    first_seen: (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
+    detection_methods: Option<Vec<String>>,
+    /// `assetTags.containsAny`: (key, value) pairs; a missing value
+    /// matches any value of the key.
+    tags_any: Option<Vec<(String, Option<String>)>>,
+    /// `assetTags.containsAll`.
+    tags_all: Option<Vec<(String, Option<String>)>>,
+    has_fix: Option<bool>,
+    has_exploit: Option<bool>,
+    has_cisa_kev: Option<bool>,
+    updated: Window,
+    first_seen: Window,
+    resolved: Window,
 }
 
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {
@@ -903,9 +1039,21 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
     })
 }
 
-fn window(
-    v: Option<&Value>,
-) -> Result<(Option<time::OffsetDateTime>, Option<time::OffsetDateTime>), GqlError> {
+fn tag_pairs(v: Option<&Value>) -> Option<Vec<(String, Option<String>)>> {
+    v?.as_array().map(|a| {
+        a.iter()
+            .filter_map(|t| {
+                let key = t.get("key")?.as_str()?.to_string();
+                Some((
+                    key,
+                    t.get("value").and_then(Value::as_str).map(str::to_string),
+                ))
+            })
+            .collect()
+    })
+}
+
+fn window(v: Option<&Value>) -> Result<Window, GqlError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok((None, None));
     };
@@ -924,84 +1072,160 @@ impl FindingFilter {
         Ok(Self {
             status: strings(v.get("status")),
             severity: strings(v.get("severity")),
+            vendor_severity: strings(v.get("vendorSeverity")),
             asset_type: strings(v.get("assetType")),
             projects: strings(v.get("projectId"))
                 .or_else(|| strings(v.pointer("/projectIdV2/equals"))),
             asset_ids: strings(v.get("assetId")),
             external_ids: strings(v.get("vulnerabilityExternalId")),
+            detection_methods: strings(v.get("detectionMethod")),
+            tags_any: tag_pairs(v.pointer("/assetTags/containsAny")),
+            tags_all: tag_pairs(v.pointer("/assetTags/containsAll")),
+            has_fix: v.get("hasFix").and_then(Value::as_bool),
+            has_exploit: v.get("hasExploit").and_then(Value::as_bool),
+            has_cisa_kev: v.get("hasCisaKevExploit").and_then(Value::as_bool),
             updated: window(v.get("updatedAt"))?,
             first_seen: window(v.get("firstSeenAt"))?,
+            resolved: window(v.get("resolvedAt"))?,
         })
     }
 
     fn matches(&self, f: &SimFinding) -> bool {
-        let within = |w: &(Option<time::OffsetDateTime>, Option<time::OffsetDateTime>),
-                      at: &str| {
+        let within = |w: &Window, at: Option<&str>| {
             if w.0.is_none() && w.1.is_none() {
                 return true;
             }
-            let Some(t) = parse_time(at) else {
+            let Some(t) = at.and_then(parse_time) else {
                 return false;
             };
             w.0.is_none_or(|a| t > a) && w.1.is_none_or(|b| t < b)
         };
-        let asset_id = match &f.asset {
-            SimAsset::RepositoryBranch { id, .. }
-            | SimAsset::ContainerImage { id, .. }
-            | SimAsset::VirtualMachine { id, .. }
-            | SimAsset::Serverless { id, .. } => Some(id.as_str()),
-            SimAsset::Unknown => None,
+        let list =
+            |l: &Option<Vec<String>>, v: &str| l.as_ref().is_none_or(|l| l.iter().any(|x| x == v));
+        let tags = || f.asset_tags();
+        let has_tag = |tags: &Map<String, Value>, (k, v): &(String, Option<String>)| {
+            tags.get(k)
+                .is_some_and(|t| v.as_ref().is_none_or(|v| t.as_str() == Some(v.as_str())))
         };
-        self.status.as_ref().is_none_or(|s| s.contains(&f.status))
+        // The exploit signals are derived; compute them only when asked.
+        let exploit = || f.exploitability();
+        list(&self.status, &f.status)
+            && list(&self.severity, &f.severity)
             && self
-                .severity
+                .vendor_severity
                 .as_ref()
-                .is_none_or(|s| s.contains(&f.severity))
-            && self
-                .asset_type
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|t| t == f.asset.type_name()))
-            && self
-                .projects
-                .as_ref()
-                .is_none_or(|s| s.contains(&f.project_id))
+                .is_none_or(|s| f.vendor_severity.as_ref().is_some_and(|v| s.contains(v)))
+            && list(&self.asset_type, f.asset.type_name())
+            && list(&self.projects, &f.project_id)
             && self
                 .asset_ids
                 .as_ref()
-                .is_none_or(|s| asset_id.is_some_and(|a| s.iter().any(|x| x == a)))
+                .is_none_or(|s| f.asset_id().is_some_and(|a| s.iter().any(|x| x == a)))
             && self.external_ids.as_ref().is_none_or(|s| {
                 f.external_id.as_ref().is_some_and(|e| s.contains(e)) || s.contains(&f.name)
             })
-            && within(&self.updated, &f.updated_at)
-            && within(&self.first_seen, &f.first_detected_at)
+            && self.detection_methods.as_ref().is_none_or(|s| {
+                f.field("detectionMethod")
+                    .as_str()
+                    .is_some_and(|m| s.iter().any(|x| x == m))
+            })
+            && self.tags_any.as_ref().is_none_or(|want| {
+                let tags = tags();
+                want.iter().any(|t| has_tag(&tags, t))
+            })
+            && self.tags_all.as_ref().is_none_or(|want| {
+                let tags = tags();
+                want.iter().all(|t| has_tag(&tags, t))
+            })
+            && self.has_fix.is_none_or(|b| b == f.fixed_version.is_some())
+            && self.has_exploit.is_none_or(|b| b == exploit().has_exploit)
+            && self.has_cisa_kev.is_none_or(|b| b == exploit().cisa_kev)
+            && within(&self.updated, Some(&f.updated_at))
+            && within(&self.first_seen, Some(&f.first_detected_at))
+            && within(&self.resolved, f.resolved_at.as_deref())
     }
 }
 
 fn findings_connection(
     shared: &Shared,
     doc: &apollo_compiler::ExecutableDocument,
+    vars: &Map<String, Value>,
     set: &apollo_compiler::executable::SelectionSet,
     args: &Map<String, Value>,
     out: &mut Vec<u8>,
 ) -> Result<(), GqlError> {
-    let (first, start) = page_args(shared, args)?;
+    let (first, after) = page_args(shared, args)?;
     let filter = FindingFilter::new(args.get("filterBy"))?;
+    let order = FindingOrder::new(args.get("orderBy"));
     let data = shared.data.read().unwrap_or_else(|p| p.into_inner());
-    let mut page = Vec::with_capacity(first);
+    // The page: positions of the findings served, with their sort keys.
+    let mut page: Vec<(usize, Vec<i64>)> = Vec::with_capacity(first);
     let mut has_next = false;
-    for (pos, f) in data.findings.iter().enumerate().skip(start) {
-        if !filter.matches(f) {
-            continue;
+    match order {
+        None => {
+            // The tenant's stable order: walk from the cursor, no sorting.
+            let start = after.map_or(0, |c| c.position + 1);
+            for (pos, f) in data.findings.iter().enumerate().skip(start) {
+                if !filter.matches(f) {
+                    continue;
+                }
+                if page.len() == first {
+                    has_next = true;
+                    break;
+                }
+                page.push((pos, Vec::new()));
+            }
         }
-        if page.len() == first {
-            has_next = true;
-            break;
+        Some((order, descending)) => {
+            let after = match after {
+                None => None,
+                Some(Cursor {
+                    key: Some((field, key)),
+                    position,
+                }) if field == order.name() => Some((key, position)),
+                Some(_) => return Err(bad_input("the cursor belongs to another order")),
+            };
+            // Sort by the key in the asked direction, ties by position
+            // (ascending either way), so the order is total and stable.
+            let cmp = |a: &(Vec<i64>, usize), b: &(Vec<i64>, usize)| {
+                let by_key = if descending {
+                    b.0.cmp(&a.0)
+                } else {
+                    a.0.cmp(&b.0)
+                };
+                by_key.then(a.1.cmp(&b.1))
+            };
+            let mut matching: Vec<(Vec<i64>, usize)> = data
+                .findings
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| filter.matches(f))
+                .map(|(pos, f)| (order.key(f), pos))
+                .filter(|item| {
+                    after
+                        .as_ref()
+                        .is_none_or(|c| cmp(item, c) == std::cmp::Ordering::Greater)
+                })
+                .collect();
+            matching.sort_by(cmp);
+            has_next = matching.len() > first;
+            page = matching
+                .into_iter()
+                .take(first)
+                .map(|(key, pos)| (pos, key))
+                .collect();
         }
-        page.push(pos);
     }
+    let end_cursor = page.last().map(|(pos, key)| {
+        Cursor {
+            key: order.map(|(o, _)| (o.name().to_string(), key.clone())),
+            position: *pos,
+        }
+        .encode()
+    });
     const TYPE: &str = "VulnerabilityFindingConnection";
     let mut fields = Vec::new();
-    graphql::fields_of(doc, set, TYPE, &mut fields);
+    graphql::fields_of(doc, vars, set, TYPE, &mut fields);
     out.push(b'{');
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
@@ -1017,12 +1241,13 @@ fn findings_connection(
                 let mut node_fields = Vec::new();
                 graphql::fields_of(
                     doc,
+                    vars,
                     &field.selection_set,
                     "VulnerabilityFinding",
                     &mut node_fields,
                 );
                 out.push(b'[');
-                for (n, pos) in page.iter().enumerate() {
+                for (n, (pos, _)) in page.iter().enumerate() {
                     if n > 0 {
                         out.push(b',');
                     }
@@ -1035,15 +1260,15 @@ fn findings_connection(
                         graphql::write_json(out, f.response_key().as_str());
                         out.push(b':');
                         let value = finding.field(f.name.as_str());
-                        graphql::write_projected(doc, &value, &f.selection_set, out);
+                        graphql::write_projected(doc, vars, &value, &f.selection_set, out);
                     }
                     out.push(b'}');
                 }
                 out.push(b']');
             }
             "pageInfo" => {
-                let info = json!({"__typename": "PageInfo", "hasNextPage": has_next, "endCursor": page.last().map(|p| encode_cursor(*p))});
-                graphql::write_projected(doc, &info, &field.selection_set, out);
+                let info = json!({"__typename": "PageInfo", "hasNextPage": has_next, "endCursor": end_cursor});
+                graphql::write_projected(doc, vars, &info, &field.selection_set, out);
             }
             "totalCount" => {
                 let key = (
@@ -1074,10 +1299,12 @@ fn findings_connection(
 fn branches_connection(
     shared: &Shared,
     doc: &apollo_compiler::ExecutableDocument,
+    vars: &Map<String, Value>,
     set: &apollo_compiler::executable::SelectionSet,
     args: &Map<String, Value>,
 ) -> Result<Value, GqlError> {
-    let (first, start) = page_args(shared, args)?;
+    let (first, after) = page_args(shared, args)?;
+    let start = after.map_or(0, |c| c.position + 1);
     let ids = strings(args.get("filterBy").and_then(|f| f.get("id")));
     let types = strings(args.get("filterBy").and_then(|f| f.get("type")));
     if types
@@ -1086,6 +1313,7 @@ fn branches_connection(
     {
         return Ok(graphql::project_value(
             doc,
+            vars,
             &json!({"nodes": [], "pageInfo": {"hasNextPage": false, "endCursor": null}, "totalCount": 0}),
             set,
         ));
@@ -1119,7 +1347,7 @@ fn branches_connection(
         "pageInfo": {"__typename": "PageInfo", "hasNextPage": has_next, "endCursor": end},
         "totalCount": total,
     });
-    Ok(graphql::project_value(doc, &conn, set))
+    Ok(graphql::project_value(doc, vars, &conn, set))
 }
 
 async fn put_upload(

@@ -580,3 +580,617 @@ fn bad_uploads_fail_with_reasons() {
     assert_eq!(status, 200);
     assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
 }
+
+// Public clients' queries (fixtures/clients: the text each sends, and the
+// variables it sends with it).
+const CLIENTS: &[(&str, &str, &str)] = &[
+    (
+        "backstage",
+        include_str!("fixtures/clients/backstage.graphql"),
+        include_str!("fixtures/clients/backstage.variables.json"),
+    ),
+    (
+        "backstage-entity",
+        include_str!("fixtures/clients/backstage.graphql"),
+        include_str!("fixtures/clients/backstage-entity.variables.json"),
+    ),
+    (
+        "elastic",
+        include_str!("fixtures/clients/elastic.graphql"),
+        include_str!("fixtures/clients/elastic.variables.json"),
+    ),
+    (
+        "port",
+        include_str!("fixtures/clients/port.graphql"),
+        include_str!("fixtures/clients/port.variables.json"),
+    ),
+    (
+        "port-partition",
+        include_str!("fixtures/clients/port.graphql"),
+        include_str!("fixtures/clients/port-partition.variables.json"),
+    ),
+    (
+        "port-count",
+        include_str!("fixtures/clients/port-count.graphql"),
+        include_str!("fixtures/clients/port-count.variables.json"),
+    ),
+    (
+        "paramify",
+        include_str!("fixtures/clients/paramify.graphql"),
+        include_str!("fixtures/clients/paramify.variables.json"),
+    ),
+    (
+        "paramify-summary",
+        include_str!("fixtures/clients/paramify-summary.graphql"),
+        include_str!("fixtures/clients/paramify-summary.variables.json"),
+    ),
+];
+
+/// Checks a response against the query's selection set, independently of
+/// the simulator's executor: exactly the selected keys, each value of its
+/// schema type (non-null where the schema says so, lists, scalars, enum
+/// values, objects walked recursively). Records the paths seen non-null.
+struct ShapeChecker<'a> {
+    schema: &'a apollo_compiler::Schema,
+    doc: &'a apollo_compiler::ExecutableDocument,
+    vars: Value,
+    errors: Vec<String>,
+    seen: BTreeSet<String>,
+    selected: BTreeSet<String>,
+}
+
+impl<'a> ShapeChecker<'a> {
+    fn included(&self, directives: &apollo_compiler::executable::DirectiveList) -> bool {
+        let flag = |name: &str| {
+            directives.get(name).map(|d| {
+                match d.specified_argument_by_name("if").map(|v| v.as_ref()) {
+                    Some(apollo_compiler::ast::Value::Variable(v)) => {
+                        self.vars[v.as_str()] == json!(true)
+                    }
+                    Some(apollo_compiler::ast::Value::Boolean(b)) => *b,
+                    _ => false,
+                }
+            })
+        };
+        flag("include").unwrap_or(true) && !flag("skip").unwrap_or(false)
+    }
+
+    /// The fields selected on an object of `typename`, by response key.
+    fn fields(
+        &self,
+        set: &'a apollo_compiler::executable::SelectionSet,
+        typename: &str,
+        out: &mut Vec<(String, &'a apollo_compiler::executable::Field)>,
+    ) {
+        use apollo_compiler::executable::Selection;
+        for s in &set.selections {
+            match s {
+                Selection::Field(f) if self.included(&f.directives) => {
+                    let key = f.response_key().to_string();
+                    if !out.iter().any(|(k, _)| *k == key) {
+                        out.push((key, f));
+                    }
+                }
+                Selection::Field(_) => {}
+                Selection::InlineFragment(i) => {
+                    let applies = i.type_condition.as_ref().is_none_or(|c| {
+                        c == typename || self.schema.is_subtype(c.as_str(), typename)
+                    });
+                    if applies && self.included(&i.directives) {
+                        self.fields(&i.selection_set, typename, out);
+                    }
+                }
+                Selection::FragmentSpread(sp) => {
+                    let doc: &'a apollo_compiler::ExecutableDocument = self.doc;
+                    let frag = &doc.fragments[&sp.fragment_name];
+                    let c = frag.type_condition();
+                    if (c == typename || self.schema.is_subtype(c.as_str(), typename))
+                        && self.included(&sp.directives)
+                    {
+                        self.fields(&frag.selection_set, typename, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every leaf path the query can select, whatever the concrete types.
+    fn all_leaves(&mut self, set: &apollo_compiler::executable::SelectionSet, path: &str) {
+        use apollo_compiler::executable::Selection;
+        for s in &set.selections {
+            match s {
+                Selection::Field(f) => {
+                    let p = format!("{path}.{}", f.response_key());
+                    if f.selection_set.selections.is_empty() {
+                        self.selected.insert(p);
+                    } else {
+                        self.all_leaves(&f.selection_set, &p);
+                    }
+                }
+                Selection::InlineFragment(i) => self.all_leaves(&i.selection_set, path),
+                Selection::FragmentSpread(sp) => {
+                    let doc = self.doc;
+                    self.all_leaves(&doc.fragments[&sp.fragment_name].selection_set, path)
+                }
+            }
+        }
+    }
+
+    fn object(
+        &mut self,
+        set: &'a apollo_compiler::executable::SelectionSet,
+        declared: &str,
+        v: &Value,
+        path: &str,
+    ) {
+        let Some(map) = v.as_object() else {
+            self.errors.push(format!("{path}: not an object: {v}"));
+            return;
+        };
+        // The concrete type of an abstract one, from the asset's `type`.
+        let typename = if self.schema.get_object(declared).is_some() {
+            declared.to_string()
+        } else {
+            match map.get("type").and_then(Value::as_str) {
+                Some("VIRTUAL_MACHINE") => "VulnerableAssetVirtualMachine",
+                Some("SERVERLESS") => "VulnerableAssetServerless",
+                Some("CONTAINER_IMAGE") => "VulnerableAssetContainerImage",
+                Some("CONTAINER") => "VulnerableAssetContainer",
+                Some("REPOSITORY_BRANCH") => "VulnerableAssetRepositoryBranch",
+                _ => "VulnerableAssetCommon",
+            }
+            .to_string()
+        };
+        let mut fields = Vec::new();
+        self.fields(set, &typename, &mut fields);
+        let keys: BTreeSet<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        let got: BTreeSet<&str> = map.keys().map(String::as_str).collect();
+        if keys != got {
+            self.errors
+                .push(format!("{path}: keys {got:?}, selected {keys:?}"));
+        }
+        for (key, f) in fields {
+            let p = format!("{path}.{key}");
+            let value = map.get(&key).unwrap_or(&Value::Null);
+            self.value(f, f.ty(), value, &p);
+        }
+    }
+
+    fn value(
+        &mut self,
+        f: &'a apollo_compiler::executable::Field,
+        ty: &apollo_compiler::ast::Type,
+        v: &Value,
+        path: &str,
+    ) {
+        use apollo_compiler::ast::Type;
+        if v.is_null() {
+            if ty.is_non_null() {
+                self.errors.push(format!("{path}: null for {ty}"));
+            }
+            return;
+        }
+        match ty {
+            Type::List(inner) | Type::NonNullList(inner) => match v.as_array() {
+                Some(items) => {
+                    for item in items {
+                        self.value(f, inner, item, path);
+                    }
+                }
+                None => self.errors.push(format!("{path}: not a list: {v}")),
+            },
+            Type::Named(name) | Type::NonNullNamed(name) => {
+                let ok = match name.as_str() {
+                    "Int" => v.is_i64(),
+                    "Float" => v.is_number(),
+                    "Boolean" => v.is_boolean(),
+                    "String" | "ID" => v.is_string(),
+                    "DateTime" => v.as_str().is_some_and(|s| {
+                        time::OffsetDateTime::parse(
+                            s,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .is_ok()
+                    }),
+                    "JSON" => v.is_object(),
+                    other => match self.schema.get_enum(other) {
+                        Some(e) => v.as_str().is_some_and(|s| e.values.keys().any(|k| k == s)),
+                        None => {
+                            self.object(&f.selection_set, other, v, path);
+                            true
+                        }
+                    },
+                };
+                if !ok {
+                    self.errors.push(format!("{path}: {v} is not a {name}"));
+                }
+                if f.selection_set.selections.is_empty() {
+                    self.seen.insert(path.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Leaf fields the simulator leaves null or never meets, by design:
+/// Wiz fills `dataSourceName` only for third-party findings and
+/// `resolutionReason` with values no source shows; the simulated tenant
+/// has no running containers (the `VulnerableAssetContainer` fields), no
+/// plugin or CI-component artifacts, and no ignore rule that expires.
+const NEVER_SET: &[&str] = &[
+    ".vulnerabilityFindings.nodes.artifactType.plugin",
+    ".vulnerabilityFindings.nodes.artifactType.ciComponent",
+    ".vulnerabilityFindings.nodes.dataSourceName",
+    ".vulnerabilityFindings.nodes.resolutionReason",
+    ".vulnerabilityFindings.nodes.vulnerableAsset.ImageExternalId",
+    ".vulnerabilityFindings.nodes.vulnerableAsset.VmExternalId",
+    ".vulnerabilityFindings.nodes.vulnerableAsset.ServerlessContainer",
+    ".vulnerabilityFindings.nodes.vulnerableAsset.PodNamespace",
+    ".vulnerabilityFindings.nodes.vulnerableAsset.PodName",
+    ".vulnerabilityFindings.nodes.vulnerableAsset.NodeName",
+    ".vulnerabilityFindings.nodes.ignoreRules.expiredAt",
+];
+
+#[test]
+fn public_clients_queries_are_answered_in_shape() {
+    let sim = sim(1500);
+    let t = token(&sim);
+    let truth = sim.findings();
+    for (client, query, variables) in CLIENTS {
+        let mut vars: Value = serde_json::from_str(variables).expect("variables fixture");
+        let doc = apollo_compiler::ExecutableDocument::parse_and_validate(
+            wiz_sim::graphql::schema(),
+            *query,
+            "client.graphql",
+        )
+        .unwrap_or_else(|e| panic!("{client}: the fixture is not valid against the schema: {e}"));
+        let mut checker = ShapeChecker {
+            schema: wiz_sim::graphql::schema(),
+            doc: &doc,
+            vars: Value::Null,
+            errors: Vec::new(),
+            seen: BTreeSet::new(),
+            selected: BTreeSet::new(),
+        };
+        let operation = doc.operations.get(None).expect("one operation");
+        checker.all_leaves(&operation.selection_set, "");
+        let mut ids = Vec::new();
+        let mut pages = 0;
+        loop {
+            let (status, body) = gql(&sim, &t, query, vars.clone());
+            assert_eq!(status, 200, "{client}: {body}");
+            assert!(body.get("errors").is_none(), "{client}: {body}");
+            checker.vars = vars.clone();
+            checker.object(&operation.selection_set, "Query", &body["data"], "");
+            let conn = &body["data"]["vulnerabilityFindings"];
+            for n in conn["nodes"].as_array().into_iter().flatten() {
+                ids.push(n["id"].as_str().expect("id").to_string());
+            }
+            pages += 1;
+            if conn["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            assert!(pages < 100, "{client}: paging does not end");
+            let cursor = conn["pageInfo"]["endCursor"].clone();
+            assert!(cursor.is_string(), "{client}: no endCursor");
+            vars["after"] = cursor;
+        }
+        assert!(checker.errors.is_empty(), "{client}: {:#?}", checker.errors);
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{client}: a finding served twice");
+        if *client == "port-count" {
+            let want = truth
+                .iter()
+                .filter(|f| {
+                    ["OPEN", "IN_PROGRESS"].contains(&f.status.as_str()) && f.severity == "CRITICAL"
+                })
+                .count();
+            let (_, body) = gql(&sim, &t, query, vars.clone());
+            assert_eq!(body["data"]["vulnerabilityFindings"]["totalCount"], want);
+            continue;
+        }
+        assert!(pages > 1, "{client}: the walk should take several pages");
+        // Every selected field is served with a value somewhere.
+        // Only resolved findings have `resolvedAt`.
+        let resolved_asked = vars["filterBy"]["status"]
+            .as_array()
+            .is_none_or(|s| s.contains(&json!("RESOLVED")));
+        let unset: Vec<&String> = checker
+            .selected
+            .difference(&checker.seen)
+            .filter(|p| !NEVER_SET.contains(&p.as_str()))
+            .filter(|p| resolved_asked || !p.ends_with(".nodes.resolvedAt"))
+            .collect();
+        assert!(unset.is_empty(), "{client}: never set: {unset:?}");
+    }
+}
+
+const ORDERED: &str = "query Ordered($filterBy: VulnerabilityFindingFilters, $first: Int, $after: String, $orderBy: VulnerabilityFindingOrder) {
+  vulnerabilityFindings(filterBy: $filterBy, first: $first, after: $after, orderBy: $orderBy) {
+    nodes { id relatedIssueAnalytics { issueCount criticalSeverityCount highSeverityCount mediumSeverityCount lowSeverityCount informationalSeverityCount } }
+    pageInfo { hasNextPage endCursor }
+  }
+}";
+
+/// Walks an ordered query; returns (id, analytics key) in the order served.
+fn ordered_walk(sim: &Simulator, t: &str, order: Value, first: u32) -> Vec<(String, Vec<i64>)> {
+    let mut out = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let (status, body) = gql(
+            sim,
+            t,
+            ORDERED,
+            json!({"first": first, "after": after, "orderBy": order, "filterBy": {"status": ["OPEN"]}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let conn = &body["data"]["vulnerabilityFindings"];
+        for n in conn["nodes"].as_array().expect("nodes") {
+            let a = &n["relatedIssueAnalytics"];
+            let key: Vec<i64> = [
+                "criticalSeverityCount",
+                "highSeverityCount",
+                "mediumSeverityCount",
+                "lowSeverityCount",
+                "informationalSeverityCount",
+                "issueCount",
+            ]
+            .iter()
+            .map(|k| a[*k].as_i64().expect("count"))
+            .collect();
+            assert_eq!(
+                key[5],
+                key[..5].iter().sum::<i64>(),
+                "issueCount is the sum"
+            );
+            out.push((n["id"].as_str().expect("id").to_string(), key));
+        }
+        if conn["pageInfo"]["hasNextPage"] != true {
+            return out;
+        }
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+}
+
+#[test]
+fn related_issue_severity_orders_every_page_and_pages_stay_stable() {
+    let sim = sim(1200);
+    let t = token(&sim);
+    let open = sim.findings().iter().filter(|f| f.is_open()).count();
+    let desc = ordered_walk(
+        &sim,
+        &t,
+        json!({"field": "RELATED_ISSUE_SEVERITY", "direction": "DESC"}),
+        37,
+    );
+    assert_eq!(desc.len(), open);
+    assert!(desc.windows(2).all(|w| w[0].1 >= w[1].1), "not descending");
+    assert!(
+        desc[0].1[5] > 0 && desc[desc.len() - 1].1[5] == 0,
+        "a mix of findings with and without issues"
+    );
+    let asc = ordered_walk(
+        &sim,
+        &t,
+        json!({"field": "RELATED_ISSUE_SEVERITY", "direction": "ASC"}),
+        500,
+    );
+    assert!(asc.windows(2).all(|w| w[0].1 <= w[1].1), "not ascending");
+    // Page size does not change the order (ties go by the tenant's order).
+    assert_eq!(
+        ordered_walk(
+            &sim,
+            &t,
+            json!({"field": "RELATED_ISSUE_SEVERITY", "direction": "DESC"}),
+            500
+        ),
+        desc
+    );
+
+    // The tenant changes between two pages: the walk still serves no
+    // finding twice and stays in order.
+    let (_, body) = gql(
+        &sim,
+        &t,
+        ORDERED,
+        json!({"first": 100, "orderBy": {"field": "RELATED_ISSUE_SEVERITY", "direction": "DESC"}, "filterBy": {"status": ["OPEN"]}}),
+    );
+    let cursor = body["data"]["vulnerabilityFindings"]["pageInfo"]["endCursor"].clone();
+    sim.advance(3);
+    let (_, body) = gql(
+        &sim,
+        &t,
+        ORDERED,
+        json!({"first": 100, "after": cursor, "orderBy": {"field": "RELATED_ISSUE_SEVERITY", "direction": "DESC"}, "filterBy": {"status": ["OPEN"]}}),
+    );
+    let first: BTreeSet<&str> = desc[..100].iter().map(|(id, _)| id.as_str()).collect();
+    let next = body["data"]["vulnerabilityFindings"]["nodes"]
+        .as_array()
+        .expect("nodes");
+    assert!(
+        next.iter()
+            .all(|n| !first.contains(n["id"].as_str().expect("id")))
+    );
+
+    // A cursor of one order is refused under another.
+    let (status, body) = gql(
+        &sim,
+        &t,
+        ORDERED,
+        json!({"first": 10, "after": cursor, "orderBy": {"field": "CREATED_AT", "direction": "ASC"}}),
+    );
+    assert_eq!(
+        (status, &body["errors"][0]["extensions"]["code"]),
+        (400, &json!("BAD_USER_INPUT"))
+    );
+}
+
+#[test]
+fn include_and_skip_follow_their_variables() {
+    let sim = sim(50);
+    let t = token(&sim);
+    let query = "query Q($first: Int, $withCount: Boolean = false, $noIssues: Boolean!) {
+      vulnerabilityFindings(first: $first) {
+        nodes { id relatedIssueAnalytics @skip(if: $noIssues) { issueCount } }
+        totalCount @include(if: $withCount)
+      }
+    }";
+    let (status, body) = gql(&sim, &t, query, json!({"first": 2, "noIssues": true}));
+    assert_eq!(status, 200, "{body}");
+    let conn = &body["data"]["vulnerabilityFindings"];
+    assert!(conn.get("totalCount").is_none(), "{body}");
+    assert!(
+        conn["nodes"][0].get("relatedIssueAnalytics").is_none(),
+        "{body}"
+    );
+    let (_, body) = gql(
+        &sim,
+        &t,
+        query,
+        json!({"first": 2, "withCount": true, "noIssues": false}),
+    );
+    let conn = &body["data"]["vulnerabilityFindings"];
+    assert_eq!(conn["totalCount"], 50);
+    assert!(conn["nodes"][0]["relatedIssueAnalytics"]["issueCount"].is_u64());
+}
+
+#[test]
+fn derived_signals_are_consistent_and_filterable() {
+    let sim = sim(2000);
+    let t = token(&sim);
+    let truth = sim.findings();
+    let mut exploits = 0;
+    for f in &truth {
+        let e = f.exploitability();
+        assert!(
+            !e.cisa_kev || e.has_exploit,
+            "KEV only where an exploit is known"
+        );
+        if let Some((p, pct)) = e.epss {
+            assert!((0.0..=1.0).contains(&p) && (0.0..=100.0).contains(&pct));
+            assert_eq!(
+                f.field("epssSeverity"),
+                json!(wiz_sim::data::epss_severity(p))
+            );
+        } else {
+            assert!(!f.name.starts_with("CVE-"));
+            assert!(f.field("epssSeverity").is_null());
+        }
+        exploits += usize::from(e.has_exploit);
+    }
+    assert!(exploits > 0 && exploits < truth.len() / 2);
+    let count =
+        |pred: &dyn Fn(&wiz_sim::SimFinding) -> bool| truth.iter().filter(|f| pred(f)).count();
+    assert_eq!(
+        all_ids(&sim, &t, json!({"hasExploit": true}), 500).len(),
+        count(&|f| f.exploitability().has_exploit)
+    );
+    assert_eq!(
+        all_ids(&sim, &t, json!({"hasCisaKevExploit": true}), 500).len(),
+        count(&|f| f.exploitability().cisa_kev)
+    );
+    assert_eq!(
+        all_ids(&sim, &t, json!({"hasFix": false}), 500).len(),
+        count(&|f| f.fixed_version.is_none())
+    );
+    let prod = json!({"containsAny": [{"key": "environment", "value": "prod"}]});
+    let tagged = all_ids(&sim, &t, json!({"assetTags": prod}), 500).len();
+    assert_eq!(
+        tagged,
+        count(&|f| f.asset_tags().get("environment") == Some(&json!("prod")))
+    );
+    assert!(tagged > 0);
+    let some = &truth[3];
+    let cve = some.external_id.clone().unwrap_or(some.name.clone());
+    assert!(all_ids(&sim, &t, json!({"vulnerabilityExternalId": [cve]}), 500).contains(&some.id));
+}
+
+const UPDATED: &str =
+    "query Updated($filterBy: VulnerabilityFindingFilters, $first: Int, $after: String) {
+  vulnerabilityFindings(filterBy: $filterBy, first: $first, after: $after) {
+    nodes { id updatedAt }
+    pageInfo { hasNextPage endCursor }
+  }
+}";
+
+#[test]
+fn updated_after_with_every_status_returns_exactly_what_advance_changed() {
+    let sim = sim(1500);
+    let t = token(&sim);
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .expect("time")
+    };
+    let all = json!(["OPEN", "IN_PROGRESS", "RESOLVED", "REJECTED"]);
+    for round in 0..2u64 {
+        let before = sim.findings();
+        // T: the newest change the scanner has seen.
+        let cut = before
+            .iter()
+            .map(|f| f.updated_at.clone())
+            .max_by_key(|s| parse(s))
+            .expect("findings");
+        sim.advance(11 + round);
+        let after = sim.findings();
+        let mut changed = BTreeSet::new();
+        for (i, a) in after.iter().enumerate() {
+            match before.get(i) {
+                Some(b)
+                    if (&b.status, &b.last_detected_at, &b.resolved_at)
+                        == (&a.status, &a.last_detected_at, &a.resolved_at) =>
+                {
+                    assert_eq!(
+                        b.updated_at, a.updated_at,
+                        "an unchanged finding kept its updatedAt"
+                    );
+                }
+                _ => {
+                    assert!(
+                        parse(&a.updated_at) > parse(&cut),
+                        "a change is stamped after T"
+                    );
+                    changed.insert(a.id.clone());
+                }
+            }
+        }
+        // Some of each kind of change.
+        assert!(after.len() > before.len());
+        assert!(after.iter().zip(&before).any(|(a, b)| a.status != b.status));
+        let mut served = BTreeSet::new();
+        let mut cursor = Value::Null;
+        loop {
+            let (status, body) = gql(
+                &sim,
+                &t,
+                UPDATED,
+                json!({"first": 500, "after": cursor, "filterBy": {"status": all, "updatedAt": {"after": cut}}}),
+            );
+            assert_eq!(status, 200, "{body}");
+            let conn = &body["data"]["vulnerabilityFindings"];
+            for n in conn["nodes"].as_array().expect("nodes") {
+                assert!(parse(n["updatedAt"].as_str().expect("updatedAt")) > parse(&cut));
+                served.insert(n["id"].as_str().expect("id").to_string());
+            }
+            if conn["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            cursor = conn["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(served, changed, "round {round}");
+        // `before` bounds too, exclusively: nothing is newer than the last change.
+        let newest = after
+            .iter()
+            .map(|f| f.updated_at.clone())
+            .max_by_key(|s| parse(s))
+            .expect("findings");
+        assert!(
+            all_ids(
+                &sim,
+                &t,
+                json!({"status": all, "updatedAt": {"after": cut, "before": newest}}),
+                500
+            )
+            .is_empty()
+        );
+    }
+}
