@@ -151,8 +151,8 @@ const DEFAULT_REQUEST_TIMEOUT_S: u32 = 30;
 /// call; a longer request timeout would never take effect.
 const MAX_REQUEST_TIMEOUT_S: u32 = 120;
 
-/// Wiz's reported budget per service account (wiz-api.md §4.1: PORT and
-/// U-CROGL say 10 requests/s; Wiz publishes no figure).
+/// Wiz's reported budget per service account (Port's integration and
+/// other public clients say 10 requests/s; Wiz publishes no figure).
 const DEFAULT_REQUESTS_PER_SECOND: u32 = 10;
 
 /// Above this a pace is no pace at all; likely a typo.
@@ -213,7 +213,7 @@ fn graphql_endpoint(mut url: Url) -> Url {
 }
 
 /// The token URL and audience for an API endpoint, per the hosts Wiz
-/// publishes (see shared/wiz-api.md §1.2).
+/// publishes.
 ///
 /// - `*.app.wiz.io` (commercial) → `auth.app.wiz.io`, audience `wiz-api`;
 /// - `*.gov.wiz.io` → `auth.gov.wiz.io`, `wiz-api`;

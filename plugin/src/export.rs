@@ -1,5 +1,5 @@
-//! Export of SAST findings to Wiz (shared/wiz-api.md §5): the ingestion
-//! document of the current schema ("Wiz Ingestion Model", §5.5), the upload
+//! Export of SAST findings to Wiz: the ingestion
+//! document of the current schema ("Wiz Ingestion Model"), the upload
 //! slot, the `PUT`, and the system activity that says how it went.
 
 use crate::sink::{ExportBatch, ExportReceipt, ExportState, SastFinding, SastSeverity, ScanScope};

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-/// Page size asked of Wiz. Wiz's maximum is reported as 500 (wiz-api.md §9.5
-/// lists disagreeing sources); staying at it keeps pages few but valid.
+/// Page size asked of Wiz. Wiz's maximum is reported as 500 (public sources
+/// disagree); staying at it keeps pages few but valid.
 pub const PAGE_SIZE: u32 = 500;
 
 /// The GraphQL query of a findings page: only what mapping needs (the

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 /// Storage key prefix of resolved repository-branch assets.
 const REPO_KEY_PREFIX: &str = "vcs/branch/";
 
-/// Repository branches with their repository URLs (wiz-api.md §3.5:
-/// INFERENCE that a branch resource id equals the vulnerable asset id).
+/// Repository branches with their repository URLs (an INFERENCE from Wiz's
+/// Backstage plugin: a branch resource id equals the vulnerable asset id).
 const VCS_QUERY: &str = "query VersionControlResources($first: Int, $after: String, $filterBy: VersionControlResourceFilters) {
   versionControlResources(first: $first, after: $after, filterBy: $filterBy) {
     nodes { id name type providerID repository { id name url } }

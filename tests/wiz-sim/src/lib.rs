@@ -1,4 +1,5 @@
-//! A local Wiz API simulator, built from shared/wiz-api.md: OAuth2 client
+//! A local Wiz API simulator, built from what public clients and Wiz's
+//! documentation show of its API: OAuth2 client
 //! credentials, GraphQL `vulnerabilityFindings` and
 //! `versionControlResources` over a deterministic dataset, and faults on
 //! demand. Tests start it in-process on 127.0.0.1; the `wiz-sim` binary
@@ -459,7 +460,8 @@ async fn token(
         .into_owned()
         .collect();
     let field = |k: &str| form.get(k).or_else(|| query.get(k)).map(String::as_str);
-    // GUESS (wiz-api.md §1.5): bad credentials answer 401 invalid_client.
+    // GUESS (no public source shows it): bad credentials answer 401
+    // invalid_client.
     // Servers that read no chunked request body (Python's `http.server`,
     // some proxies) see an empty form, which reads as unknown credentials.
     let (status, body) = if !headers.contains_key(header::CONTENT_LENGTH) {

@@ -1,4 +1,4 @@
-//! The upload side of Wiz (shared/wiz-api.md §5): an upload slot from
+//! The upload side of Wiz: an upload slot from
 //! `requestSecurityScanUpload`, a presigned-style `PUT` of the document,
 //! validation against the ingestion model, a system activity that goes
 //! NOT_FOUND → IN_PROGRESS → SUCCESS or FAILED, and the snapshot rule per

@@ -85,8 +85,7 @@ pub struct ExportPolling {
 
 impl Default for ExportPolling {
     fn default() -> Self {
-        // Public clients poll every 2–15 s for up to 5 minutes (wiz-api.md
-        // §5.4).
+        // Public clients poll every 2–15 s for up to 5 minutes.
         Self {
             first_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(15),
