@@ -2,7 +2,7 @@
 //! ticker, compiling components (through the compiled-plugin cache) into
 //! loaded [`Plugin`]s, and stopping calls in flight at shutdown.
 
-use crate::bindings::{self, CONTRACT_VERSION, sink as wsink, source as wsrc};
+use crate::bindings::{self, ContractVersion, SUPPORTED_CONTRACT_VERSIONS};
 use crate::cache::Cache;
 use crate::config::EngineConfig;
 use crate::counters::EngineCounters;
@@ -170,36 +170,51 @@ impl Engine {
     }
 
     /// Compiles (or loads from the cache) the component at `wasm`, links
-    /// it, and asks it to `describe` itself. Blocks the calling thread for
-    /// the compile and the one `describe` call; usable inside or outside a
+    /// it as the contract version it was built against (one of
+    /// [`SUPPORTED_CONTRACT_VERSIONS`](crate::SUPPORTED_CONTRACT_VERSIONS)),
+    /// and asks it to `describe` itself. Blocks the calling thread for the
+    /// compile and the one `describe` call; usable inside or outside a
     /// tokio runtime.
     pub fn load_plugin(&self, wasm: &Path) -> Result<Plugin, EngineError> {
         let (component, digest) = self.compile(wasm)?;
         let label = wasm.display().to_string();
-        let instantiate = |e: wasmtime::Error| EngineError::Instantiate {
+        let neither = || EngineError::Instantiate {
             plugin: label.clone(),
-            message: format!("{e:#}"),
+            message: "exports neither scanner-source nor findings-sink".into(),
+        };
+        // The version decides which bindings link the component, so it is
+        // read before linking: a component of another version would only
+        // fail to link, without saying why.
+        let version = match self.contract_versions_of(&component).as_slice() {
+            [] => return Err(neither()),
+            [v] => ContractVersion::parse(v).ok_or_else(|| EngineError::UnsupportedContract {
+                plugin: label.clone(),
+                version: v.clone(),
+                supported: SUPPORTED_CONTRACT_VERSIONS,
+            })?,
+            several => {
+                return Err(EngineError::Instantiate {
+                    plugin: label,
+                    message: format!(
+                        "names several scanner:plugin versions ({}); a plugin is built against one",
+                        several.join(", ")
+                    ),
+                });
+            }
         };
         let pre = self
             .shared
             .linker
             .instantiate_pre(&component)
-            .map_err(instantiate)?;
+            .map_err(|e| EngineError::Instantiate {
+                plugin: label.clone(),
+                message: format!("{e:#}"),
+            })?;
         // A component exports one world or both; a missing export just
         // means that half is unavailable.
-        let source = wsrc::SourcePluginPre::new(pre.clone()).ok();
-        let sink = wsink::SinkPluginPre::new(pre).ok();
+        let (source, sink) = bindings::pre(version, pre);
         if source.is_none() && sink.is_none() {
-            let message = match self.contract_version_of(&component) {
-                Some(v) if v != CONTRACT_VERSION => format!(
-                    "built against scanner:plugin@{v}; this host loads scanner:plugin@{CONTRACT_VERSION} plugins (rebuild it against this host's wit/)"
-                ),
-                _ => "exports neither scanner-source nor findings-sink".into(),
-            };
-            return Err(EngineError::Instantiate {
-                plugin: label,
-                message,
-            });
+            return Err(neither());
         }
         let mut plugin = Plugin::new(self.shared.clone(), source, sink, &label, wasm, digest);
         let sandbox = TenantSandbox::for_describe();
@@ -214,13 +229,21 @@ impl Engine {
         Ok(plugin)
     }
 
-    /// The `scanner:plugin` version a component exports, if any.
-    fn contract_version_of(&self, component: &Component) -> Option<String> {
+    /// The `scanner:plugin` versions a component's exports and imports
+    /// name (`scanner:plugin/scanner-source@0.3.0`), sorted, each once.
+    fn contract_versions_of(&self, component: &Component) -> Vec<String> {
         let ty = component.component_type();
-        ty.exports(&self.shared.engine)
-            .find_map(|(name, _)| name.strip_prefix("scanner:plugin/"))
-            .and_then(|rest| rest.split_once('@'))
-            .map(|(_, version)| version.to_string())
+        let engine = &self.shared.engine;
+        let mut versions: Vec<String> = ty
+            .exports(engine)
+            .map(|(name, _)| name)
+            .chain(ty.imports(engine).map(|(name, _)| name))
+            .filter_map(|name| name.strip_prefix("scanner:plugin/"))
+            .map(|rest| rest.split_once('@').map_or("", |(_, v)| v).to_string())
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        versions
     }
 
     /// The compiled component and the SHA-256 of its bytes (hex).

@@ -39,6 +39,20 @@ pub enum EngineError {
         /// What failed.
         message: String,
     },
+    /// The component is built against a `scanner:plugin` version the host
+    /// does not load.
+    #[error(
+        "cannot load plugin {plugin}: it is built against scanner:plugin@{version}; this host loads {}",
+        supported_list(supported)
+    )]
+    UnsupportedContract {
+        /// The plugin's file.
+        plugin: String,
+        /// The version the component names (empty when it names none).
+        version: String,
+        /// The versions the host loads.
+        supported: &'static [&'static str],
+    },
     /// The plugin does not export the interface asked for.
     #[error("plugin {plugin} does not export {interface}")]
     NotExported {
@@ -178,6 +192,19 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: &'static str,
     },
+}
+
+/// `scanner:plugin@0.2.0 and scanner:plugin@0.3.0 plugins`.
+fn supported_list(versions: &[&str]) -> String {
+    let names: Vec<String> = versions
+        .iter()
+        .map(|v| format!("scanner:plugin@{v}"))
+        .collect();
+    match names.as_slice() {
+        [] => "no plugins".into(),
+        [one] => format!("{one} plugins"),
+        [rest @ .., last] => format!("{} and {last} plugins", rest.join(", ")),
+    }
 }
 
 impl EngineError {

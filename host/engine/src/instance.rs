@@ -2,7 +2,7 @@
 //! the `Core` both run their calls through, which puts every call under the
 //! instance's limits, the host's cancel signal and the poison rule.
 
-use crate::bindings::{self, sink as wsink, source as wsrc};
+use crate::bindings::{self, Answer};
 use crate::cancel::Cancel;
 use crate::error::EngineError;
 use crate::limits::{CpuExceeded, CpuMeter, Limits, Metered};
@@ -277,15 +277,12 @@ impl Core {
     }
 
     /// For calls whose answer is a `Result`: a violation replaces a failed
-    /// answer; a successful answer stands (the plugin coped). The answer is
-    /// converted to the host's types, a success with `convert`.
-    fn judge<T, U>(
+    /// answer; a successful answer stands (the plugin coped).
+    fn judge<U>(
         &mut self,
         call: &'static str,
-        answer: Result<T, wsrc::scanner::plugin::types::PluginError>,
-        convert: impl FnOnce(T) -> U,
-    ) -> Result<Result<U, contract::PluginError>, EngineError> {
-        let answer = answer.map(convert).map_err(bindings::plugin_error);
+        answer: Answer<U>,
+    ) -> Result<Answer<U>, EngineError> {
         if answer.is_err()
             && let Some(e) = self.violation(call)
         {
@@ -308,7 +305,7 @@ impl Core {
 /// scan. After any [`EngineError`] it refuses further calls.
 pub struct SourceInstance {
     core: Core,
-    bindings: wsrc::SourcePlugin,
+    bindings: bindings::Source,
 }
 
 impl std::fmt::Debug for SourceInstance {
@@ -324,11 +321,11 @@ impl SourceInstance {
     /// Instantiates `pre` in `core`'s store.
     pub(crate) async fn instantiate(
         mut core: Core,
-        pre: &wsrc::SourcePluginPre<HostState>,
+        pre: &bindings::SourcePre,
     ) -> Result<SourceInstance, EngineError> {
         let bindings = core
             .call("instantiate", CallMode::Plain, async |store| {
-                pre.instantiate_async(store).await
+                pre.instantiate(store).await
             })
             .await?;
         Ok(SourceInstance { core, bindings })
@@ -356,12 +353,9 @@ impl SourceInstance {
         &mut self,
         call: &'static str,
         mode: CallMode,
-        f: impl AsyncFnOnce(
-            &wsrc::exports::scanner::plugin::scanner_source::Guest,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&bindings::Source, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, EngineError> {
-        let plugin = self.bindings.scanner_plugin_scanner_source();
+        let plugin = &self.bindings;
         self.core
             .call(call, mode, async move |store| f(plugin, store).await)
             .await
@@ -372,10 +366,10 @@ impl SourceInstance {
         const CALL: &str = "describe";
         let info = self
             .call(CALL, CallMode::Plain, async |plugin, store| {
-                plugin.call_describe(store).await
+                plugin.describe(store).await
             })
             .await?;
-        self.core.judge_offline(CALL, bindings::plugin_info(info))
+        self.core.judge_offline(CALL, info)
     }
 
     /// Validate and keep the tenant's settings.
@@ -384,13 +378,12 @@ impl SourceInstance {
         settings: &contract::Settings,
     ) -> Result<Result<contract::Configured, contract::PluginError>, EngineError> {
         const CALL: &str = "configure";
-        let settings = bindings::settings(settings);
         let answer = self
             .call(CALL, CallMode::Offline, async |plugin, store| {
-                plugin.call_configure(store, &settings).await
+                plugin.configure(store, settings).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::configured)
+        self.core.judge(CALL, answer)
     }
 
     /// Check credentials and API access.
@@ -400,10 +393,10 @@ impl SourceInstance {
         const CALL: &str = "test";
         let answer = self
             .call(CALL, CallMode::Plain, async |plugin, store| {
-                plugin.call_test(store).await
+                plugin.test(store).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::connection_info)
+        self.core.judge(CALL, answer)
     }
 
     /// Fetch one page and map it in the same call (`fetch-findings`), the
@@ -413,13 +406,12 @@ impl SourceInstance {
         req: &contract::PageRequest,
     ) -> Result<Result<contract::FindingPage, contract::PluginError>, EngineError> {
         const CALL: &str = "fetch-findings";
-        let req = bindings::page_request(req);
         let answer = self
             .call(CALL, CallMode::Page, async |plugin, store| {
-                plugin.call_fetch_findings(store, &req).await
+                plugin.fetch_findings(store, req).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::finding_page)
+        self.core.judge(CALL, answer)
     }
 
     /// Fetch one page of raw records (`fetch-page`), to inspect what a
@@ -429,13 +421,12 @@ impl SourceInstance {
         req: &contract::PageRequest,
     ) -> Result<Result<contract::Page, contract::PluginError>, EngineError> {
         const CALL: &str = "fetch-page";
-        let req = bindings::page_request(req);
         let answer = self
             .call(CALL, CallMode::Page, async |plugin, store| {
-                plugin.call_fetch_page(store, &req).await
+                plugin.fetch_page(store, req).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::page)
+        self.core.judge(CALL, answer)
     }
 
     /// Map a page of records to findings, one result per record in order.
@@ -445,10 +436,9 @@ impl SourceInstance {
     ) -> Result<Vec<Result<Option<contract::Finding>, contract::PluginError>>, EngineError> {
         const CALL: &str = "map-findings";
         let count = records.len();
-        let records: Vec<_> = records.into_iter().map(bindings::raw_record_out).collect();
         let answer = self
             .call(CALL, CallMode::Plain, async |plugin, store| {
-                plugin.call_map_findings(store, &records).await
+                plugin.map_findings(store, records).await
             })
             .await?;
         // The contract promises one entry per record; anything else would
@@ -461,14 +451,7 @@ impl SourceInstance {
             };
             return Err(self.core.poison(e));
         }
-        let mapped = answer
-            .into_iter()
-            .map(|r| {
-                r.map(|f| f.map(bindings::finding))
-                    .map_err(bindings::plugin_error)
-            })
-            .collect();
-        self.core.judge_offline(CALL, mapped)
+        self.core.judge_offline(CALL, answer)
     }
 }
 
@@ -476,7 +459,7 @@ impl SourceInstance {
 /// export. After any [`EngineError`] it refuses further calls.
 pub struct SinkInstance {
     core: Core,
-    bindings: wsink::SinkPlugin,
+    bindings: bindings::Sink,
 }
 
 impl std::fmt::Debug for SinkInstance {
@@ -492,11 +475,11 @@ impl SinkInstance {
     /// Instantiates `pre` in `core`'s store.
     pub(crate) async fn instantiate(
         mut core: Core,
-        pre: &wsink::SinkPluginPre<HostState>,
+        pre: &bindings::SinkPre,
     ) -> Result<SinkInstance, EngineError> {
         let bindings = core
             .call("instantiate", CallMode::Plain, async |store| {
-                pre.instantiate_async(store).await
+                pre.instantiate(store).await
             })
             .await?;
         Ok(SinkInstance { core, bindings })
@@ -517,12 +500,9 @@ impl SinkInstance {
         &mut self,
         call: &'static str,
         mode: CallMode,
-        f: impl AsyncFnOnce(
-            &wsink::exports::scanner::plugin::findings_sink::Guest,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&bindings::Sink, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, EngineError> {
-        let plugin = self.bindings.scanner_plugin_findings_sink();
+        let plugin = &self.bindings;
         self.core
             .call(call, mode, async move |store| f(plugin, store).await)
             .await
@@ -533,10 +513,10 @@ impl SinkInstance {
         const CALL: &str = "describe";
         let info = self
             .call(CALL, CallMode::Plain, async |plugin, store| {
-                plugin.call_describe(store).await
+                plugin.describe(store).await
             })
             .await?;
-        self.core.judge_offline(CALL, bindings::plugin_info(info))
+        self.core.judge_offline(CALL, info)
     }
 
     /// Validate and keep the tenant's settings.
@@ -545,13 +525,12 @@ impl SinkInstance {
         settings: &contract::Settings,
     ) -> Result<Result<contract::Configured, contract::PluginError>, EngineError> {
         const CALL: &str = "configure";
-        let settings = bindings::settings(settings);
         let answer = self
             .call(CALL, CallMode::Offline, async |plugin, store| {
-                plugin.call_configure(store, &settings).await
+                plugin.configure(store, settings).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::configured)
+        self.core.judge(CALL, answer)
     }
 
     /// Check credentials and that an export could be made.
@@ -561,10 +540,10 @@ impl SinkInstance {
         const CALL: &str = "test";
         let answer = self
             .call(CALL, CallMode::Plain, async |plugin, store| {
-                plugin.call_test(store).await
+                plugin.test(store).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::connection_info)
+        self.core.judge(CALL, answer)
     }
 
     /// Send one batch.
@@ -573,13 +552,12 @@ impl SinkInstance {
         batch: &contract::ExportBatch,
     ) -> Result<Result<contract::ExportReceipt, contract::PluginError>, EngineError> {
         const CALL: &str = "export";
-        let batch = bindings::export_batch(batch);
         let answer = self
             .call(CALL, CallMode::Plain, async |plugin, store| {
-                plugin.call_export(store, &batch).await
+                plugin.export(store, batch).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::export_receipt_in)
+        self.core.judge(CALL, answer)
     }
 
     /// Ask how an earlier export went.
@@ -588,12 +566,11 @@ impl SinkInstance {
         receipt: &contract::ExportReceipt,
     ) -> Result<Result<contract::ExportState, contract::PluginError>, EngineError> {
         const CALL: &str = "export-status";
-        let receipt = bindings::export_receipt_out(receipt);
         let answer = self
             .call(CALL, CallMode::Plain, async |plugin, store| {
-                plugin.call_export_status(store, &receipt).await
+                plugin.export_status(store, receipt).await
             })
             .await?;
-        self.core.judge(CALL, answer, bindings::export_state)
+        self.core.judge(CALL, answer)
     }
 }

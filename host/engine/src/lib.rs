@@ -5,10 +5,13 @@
 //! 1. [`Engine::new`] builds one wasmtime `Engine` (component model, epoch
 //!    interruption, the pooling allocator when it can be set up), one
 //!    `Linker` holding WASI 0.2, `wasi:http` and the `scanner:plugin`
-//!    imports, and starts the epoch ticker thread.
+//!    imports of every contract version it loads
+//!    ([`SUPPORTED_CONTRACT_VERSIONS`]), and starts the epoch ticker thread.
 //! 2. [`Engine::load_plugin`] compiles a component once (or loads it from
-//!    the cache directory), pre-links it into a `SourcePluginPre` and/or
-//!    `SinkPluginPre`, and calls `describe` once in a throwaway instance.
+//!    the cache directory), reads which contract version it is built
+//!    against, pre-links its source and/or sink half with that version's
+//!    bindings, and calls `describe` once in a throwaway instance. Above
+//!    this step nothing knows a plugin's version.
 //! 3. [`Plugin::source`] / [`Plugin::sink`] create a fresh `Store` and
 //!    instance inside a [`TenantSandbox`]: one per scan, nothing shared
 //!    between tenants.
@@ -26,7 +29,9 @@
 //! Modules, lowest layer first: `error`, `digest`, `counters`,
 //! `plugin_log`, `limits`, `cancel` and [`egress`] use nothing above them; `config`, `cache` and
 //! `sandbox` sit on those; `state` (what an instance's `Store` holds) and
-//! `bindings` (the generated WIT bindings and their conversions) above;
+//! `bindings` (the generated WIT bindings of every contract version the
+//! host loads, their conversions, and the enums that hide the version from
+//! the modules above) above;
 //! then `shared`, `instance`, `plugin` and, on top, `engine`. No module uses
 //! one above it, so each can be read and tested with only what is below.
 
@@ -47,7 +52,7 @@ mod sandbox;
 mod shared;
 mod state;
 
-pub use bindings::CONTRACT_VERSION;
+pub use bindings::{CONTRACT_VERSION, SUPPORTED_CONTRACT_VERSIONS};
 pub use config::EngineConfig;
 pub use counters::EngineCounters;
 pub use egress::{EgressDenial, EgressPolicy, Origin, OriginScheme};

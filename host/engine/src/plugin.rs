@@ -2,7 +2,7 @@
 //! about itself, the check of its name, and fresh instances of it in a
 //! tenant's sandbox.
 
-use crate::bindings::{sink as wsink, source as wsrc};
+use crate::bindings::{SinkPre, SourcePre};
 use crate::egress::Connections;
 use crate::error::EngineError;
 use crate::instance::{Core, SinkInstance, SourceInstance};
@@ -17,8 +17,8 @@ use std::sync::Arc;
 /// What a [`Plugin`] and its clones share.
 struct PluginInner {
     shared: Arc<Shared>,
-    source: Option<wsrc::SourcePluginPre<HostState>>,
-    sink: Option<wsink::SinkPluginPre<HostState>>,
+    source: Option<SourcePre>,
+    sink: Option<SinkPre>,
     /// `name@version`, or the file name before `describe` answered.
     label: Arc<str>,
     /// The component file it was loaded from.
@@ -50,8 +50,8 @@ impl Plugin {
     /// `label` names it in errors until [`Plugin::described`].
     pub(crate) fn new(
         shared: Arc<Shared>,
-        source: Option<wsrc::SourcePluginPre<HostState>>,
-        sink: Option<wsink::SinkPluginPre<HostState>>,
+        source: Option<SourcePre>,
+        sink: Option<SinkPre>,
         label: &str,
         path: &Path,
         digest: String,

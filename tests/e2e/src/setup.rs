@@ -20,6 +20,13 @@ pub fn plugin_wasm() -> &'static Path {
     Path::new(test_components::WIZ_PLUGIN)
 }
 
+/// The Wiz plugin as built against contract 0.2.0, kept as a fixture
+/// (`tests/fixtures/README.md` says how it was built): a real plugin of the
+/// older contract, which the host still loads.
+pub fn wiz_0_2_0_wasm() -> PathBuf {
+    workspace_root().join("tests/fixtures/plugins/wiz-0.2.0.wasm")
+}
+
 /// The hostile test component (`tests/hostile`), which the
 /// `test-components` crate's build script built.
 pub fn hostile_wasm() -> &'static Path {

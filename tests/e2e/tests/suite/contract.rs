@@ -1,11 +1,18 @@
 //! The host loads the real Wiz component; `describe` and
-//! `configure` behave as the contract says.
+//! `configure` behave as the contract says. The host loads plugins of every
+//! contract version it supports side by side (the Wiz connector as built
+//! for 0.2.0 beside the current one) and refuses others by name.
 
-use scanner_contract::{FieldKind, PluginError, Secret, SettingValue, Settings};
-use scanner_engine::{EgressPolicy, TenantSandbox};
-use scanner_store::Database;
-use scanner_tests::engine_and_plugin;
-use std::sync::Arc;
+use scanner_contract::{
+    FieldKind, FindingPage, PageRequest, PluginError, Secret, SettingValue, Settings, Triage,
+};
+use scanner_engine::{EgressPolicy, Plugin, TenantSandbox};
+use scanner_runtime::Runtime;
+use scanner_store::{Database, FindingQuery, StatusFilter};
+use scanner_tests::{engine_and_plugin, expected_open, wiz_0_2_0_wasm, wiz_settings};
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+use wiz_sim::{SimConfig, Simulator};
 
 fn sandbox() -> TenantSandbox {
     TenantSandbox {
@@ -194,27 +201,218 @@ async fn plain_http_is_accepted_for_loopback_only() {
 }
 
 #[test]
-fn a_plugin_built_for_another_contract_version_is_refused_by_name() {
+fn a_plugin_built_for_another_contract_version_is_refused_naming_every_supported_one() {
     let (engine, _) = engine_and_plugin();
+    assert_eq!(
+        scanner_engine::SUPPORTED_CONTRACT_VERSIONS,
+        ["0.2.0", scanner_engine::CONTRACT_VERSION]
+    );
     let dir = tempfile::tempdir().expect("tempdir");
-    // The smallest component that claims to implement the 0.1.0 interface.
-    let old = dir.path().join("old.wat");
-    std::fs::write(
-        &old,
-        r#"(component
-             (component $c)
-             (instance $i (instantiate $c))
-             (export "scanner:plugin/scanner-source@0.1.0" (instance $i)))"#,
-    )
-    .expect("write");
-    let err = engine.load_plugin(&old).expect_err("an 0.1.0 plugin");
-    let text = err.to_string();
+    // The smallest components that claim to implement an interface of a
+    // version before, between (a patch the host does not know) and after
+    // the supported ones.
+    for version in ["0.1.0", "0.2.1", "0.4.0"] {
+        let path = dir.path().join(format!("v{version}.wat"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"(component
+                     (component $c)
+                     (instance $i (instantiate $c))
+                     (export "scanner:plugin/scanner-source@{version}" (instance $i)))"#
+            ),
+        )
+        .expect("write");
+        let err = engine
+            .load_plugin(&path)
+            .expect_err("a plugin of an unsupported version");
+        let text = err.to_string();
+        assert!(
+            matches!(err, scanner_engine::EngineError::UnsupportedContract { .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("built against scanner:plugin@{version};")),
+            "{text}"
+        );
+        for supported in scanner_engine::SUPPORTED_CONTRACT_VERSIONS {
+            assert!(
+                text.contains(&format!("scanner:plugin@{supported}")),
+                "{supported} not named: {text}"
+            );
+        }
+    }
+}
+
+/// The Wiz connector as built for contract 0.2.0, loaded once into the
+/// engine [`engine_and_plugin`] shares (compiling it is the slow part).
+fn wiz_0_2_0() -> Plugin {
+    static LOADED: OnceLock<Plugin> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let (engine, _) = engine_and_plugin();
+            engine
+                .load_plugin(&wiz_0_2_0_wasm())
+                .expect("load the 0.2.0 Wiz plugin")
+        })
+        .clone()
+}
+
+/// A simulator of `findings` findings from `seed`, which nothing changes
+/// while the test runs.
+fn still_sim(findings: usize, seed: u64) -> Simulator {
+    Simulator::start_background(SimConfig {
+        findings,
+        seed,
+        ..SimConfig::default()
+    })
+    .expect("start the simulator")
+}
+
+/// One engine loads the Wiz connector as built for 0.2.0 and the current
+/// one (0.3.0), and a tenant scanned with each imports exactly the open CVE
+/// findings. Both plugins are named `wiz`, and a runtime refuses two plugins
+/// of one name (`plugin_conflicts`: it could not tell whose tenants are
+/// whose), so each has its own runtime over the one engine, with its own
+/// database; the engine, its linker and its compiled plugins are shared.
+#[tokio::test]
+async fn one_engine_imports_exactly_with_a_0_2_and_a_0_3_plugin_side_by_side() {
+    let (engine, current) = engine_and_plugin();
+    let old = wiz_0_2_0();
+    assert_eq!(
+        (old.info().name.as_str(), current.info().name.as_str()),
+        ("wiz", "wiz")
+    );
+    assert_ne!(old.digest(), current.digest(), "two different components");
+    let sim = still_sim(1500, 23);
+    let want = expected_open(&sim, true, true);
+    assert!(!want.is_empty());
+    for (tenant, plugin) in [("built-for-0-2", old), ("built-for-0-3", current)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Database::open(&dir.path().join("host.db")).expect("open store"));
+        let runtime = Runtime::new(engine.clone(), vec![plugin], store);
+        assert!(runtime.plugin_conflicts().is_empty());
+        runtime
+            .connect(tenant, "wiz", &wiz_settings(&sim))
+            .await
+            .unwrap_or_else(|e| panic!("{tenant}: connect: {e}"));
+        let report = runtime
+            .scan(tenant, &())
+            .await
+            .unwrap_or_else(|e| panic!("{tenant}: scan: {e}"));
+        let rows = runtime
+            .store()
+            .findings(&FindingQuery {
+                tenant: Some(tenant.into()),
+                status: StatusFilter::All,
+                include_unmapped: true,
+                ..FindingQuery::default()
+            })
+            .expect("findings");
+        let got: BTreeSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(
+            rows.len(),
+            got.len(),
+            "{tenant}: a finding was stored twice"
+        );
+        let missing: Vec<&String> = want.difference(&got).take(5).collect();
+        let extra: Vec<&String> = got.difference(&want).take(5).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{tenant}: {} expected, {} imported; missing e.g. {missing:?}, extra e.g. {extra:?}; report {report:?}",
+            want.len(),
+            got.len()
+        );
+        assert_eq!(report.new as usize, got.len(), "{tenant}: {report:?}");
+        assert_eq!(report.resolved, 0, "{tenant}: {report:?}");
+    }
+}
+
+/// The first `fetch-findings` page `plugin` answers for `request`, in a
+/// sandbox that allows the egress its `configure` asked for.
+async fn first_page(plugin: &Plugin, sim: &Simulator, request: &PageRequest) -> FindingPage {
+    let settings = wiz_settings(sim);
+    let kv = Arc::new(Database::open_in_memory().expect("store"));
+    let mut probe = plugin.source(&sandbox()).await.expect("instantiate");
+    let configured = probe
+        .configure(&settings)
+        .await
+        .expect("call")
+        .expect("configure");
+    let sandbox = TenantSandbox {
+        tenant: "t1".into(),
+        kv,
+        egress: EgressPolicy::from_origins(&configured.egress).expect("egress"),
+        limits: None,
+        extra_root_certificates: Vec::new(),
+    };
+    let mut instance = plugin.source(&sandbox).await.expect("instantiate");
+    instance
+        .configure(&settings)
+        .await
+        .expect("call")
+        .expect("configure");
+    instance
+        .fetch_findings(request)
+        .await
+        .expect("call")
+        .expect("a page")
+}
+
+/// A 0.2.0 plugin cannot say whether it honoured `updated-since`, and the
+/// 0.2.0 Wiz connector given one returns only the open findings changed
+/// since, which a host would take for a full scan. So the host never
+/// passes it: asked for the changes since a time after every finding's last
+/// update, the 0.2.0 plugin still answers the full scan's page, marked
+/// not incremental and without triage fields, while the 0.3.0 plugin
+/// answers the (empty) changes.
+#[tokio::test]
+async fn a_0_2_plugin_is_never_passed_updated_since_and_answers_full_scans() {
+    let (_, current) = engine_and_plugin();
+    let old = wiz_0_2_0();
+    let sim = still_sim(60, 29);
+    let full = PageRequest {
+        cursor: None,
+        updated_since: None,
+    };
+    let since_the_future = PageRequest {
+        cursor: None,
+        updated_since: Some("2999-01-01T00:00:00Z".into()),
+    };
+    let ids = |page: &FindingPage| -> BTreeSet<String> {
+        page.findings.iter().map(|f| f.source_id.clone()).collect()
+    };
+
+    let old_full = first_page(&old, &sim, &full).await;
+    let old_since = first_page(&old, &sim, &since_the_future).await;
+    assert!(!old_full.findings.is_empty(), "{old_full:?}");
+    assert!(!old_full.incremental && !old_since.incremental);
+    assert_eq!(
+        ids(&old_since),
+        ids(&old_full),
+        "updated-since reached the 0.2.0 plugin"
+    );
     assert!(
-        text.contains("scanner:plugin@0.1.0")
-            && text.contains(&format!(
-                "scanner:plugin@{}",
-                scanner_engine::CONTRACT_VERSION
-            )),
-        "{text}"
+        old_full
+            .findings
+            .iter()
+            .all(|f| f.triage == Triage::default()),
+        "a 0.2.0 finding with triage fields"
+    );
+
+    let current_full = first_page(&current, &sim, &full).await;
+    let current_since = first_page(&current, &sim, &since_the_future).await;
+    assert_eq!(ids(&current_full), ids(&old_full));
+    assert!(!current_full.incremental);
+    assert!(
+        current_since.incremental && current_since.findings.is_empty(),
+        "{current_since:?}"
+    );
+    assert!(
+        current_full
+            .findings
+            .iter()
+            .any(|f| f.triage != Triage::default()),
+        "the 0.3.0 plugin reports triage fields"
     );
 }

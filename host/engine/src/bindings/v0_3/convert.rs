@@ -1,196 +1,10 @@
-//! `bindgen!` output for the two plugin worlds, the host side of the
-//! `storage` and `log` imports, and the conversions between the generated
-//! types and [`scanner_contract`]. Nothing generated leaves this module's
-//! parent.
+//! Conversions between the `scanner:plugin@0.3.0` bindings and
+//! [`scanner_contract`], both ways.
 
-use super::plugin_log::escape_untrusted;
-use super::state::HostState;
+use super::generated::sink::exports::scanner::plugin::findings_sink as wsink;
+use super::generated::source::exports::scanner::plugin::scanner_source as wsrc;
+use super::generated::source::scanner::plugin::types as wt;
 use scanner_contract as contract;
-
-/// The `scanner:plugin` package version this host loads: the one the
-/// bindings below are generated from, read from `wit/` by the build script.
-pub const CONTRACT_VERSION: &str = env!("SCANNER_CONTRACT_VERSION");
-
-/// Bindings of world `source-plugin`. Its `types`, `storage` and `log`
-/// interfaces are the ones the sink world reuses, so the host implements the
-/// imports once.
-pub(crate) mod source {
-    wasmtime::component::bindgen!({
-        world: "source-plugin",
-        path: "../../wit",
-        imports: { default: async },
-        exports: { default: async },
-    });
-}
-
-/// Bindings of world `sink-plugin`, sharing the source world's interfaces.
-pub(crate) mod sink {
-    wasmtime::component::bindgen!({
-        world: "sink-plugin",
-        path: "../../wit",
-        imports: { default: async },
-        exports: { default: async },
-        with: {
-            "scanner:plugin/types": crate::bindings::source::scanner::plugin::types,
-            "scanner:plugin/storage": crate::bindings::source::scanner::plugin::storage,
-            "scanner:plugin/log": crate::bindings::source::scanner::plugin::log,
-        },
-    });
-}
-
-use sink::exports::scanner::plugin::findings_sink as wsink;
-use source::exports::scanner::plugin::scanner_source as wsrc;
-use source::scanner::plugin::log as wlog;
-use source::scanner::plugin::storage as wstorage;
-use source::scanner::plugin::types as wt;
-
-/// Largest key a plugin may use: keys are names, not data.
-pub(crate) const MAX_KEY_BYTES: usize = 1024;
-/// Largest value a plugin may store under one key.
-pub(crate) const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// Log messages and field values are cut here so a plugin cannot flood the
-/// host's log with one call.
-const MAX_LOG_BYTES: usize = 4096;
-/// At most this many fields per log record are kept.
-const MAX_LOG_FIELDS: usize = 32;
-
-/// Links the `scanner:plugin` imports (storage, log) into `linker`.
-pub(crate) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<HostState>,
-) -> wasmtime::Result<()> {
-    use wasmtime::component::HasSelf;
-    wt::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    wstorage::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    wlog::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    Ok(())
-}
-
-impl wt::Host for HostState {}
-
-impl wstorage::Host for HostState {
-    // The tenant and the plugin come from the instance, never from the
-    // guest: a plugin cannot name another tenant's keys, nor another
-    // plugin's.
-    async fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        if key.len() > MAX_KEY_BYTES {
-            return None;
-        }
-        match self.kv.get(&self.tenant, &self.storage_plugin, &key) {
-            Ok(v) => v,
-            Err(e) => {
-                // `get` has no error case in the contract; a failing store
-                // reads as "missing", which plugins already handle.
-                tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage get failed");
-                None
-            }
-        }
-    }
-
-    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), wstorage::StorageError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(wstorage::StorageError::TooLarge(format!(
-                "key is {} bytes; the limit is {MAX_KEY_BYTES}",
-                key.len()
-            )));
-        }
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(wstorage::StorageError::TooLarge(format!(
-                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
-                value.len()
-            )));
-        }
-        self.kv
-            .set(&self.tenant, &self.storage_plugin, &key, &value)
-            .map_err(|e| match e {
-                contract::KvError::TooLarge(m) => wstorage::StorageError::TooLarge(m),
-                contract::KvError::QuotaExceeded(m) => wstorage::StorageError::QuotaExceeded(m),
-                contract::KvError::Unavailable(m) => wstorage::StorageError::Unavailable(m),
-            })
-    }
-
-    async fn delete(&mut self, key: String) {
-        if key.len() > MAX_KEY_BYTES {
-            return;
-        }
-        if let Err(e) = self.kv.delete(&self.tenant, &self.storage_plugin, &key) {
-            tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage delete failed");
-        }
-    }
-
-    async fn list_prefix(&mut self, prefix: String) -> Vec<String> {
-        if prefix.len() > MAX_KEY_BYTES {
-            return Vec::new();
-        }
-        self.kv
-            .list_prefix(&self.tenant, &self.storage_plugin, &prefix)
-            .unwrap_or_else(|e| {
-                tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage list failed");
-                Vec::new()
-            })
-    }
-}
-
-impl wlog::Host for HostState {
-    async fn log(&mut self, level: wlog::Level, message: String, fields: Vec<(String, String)>) {
-        // The budget is checked first, so a flood of records costs the host
-        // no more than counting them.
-        let fields = &fields[..fields.len().min(MAX_LOG_FIELDS)];
-        let size = truncate(&message, MAX_LOG_BYTES).len()
-            + fields
-                .iter()
-                .map(|(k, v)| truncate(k, MAX_LOG_BYTES).len() + truncate(v, MAX_LOG_BYTES).len())
-                .sum::<usize>();
-        if !self.log.admit(&self.tenant, size) {
-            return;
-        }
-        // Every plugin-provided part is escaped: a newline in it must not
-        // start a forged line in the host's log, nor an escape sequence
-        // reach an operator's terminal.
-        let message = escape_untrusted(truncate(&message, MAX_LOG_BYTES)).into_owned();
-        let fields: Vec<String> = fields
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{}={}",
-                    escape_untrusted(truncate(k, MAX_LOG_BYTES)),
-                    escape_untrusted(truncate(v, MAX_LOG_BYTES))
-                )
-            })
-            .collect();
-        let fields = fields.join(" ");
-        let (tenant, plugin) = (&*self.tenant, &*self.plugin);
-        // `tracing` needs the level at compile time, hence one arm each.
-        match level {
-            wlog::Level::Trace => {
-                tracing::trace!(target: "plugin", tenant, plugin, fields, "{message}")
-            }
-            wlog::Level::Debug => {
-                tracing::debug!(target: "plugin", tenant, plugin, fields, "{message}")
-            }
-            wlog::Level::Info => {
-                tracing::info!(target: "plugin", tenant, plugin, fields, "{message}")
-            }
-            wlog::Level::Warn => {
-                tracing::warn!(target: "plugin", tenant, plugin, fields, "{message}")
-            }
-            wlog::Level::Error => {
-                tracing::error!(target: "plugin", tenant, plugin, fields, "{message}")
-            }
-        }
-    }
-}
-
-/// Cuts `s` to at most `max` bytes on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 // ---------------------------------------------------------------------------
 // Conversions, guest → host.
@@ -200,7 +14,7 @@ fn truncate(s: &str, max: usize) -> &str {
 // to its `contract` counterpart) then fails to compile here until it is
 // carried across, instead of being dropped silently.
 
-pub(crate) fn plugin_info(i: wt::PluginInfo) -> contract::PluginInfo {
+pub(super) fn plugin_info(i: wt::PluginInfo) -> contract::PluginInfo {
     let wt::PluginInfo {
         name,
         version,
@@ -239,7 +53,7 @@ fn config_field(f: wt::ConfigField) -> contract::ConfigField {
     }
 }
 
-pub(crate) fn plugin_error(e: wt::PluginError) -> contract::PluginError {
+pub(super) fn plugin_error(e: wt::PluginError) -> contract::PluginError {
     use contract::PluginError as P;
     use wt::{ConfigProblem, ErrorDetail, RetryDetail};
     match e {
@@ -274,12 +88,12 @@ pub(crate) fn plugin_error(e: wt::PluginError) -> contract::PluginError {
     }
 }
 
-pub(crate) fn configured(c: wt::Configured) -> contract::Configured {
+pub(super) fn configured(c: wt::Configured) -> contract::Configured {
     let wt::Configured { egress } = c;
     contract::Configured { egress }
 }
 
-pub(crate) fn connection_info(c: wt::ConnectionInfo) -> contract::ConnectionInfo {
+pub(super) fn connection_info(c: wt::ConnectionInfo) -> contract::ConnectionInfo {
     let wt::ConnectionInfo {
         summary,
         endpoint,
@@ -292,7 +106,7 @@ pub(crate) fn connection_info(c: wt::ConnectionInfo) -> contract::ConnectionInfo
     }
 }
 
-pub(crate) fn page(p: wsrc::Page) -> contract::Page {
+pub(super) fn page(p: wsrc::Page) -> contract::Page {
     let wsrc::Page {
         records,
         next_cursor,
@@ -307,7 +121,7 @@ pub(crate) fn page(p: wsrc::Page) -> contract::Page {
     }
 }
 
-pub(crate) fn finding_page(p: wsrc::FindingPage) -> contract::FindingPage {
+pub(super) fn finding_page(p: wsrc::FindingPage) -> contract::FindingPage {
     let wsrc::FindingPage {
         findings,
         skipped,
@@ -339,7 +153,7 @@ fn raw_record_in(r: wsrc::RawRecord) -> contract::RawRecord {
     contract::RawRecord { id, body }
 }
 
-pub(crate) fn finding(f: wsrc::Finding) -> contract::Finding {
+pub(super) fn finding(f: wsrc::Finding) -> contract::Finding {
     let wsrc::Finding {
         source_id,
         cve_ids,
@@ -462,12 +276,12 @@ fn location(l: wsrc::Location) -> contract::Location {
     }
 }
 
-pub(crate) fn export_receipt_in(r: wsink::ExportReceipt) -> contract::ExportReceipt {
+pub(super) fn export_receipt_in(r: wsink::ExportReceipt) -> contract::ExportReceipt {
     let wsink::ExportReceipt { id, sent } = r;
     contract::ExportReceipt { id, sent }
 }
 
-pub(crate) fn export_state(s: wsink::ExportState) -> contract::ExportState {
+pub(super) fn export_state(s: wsink::ExportState) -> contract::ExportState {
     match s {
         wsink::ExportState::Pending => contract::ExportState::Pending,
         wsink::ExportState::InProgress => contract::ExportState::InProgress,
@@ -480,7 +294,7 @@ pub(crate) fn export_state(s: wsink::ExportState) -> contract::ExportState {
 // Conversions, host → guest. The `contract` side is taken apart the same
 // way, and the generated records are built with every field named.
 
-pub(crate) fn settings(s: &contract::Settings) -> Vec<wt::Setting> {
+pub(super) fn settings(s: &contract::Settings) -> Vec<wt::Setting> {
     s.iter()
         .map(|(key, value)| wt::Setting {
             key: key.clone(),
@@ -497,7 +311,7 @@ pub(crate) fn settings(s: &contract::Settings) -> Vec<wt::Setting> {
         .collect()
 }
 
-pub(crate) fn page_request(r: &contract::PageRequest) -> wsrc::PageRequest {
+pub(super) fn page_request(r: &contract::PageRequest) -> wsrc::PageRequest {
     let contract::PageRequest {
         cursor,
         updated_since,
@@ -508,12 +322,12 @@ pub(crate) fn page_request(r: &contract::PageRequest) -> wsrc::PageRequest {
     }
 }
 
-pub(crate) fn raw_record_out(r: contract::RawRecord) -> wsrc::RawRecord {
+pub(super) fn raw_record_out(r: contract::RawRecord) -> wsrc::RawRecord {
     let contract::RawRecord { id, body } = r;
     wsrc::RawRecord { id, body }
 }
 
-pub(crate) fn export_batch(b: &contract::ExportBatch) -> wsink::ExportBatch {
+pub(super) fn export_batch(b: &contract::ExportBatch) -> wsink::ExportBatch {
     let contract::ExportBatch {
         target,
         scope,
@@ -589,21 +403,10 @@ fn sast_finding(f: &contract::SastFinding) -> wsink::SastFinding {
     }
 }
 
-pub(crate) fn export_receipt_out(r: &contract::ExportReceipt) -> wsink::ExportReceipt {
+pub(super) fn export_receipt_out(r: &contract::ExportReceipt) -> wsink::ExportReceipt {
     let contract::ExportReceipt { id, sent } = r;
     wsink::ExportReceipt {
         id: id.clone(),
         sent: *sent,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate;
-
-    #[test]
-    fn truncate_keeps_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("hello", 10), "hello");
     }
 }
