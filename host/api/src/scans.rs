@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::Stream;
-use scanner_runtime::{LiveEvent, Runtime, ScanProgress, live_scan_tenants};
+use scanner_runtime::{LiveEvent, Runtime, ScanProgress, ScanRequest, live_scan_tenants};
 use scanner_store::{ScanRecord, TokenScope};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -56,6 +56,9 @@ pub struct StreamError {
 pub(crate) struct StartParams {
     /// Answer when the scan ends instead of once it has begun.
     wait: Option<bool>,
+    /// A full scan, whatever the schedule says (default: incremental
+    /// between full scans, as the schedule would run it).
+    full: Option<bool>,
 }
 
 /// 500 for a background task that died.
@@ -139,13 +142,18 @@ pub(crate) async fn start(
     }
     let (signal, begun) = IdSignal::new();
     let scanned = tenant.clone();
+    let request = if params.full.unwrap_or(false) {
+        ScanRequest::Full
+    } else {
+        ScanRequest::Auto
+    };
     // Its own task: the scan runs on after the answer, and a client that
     // hangs up does not cut it off between a page and its checkpoint; a
     // stopping server waits for it.
     let scan = api
         .background()
         .spawn(format!("the scan of tenant `{tenant}`"), async move {
-            runtime.scan(&scanned, &signal).await
+            runtime.scan_with(&scanned, request, &signal).await
         });
     // No id: the scan ended before it began (held, unknown, stopping).
     let id = begun.await.ok();

@@ -142,7 +142,22 @@ async fn a_started_scan_is_answered_at_once_and_polled_until_completed_with_the_
     assert_eq!(again.status, StatusCode::OK, "{}", again.text);
     assert_eq!(again.json["scan"]["state"], "completed");
     assert_eq!(again.json["scan"]["new"], 0, "nothing new the second time");
+    assert_eq!(
+        ended["mode"], "full",
+        "the first scan after connect is full"
+    );
+    assert_eq!(
+        again.json["scan"]["mode"], "incremental",
+        "between full scans, what changed"
+    );
     let second = again.json["scan"]["id"].as_i64().expect("id");
+    let full = api
+        .post("/v1/integrations/acme/scans?wait=true&full=true", &token)
+        .await;
+    assert_eq!(full.status, StatusCode::OK, "{}", full.text);
+    assert_eq!(full.json["scan"]["mode"], "full", "asked for");
+    assert_eq!(full.json["scan"]["resolved"], 0);
+    let third = full.json["scan"]["id"].as_i64().expect("id");
     let list = api.get("/v1/integrations/acme/scans", &token).await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.text);
     let ids: Vec<i64> = list.json["scans"]
@@ -151,7 +166,7 @@ async fn a_started_scan_is_answered_at_once_and_polled_until_completed_with_the_
         .iter()
         .map(|s| s["id"].as_i64().expect("id"))
         .collect();
-    assert_eq!(ids, [second, id]);
+    assert_eq!(ids, [third, second, id]);
     let one = api.get("/v1/integrations/acme/scans?limit=1", &token).await;
     assert_eq!(one.json["scans"].as_array().expect("scans").len(), 1);
     for bad in ["limit=0", "limit=many", "colour=red"] {
