@@ -34,10 +34,13 @@ pub(crate) fn decode(cursor: &str) -> Result<FindingKey, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scanner_store::FindingSort;
 
     #[test]
     fn a_cursor_gives_back_its_key() {
         let key = FindingKey {
+            sort: FindingSort::Severity,
+            epss: None,
             severity_rank: 4,
             last_detected_at: "2025-06-01T00:00:00Z".into(),
             tenant: "acme".into(),
@@ -51,6 +54,34 @@ mod tests {
             "{cursor}"
         );
         assert_eq!(decode(&cursor).expect("decode"), key);
+    }
+
+    #[test]
+    fn an_epss_cursor_gives_back_its_probability_to_the_bit() {
+        // Numbers whose shortest decimal form a JSON reader may round.
+        for epss in [0.1 + 0.2, 0.975_310_000_000_000_1, f64::MIN_POSITIVE, -1.0] {
+            let key = FindingKey {
+                sort: FindingSort::Epss,
+                epss: Some(epss),
+                severity_rank: 0,
+                last_detected_at: String::new(),
+                tenant: "acme".into(),
+                id: "f1".into(),
+            };
+            let back = decode(&encode(&key).expect("encode")).expect("decode");
+            assert_eq!(back.epss.map(f64::to_bits), Some(epss.to_bits()));
+            assert_eq!(back, key);
+        }
+    }
+
+    #[test]
+    fn a_cursor_without_a_sort_is_of_the_severity_order() {
+        // A cursor given out before listings had a sort.
+        let old = URL_SAFE_NO_PAD
+            .encode(br#"{"severity_rank":4,"last_detected_at":"","tenant":"a","id":"f"}"#);
+        let key = decode(&old).expect("decode");
+        assert_eq!(key.sort, FindingSort::Severity);
+        assert_eq!(key.epss, None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use axum::{Extension, Json};
 use scanner_contract::{FindingKind, Severity};
 use scanner_formats::{FindingFormat, Producer, write_findings};
 use scanner_store::{CveId, TokenScope};
-use scanner_store::{Database, FindingKey, FindingQuery, FindingRow, StatusFilter};
+use scanner_store::{Database, FindingKey, FindingQuery, FindingRow, FindingSort, StatusFilter};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -38,7 +38,8 @@ const STREAM_CHUNK: usize = 64 * 1024;
 const STREAM_BACKLOG: usize = 4;
 
 /// One page of findings: worst severity first, then the latest detection
-/// (undated last), then tenant and id. `next` is the cursor of the next
+/// (undated last), then tenant and id (with `sort=epss`, the highest EPSS
+/// probability first, then that order). `next` is the cursor of the next
 /// page (pass it as `cursor=`), `null` after the last page.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FindingsPage {
@@ -74,6 +75,21 @@ pub(crate) struct FindingsParams {
     first_detected_after: Option<String>,
     /// Findings last detected after this RFC 3339 instant.
     last_detected_after: Option<String>,
+    /// `true`: only findings whose CVE is in CISA's Known Exploited
+    /// Vulnerabilities catalog.
+    #[param(value_type = Option<bool>)]
+    kev: Option<String>,
+    /// `true`: only findings with a known public exploit.
+    #[param(value_type = Option<bool>)]
+    exploit: Option<String>,
+    /// Only findings whose EPSS probability is at least this, 0 to 1
+    /// (findings without EPSS are left out).
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
+    min_epss: Option<String>,
+    /// `severity` (default: worst first, then the latest detection) or
+    /// `epss` (highest EPSS probability first, then by severity). A
+    /// `cursor` continues the sort it was given with.
+    sort: Option<String>,
     /// `json` (default, paged), `csv`, `ocsf` or `sarif` (every finding).
     format: Option<String>,
     /// Rows per json page, 1 to 1000 (default 100).
@@ -108,6 +124,29 @@ fn instant(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, 
             "{name} must be an RFC 3339 timestamp such as 2025-01-31T00:00:00Z, not `{value}`{hint}"
         ))
     })
+}
+
+/// A `true`/`false` parameter; 400 naming it otherwise.
+fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not `{other}`"
+        ))),
+    }
+}
+
+/// The `min-epss` parameter: a probability, 0 to 1; 400 naming it
+/// otherwise.
+fn min_epss(value: Option<&str>) -> Result<Option<f64>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    match value.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(Some(p)),
+        _ => Err(ApiError::bad_request(format!(
+            "min-epss must be a probability from 0 to 1 (e.g. 0.5), not `{value}`"
+        ))),
+    }
 }
 
 /// The store query the parameters ask for (without the token's scope).
@@ -159,7 +198,26 @@ fn finding_query(params: FindingsParams) -> Result<(FindingQuery, Listing), ApiE
     } else {
         Listing::File(format)
     };
+    let kev = flag("kev", params.kev.as_deref())?;
+    let exploit = flag("exploit", params.exploit.as_deref())?;
+    let min_epss = min_epss(params.min_epss.as_deref())?;
+    let sort = params
+        .sort
+        .as_deref()
+        .map(str::parse::<FindingSort>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("sort: {e}")))?
+        .unwrap_or_default();
     let after = params.cursor.as_deref().map(cursor::decode).transpose()?;
+    if let Some(after) = &after
+        && after.sort != sort
+    {
+        return Err(ApiError::bad_request(format!(
+            "cursor: this cursor continues a listing with sort={}, not sort={}; pass the same sort as the page it came from",
+            after.sort.as_str(),
+            sort.as_str()
+        )));
+    }
     let query = FindingQuery {
         tenant: params.tenant,
         status,
@@ -171,6 +229,10 @@ fn finding_query(params: FindingsParams) -> Result<(FindingQuery, Listing), ApiE
         cve,
         first_detected_after,
         last_detected_after,
+        kev,
+        exploit,
+        min_epss,
+        sort,
         limit: None,
         after,
     };
@@ -193,11 +255,12 @@ fn page(
         query.limit = Some(wanted);
         let batch = store.findings(&query)?;
         let exhausted = batch.len() < wanted;
-        query.after = batch.last().map(FindingKey::of);
+        let sort = query.sort;
+        query.after = batch.last().map(|row| FindingKey::of(row, sort));
         rows.extend(batch.into_iter().filter(&visible));
         if rows.len() > limit {
             rows.truncate(limit);
-            let next = rows.last().map(FindingKey::of);
+            let next = rows.last().map(|row| FindingKey::of(row, sort));
             return Ok((rows, next));
         }
         if exhausted {

@@ -299,6 +299,21 @@ pub(crate) struct FindingsArgs {
     /// timestamp (e.g. 2025-01-31T00:00:00Z).
     #[arg(long, value_parser = parse_rfc3339)]
     pub(crate) last_detected_after: Option<OffsetDateTime>,
+    /// Only findings whose CVE is in CISA's Known Exploited
+    /// Vulnerabilities catalog.
+    #[arg(long)]
+    pub(crate) kev: bool,
+    /// Only findings with a known public exploit.
+    #[arg(long)]
+    pub(crate) exploit: bool,
+    /// Only findings whose EPSS probability is at least P (0 to 1);
+    /// findings without EPSS are left out.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub(crate) min_epss: Option<f64>,
+    /// The order: worst severity first, or highest EPSS probability first
+    /// (then by severity).
+    #[arg(long, value_enum, default_value_t = SortArg::Severity)]
+    pub(crate) sort: SortArg,
     /// At most this many rows (0: none).
     #[arg(long)]
     pub(crate) limit: Option<usize>,
@@ -436,6 +451,23 @@ pub(crate) enum KindArg {
     CodeDependency,
     ContainerImage,
     Other,
+}
+
+/// The order `findings --sort` lists in.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum SortArg {
+    Severity,
+    Epss,
+}
+
+/// An EPSS probability: 0 to 1.
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "expected a probability from 0 to 1 (e.g. 0.5), got `{s}`"
+        )),
+    }
 }
 
 /// Hours between scans: positive, finite, at most a year (a larger value

@@ -241,13 +241,59 @@ pub(crate) fn print_findings(rows: &[FindingRow], format: Format) -> anyhow::Res
     Ok(())
 }
 
-/// Findings as an aligned table, one row per finding.
+/// A triage flag's cell: empty when the scanner did not say.
+fn yes_no(flag: Option<bool>) -> String {
+    match flag {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => String::new(),
+    }
+}
+
+/// The score with the CVSS band it falls in, as far as the scanner gave
+/// them: `6.3 (medium)`.
+fn cvss_cell(r: &FindingRow) -> String {
+    match (r.score, &r.cvss_severity) {
+        (Some(score), Some(band)) => format!("{score} ({band})"),
+        (Some(score), None) => score.to_string(),
+        (None, Some(band)) => band.clone(),
+        (None, None) => String::new(),
+    }
+}
+
+/// The vendor's severity when it differs from the scanner's (the column
+/// beside it), else empty.
+fn vendor_cell(r: &FindingRow) -> String {
+    r.vendor_severity
+        .clone()
+        .filter(|v| *v != r.severity)
+        .unwrap_or_default()
+}
+
+/// EPSS: the probability, and its percentile when known (`0.97 p99.8`).
+fn epss_cell(r: &FindingRow) -> String {
+    match (r.epss_probability, r.epss_percentile) {
+        (Some(p), Some(pct)) => format!("{p} p{pct}"),
+        (Some(p), None) => p.to_string(),
+        (None, _) => String::new(),
+    }
+}
+
+/// Findings as an aligned table, one row per finding. `scanner_severity`
+/// is the scanner's own rating; the CVSS score's band and the vendor's
+/// rating (when it differs) stand beside it under their own names, so a
+/// rating is never shown without whose it is.
 fn print_findings_table(rows: &[FindingRow]) -> anyhow::Result<()> {
     let headers = [
         "tenant",
         "id",
         "cves",
-        "severity",
+        "scanner_severity",
+        "cvss",
+        "vendor_severity",
+        "kev",
+        "exploit",
+        "epss",
         "status",
         "kind",
         "package",
@@ -273,6 +319,11 @@ fn print_findings_table(rows: &[FindingRow]) -> anyhow::Result<()> {
                 r.id.clone(),
                 r.cves.join(" "),
                 r.severity.clone(),
+                cvss_cell(r),
+                vendor_cell(r),
+                yes_no(r.has_cisa_kev_exploit),
+                yes_no(r.has_exploit),
+                epss_cell(r),
                 r.status.clone(),
                 r.kind.clone(),
                 r.package.clone().unwrap_or_default(),

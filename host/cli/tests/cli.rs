@@ -384,6 +384,119 @@ fn findings_filter_by_image_cve_and_detection_and_refuse_malformed_values() {
     }
 }
 
+/// `findings --kev`, `--exploit`, `--min-epss` and `--sort epss` select and
+/// order by what analysts triage by; the table says whose each severity
+/// is; a probability out of 0..1 is a usage error naming the flag.
+#[test]
+fn findings_filter_and_sort_by_triage_fields_and_say_whose_severity_is_shown() {
+    use scanner_contract::{Epss, Finding, FindingKind, FindingStatus, Location, Severity, Triage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugins = dir.path().join("no-plugins");
+    let finding = |id: &str, severity, epss: Option<f64>, kev: bool, exploit: bool| Finding {
+        source_id: id.into(),
+        cve_ids: vec!["CVE-2024-0001".into()],
+        title: format!("finding {id}"),
+        description: None,
+        severity,
+        score: Some(6.3),
+        status: FindingStatus::Open,
+        kind: FindingKind::ContainerImage,
+        package_name: None,
+        package_version: None,
+        fixed_version: None,
+        location: Some(Location::ContainerImage {
+            registry: Some("registry.example".into()),
+            repository: Some("acme/shop".into()),
+            tags: vec![],
+            digest: None,
+        }),
+        first_detected_at: None,
+        last_detected_at: None,
+        portal_url: None,
+        remediation: None,
+        triage: Triage {
+            cvss_severity: Some(Severity::Medium),
+            vendor_severity: Some(Severity::Low),
+            has_exploit: Some(exploit),
+            has_cisa_kev_exploit: Some(kev),
+            epss: epss.map(|probability| Epss {
+                probability,
+                percentile: 50.0,
+                severity: None,
+            }),
+            projects: vec![],
+        },
+    };
+    {
+        let store = scanner_store::Database::open(&db).expect("open");
+        let now = time::OffsetDateTime::now_utc();
+        let scan = store.begin_scan("t", now).expect("begin");
+        let page = [
+            finding("a", Severity::Critical, Some(0.1), false, false),
+            finding("b", Severity::None, Some(0.9), true, true),
+            finding("c", Severity::High, None, true, false),
+            finding("d", Severity::Low, Some(0.5), false, true),
+        ];
+        store
+            .store_page(scan.scan_id, "t", &page, 0, None, now)
+            .expect("page");
+    }
+    let ids = |filter: &[&str]| {
+        let mut args = vec!["--format", "json", "findings"];
+        args.extend_from_slice(filter);
+        let out = run(&db, &plugins, &args);
+        assert!(out.status.success(), "{filter:?}: {}", stderr(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["id"].as_str().expect("id").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&[]), ["a", "c", "d", "b"]);
+    assert_eq!(ids(&["--sort", "severity"]), ["a", "c", "d", "b"]);
+    assert_eq!(ids(&["--sort", "epss"]), ["b", "d", "a", "c"]);
+    assert_eq!(ids(&["--kev"]), ["c", "b"]);
+    assert_eq!(ids(&["--exploit"]), ["d", "b"]);
+    assert_eq!(ids(&["--min-epss", "0.5"]), ["d", "b"]);
+    assert_eq!(
+        ids(&["--min-epss", "0.5", "--kev", "--sort", "epss"]),
+        ["b"]
+    );
+
+    let out = run(&db, &plugins, &["findings", "--min-epss", "0.9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    let header = lines.next().expect("header");
+    for column in [
+        "SCANNER_SEVERITY",
+        "CVSS",
+        "VENDOR_SEVERITY",
+        "KEV",
+        "EXPLOIT",
+        "EPSS",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = lines.next().expect("row b");
+    for cell in ["none", "6.3 (medium)", "low", "yes", "0.9 p50"] {
+        assert!(row.contains(cell), "{cell}: {row}");
+    }
+
+    for (args, flag) in [
+        (["--min-epss", "1.5"], "--min-epss"),
+        (["--min-epss", "-0.1"], "--min-epss"),
+        (["--min-epss", "half"], "--min-epss"),
+        (["--sort", "cvss"], "--sort"),
+    ] {
+        let out = run(&db, &plugins, &["findings", args[0], args[1]]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(flag), "{args:?}: {}", stderr(&out));
+    }
+}
+
 /// A `wiz-sim` process on a free port of 127.0.0.1 (the debug build beside
 /// `scanner-host`), killed when dropped.
 struct Sim {

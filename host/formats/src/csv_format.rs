@@ -28,7 +28,7 @@ use std::io::{self, Write};
 
 /// The header row: DefectDojo's Generic Findings Import columns, then
 /// every field of the finding under its JSON name (`title` is `Title`).
-pub const CSV_HEADERS: [&str; 36] = [
+pub const CSV_HEADERS: [&str; 44] = [
     "Date",
     "Title",
     "CweId",
@@ -65,6 +65,14 @@ pub const CSV_HEADERS: [&str; 36] = [
     "resolved_at",
     "url",
     "remediation",
+    "cvss_severity",
+    "vendor_severity",
+    "has_exploit",
+    "has_cisa_kev_exploit",
+    "epss_probability",
+    "epss_percentile",
+    "epss_severity",
+    "projects",
 ];
 
 /// Writes the header row and one row per finding; every cell is
@@ -137,10 +145,13 @@ fn cells(r: &FindingRow) -> Vec<String> {
         (None, Some(package), Some(fixed)) => format!("Upgrade {package} to {fixed}."),
         _ => String::new(),
     };
-    let impact = r
-        .score
-        .map(|s| format!("Score {s} ({})", r.severity))
-        .unwrap_or_default();
+    // The score's own band when the scanner gave it, else the scanner's
+    // severity, saying which it is.
+    let impact = match (r.score, &r.cvss_severity) {
+        (Some(s), Some(cvss)) => format!("CVSS {s} ({cvss})"),
+        (Some(s), None) => format!("Score {s} ({})", r.severity),
+        (None, _) => String::new(),
+    };
     let references = r
         .url
         .iter()
@@ -190,6 +201,23 @@ fn cells(r: &FindingRow) -> Vec<String> {
         opt(&r.resolved_at),
         opt(&r.url),
         opt(&r.remediation),
+        opt(&r.cvss_severity),
+        opt(&r.vendor_severity),
+        r.has_exploit.map(|b| b.to_string()).unwrap_or_default(),
+        r.has_cisa_kev_exploit
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+        r.epss_probability
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        r.epss_percentile.map(|p| p.to_string()).unwrap_or_default(),
+        opt(&r.epss_severity),
+        // JSON: a project's name may hold any separator.
+        if r.projects.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&r.projects).unwrap_or_default()
+        },
     ]
 }
 
@@ -313,7 +341,20 @@ mod tests {
         assert!(description.contains("Package: lodash 4.17.20 (fixed in 4.17.21)"));
         assert!(description.contains("wiz-code-1"));
         assert_eq!(cell(&h, open, "score"), "7.4");
+        assert_eq!(cell(&h, open, "Impact"), "CVSS 7.4 (high)");
         assert_eq!(cell(&h, open, "repository_known"), "true");
+        assert_eq!(cell(&h, open, "severity"), "high");
+        assert_eq!(cell(&h, open, "cvss_severity"), "high");
+        assert_eq!(cell(&h, open, "vendor_severity"), "medium");
+        assert_eq!(cell(&h, open, "has_exploit"), "true");
+        assert_eq!(cell(&h, open, "has_cisa_kev_exploit"), "true");
+        assert_eq!(cell(&h, open, "epss_probability"), "0.97531");
+        assert_eq!(cell(&h, open, "epss_percentile"), "99.8");
+        assert_eq!(cell(&h, open, "epss_severity"), "high");
+        assert_eq!(
+            cell(&h, open, "projects"),
+            r#"[{"id":"proj-1","name":"Shop"}]"#
+        );
 
         // No scanner dates: when the host first stored it.
         assert_eq!(cell(&h, resolved, "Date"), "05/02/2024");
@@ -322,6 +363,16 @@ mod tests {
         assert_eq!(cell(&h, resolved, "CVE"), "");
         assert_eq!(cell(&h, resolved, "resolved_at"), "2024-06-03T00:00:00Z");
         assert_eq!(cell(&h, resolved, "image"), "registry.acme.io/shop:1.2");
+        // A scanner that did not say: empty, never false or zero.
+        for name in [
+            "cvss_severity",
+            "has_exploit",
+            "has_cisa_kev_exploit",
+            "epss_probability",
+            "projects",
+        ] {
+            assert_eq!(cell(&h, resolved, name), "", "{name}");
+        }
     }
 
     #[test]

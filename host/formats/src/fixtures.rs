@@ -1,7 +1,8 @@
 //! Findings the unit tests write: one of each kind, every field set where
-//! the kind has it.
+//! the kind has it (the code finding with every triage field, the image
+//! finding with none).
 
-use scanner_store::FindingRow;
+use scanner_store::{FindingProject, FindingRow};
 
 /// An open code-dependency finding of a known repository.
 pub(crate) fn code_finding() -> FindingRow {
@@ -29,6 +30,17 @@ pub(crate) fn code_finding() -> FindingRow {
         resolved_at: None,
         url: Some("https://app.wiz.io/findings/wiz-code-1".into()),
         remediation: Some("Upgrade lodash".into()),
+        cvss_severity: Some("high".into()),
+        vendor_severity: Some("medium".into()),
+        has_exploit: Some(true),
+        has_cisa_kev_exploit: Some(true),
+        epss_probability: Some(0.97531),
+        epss_percentile: Some(99.8),
+        epss_severity: Some("high".into()),
+        projects: vec![FindingProject {
+            id: "proj-1".into(),
+            name: Some("Shop".into()),
+        }],
     }
 }
 
@@ -59,5 +71,13 @@ pub(crate) fn image_finding() -> FindingRow {
         resolved_at: Some("2024-06-03T00:00:00Z".into()),
         url: None,
         remediation: None,
+        cvss_severity: None,
+        vendor_severity: None,
+        has_exploit: None,
+        has_cisa_kev_exploit: None,
+        epss_probability: None,
+        epss_percentile: None,
+        epss_severity: None,
+        projects: vec![],
     }
 }

@@ -26,7 +26,16 @@
 //!   installed version is unknown is named in the description only;
 //! - the repository or image the finding lives in is a `resources` entry;
 //!   the tenant is `metadata.tenant_uid`; the score and the other fields
-//!   OCSF has no attribute for are under `unmapped`.
+//!   OCSF has no attribute for are under `unmapped`;
+//! - what analysts triage by: a known exploit is each vulnerability's
+//!   `is_exploit_available`; EPSS is each CVE's `cve.epss`, whose `score`
+//!   OCSF types as a string (the probability, 0 to 1, as FIRST publishes
+//!   it) and whose `percentile` takes EPSS's own scale, 0 to 1 (the store
+//!   keeps 0 to 100, so it is divided by 100). OCSF 1.5 has no attribute
+//!   for a CISA KEV listing, and its `cvss` object requires the CVSS
+//!   version, which the store does not hold: the KEV flag, the CVSS and
+//!   vendor severities, the scanner's EPSS band and the projects are under
+//!   `unmapped`.
 
 use crate::producer::Producer;
 use crate::timestamps::epoch_millis;
@@ -169,6 +178,29 @@ fn event(r: &FindingRow, producer: &Producer) -> Value {
         "resolved_at",
         r.resolved_at.clone().map(Value::from),
     );
+    put(
+        &mut unmapped,
+        "cvss_severity",
+        r.cvss_severity.clone().map(Value::from),
+    );
+    put(
+        &mut unmapped,
+        "vendor_severity",
+        r.vendor_severity.clone().map(Value::from),
+    );
+    put(
+        &mut unmapped,
+        "has_cisa_kev_exploit",
+        r.has_cisa_kev_exploit.map(Value::from),
+    );
+    put(
+        &mut unmapped,
+        "epss_severity",
+        r.epss_severity.clone().map(Value::from),
+    );
+    if !r.projects.is_empty() {
+        unmapped.insert("projects".into(), json!(r.projects));
+    }
     event.insert("unmapped".into(), unmapped.into());
     event.into()
 }
@@ -203,6 +235,11 @@ fn vulnerabilities(
             v.insert("affected_packages".into(), packages.clone().into());
         }
         v.insert("is_fix_available".into(), r.fixed_version.is_some().into());
+        put(
+            &mut v,
+            "is_exploit_available",
+            r.has_exploit.map(Value::from),
+        );
         put(&mut v, "first_seen_time", first_seen.clone());
         put(&mut v, "last_seen_time", last_seen.clone());
         put(&mut v, "references", r.url.clone().map(|u| json!([u])));
@@ -226,10 +263,27 @@ fn vulnerabilities(
         .iter()
         .map(|cve| {
             let mut v = base();
-            v.insert("cve".into(), json!({ "uid": cve }));
+            let mut c = Map::new();
+            c.insert("uid".into(), cve.clone().into());
+            put(&mut c, "epss", epss(r));
+            v.insert("cve".into(), c.into());
             v.into()
         })
         .collect()
+}
+
+/// The finding's EPSS as OCSF's `epss` object: `score` the probability as
+/// text, `percentile` on EPSS's 0-to-1 scale.
+fn epss(r: &FindingRow) -> Option<Value> {
+    let probability = r.epss_probability?;
+    let mut e = Map::new();
+    e.insert("score".into(), probability.to_string().into());
+    put(
+        &mut e,
+        "percentile",
+        r.epss_percentile.map(|p| Value::from(p / 100.0)),
+    );
+    Some(e.into())
 }
 
 /// Where the finding lives: its repository (with branch and file) and its
@@ -324,6 +378,36 @@ mod tests {
         assert_eq!(e["resources"][0]["name"], "https://github.com/acme/shop");
         assert_eq!(e["resources"][0]["data"]["branch"], "main");
         assert_eq!(e["unmapped"]["score"], 7.4);
+    }
+
+    #[test]
+    fn exploit_and_epss_go_where_ocsf_defines_them_and_kev_is_unmapped() {
+        let e = &lines(&[code_finding()])[0];
+        for v in e["vulnerabilities"].as_array().expect("vulnerabilities") {
+            assert_eq!(v["is_exploit_available"], true);
+            assert_eq!(
+                v["cve"]["epss"],
+                json!({"score": "0.97531", "percentile": 0.998})
+            );
+        }
+        let unmapped = &e["unmapped"];
+        assert_eq!(unmapped["has_cisa_kev_exploit"], true);
+        assert_eq!(unmapped["cvss_severity"], "high");
+        assert_eq!(unmapped["vendor_severity"], "medium");
+        assert_eq!(unmapped["epss_severity"], "high");
+        assert_eq!(
+            unmapped["projects"],
+            json!([{"id": "proj-1", "name": "Shop"}])
+        );
+        // A scanner that did not say: absent, never false.
+        let e = &lines(&[image_finding()])[0];
+        assert!(
+            e["vulnerabilities"][0]
+                .get("is_exploit_available")
+                .is_none()
+        );
+        assert!(e["unmapped"].get("has_cisa_kev_exploit").is_none());
+        assert!(e["unmapped"].get("projects").is_none());
     }
 
     #[test]

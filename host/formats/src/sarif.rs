@@ -168,6 +168,36 @@ fn result(rule_id: &str, r: &FindingRow) -> Value {
     if let Some(score) = r.score {
         properties.insert("score".into(), score.into());
     }
+    // What analysts triage by, when the scanner said: `severity` above is
+    // the scanner's own, these are beside it.
+    for (key, value) in [
+        ("cvssSeverity", &r.cvss_severity),
+        ("vendorSeverity", &r.vendor_severity),
+        ("epssSeverity", &r.epss_severity),
+    ] {
+        if let Some(v) = value {
+            properties.insert(key.into(), v.clone().into());
+        }
+    }
+    for (key, value) in [
+        ("hasExploit", r.has_exploit),
+        ("hasCisaKevExploit", r.has_cisa_kev_exploit),
+    ] {
+        if let Some(v) = value {
+            properties.insert(key.into(), v.into());
+        }
+    }
+    for (key, value) in [
+        ("epssProbability", r.epss_probability),
+        ("epssPercentile", r.epss_percentile),
+    ] {
+        if let Some(v) = value {
+            properties.insert(key.into(), v.into());
+        }
+    }
+    if !r.projects.is_empty() {
+        properties.insert("projects".into(), json!(r.projects));
+    }
     result.insert("properties".into(), properties.into());
     result.into()
 }
@@ -298,6 +328,32 @@ mod tests {
             resolved["locations"][0]["logicalLocations"][0]["fullyQualifiedName"],
             "registry.acme.io/shop:1.2@sha256:abcd"
         );
+    }
+
+    #[test]
+    fn triage_fields_are_result_properties_when_the_scanner_gave_them() {
+        let log = log(&[code_finding(), image_finding()]);
+        let results = log["runs"][0]["results"].as_array().expect("results");
+        let p = &results[0]["properties"];
+        assert_eq!(p["severity"], "high");
+        assert_eq!(p["cvssSeverity"], "high");
+        assert_eq!(p["vendorSeverity"], "medium");
+        assert_eq!(p["hasExploit"], true);
+        assert_eq!(p["hasCisaKevExploit"], true);
+        assert_eq!(p["epssProbability"], 0.97531);
+        assert_eq!(p["epssPercentile"], 99.8);
+        assert_eq!(p["epssSeverity"], "high");
+        assert_eq!(p["projects"], json!([{"id": "proj-1", "name": "Shop"}]));
+        let p = &results[1]["properties"];
+        for key in [
+            "cvssSeverity",
+            "hasExploit",
+            "hasCisaKevExploit",
+            "epssProbability",
+            "projects",
+        ] {
+            assert!(p.get(key).is_none(), "{key}: {p}");
+        }
     }
 
     #[test]

@@ -33,6 +33,14 @@ fn bare(id: &str, severity: &str, status: &str, kind: &str) -> FindingRow {
         resolved_at: None,
         url: None,
         remediation: None,
+        cvss_severity: None,
+        vendor_severity: None,
+        has_exploit: None,
+        has_cisa_kev_exploit: None,
+        epss_probability: None,
+        epss_percentile: None,
+        epss_severity: None,
+        projects: vec![],
     }
 }
 
@@ -62,6 +70,18 @@ fn findings() -> Vec<FindingRow> {
             code.last_detected_at = Some("2024-06-02T08:30:00.123+02:00".into());
             code.url = Some(format!("https://app.wiz.io/findings/code-{i}"));
             code.remediation = Some("Upgrade lodash".into());
+            // What analysts triage by, each value the scanner may give.
+            code.cvss_severity = Some(severities[(i + 1) % severities.len()].into());
+            code.vendor_severity = (i % 2 == 0).then(|| "low".into());
+            code.has_exploit = Some(i % 2 == 0);
+            code.has_cisa_kev_exploit = Some(i % 3 == 0);
+            code.epss_probability = Some(i as f64 / 5.0);
+            code.epss_percentile = Some(i as f64 * 20.0);
+            code.epss_severity = Some("medium".into());
+            code.projects = vec![scanner_store::FindingProject {
+                id: format!("proj-{i}"),
+                name: (i % 2 == 0).then(|| "Shop".into()),
+            }];
             if status == "resolved" {
                 code.resolved_at = Some("2024-06-03T00:00:00Z".into());
             }
@@ -78,6 +98,9 @@ fn findings() -> Vec<FindingRow> {
             // An installed version the scanner did not report.
             image.image = Some("registry.acme.io/shop:1.2".into());
             image.image_digest = (i % 2 == 1).then(|| "sha256:abcd".into());
+            // EPSS without a percentile.
+            image.epss_probability = (i % 2 == 1).then_some(0.00043);
+            image.has_exploit = (i % 3 == 1).then_some(true);
             image.repository = (i % 3 == 0).then(|| "https://github.com/acme/shop".into());
             if status == "resolved" {
                 image.resolved_at = Some("2024-06-03T00:00:00Z".into());

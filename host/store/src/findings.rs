@@ -51,19 +51,85 @@ pub struct FindingQuery {
     /// Only findings the scanner last detected after this instant (to the
     /// millisecond); findings without a last detection are left out.
     pub last_detected_after: Option<OffsetDateTime>,
+    /// Only findings whose CVE is in CISA's Known Exploited
+    /// Vulnerabilities catalog.
+    pub kev: bool,
+    /// Only findings with a known public exploit.
+    pub exploit: bool,
+    /// Only findings whose EPSS probability is at least this (0 to 1);
+    /// findings without EPSS are left out.
+    pub min_epss: Option<f64>,
+    /// The listing's order.
+    pub sort: FindingSort,
     /// At most this many rows.
     pub limit: Option<usize>,
     /// Only rows after this one in the listing's order (keyset
     /// pagination): the key of the last row of the previous page, so the
-    /// next page starts exactly after it whatever was stored meanwhile.
+    /// next page starts exactly after it whatever was stored meanwhile. A
+    /// key of another [`FindingSort`] than `sort` is refused.
     pub after: Option<FindingKey>,
 }
 
-/// Where a finding sits in the listing's order — severity rank (worst
-/// first), last detection (latest first, undated last), tenant, id — as
-/// [`FindingQuery::after`] takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The order findings are listed in; ties always end in tenant, id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingSort {
+    /// Worst severity first, then the latest detection (undated last).
+    #[default]
+    Severity,
+    /// Highest EPSS probability first (findings without EPSS last), then
+    /// as [`FindingSort::Severity`].
+    Epss,
+}
+
+/// A text that names no [`FindingSort`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sort `{0}` (expected one of: severity, epss)")]
+pub struct UnknownSort(pub String);
+
+impl FromStr for FindingSort {
+    type Err = UnknownSort;
+
+    fn from_str(s: &str) -> Result<FindingSort, UnknownSort> {
+        match s {
+            "severity" => Ok(FindingSort::Severity),
+            "epss" => Ok(FindingSort::Epss),
+            other => Err(UnknownSort(other.to_string())),
+        }
+    }
+}
+
+impl FindingSort {
+    /// Its name, as [`FromStr`] reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingSort::Severity => "severity",
+            FindingSort::Epss => "epss",
+        }
+    }
+}
+
+/// The EPSS sort's key of a row: its probability, or -1 (below every
+/// probability) without one, as the `epss_key` column computes it.
+fn epss_key(probability: Option<f64>) -> f64 {
+    probability.unwrap_or(-1.0)
+}
+
+/// Where a finding sits in the listing's order — for the EPSS sort its
+/// EPSS key first, then severity rank (worst first), last detection
+/// (latest first, undated last), tenant, id — as [`FindingQuery::after`]
+/// takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindingKey {
+    /// The order the key is of (keys written before there were two are of
+    /// the severity order).
+    #[serde(default)]
+    pub sort: FindingSort,
+    /// The EPSS sort's key (the probability, -1 without one); `None` in a
+    /// key of the severity order. Kept as the number's bits, so the key
+    /// holds exactly the stored value whatever a JSON reader rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "f64_bits")]
+    pub epss: Option<f64>,
     /// The severity's rank, higher is worse (`unknown` and names the host
     /// does not know are 0).
     pub severity_rank: i64,
@@ -75,10 +141,29 @@ pub struct FindingKey {
     pub id: String,
 }
 
+/// An `Option<f64>` as the bits of the number, exact through any
+/// serializer.
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(f64::to_bits).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(f64::from_bits))
+    }
+}
+
 impl FindingKey {
-    /// The key of a listed row.
-    pub fn of(row: &FindingRow) -> FindingKey {
+    /// The key of a listed row in the order `sort`.
+    pub fn of(row: &FindingRow, sort: FindingSort) -> FindingKey {
         FindingKey {
+            sort,
+            epss: match sort {
+                FindingSort::Severity => None,
+                FindingSort::Epss => Some(epss_key(row.epss_probability)),
+            },
             severity_rank: severity_name_rank(&row.severity),
             last_detected_at: row.last_detected_at.clone().unwrap_or_default(),
             tenant: row.tenant.clone(),
@@ -204,6 +289,22 @@ fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> 
         args.push(severity_rank(min).into());
         sql.push_str(&format!(" AND f.severity_rank >= ?{}", args.len()));
     }
+    if q.kev {
+        // The term of the partial index `findings_kev`, written as it is.
+        sql.push_str(" AND f.has_cisa_kev_exploit = 1");
+    }
+    if q.exploit {
+        sql.push_str(" AND f.has_exploit = 1");
+    }
+    if let Some(min) = q.min_epss {
+        // `epss_key` leads the `findings_epss` index (a range of it); the
+        // second term leaves out findings without EPSS whatever `min` is.
+        args.push(min.into());
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND f.epss_key >= ?{n} AND f.epss_probability >= ?{n}"
+        ));
+    }
     if let Some(image) = &q.image {
         let image = ImageReference::parse(image);
         // `image_name_key` leads the partial index `findings_image`, so the
@@ -313,6 +414,35 @@ pub struct FindingRow {
     pub url: Option<String>,
     /// How to fix it.
     pub remediation: Option<String>,
+    /// The CVSS rating of the finding's score, when the scanner gave it
+    /// (`severity` is the scanner's own rating, which may differ).
+    pub cvss_severity: Option<String>,
+    /// The package vendor's or advisory's severity, when the scanner gave
+    /// it.
+    pub vendor_severity: Option<String>,
+    /// Whether a public exploit is known; `None`: the scanner did not say.
+    pub has_exploit: Option<bool>,
+    /// Whether the CVE is in CISA's Known Exploited Vulnerabilities
+    /// catalog; `None`: the scanner did not say.
+    pub has_cisa_kev_exploit: Option<bool>,
+    /// EPSS: the probability of exploitation in the next 30 days, 0 to 1.
+    pub epss_probability: Option<f64>,
+    /// EPSS: the percentile of the probability among all CVEs, 0 to 100.
+    pub epss_percentile: Option<f64>,
+    /// EPSS: the scanner's band for the probability.
+    pub epss_severity: Option<String>,
+    /// The scanner's projects the finding belongs to.
+    pub projects: Vec<FindingProject>,
+}
+
+/// A scanner project a finding belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FindingProject {
+    /// The project's id at the scanner.
+    pub id: String,
+    /// Its name, when known.
+    pub name: Option<String>,
 }
 
 /// How many findings are stored in each state, over all tenants.
@@ -370,7 +500,9 @@ impl Database {
                     (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
                     (SELECT url FROM repositories r WHERE r.id = f.image_repository_id)
                 ) AS known_repo,
-                f.severity_rank, f.detected_key
+                f.severity_rank, f.detected_key,
+                f.cvss_severity, f.vendor_severity, f.has_exploit, f.has_cisa_kev_exploit,
+                f.epss_probability, f.epss_percentile, f.epss_severity, f.projects, f.epss_key
              FROM findings f WHERE 1 = 1",
         );
         // `severity_rank` and `detected_key` are the generated columns of
@@ -385,6 +517,27 @@ impl Database {
             sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
         }
         if let Some(after) = &q.after {
+            if after.sort != q.sort {
+                return Err(StoreError::Invalid(format!(
+                    "a key of the {} order cannot continue a listing sorted by {}",
+                    after.sort.as_str(),
+                    q.sort.as_str()
+                )));
+            }
+            // The EPSS order leads with the EPSS key: strictly after is a
+            // lower key, or the same key and after in the severity order.
+            let epss = match (q.sort, after.epss) {
+                (FindingSort::Severity, _) => None,
+                (FindingSort::Epss, Some(epss)) => {
+                    args.push(epss.into());
+                    Some(args.len())
+                }
+                (FindingSort::Epss, None) => {
+                    return Err(StoreError::Invalid(
+                        "a key of the epss order needs its EPSS key".into(),
+                    ));
+                }
+            };
             // Strictly after the key in the order below: a lower rank, or
             // the same rank detected earlier, or the same both and a
             // greater (tenant, id).
@@ -399,20 +552,38 @@ impl Database {
             // The first clause follows from the second; it lets SQLite
             // start reading the index at the key instead of skipping every
             // row before it.
-            sql.push_str(&format!(
-                " AND (severity_rank, detected_key) <= (?{rank}, ?{detected})
-                 AND (severity_rank < ?{rank} OR (severity_rank = ?{rank} AND (detected_key < ?{detected}
+            let severity_after = format!(
+                "(severity_rank < ?{rank} OR (severity_rank = ?{rank} AND (detected_key < ?{detected}
                    OR (detected_key = ?{detected} AND (tenant, source_id) > (?{tenant}, ?{id})))))"
-            ));
+            );
+            match epss {
+                None => sql.push_str(&format!(
+                    " AND (severity_rank, detected_key) <= (?{rank}, ?{detected})
+                     AND {severity_after}"
+                )),
+                Some(epss) => sql.push_str(&format!(
+                    " AND (epss_key, severity_rank, detected_key) <= (?{epss}, ?{rank}, ?{detected})
+                     AND (epss_key < ?{epss} OR (epss_key = ?{epss} AND {severity_after}))"
+                )),
+            }
         }
         let wanted_repo = q.repository.as_deref().map(normalize_repo_url);
         // Worst first, then the most recently detected: what a triage
-        // starts from. The key of `FindingKey`, so pages continue exactly.
-        sql.push_str(" ORDER BY severity_rank DESC, detected_key DESC, tenant, source_id");
+        // starts from (the EPSS order puts the likeliest exploited first).
+        // The key of `FindingKey`, so pages continue exactly.
+        sql.push_str(match q.sort {
+            FindingSort::Severity => {
+                " ORDER BY severity_rank DESC, detected_key DESC, tenant, source_id"
+            }
+            FindingSort::Epss => {
+                " ORDER BY epss_key DESC, severity_rank DESC, detected_key DESC, tenant, source_id"
+            }
+        });
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             let cves: String = r.get(2)?;
+            let projects: String = r.get(34)?;
             let repo_url: Option<String> = r.get(10)?;
             let known: Option<String> = r.get(24)?;
             let registry: Option<String> = r.get(13)?;
@@ -459,6 +630,14 @@ impl Database {
                 resolved_at: r.get(21)?,
                 url: r.get(22)?,
                 remediation: r.get(23)?,
+                cvss_severity: r.get(27)?,
+                vendor_severity: r.get(28)?,
+                has_exploit: r.get(29)?,
+                has_cisa_kev_exploit: r.get(30)?,
+                epss_probability: r.get(31)?,
+                epss_percentile: r.get(32)?,
+                epss_severity: r.get(33)?,
+                projects: serde_json::from_str(&projects).unwrap_or_default(),
             })
         })?;
         let mut out = Vec::new();
@@ -520,7 +699,7 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scanner_contract::{Finding, FindingStatus, Location};
+    use scanner_contract::{Epss, Finding, FindingStatus, Location, Project, Triage};
     use time::macros::datetime;
 
     /// A container-image finding (listed without a known repository).
@@ -634,7 +813,7 @@ mod tests {
                     })
                     .expect("page");
                 let Some(last) = page.last() else { break };
-                after = Some(FindingKey::of(last));
+                after = Some(FindingKey::of(last, FindingSort::Severity));
                 paged.extend(page);
             }
             assert_eq!(paged, all, "pages of {page_size}");
@@ -655,14 +834,14 @@ mod tests {
         assert_eq!(last.last_detected_at, None, "undated rows come last");
         let rest = store
             .findings(&FindingQuery {
-                after: Some(FindingKey::of(last)),
+                after: Some(FindingKey::of(last, FindingSort::Severity)),
                 ..q.clone()
             })
             .expect("rest");
         assert!(rest.is_empty(), "{rest:?}");
         let from_middle = store
             .findings(&FindingQuery {
-                after: Some(FindingKey::of(&all[4])),
+                after: Some(FindingKey::of(&all[4], FindingSort::Severity)),
                 ..q
             })
             .expect("rest");
@@ -922,5 +1101,296 @@ mod tests {
             },
         );
         assert_eq!(both, ["a"]);
+    }
+
+    /// A finding with triage fields: `epss` the probability (percentile
+    /// 100 times it), the KEV and exploit flags as given.
+    fn triaged(
+        id: &str,
+        severity: Severity,
+        epss: Option<f64>,
+        kev: Option<bool>,
+        exploit: Option<bool>,
+    ) -> Finding {
+        Finding {
+            triage: Triage {
+                cvss_severity: Some(Severity::Medium),
+                vendor_severity: None,
+                has_exploit: exploit,
+                has_cisa_kev_exploit: kev,
+                epss: epss.map(|probability| Epss {
+                    probability,
+                    percentile: probability * 100.0,
+                    severity: None,
+                }),
+                projects: vec![],
+            },
+            ..finding(id, severity, Some("2025-06-01T00:00:00Z"))
+        }
+    }
+
+    /// Findings of every EPSS case: ties on the probability, none, zero.
+    fn triaged_store() -> Database {
+        store_with(&[
+            triaged("a", Severity::Low, Some(0.9), Some(true), Some(true)),
+            triaged("b", Severity::Critical, Some(0.5), Some(false), Some(true)),
+            triaged("c", Severity::High, Some(0.5), None, None),
+            triaged("d", Severity::High, Some(0.5), Some(true), Some(false)),
+            triaged("e", Severity::Critical, None, None, None),
+            triaged("f", Severity::Medium, Some(0.0), Some(false), Some(false)),
+            triaged("g", Severity::Low, None, Some(true), None),
+        ])
+    }
+
+    #[test]
+    fn triage_fields_are_listed_as_stored() {
+        let mut f = triaged("a", Severity::None, Some(0.25), Some(true), Some(false));
+        f.triage.vendor_severity = Some(Severity::High);
+        f.triage.epss = Some(Epss {
+            probability: 0.25,
+            percentile: 87.5,
+            severity: Some(Severity::Medium),
+        });
+        f.triage.projects = vec![
+            Project {
+                id: "p1".into(),
+                name: Some("Shop".into()),
+            },
+            Project {
+                id: "p2".into(),
+                name: None,
+            },
+        ];
+        let store = store_with(&[f, finding("b", Severity::Low, None)]);
+        let rows = store.findings(&FindingQuery::default()).expect("rows");
+        let by_id = |id: &str| rows.iter().find(|r| r.id == id).expect(id);
+        let (a, b) = (by_id("a"), by_id("b"));
+        assert_eq!(a.severity, "none");
+        assert_eq!(a.cvss_severity.as_deref(), Some("medium"));
+        assert_eq!(a.vendor_severity.as_deref(), Some("high"));
+        assert_eq!(
+            (a.has_cisa_kev_exploit, a.has_exploit),
+            (Some(true), Some(false))
+        );
+        assert_eq!(
+            (
+                a.epss_probability,
+                a.epss_percentile,
+                a.epss_severity.as_deref()
+            ),
+            (Some(0.25), Some(87.5), Some("medium"))
+        );
+        assert_eq!(
+            a.projects,
+            [
+                FindingProject {
+                    id: "p1".into(),
+                    name: Some("Shop".into())
+                },
+                FindingProject {
+                    id: "p2".into(),
+                    name: None
+                }
+            ]
+        );
+        assert_eq!(
+            (
+                b.cvss_severity.clone(),
+                b.has_exploit,
+                b.has_cisa_kev_exploit,
+                b.epss_probability
+            ),
+            (None, None, None, None),
+            "a scanner that did not say leaves them empty"
+        );
+        assert!(b.projects.is_empty());
+    }
+
+    #[test]
+    fn kev_exploit_and_min_epss_filters_keep_only_matching_findings() {
+        let store = triaged_store();
+        let by = |q: FindingQuery| ids(&store, &q);
+        assert_eq!(
+            by(FindingQuery {
+                kev: true,
+                ..FindingQuery::default()
+            }),
+            ["a", "d", "g"]
+        );
+        assert_eq!(
+            by(FindingQuery {
+                exploit: true,
+                ..FindingQuery::default()
+            }),
+            ["a", "b"]
+        );
+        assert_eq!(
+            by(FindingQuery {
+                min_epss: Some(0.5),
+                ..FindingQuery::default()
+            }),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(
+            by(FindingQuery {
+                min_epss: Some(0.0),
+                ..FindingQuery::default()
+            }),
+            ["a", "b", "c", "d", "f"],
+            "findings without EPSS are left out"
+        );
+        assert_eq!(
+            by(FindingQuery {
+                kev: true,
+                exploit: true,
+                min_epss: Some(0.6),
+                ..FindingQuery::default()
+            }),
+            ["a"]
+        );
+    }
+
+    #[test]
+    fn the_epss_sort_lists_the_likeliest_first_then_by_severity() {
+        let store = triaged_store();
+        let order: Vec<String> = store
+            .findings(&FindingQuery {
+                sort: FindingSort::Epss,
+                ..FindingQuery::default()
+            })
+            .expect("rows")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(order, ["a", "b", "c", "d", "f", "e", "g"]);
+    }
+
+    #[test]
+    fn epss_pages_after_the_last_key_list_every_finding_once_in_order() {
+        let store = store_with_ties();
+        // Add EPSS ties across severities and detections, and findings
+        // without EPSS, to the ties of the severity order.
+        let now = datetime!(2026-01-02 00:00 UTC);
+        let mut page = Vec::new();
+        for (i, row) in store
+            .findings(&FindingQuery {
+                tenant: Some("a".into()),
+                ..FindingQuery::default()
+            })
+            .expect("rows")
+            .into_iter()
+            .enumerate()
+        {
+            let severity: Severity = row.severity.parse().expect("severity");
+            let epss = [Some(0.3), Some(0.7), None][i % 3];
+            let mut f = triaged(&row.id, severity, epss, None, None);
+            f.last_detected_at = row.last_detected_at;
+            page.push(f);
+        }
+        let scan = store.begin_scan("a", now).expect("begin");
+        store
+            .store_page(scan.scan_id, "a", &page, 0, None, now)
+            .expect("page");
+        let q = FindingQuery {
+            status: StatusFilter::All,
+            sort: FindingSort::Epss,
+            ..FindingQuery::default()
+        };
+        let all = store.findings(&q).expect("all");
+        assert_eq!(all.len(), 36);
+        for page_size in [1, 2, 5, 36, 50] {
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .findings(&FindingQuery {
+                        limit: Some(page_size),
+                        after: after.clone(),
+                        ..q.clone()
+                    })
+                    .expect("page");
+                let Some(last) = page.last() else { break };
+                after = Some(FindingKey::of(last, FindingSort::Epss));
+                paged.extend(page);
+            }
+            assert_eq!(paged, all, "pages of {page_size}");
+        }
+    }
+
+    #[test]
+    fn a_key_of_another_order_is_refused() {
+        let store = triaged_store();
+        let rows = store.findings(&FindingQuery::default()).expect("rows");
+        let error = store
+            .findings(&FindingQuery {
+                sort: FindingSort::Epss,
+                after: Some(FindingKey::of(&rows[0], FindingSort::Severity)),
+                ..FindingQuery::default()
+            })
+            .expect_err("another order");
+        assert!(matches!(error, StoreError::Invalid(_)), "{error}");
+    }
+
+    /// The plan of listing `q` (its filters and order, without the
+    /// repository lookups).
+    fn listing_plan(store: &Database, q: &FindingQuery) -> String {
+        let mut args = Vec::new();
+        let filters = finding_filters(q, &mut args);
+        let order = match q.sort {
+            FindingSort::Severity => "severity_rank DESC, detected_key DESC, tenant, source_id",
+            FindingSort::Epss => {
+                "epss_key DESC, severity_rank DESC, detected_key DESC, tenant, source_id"
+            }
+        };
+        let conn = store.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM findings f WHERE 1 = 1{filters} ORDER BY {order} LIMIT 100"
+            ))
+            .expect("plan");
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        plan.join("\n")
+    }
+
+    #[test]
+    fn the_epss_sort_and_the_kev_filter_read_their_indexes_in_order() {
+        let store = store_with(&[]);
+        let epss = listing_plan(
+            &store,
+            &FindingQuery {
+                sort: FindingSort::Epss,
+                ..FindingQuery::default()
+            },
+        );
+        assert!(epss.contains("USING INDEX findings_epss"), "{epss}");
+        assert!(
+            !epss.contains("TEMP B-TREE"),
+            "no sort of every finding: {epss}"
+        );
+        let min_epss = listing_plan(
+            &store,
+            &FindingQuery {
+                sort: FindingSort::Epss,
+                min_epss: Some(0.5),
+                ..FindingQuery::default()
+            },
+        );
+        assert!(
+            min_epss.contains("USING INDEX findings_epss (epss_key>?)"),
+            "{min_epss}"
+        );
+        let kev = listing_plan(
+            &store,
+            &FindingQuery {
+                kev: true,
+                ..FindingQuery::default()
+            },
+        );
+        assert!(kev.contains("USING INDEX findings_kev"), "{kev}");
+        assert!(!kev.contains("TEMP B-TREE"), "{kev}");
     }
 }

@@ -33,7 +33,8 @@ pub use database::Database;
 pub use error::StoreError;
 pub use exports::{ExportRecord, ExportedFinding, UnsettledExport};
 pub use findings::{
-    CveId, FindingKey, FindingQuery, FindingRow, FindingStateCounts, InvalidCveId, StatusFilter,
+    CveId, FindingKey, FindingProject, FindingQuery, FindingRow, FindingSort, FindingStateCounts,
+    InvalidCveId, StatusFilter, UnknownSort,
 };
 pub use integrations::{CaCertificate, Integration, IntegrationStatus};
 pub use locks::TenantLock;

@@ -347,7 +347,7 @@ mod tests {
         for text in [&by_name, &by_image] {
             assert!(!text.contains("SCAN"), "{text}");
         }
-        let mut args: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Null; 31];
+        let mut args: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Null; 39];
         args[19] = "ghcr.io/acme/shop".to_string().into();
         args[20] = "acme/shop".to_string().into();
         let upsert = plan(&conn, UPSERT_FINDING, rusqlite::params_from_iter(args));

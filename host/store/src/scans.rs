@@ -4,10 +4,11 @@
 use crate::columns::{json, timestamp};
 use crate::database::Database;
 use crate::error::StoreError;
+use crate::findings::FindingProject;
 use crate::normalize::{image_name_key, normalize_image, normalize_repo_url};
 use crate::repositories::image_mapping;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use scanner_contract::{Finding, FindingStatus, Location};
+use scanner_contract::{Finding, FindingStatus, Location, Project, Triage};
 use serde::Serialize;
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -396,7 +397,7 @@ impl Database {
                     Some(_) => counts.updated += 1,
                 }
                 let row = FindingColumns::of(f);
-                // Positional, in UPSERT_FINDING's order: binding 30 names
+                // Positional, in UPSERT_FINDING's order: binding 39 names
                 // costs a lookup each, on every row.
                 upsert.execute(params![
                     tenant,
@@ -430,6 +431,18 @@ impl Database {
                     now,
                     scan_id,
                     hash,
+                    f.triage.cvss_severity.map(|s| s.as_str()),
+                    f.triage.vendor_severity.map(|s| s.as_str()),
+                    f.triage.has_exploit,
+                    f.triage.has_cisa_kev_exploit,
+                    f.triage.epss.as_ref().map(|e| e.probability),
+                    f.triage.epss.as_ref().map(|e| e.percentile),
+                    f.triage
+                        .epss
+                        .as_ref()
+                        .and_then(|e| e.severity)
+                        .map(|s| s.as_str()),
+                    json(&project_list(&f.triage.projects)),
                 ])?;
                 match before {
                     None => {
@@ -646,14 +659,15 @@ INSERT INTO findings (tenant, source_id, state, source_status, cves, title, desc
     file_path, image_registry, image_repository, image_key, image_name_key, image_tags,
     image_digest, asset, first_detected_at, last_detected_at, portal_url, remediation,
     first_seen_at, last_seen_at, last_seen_scan, resolved_at, image_repository_id,
-    content_hash)
+    content_hash, cvss_severity, vendor_severity, has_exploit, has_cisa_kev_exploit,
+    epss_probability, epss_percentile, epss_severity, projects)
 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7,
     ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
     ?16, ?17, ?18, ?19, ?20, ?21,
     ?22, ?23, ?24, ?25, ?26, ?27,
     ?28, ?29, ?29, ?30, NULL, ",
     image_mapping!("?20", "?21"),
-    ", ?31)
+    ", ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38, ?39)
 ON CONFLICT(tenant, source_id) DO UPDATE SET
     state = 'open', source_status = excluded.source_status, cves = excluded.cves,
     title = excluded.title, description = excluded.description, severity = excluded.severity,
@@ -671,7 +685,11 @@ ON CONFLICT(tenant, source_id) DO UPDATE SET
     remediation = excluded.remediation, last_seen_at = excluded.last_seen_at,
     last_seen_scan = excluded.last_seen_scan, resolved_at = NULL,
     image_repository_id = excluded.image_repository_id,
-    content_hash = excluded.content_hash"
+    content_hash = excluded.content_hash, cvss_severity = excluded.cvss_severity,
+    vendor_severity = excluded.vendor_severity, has_exploit = excluded.has_exploit,
+    has_cisa_kev_exploit = excluded.has_cisa_kev_exploit,
+    epss_probability = excluded.epss_probability, epss_percentile = excluded.epss_percentile,
+    epss_severity = excluded.epss_severity, projects = excluded.projects"
 );
 
 /// A hash of what a finding says, to tell a finding seen again unchanged
@@ -699,8 +717,36 @@ fn content_hash(f: &Finding) -> i64 {
     );
     // Serializing plain data into a hasher cannot fail.
     let _ = serde_json::to_writer(&mut sink, &content);
+    // The triage fields only when the scanner gave any: a finding without
+    // them hashes as it did before they existed, so upgrading the host
+    // does not count every such finding as updated at its next scan.
+    if f.triage != Triage::default() {
+        let t = &f.triage;
+        let epss = t
+            .epss
+            .as_ref()
+            .map(|e| (e.probability, e.percentile, e.severity));
+        let triage = (
+            (t.cvss_severity, t.vendor_severity),
+            (t.has_exploit, t.has_cisa_kev_exploit),
+            epss,
+            project_list(&t.projects),
+        );
+        let _ = serde_json::to_writer(&mut sink, &triage);
+    }
     // SQLite integers are signed; the bits are what matter.
     sink.0.finish() as i64
+}
+
+/// The projects as the `projects` column holds them.
+fn project_list(projects: &[Project]) -> Vec<FindingProject> {
+    projects
+        .iter()
+        .map(|p| FindingProject {
+            id: p.id.clone(),
+            name: p.name.clone(),
+        })
+        .collect()
 }
 
 /// The location columns of a finding.
@@ -852,6 +898,61 @@ mod tests {
         );
         assert_eq!(running.ended_at, None);
         assert_eq!(store.scan(other + 1).expect("scan"), None);
+    }
+
+    /// A finding seen again with another EPSS, KEV flag or project is an
+    /// update (what analysts triage by changed); seen again with the same
+    /// triage fields, it is not.
+    #[test]
+    fn a_changed_epss_or_kev_flag_counts_as_updated() {
+        use scanner_contract::{Epss, Severity};
+        let store = Database::open_in_memory().expect("store");
+        let now = OffsetDateTime::now_utc();
+        let mut f = finding("a");
+        f.triage = Triage {
+            cvss_severity: Some(Severity::Medium),
+            vendor_severity: Some(Severity::Low),
+            has_exploit: Some(false),
+            has_cisa_kev_exploit: Some(false),
+            epss: Some(Epss {
+                probability: 0.1,
+                percentile: 40.0,
+                severity: Some(Severity::Low),
+            }),
+            projects: vec![Project {
+                id: "p1".into(),
+                name: Some("Shop".into()),
+            }],
+        };
+        let scan_with = |f: &Finding| {
+            let scan = store.begin_scan("t", now).expect("scan").scan_id;
+            let counts = store
+                .store_page(scan, "t", std::slice::from_ref(f), 0, None, now)
+                .expect("page");
+            store.complete_scan(scan, "t", now).expect("complete");
+            counts
+        };
+        assert_eq!(scan_with(&f).new, 1);
+        assert_eq!(scan_with(&f).updated, 0, "the same triage again");
+        let mut changed = f.clone();
+        if let Some(epss) = &mut changed.triage.epss {
+            epss.probability = 0.2;
+        }
+        assert_eq!(scan_with(&changed).updated, 1, "EPSS changed");
+        changed.triage.has_cisa_kev_exploit = Some(true);
+        assert_eq!(scan_with(&changed).updated, 1, "KEV flag changed");
+        changed.triage.projects.clear();
+        assert_eq!(scan_with(&changed).updated, 1, "projects changed");
+        assert_eq!(scan_with(&changed).updated, 0);
+        let stored: (Option<f64>, Option<bool>, String) = store
+            .conn()
+            .query_row(
+                "SELECT epss_probability, has_cisa_kev_exploit, projects FROM findings",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row");
+        assert_eq!(stored, (Some(0.2), Some(true), "[]".to_string()));
     }
 
     /// The per-page lookup must stay a primary-key probe per id: a scan of

@@ -319,6 +319,35 @@ ALTER TABLE scan_runs ADD COLUMN since TEXT;
 ALTER TABLE integrations ADD COLUMN full_every_secs INTEGER;
 ALTER TABLE integrations ADD COLUMN incremental_every_secs INTEGER;
 "#,
+    // What analysts triage a finding by besides the scanner's severity
+    // (contract 0.3.0): the CVSS and vendor severities, the exploit and
+    // CISA KEV flags (NULL: the scanner did not say), EPSS, and the
+    // scanner's projects as a JSON list of `{id, name}`. Rows stored before
+    // keep them empty until their next scan. `epss_key` is the EPSS sort's
+    // key (findings without EPSS after every finding with one, as undated
+    // ones are in the listing's order), and `findings_epss` that order as an
+    // index, so an EPSS-sorted page or a minimum probability reads its rows
+    // in order instead of sorting or scanning every finding. `findings_kev`
+    // holds only the (few) KEV findings in the listing's order, so the KEV
+    // filter does not read every finding to find them.
+    r#"
+ALTER TABLE findings ADD COLUMN cvss_severity TEXT;
+ALTER TABLE findings ADD COLUMN vendor_severity TEXT;
+ALTER TABLE findings ADD COLUMN has_exploit INTEGER;
+ALTER TABLE findings ADD COLUMN has_cisa_kev_exploit INTEGER;
+ALTER TABLE findings ADD COLUMN epss_probability REAL;
+ALTER TABLE findings ADD COLUMN epss_percentile REAL;
+ALTER TABLE findings ADD COLUMN epss_severity TEXT;
+ALTER TABLE findings ADD COLUMN projects TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE findings ADD COLUMN epss_key REAL GENERATED ALWAYS AS (
+    COALESCE(epss_probability, -1.0)
+) VIRTUAL;
+CREATE INDEX findings_epss
+    ON findings(epss_key DESC, severity_rank DESC, detected_key DESC, tenant, source_id);
+CREATE INDEX findings_kev
+    ON findings(severity_rank DESC, detected_key DESC, tenant, source_id)
+    WHERE has_cisa_kev_exploit = 1;
+"#,
 ];
 
 /// The schema version this host writes: the number of migration steps.

@@ -15,3 +15,4 @@ mod stop;
 #[allow(dead_code)]
 mod support;
 mod tls;
+mod triage;

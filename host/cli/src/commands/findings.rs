@@ -1,11 +1,11 @@
 //! `findings`: list stored findings.
 
-use crate::args::{FindingsArgs, Format, Global, KindArg, SeverityArg, StatusArg};
+use crate::args::{FindingsArgs, Format, Global, KindArg, SeverityArg, SortArg, StatusArg};
 use crate::output::print_findings;
 use crate::setup::open_store;
 use scanner_contract::{FindingKind, Severity};
 use scanner_runtime::RuntimeError;
-use scanner_store::{FindingQuery, StatusFilter};
+use scanner_store::{FindingQuery, FindingSort, StatusFilter};
 use std::process::ExitCode;
 
 /// Lists the findings the arguments select, and says how many unmapped
@@ -22,6 +22,10 @@ pub(crate) fn run(global: &Global, args: FindingsArgs, format: Format) -> anyhow
         cve,
         first_detected_after,
         last_detected_after,
+        kev,
+        exploit,
+        min_epss,
+        sort,
         limit,
     } = args;
     let store = open_store(global, false)?;
@@ -55,6 +59,13 @@ pub(crate) fn run(global: &Global, args: FindingsArgs, format: Format) -> anyhow
         cve,
         first_detected_after,
         last_detected_after,
+        kev,
+        exploit,
+        min_epss,
+        sort: match sort {
+            SortArg::Severity => FindingSort::Severity,
+            SortArg::Epss => FindingSort::Epss,
+        },
         limit,
         after: None,
     };
