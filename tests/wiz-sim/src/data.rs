@@ -108,6 +108,7 @@ pub const FIELDS: &[&str] = &[
     "resolutionReason",
     "projects",
     "vulnerableAsset",
+    "relatedIssueAnalytics",
 ];
 
 /// One finding of the simulated tenant (ground truth for tests).
@@ -263,6 +264,13 @@ impl SimFinding {
                 json!([{"__typename": "Project", "id": self.project_id, "name": format!("Project {}", self.project_id), "slug": self.project_id}])
             }
             "vulnerableAsset" => self.asset_json(),
+            // Wiz's Backstage plugin selects it; no simulated finding is
+            // tied to an issue.
+            "relatedIssueAnalytics" => json!({
+                "__typename": "VulnerabilityFindingRelatedIssueAnalytics", "issueCount": 0,
+                "criticalSeverityCount": 0, "highSeverityCount": 0, "mediumSeverityCount": 0,
+                "lowSeverityCount": 0, "informationalSeverityCount": 0,
+            }),
             // hasCisaKevExploit, validatedInRuntime, dataSourceName,
             // resolutionReason… are null, as Wiz often sends them.
             _ => Value::Null,

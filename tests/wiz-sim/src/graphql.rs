@@ -119,7 +119,11 @@ type VulnerabilityFinding {
   hasExploit: Boolean hasCisaKevExploit: Boolean hasFix: Boolean isHighProfileThreat: Boolean
   validatedInRuntime: Boolean epssSeverity: String epssPercentile: Float epssProbability: Float
   dataSourceName: String resolutionReason: String projects: [Project]
-  vulnerableAsset: VulnerableAsset
+  vulnerableAsset: VulnerableAsset relatedIssueAnalytics: VulnerabilityFindingRelatedIssueAnalytics
+}
+type VulnerabilityFindingRelatedIssueAnalytics {
+  issueCount: Int! criticalSeverityCount: Int! highSeverityCount: Int! mediumSeverityCount: Int!
+  lowSeverityCount: Int! informationalSeverityCount: Int!
 }
 type VulnerabilityFindingConnection {
   nodes: [VulnerabilityFinding!]! pageInfo: PageInfo! totalCount: Int!
