@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wiz_sim::{SimConfig, Simulator};
 
+mod one_pass;
+
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -131,63 +133,7 @@ async fn main() {
     let per = |d: Duration| micros(d) / (rounds * n) as f64;
 
     // ----- one pass: fetch and map a page, natively and in the component --
-    // The component fetches the page from the simulator each round; its
-    // guest CPU time (parse, map, copy out, and reading the body through
-    // wasi:http) is what is compared. Natively the same client code parses
-    // the same page from memory.
-    let mut guest_cpu = Duration::ZERO;
-    let mut one_pass_records = 0u64;
-    for _ in 0..rounds {
-        let page = instance
-            .fetch_findings(&PageRequest {
-                cursor: None,
-                updated_since: None,
-            })
-            .await
-            .expect("engine")
-            .expect("page");
-        guest_cpu += instance.last_call_cpu();
-        one_pass_records += page.records();
-    }
-    let page_body = format!(
-        r#"{{"data":{{"vulnerabilityFindings":{{"nodes":[{}],"pageInfo":{{"hasNextPage":false,"endCursor":null}},"totalCount":{n}}}}}}}"#,
-        records
-            .iter()
-            .map(|r| r.body.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let native_env = MemoryPage(page_body.into_bytes());
-    let config = wiz_plugin::config::parse(&[
-        native_text("api-endpoint", &sim.api_endpoint()),
-        native_text("auth-url", &sim.token_url()),
-        native_text("client-id", "id"),
-        wiz_plugin::types::Setting {
-            key: "client-secret".into(),
-            value: wiz_plugin::types::SettingValue::Secret("secret".into()),
-        },
-    ])
-    .expect("config");
-    let client = wiz_plugin::wiz::Client::new(&native_env, &config);
-    let started = Instant::now();
-    let mut native_records = 0u64;
-    for _ in 0..rounds {
-        let page = client
-            .fetch_findings(
-                &wiz_plugin::source::PageRequest {
-                    cursor: None,
-                    updated_since: None,
-                },
-                &mut true,
-                &mut wiz_plugin::wiz::InFlight::default(),
-                kinds,
-            )
-            .expect("native page");
-        native_records += page.findings.len() as u64 + u64::from(page.skipped);
-    }
-    let native_one_pass = started.elapsed();
-    assert_eq!(native_records, one_pass_records);
-    let per_record = |d: Duration| micros(d) / one_pass_records as f64;
+    let one_pass = one_pass::measure(&mut instance, &sim, &records, rounds).await;
 
     println!("| measure | value |");
     println!("|---|---|");
@@ -220,68 +166,16 @@ async fn main() {
     );
     println!(
         "| one pass (fetch-findings: parse + map), native, per record | {:.2} µs |",
-        per_record(native_one_pass)
+        one_pass.native_us()
     );
     println!(
         "| one pass, in the component (guest CPU incl. reading the body), per record | {:.2} µs |",
-        per_record(guest_cpu)
+        one_pass.component_us()
     );
     println!(
         "| one pass, component / native | {:.2}× |",
-        guest_cpu.as_secs_f64() / native_one_pass.as_secs_f64()
+        one_pass.ratio()
     );
-}
-
-fn native_text(key: &str, value: &str) -> wiz_plugin::types::Setting {
-    wiz_plugin::types::Setting {
-        key: key.into(),
-        value: wiz_plugin::types::SettingValue::Text(value.into()),
-    }
-}
-
-/// The connector's environment, natively, answering every GraphQL request
-/// with one page held in memory and every branch lookup with one repository.
-struct MemoryPage(Vec<u8>);
-
-impl wiz_plugin::wiz::Env for MemoryPage {
-    type Pending = wiz_plugin::wiz::Response;
-
-    fn wait(
-        &self,
-        pending: wiz_plugin::wiz::Response,
-    ) -> Result<wiz_plugin::wiz::Response, wiz_plugin::wiz::TransportError> {
-        Ok(pending)
-    }
-
-    fn pace(&self, _: Duration) {}
-
-    fn start(
-        &self,
-        request: &wiz_plugin::wiz::Request,
-    ) -> Result<wiz_plugin::wiz::Response, wiz_plugin::wiz::TransportError> {
-        let body = if request.url.contains("oauth") {
-            br#"{"access_token":"t","token_type":"Bearer","expires_in":86400}"#.to_vec()
-        } else {
-            self.0.clone()
-        };
-        Ok(wiz_plugin::wiz::Response {
-            status: 200,
-            headers: Vec::new(),
-            body,
-        })
-    }
-
-    fn get(&self, _: &str) -> Option<Vec<u8>> {
-        Some(br#"{"url":"https://github.com/org/repo","name":"org/repo","branch":"main"}"#.to_vec())
-    }
-
-    fn set(&self, _: &str, _: &[u8]) {}
-
-    fn now(&self) -> u64 {
-        1_700_000_000
-    }
-
-    fn log(&self, _: wiz_plugin::wiz::Level, _: &str, _: &[(&str, &str)]) {}
 }
 
 /// Runs a future to completion on the current runtime from sync code.
