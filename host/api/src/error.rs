@@ -127,9 +127,15 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::UnknownTenant(_) | RuntimeError::UnknownPlugin(_) => {
                 StatusCode::NOT_FOUND
             }
-            RuntimeError::InvalidTenant { .. } => StatusCode::BAD_REQUEST,
+            RuntimeError::InvalidTenant { .. } | RuntimeError::InvalidGrant { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             RuntimeError::Locked { .. } | RuntimeError::ScanInProgress(_) => StatusCode::CONFLICT,
-            RuntimeError::BadEgress { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            // The request is well formed, but its grants do not cover what
+            // the configuration requests: as a refused configuration.
+            RuntimeError::BadEgress { .. } | RuntimeError::NotGranted { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             // The operator must accept or remove a component first: a
             // conflict with the host's state, not a fault of the request.
             RuntimeError::PluginChanged { .. } | RuntimeError::PluginConflict { .. } => {

@@ -442,7 +442,10 @@ impl Sim {
                 "auth-url": self.auth_url,
                 "client-id": "sim-client-id",
                 "client-secret": "sim-client-secret",
-            }
+            },
+            // The simulator listens on 127.0.0.1.
+            "allow_requested": true,
+            "allow_private_network": true,
         })
         .to_string()
     }

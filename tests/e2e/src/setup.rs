@@ -3,7 +3,7 @@
 
 use scanner_contract::{Secret, SettingValue, Settings};
 use scanner_engine::{Engine, EngineConfig, Plugin};
-use scanner_runtime::Runtime;
+use scanner_runtime::{Grants, Runtime};
 use scanner_store::Database;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -272,6 +272,14 @@ pub fn runtime_in(dir: &Path) -> Runtime {
 
 /// Settings that connect the Wiz plugin to a simulator with its default
 /// client.
+/// The grants a connect to a server these tests start gives: every origin
+/// the configuration requests, and private networks, since the servers
+/// listen on 127.0.0.1 (what `--allow-requested --allow-private-network`
+/// gives on the command line).
+pub fn loopback_grants() -> Grants {
+    Grants::requested().with_private_network()
+}
+
 pub fn wiz_settings(sim: &wiz_sim::Simulator) -> Settings {
     let client = wiz_sim::SimConfig::default().clients[0].clone();
     wiz_settings_with(sim, &client.id, &client.secret)
