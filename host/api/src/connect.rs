@@ -236,7 +236,7 @@ fn refuse_when_stopping(api: &Api) -> Result<(), ApiError> {
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
         (status = 409, description = "A scan holds the tenant, or the plugin component changed", body = ErrorBody),
-        (status = 422, description = "The plugin refused the settings (`field` names the setting), or `not-granted`: the settings request an origin the body does not grant (named in the message); nothing is contacted or saved", body = ErrorBody),
+        (status = 422, description = "The plugin refused the settings (`field` names the setting), or `not-granted`: the settings request an origin the body does not grant (named in the message); nothing is contacted or saved; or `egress-denied`: the host refused a request of the test (such as a private address without `allow_private_network`)", body = ErrorBody),
         (status = 502, description = "The scanner refused the credentials or its API failed (`kind` says which)", body = ErrorBody),
         (status = 503, description = "Shutting down", body = ErrorBody),
     )

@@ -136,6 +136,10 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::BadEgress { .. } | RuntimeError::NotGranted { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            // The host's egress policy refused a request (an origin not
+            // granted, a private address without the allowance): the
+            // grants must change, as for a refused configuration.
+            _ if kind == "egress-denied" => StatusCode::UNPROCESSABLE_ENTITY,
             // The operator must accept or remove a component first: a
             // conflict with the host's state, not a fault of the request.
             RuntimeError::PluginChanged { .. } | RuntimeError::PluginConflict { .. } => {

@@ -147,6 +147,7 @@ impl RuntimeError {
             Self::Locked { .. } => "busy",
             Self::CapReached { .. } => "cap-reached",
             Self::Engine(EngineError::Cancelled { .. }) => "interrupted",
+            Self::Engine(EngineError::EgressDenied { .. }) => "egress-denied",
             Self::Engine(_) => "engine",
             Self::Internal(_) => "internal",
             Self::Database(_) => "store",
