@@ -196,6 +196,10 @@ try {
     for (const [key, value] of Object.entries(wiz)) {
       await setting(key).fill(key === "client-secret" ? `${value}-wrong` : value);
     }
+    // The simulator listens on 127.0.0.1: its origins and the private
+    // network are granted explicitly.
+    await page.locator("#allow-requested").check();
+    await page.locator("#allow-private-network").check();
     await page.locator("#test").click();
     const next = `#settings-fields .field:has(input[data-key="client-secret"]) .field-error`;
     const shown = await waitFor(`${next}:has-text("authentication-failed")`, "the credentials error next to the client secret", "#live");

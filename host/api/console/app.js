@@ -304,7 +304,13 @@
       if (invalid) invalid.focus();
       return null;
     }
-    return { tenant, body: { plugin: plugin.name, settings } };
+    const body = {
+      plugin: plugin.name,
+      settings,
+      allow_requested: $("allow-requested").checked,
+      allow_private_network: $("allow-private-network").checked,
+    };
+    return { tenant, body };
   }
 
   function connectionText(connection) {

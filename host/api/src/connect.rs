@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use scanner_contract::{ConnectionInfo, FieldKind, PluginInfo, Secret, SettingValue, Settings};
-use scanner_runtime::{ConnectOptions, RuntimeError, check_tenant_name};
+use scanner_runtime::{ConnectOptions, Grants, RuntimeError, check_tenant_name};
 use scanner_store::{Integration, TokenScope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,6 +29,20 @@ pub(crate) struct ConnectRequest {
     /// the stored one when the tenant is connected to this plugin.
     #[serde(default)]
     settings: BTreeMap<String, Value>,
+    /// Origins (`scheme://host[:port]`) granted to the tenant's sandbox:
+    /// each must be one the plugin's configuration requests, and together
+    /// with `allow_requested` they must cover every requested origin (else
+    /// 422 `not-granted`, naming the origins not granted).
+    #[serde(default)]
+    allow: Vec<String>,
+    /// Grant every origin the plugin's configuration requests.
+    #[serde(default)]
+    allow_requested: bool,
+    /// Let the granted origins reach private networks: loopback, RFC 1918,
+    /// carrier-grade NAT, unique-local (metadata, link-local and multicast
+    /// addresses stay refused).
+    #[serde(default)]
+    allow_private_network: bool,
 }
 
 /// What a connect answers: the integration as `GET
@@ -170,9 +184,10 @@ fn typed_settings(
 }
 
 /// What connecting or testing `request` for `tenant` runs with: the
-/// plugin's name, the settings (stored secrets filled in) and the options,
-/// which keep the CA certificates the tenant was connected with (the API
-/// cannot give any: dropping them would cut a tenant off its scanner).
+/// plugin's name, the settings (stored secrets filled in) and the options:
+/// the request's grants, and the CA certificates the tenant was connected
+/// with (the API cannot give any: dropping them would cut a tenant off its
+/// scanner).
 fn prepare(
     api: &Api,
     tenant: &str,
@@ -185,6 +200,11 @@ fn prepare(
     let options = ConnectOptions {
         accept_plugin_update: false,
         ca_certificates: stored.map(|i| i.ca_certificates).unwrap_or_default(),
+        grants: Grants {
+            allow: request.allow,
+            allow_requested: request.allow_requested,
+            allow_private_network: request.allow_private_network,
+        },
     };
     Ok((request.plugin, settings, options))
 }
@@ -198,8 +218,10 @@ fn refuse_when_stopping(api: &Api) -> Result<(), ApiError> {
 }
 
 /// Connects the tenant (201) or reconnects it (200): the settings are
-/// configured and tested with the plugin, and saved only when the test
-/// passes. Answers the integration as saved with the test's result.
+/// configured with the plugin, the origins they request must be granted
+/// by the body (`allow`, `allow_requested`), then they are tested and
+/// saved with the grants only when the test passes. Answers the
+/// integration as saved with the test's result.
 #[utoipa::path(
     put,
     path = "/integrations/{tenant}",
@@ -208,13 +230,13 @@ fn refuse_when_stopping(api: &Api) -> Result<(), ApiError> {
     params(("tenant" = String, Path, description = "The tenant's name")),
     request_body = ConnectRequest,
     responses(
-        (status = 201, description = "Connected: configured, tested and saved", body = ConnectResponse),
+        (status = 201, description = "Connected: configured, granted, tested and saved", body = ConnectResponse),
         (status = 200, description = "Reconnected", body = ConnectResponse),
-        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 400, description = "Bad input, named in the message (an origin in `allow` that does not parse or was not requested too)", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
         (status = 409, description = "A scan holds the tenant, or the plugin component changed", body = ErrorBody),
-        (status = 422, description = "The plugin refused the settings (`field` names the setting)", body = ErrorBody),
+        (status = 422, description = "The plugin refused the settings (`field` names the setting), or `not-granted`: the settings request an origin the body does not grant (named in the message); nothing is contacted or saved; or `egress-denied`: the host refused a request of the test (such as a private address without `allow_private_network`)", body = ErrorBody),
         (status = 502, description = "The scanner refused the credentials or its API failed (`kind` says which)", body = ErrorBody),
         (status = 503, description = "Shutting down", body = ErrorBody),
     )
@@ -251,9 +273,10 @@ pub(crate) async fn connect(
     ))
 }
 
-/// Tests a connection: with a body, the settings it gives (nothing is
-/// saved, the tenant need not be connected); without one, the stored
-/// integration (404 when there is none).
+/// Tests a connection: with a body, the settings it gives under the grants
+/// it gives, as a connect would (nothing is saved, the tenant need not be
+/// connected); without one, the stored integration under its stored
+/// grants (404 when there is none).
 #[utoipa::path(
     post,
     path = "/integrations/{tenant}/test",
@@ -263,10 +286,10 @@ pub(crate) async fn connect(
     request_body(content = Option<ConnectRequest>, description = "Settings to test without saving them; without a body the stored integration is tested"),
     responses(
         (status = 200, description = "The connection works", body = TestResponse),
-        (status = 400, description = "Bad input, named in the message", body = ErrorBody),
+        (status = 400, description = "Bad input, named in the message (an origin in `allow` that does not parse or was not requested too)", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "Unknown tenant, or outside the token's tenants", body = ErrorBody),
-        (status = 422, description = "The plugin refused the settings (`field` names the setting)", body = ErrorBody),
+        (status = 422, description = "The plugin refused the settings (`field` names the setting), or `not-granted`: the settings request an origin the body does not grant, or the stored integration's configuration requests one not granted at connect", body = ErrorBody),
         (status = 502, description = "The scanner refused the credentials or its API failed (`kind` says which)", body = ErrorBody),
     )
 )]

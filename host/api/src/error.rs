@@ -127,9 +127,19 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::UnknownTenant(_) | RuntimeError::UnknownPlugin(_) => {
                 StatusCode::NOT_FOUND
             }
-            RuntimeError::InvalidTenant { .. } => StatusCode::BAD_REQUEST,
+            RuntimeError::InvalidTenant { .. } | RuntimeError::InvalidGrant { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             RuntimeError::Locked { .. } | RuntimeError::ScanInProgress(_) => StatusCode::CONFLICT,
-            RuntimeError::BadEgress { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            // The request is well formed, but its grants do not cover what
+            // the configuration requests: as a refused configuration.
+            RuntimeError::BadEgress { .. } | RuntimeError::NotGranted { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            // The host's egress policy refused a request (an origin not
+            // granted, a private address without the allowance): the
+            // grants must change, as for a refused configuration.
+            _ if kind == "egress-denied" => StatusCode::UNPROCESSABLE_ENTITY,
             // The operator must accept or remove a component first: a
             // conflict with the host's state, not a fault of the request.
             RuntimeError::PluginChanged { .. } | RuntimeError::PluginConflict { .. } => {

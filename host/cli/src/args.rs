@@ -261,6 +261,20 @@ pub(crate) struct ConnectArgs {
     /// name, although it is not the one the tenant was connected with.
     #[arg(long)]
     pub(crate) accept_plugin_update: bool,
+    /// Grant the tenant's sandbox this origin (`scheme://host[:port]`),
+    /// which the plugin's configuration requests (repeatable; every
+    /// requested origin must be granted, and one not requested is refused).
+    #[arg(long = "allow", value_name = "ORIGIN")]
+    pub(crate) allow: Vec<String>,
+    /// Grant every origin the plugin's configuration requests, without
+    /// asking (for scripts).
+    #[arg(long)]
+    pub(crate) allow_requested: bool,
+    /// Let the granted origins reach private networks: loopback, RFC 1918,
+    /// carrier-grade NAT, unique-local (metadata, link-local and multicast
+    /// addresses stay refused).
+    #[arg(long)]
+    pub(crate) allow_private_network: bool,
 }
 
 /// The arguments of `findings`.

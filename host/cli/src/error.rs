@@ -29,7 +29,7 @@ pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// them.
 fn exit_code(kind: &str) -> u8 {
     match kind {
-        "usage" | "invalid-input" | "invalid-config" => 2,
+        "usage" | "invalid-input" | "invalid-config" | "not-granted" => 2,
         "authentication-failed" => 3,
         "endpoint-error" | "transient" | "rate-limited" => 4,
         "not-found" => 5,

@@ -556,7 +556,10 @@ impl Sim {
                 "auth-url": self.auth_url,
                 "client-id": "sim-client-id",
                 "client-secret": "sim-client-secret",
-            }
+            },
+            // The simulator listens on 127.0.0.1.
+            "allow_requested": true,
+            "allow_private_network": true,
         })
         .to_string()
     }
@@ -760,4 +763,131 @@ fn serve_stops_on_sigterm_with_a_running_api_scan_interrupted_at_a_page_and_resu
         "{complete} findings, {kept} before the resume"
     );
     assert_eq!(open_findings(&db, "acme"), complete);
+}
+
+/// `scanner-host connect acme` to `sim` with `extra` arguments, stdin not
+/// a terminal.
+fn connect_to(sim: &Sim, db: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "connect".to_string(),
+        "acme".into(),
+        "--plugin".into(),
+        "wiz".into(),
+        "--set".into(),
+        format!("api-endpoint={}", sim.api_endpoint),
+        "--set".into(),
+        format!("auth-url={}", sim.auth_url),
+        "--set".into(),
+        "client-id=sim-client-id".into(),
+        "--secret".into(),
+        "client-secret=env:SIM_SECRET".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    command(db, Path::new(test_components::WIZ_PLUGIN), &args)
+        .env("SIM_SECRET", "sim-client-secret")
+        .output()
+        .expect("run scanner-host")
+}
+
+/// The origin of `url`: `scheme://host:port`.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("scheme");
+    let authority = rest.split('/').next().expect("authority");
+    format!("{scheme}://{authority}")
+}
+
+/// Whether the database holds tenant `acme`.
+fn acme_stored(db: &Path) -> bool {
+    db.exists()
+        && scanner_store::Database::open(db)
+            .expect("open")
+            .integration("acme")
+            .expect("read")
+            .is_some()
+}
+
+#[test]
+fn connect_without_a_grant_and_no_terminal_is_refused_listing_the_origins_and_stores_nothing() {
+    let sim = Sim::start(&["--findings", "10"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let out = connect_to(&sim, &db, &["--allow-private-network"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&origin_of(&sim.api_endpoint)), "{err}");
+    assert!(err.contains("--allow ORIGIN"), "{err}");
+    assert!(err.contains("--allow-requested"), "{err}");
+    assert!(!acme_stored(&db), "an integration was saved");
+}
+
+#[test]
+fn connect_with_an_allow_list_missing_an_origin_names_it_and_an_extra_one_is_refused() {
+    let sim = Sim::start(&["--findings", "10"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let sim_origin = origin_of(&sim.api_endpoint);
+    // An upload origin on 127.0.0.1 that nothing listens on, never dialled.
+    let unused = "http://127.0.0.1:9";
+    let upload = format!("upload-origins={unused}");
+    let out = connect_to(
+        &sim,
+        &db,
+        &[
+            "--set",
+            &upload,
+            "--allow",
+            &sim_origin,
+            "--allow-private-network",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(unused), "{err}");
+    assert!(!acme_stored(&db), "an integration was saved");
+
+    let out = connect_to(
+        &sim,
+        &db,
+        &[
+            "--allow-requested",
+            "--allow",
+            "https://elsewhere.example",
+            "--allow-private-network",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("https://elsewhere.example"), "{err}");
+    assert!(!acme_stored(&db), "an integration was saved");
+
+    // Every requested origin granted by name: connected, and `status`
+    // shows the grants.
+    let out = connect_to(
+        &sim,
+        &db,
+        &[
+            "--set",
+            &upload,
+            "--allow",
+            &sim_origin,
+            "--allow",
+            unused,
+            "--allow-private-network",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plugin = Path::new(test_components::WIZ_PLUGIN);
+    let status = run(&db, plugin, &["--format", "json", "status"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let row = &json["integrations"][0];
+    assert_eq!(row["allow_private_network"], true, "{row}");
+    let egress = row["egress"].to_string();
+    assert!(egress.contains(unused), "{egress}");
+    let table = run(&db, plugin, &["status"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("granted") && text.contains("private_network"),
+        "{text}"
+    );
 }

@@ -55,7 +55,7 @@ mod state;
 pub use bindings::{CONTRACT_VERSION, SUPPORTED_CONTRACT_VERSIONS};
 pub use config::EngineConfig;
 pub use counters::EngineCounters;
-pub use egress::{EgressDenial, EgressPolicy, Origin, OriginScheme};
+pub use egress::{AddressClass, EgressDenial, EgressPolicy, Origin, OriginScheme, classify};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use instance::{SinkInstance, SourceInstance};

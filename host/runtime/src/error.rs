@@ -82,6 +82,29 @@ pub enum RuntimeError {
         /// What was wrong.
         message: String,
     },
+    /// The plugin's configuration requests origins the operator has not
+    /// granted the tenant: refused before anything reaches them.
+    #[error(
+        "plugin `{plugin}` requests origin(s) not granted to tenant `{tenant}`: {}; nothing was sent to them. An operator grants them by connecting again with `--allow ORIGIN` for each or `--allow-requested` (in the API: `allow` or `allow_requested`)",
+        origins.join(", ")
+    )]
+    NotGranted {
+        /// The tenant.
+        tenant: String,
+        /// The plugin.
+        plugin: String,
+        /// The origins requested and not granted, normalised.
+        origins: Vec<String>,
+    },
+    /// An origin the operator tried to grant does not parse or was not
+    /// requested by the plugin's configuration.
+    #[error("cannot grant `{origin}`: {reason}")]
+    InvalidGrant {
+        /// The origin as given.
+        origin: String,
+        /// Why it cannot be granted.
+        reason: String,
+    },
     /// A scan for this tenant is already running in this process.
     #[error("a scan for tenant `{0}` is already running")]
     ScanInProgress(String),
@@ -124,10 +147,13 @@ impl RuntimeError {
             Self::Locked { .. } => "busy",
             Self::CapReached { .. } => "cap-reached",
             Self::Engine(EngineError::Cancelled { .. }) => "interrupted",
+            Self::Engine(EngineError::EgressDenied { .. }) => "egress-denied",
             Self::Engine(_) => "engine",
             Self::Internal(_) => "internal",
             Self::Database(_) => "store",
             Self::BadEgress { .. } => "invalid-config",
+            Self::NotGranted { .. } => "not-granted",
+            Self::InvalidGrant { .. } => "invalid-input",
             Self::ScanInProgress(_) => "busy",
             Self::Interrupted(_) => "interrupted",
             Self::MappingFailed { .. } => "protocol",
@@ -138,9 +164,10 @@ impl RuntimeError {
     pub fn needs_attention(&self) -> bool {
         match self {
             Self::Plugin(e) | Self::RetriesExhausted { last: e, .. } => e.needs_attention(),
-            Self::BadEgress { .. } | Self::PluginChanged { .. } | Self::PluginConflict { .. } => {
-                true
-            }
+            Self::BadEgress { .. }
+            | Self::NotGranted { .. }
+            | Self::PluginChanged { .. }
+            | Self::PluginConflict { .. } => true,
             _ => false,
         }
     }

@@ -11,6 +11,7 @@
 mod clock;
 mod error;
 pub mod export;
+mod grants;
 mod live;
 mod lock;
 mod metrics;
@@ -26,6 +27,7 @@ mod tenant;
 
 pub use clock::{Clock, SystemClock};
 pub use error::RuntimeError;
+pub use grants::Grants;
 pub use live::{LiveEvent, LiveScans, ScanProgress, ScanWaiting};
 pub use lock::{live_scan_lock, live_scan_tenants};
 pub use metrics::Metrics;

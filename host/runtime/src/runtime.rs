@@ -4,6 +4,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::RuntimeError;
+use crate::grants::Grants;
 use crate::live::LiveScans;
 use crate::lock::LockHolder;
 use crate::metrics::Metrics;
@@ -13,7 +14,7 @@ use crate::scan::{Progress, Scan, ScanCaps, ScanReport};
 use crate::scratch::ScratchKv;
 use crate::shutdown::ShutdownSignal;
 use crate::sync::{ScanRequest, SyncPolicy};
-use crate::tenant::{TenantSetup, check_tenant_name};
+use crate::tenant::{TenantSetup, check_tenant_name, grants_of};
 use scanner_contract::{ConnectionInfo, PluginError, PluginInfo, Settings};
 use scanner_engine::{Engine, Plugin, SinkInstance, SourceInstance};
 use scanner_store::Database;
@@ -34,6 +35,10 @@ pub struct ConnectOptions {
     /// the tenant, in any process: saved with the integration, replacing
     /// those saved before.
     pub ca_certificates: Vec<Vec<u8>>,
+    /// What the operator grants the tenant's sandbox: the default grants
+    /// nothing, and a connect whose configuration requests any origin is
+    /// refused.
+    pub grants: Grants,
 }
 
 /// Plugins, engine and store put together.
@@ -198,23 +203,70 @@ impl Runtime {
     }
 
     /// Validate settings with the plugin, test the connection, and save the
-    /// integration only when the test passes. Reconnecting an existing
-    /// tenant replaces its settings and keeps its findings and state; CA
-    /// certificates saved before are dropped (see
+    /// integration only when the test passes. The origins the
+    /// configuration requests (the source's, and the sink's when the plugin
+    /// exports) must all be covered by `grants`, else nothing is contacted
+    /// or saved; they are saved as the tenant's grants. Reconnecting an
+    /// existing tenant replaces its settings and grants and keeps its
+    /// findings and state; CA certificates saved before are dropped (see
     /// [`Runtime::connect_with_options`]).
     pub async fn connect(
         &self,
         tenant: &str,
         plugin_name: &str,
         settings: &Settings,
+        grants: &Grants,
     ) -> Result<ConnectionInfo, RuntimeError> {
-        self.connect_with_options(tenant, plugin_name, settings, &ConnectOptions::default())
+        let options = ConnectOptions {
+            grants: grants.clone(),
+            ..ConnectOptions::default()
+        };
+        self.connect_with_options(tenant, plugin_name, settings, &options)
             .await
     }
 
-    /// [`Runtime::connect`] with `options`: the connection test already
-    /// trusts `options.ca_certificates`, and they are saved with the
-    /// integration, replacing those saved before (none given: none kept).
+    /// The origins `settings` make the plugin request, for the operator to
+    /// grant (see [`Grants`]): the source's, then the sink's when the
+    /// plugin exports, each once. Nothing is contacted or saved.
+    pub async fn requested_origins(
+        &self,
+        tenant: &str,
+        plugin_name: &str,
+        settings: &Settings,
+        options: &ConnectOptions,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let plugin = self.trusted_plugin(tenant, plugin_name, options.accept_plugin_update)?;
+        let setup = TenantSetup {
+            tenant,
+            plugin,
+            plugin_name,
+            settings,
+            ca_certificates: &options.ca_certificates,
+            kv: Arc::new(ScratchKv::default()),
+            metrics: &self.metrics,
+        };
+        self.requested_by(&setup).await
+    }
+
+    /// The origins `setup`'s configuration requests: the source's and, when
+    /// the plugin exports, the sink's (an upload bucket), so that exports
+    /// run on grants made at connect.
+    async fn requested_by(&self, setup: &TenantSetup<'_>) -> Result<Vec<String>, RuntimeError> {
+        let mut origins = setup.requested::<SourceInstance>().await?;
+        if setup.plugin.has_sink() {
+            for origin in setup.requested::<SinkInstance>().await? {
+                if !origins.contains(&origin) {
+                    origins.push(origin);
+                }
+            }
+        }
+        Ok(origins)
+    }
+
+    /// [`Runtime::connect`] with `options`: the origins requested must be
+    /// covered by `options.grants`; the connection test already trusts
+    /// `options.ca_certificates`, and they are saved with the integration,
+    /// replacing those saved before (none given: none kept).
     pub async fn connect_with_options(
         &self,
         tenant: &str,
@@ -234,14 +286,16 @@ impl Runtime {
             kv: self.store.clone(),
             metrics: &self.metrics,
         };
-        let (mut instance, egress) = setup.granted::<SourceInstance>().await?;
+        let requested = self.requested_by(&setup).await?;
+        let grants = options.grants.grant(tenant, plugin_name, &requested)?;
+        let mut instance: SourceInstance = setup.with_grants(&grants).await?;
         let info = self.metrics.answered(instance.test().await?)?;
         let now = self.clock.now();
-        self.store.upsert_integration_with_ca_certificates(
+        self.store.upsert_granted_integration(
             tenant,
             plugin_name,
             settings,
-            &egress,
+            &grants,
             ca_certificates,
             now,
         )?;
@@ -285,7 +339,8 @@ impl Runtime {
     }
 
     /// Configure and test `settings` as [`Runtime::connect_with_options`]
-    /// would, saving nothing: the tenant need not exist, its stored
+    /// would (`options.grants` must cover the origins requested), saving
+    /// nothing: the tenant need not exist, its stored
     /// integration and state are left as they were. The plugin's state
     /// lives in memory for this test only, starting empty, so a token
     /// cached for the stored credentials cannot make other credentials
@@ -307,7 +362,9 @@ impl Runtime {
             kv: Arc::new(ScratchKv::default()),
             metrics: &self.metrics,
         };
-        let (mut instance, _) = setup.granted::<SourceInstance>().await?;
+        let requested = self.requested_by(&setup).await?;
+        let grants = options.grants.grant(tenant, plugin_name, &requested)?;
+        let mut instance: SourceInstance = setup.with_grants(&grants).await?;
         Ok(self.metrics.answered(instance.test().await?)?)
     }
 
@@ -319,15 +376,16 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
         let plugin = self.plugins.of_integration(&self.store, &integration)?;
         let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
-        let mut instance: SourceInstance = setup.with_saved_origins(&integration.egress).await?;
+        let mut instance: SourceInstance = setup.with_grants(&grants_of(&integration)).await?;
         Ok(self.metrics.answered(instance.test().await?)?)
     }
 
     /// The tenant's sink, to export with: its integration's plugin (the
     /// component it was connected with), configured with the saved
-    /// settings and reaching exactly the origins that configuration names,
-    /// which may differ from the source's. An error when the tenant is not
-    /// connected or its plugin does not export.
+    /// settings and reaching exactly the origins granted at connect. An
+    /// error when the tenant is not connected, its plugin does not export,
+    /// or the sink's configuration requests an origin not granted (named
+    /// in the error; the operator reconnects to grant it).
     pub async fn tenant_sink(&self, tenant: &str) -> Result<SinkInstance, RuntimeError> {
         let integration = self
             .store
@@ -341,7 +399,7 @@ impl Runtime {
             ))));
         }
         let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
-        Ok(setup.granted::<SinkInstance>().await?.0)
+        setup.with_grants(&grants_of(&integration)).await
     }
 
     /// Run one scan of a tenant to completion (or resume an interrupted

@@ -11,7 +11,7 @@ use crate::plugins::Plugins;
 use crate::retry::{Cancel, Retries, RetryPolicy};
 use crate::shutdown::ShutdownSignal;
 use crate::sync::{ScanRequest, SyncPolicy};
-use crate::tenant::TenantSetup;
+use crate::tenant::{TenantSetup, grants_of};
 use scanner_contract::{PageRequest, PluginError};
 use scanner_engine::{EngineError, SourceInstance, escape_untrusted};
 use scanner_store::{Database, PageCounts, ScanMode, StoreError};
@@ -418,7 +418,7 @@ impl Scan<'_> {
                 Some(i) => i,
                 None => {
                     let setup = TenantSetup::saved(integration, plugin, self.store, self.metrics);
-                    let i = setup.with_saved_origins(&integration.egress).await?;
+                    let i = setup.with_grants(&grants_of(integration)).await?;
                     instance.insert(i)
                 }
             };

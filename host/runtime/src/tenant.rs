@@ -1,15 +1,16 @@
 //! A tenant's side of the runtime: the names it may have, and the one way
-//! its plugin instances are made — configured with no network first, then
-//! built with exactly the origins that configuration asks for.
+//! its plugin instances are made — reaching only the origins the operator
+//! granted, and only when its configuration asks for nothing more.
 
 use crate::error::RuntimeError;
+use crate::grants::{check_requested, granted_policy};
 use crate::metrics::Metrics;
 use scanner_contract::{Configured, KvStore, PluginError, Settings};
 use scanner_engine::{
     EgressPolicy, EngineError, Plugin, SinkInstance, SourceInstance, TenantSandbox,
     escape_untrusted,
 };
-use scanner_store::{Database, Integration};
+use scanner_store::{Database, EgressGrants, Integration};
 use std::sync::Arc;
 
 /// Refuses tenant names that would be ambiguous in a path, a URL, a log
@@ -35,16 +36,6 @@ pub fn check_tenant_name(name: &str) -> Result<(), RuntimeError> {
         ));
     }
     Ok(())
-}
-
-/// The origins a plugin's configuration named, as the policy its
-/// instances run under; an origin the host cannot accept is the plugin's
-/// configuration error.
-pub(crate) fn policy_of(plugin: &str, egress: &[String]) -> Result<EgressPolicy, RuntimeError> {
-    EgressPolicy::from_origins(egress).map_err(|e| RuntimeError::BadEgress {
-        plugin: plugin.to_string(),
-        message: e.to_string(),
-    })
 }
 
 /// An instance of a plugin's world a tenant can be given: a source or a
@@ -149,27 +140,32 @@ impl<'a> TenantSetup<'a> {
         Ok((instance, configured.egress))
     }
 
-    /// An instance reaching the origins saved with the integration.
-    pub(crate) async fn with_saved_origins<I: TenantInstance>(
-        &self,
-        origins: &[String],
-    ) -> Result<I, RuntimeError> {
-        let policy = policy_of(self.plugin_name, origins)?;
-        Ok(self.configured(policy).await?.0)
+    /// The origins the configuration requests, asked with no network at
+    /// all: what the operator is to grant.
+    pub(crate) async fn requested<I: TenantInstance>(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self.configured::<I>(EgressPolicy::deny_all()).await?.1)
     }
 
-    /// The instance its configuration asks for: `configure` runs first
-    /// with no egress at all and tells which origins the settings need
-    /// (a sink's may differ from the source's: an upload bucket); the
-    /// instance returned is configured again and reaches exactly those.
-    /// Returns the origins too, to be saved with the integration.
-    pub(crate) async fn granted<I: TenantInstance>(
+    /// An instance reaching exactly the origins `grants` holds (and private
+    /// networks when they allow it), refused naming the origins when its
+    /// configuration requests one not granted: the settings or the plugin
+    /// changed since the operator granted them.
+    pub(crate) async fn with_grants<I: TenantInstance>(
         &self,
-    ) -> Result<(I, Vec<String>), RuntimeError> {
-        let (_, egress) = self.configured::<I>(EgressPolicy::deny_all()).await?;
-        let policy = policy_of(self.plugin_name, &egress)?;
-        let (instance, _) = self.configured::<I>(policy).await?;
-        Ok((instance, egress))
+        grants: &EgressGrants,
+    ) -> Result<I, RuntimeError> {
+        let policy = granted_policy(self.plugin_name, grants)?;
+        let (instance, requested) = self.configured::<I>(policy.clone()).await?;
+        check_requested(self.tenant, self.plugin_name, &policy, &requested)?;
+        Ok(instance)
+    }
+}
+
+/// The grants stored with `integration`.
+pub(crate) fn grants_of(integration: &Integration) -> EgressGrants {
+    EgressGrants {
+        origins: integration.egress.clone(),
+        private_network: integration.allow_private_network,
     }
 }
 

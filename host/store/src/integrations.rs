@@ -28,8 +28,12 @@ pub struct Integration {
     pub plugin: String,
     /// All settings, secrets included (redacted by `Debug`).
     pub settings: Settings,
-    /// Origins the tenant's sandbox may reach.
+    /// Origins the operator granted: the only ones the tenant's sandbox
+    /// may reach.
     pub egress: Vec<String>,
+    /// Whether the operator allowed the granted origins to reach private
+    /// networks (loopback, RFC 1918, carrier-grade NAT, unique-local…).
+    pub allow_private_network: bool,
     /// `connected` or `needs-attention`.
     pub state: String,
     /// Why it needs attention.
@@ -58,8 +62,11 @@ pub struct IntegrationStatus {
     pub state: String,
     /// Why it needs attention.
     pub attention_reason: Option<String>,
-    /// Granted egress origins.
+    /// Egress origins the operator granted.
     pub egress: Vec<String>,
+    /// Whether the operator allowed the granted origins to reach private
+    /// networks.
+    pub allow_private_network: bool,
     /// Start of the last scan.
     pub last_scan_at: Option<String>,
     /// `running`, `completed` or `failed`.
@@ -74,6 +81,15 @@ pub struct IntegrationStatus {
     pub resolved: u64,
     /// CA certificates stored with the integration, by fingerprint.
     pub ca_certificates: Vec<CaCertificate>,
+}
+
+/// What the operator granted an integration's sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EgressGrants {
+    /// The origins granted (`scheme://host:port`).
+    pub origins: Vec<String>,
+    /// Whether they may reach private networks.
+    pub private_network: bool,
 }
 
 impl Database {
@@ -103,6 +119,26 @@ impl Database {
         ca_certificates: &[Vec<u8>],
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let grants = EgressGrants {
+            origins: egress.to_vec(),
+            private_network: false,
+        };
+        self.upsert_granted_integration(tenant, plugin, settings, &grants, ca_certificates, now)
+    }
+
+    /// [`Database::upsert_integration_with_ca_certificates`] with the
+    /// operator's grants, all saved in one transaction: a reconnect
+    /// replaces the grants with these.
+    pub fn upsert_granted_integration(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        settings: &Settings,
+        grants: &EgressGrants,
+        ca_certificates: &[Vec<u8>],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let egress = &grants.origins;
         let mut plain = serde_json::Map::new();
         let mut secrets = Vec::new();
         for (key, value) in settings {
@@ -125,16 +161,19 @@ impl Database {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO integrations (tenant, plugin, settings, egress, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+            "INSERT INTO integrations (tenant, plugin, settings, egress, allow_private_network,
+                created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
              ON CONFLICT(tenant) DO UPDATE SET plugin = excluded.plugin,
                 settings = excluded.settings, egress = excluded.egress,
+                allow_private_network = excluded.allow_private_network,
                 updated_at = excluded.updated_at",
             params![
                 tenant,
                 plugin,
                 serde_json::Value::Object(plain).to_string(),
                 json(&egress),
+                grants.private_network,
                 now
             ],
         )?;
@@ -174,20 +213,28 @@ impl Database {
         let conn = self.conn();
         let row = conn
             .query_row(
-                "SELECT plugin, settings, egress, state, attention_reason FROM integrations WHERE tenant = ?1",
+                "SELECT plugin, settings, egress, state, attention_reason, allow_private_network
+                 FROM integrations WHERE tenant = ?1",
                 [tenant],
                 |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
+                        (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, Option<String>>(4)?,
+                        r.get::<_, bool>(5)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((plugin, settings_json, egress_json, state, attention_reason)) = row else {
+        let Some((
+            (plugin, settings_json),
+            egress_json,
+            state,
+            attention_reason,
+            allow_private_network,
+        )) = row
+        else {
             return Ok(None);
         };
         let corrupt = |what, e: serde_json::Error| StoreError::Corrupt {
@@ -236,6 +283,7 @@ impl Database {
             plugin,
             settings,
             egress,
+            allow_private_network,
             state,
             attention_reason,
             ca_certificates,
@@ -328,6 +376,7 @@ impl Database {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT i.tenant, i.plugin, i.state, i.attention_reason, i.egress, i.next_scan_at,
+                i.allow_private_network,
                 s.started_at, s.outcome, s.error_message,
                 (SELECT COUNT(*) FROM findings f WHERE f.tenant = i.tenant AND f.state = 'open'),
                 (SELECT COUNT(*) FROM findings f WHERE f.tenant = i.tenant AND f.state = 'resolved')
@@ -344,11 +393,12 @@ impl Database {
                 attention_reason: r.get(3)?,
                 egress: serde_json::from_str(&egress).unwrap_or_default(),
                 next_scan_at: r.get(5)?,
-                last_scan_at: r.get(6)?,
-                last_outcome: r.get(7)?,
-                last_error: r.get(8)?,
-                open: r.get(9)?,
-                resolved: r.get(10)?,
+                allow_private_network: r.get(6)?,
+                last_scan_at: r.get(7)?,
+                last_outcome: r.get(8)?,
+                last_error: r.get(9)?,
+                open: r.get(10)?,
+                resolved: r.get(11)?,
                 ca_certificates: Vec::new(),
             })
         })?;

@@ -36,7 +36,7 @@ pub use findings::{
     CveId, FindingKey, FindingProject, FindingQuery, FindingRow, FindingSort, FindingStateCounts,
     InvalidCveId, StatusFilter, UnknownSort,
 };
-pub use integrations::{CaCertificate, Integration, IntegrationStatus};
+pub use integrations::{CaCertificate, EgressGrants, Integration, IntegrationStatus};
 pub use locks::TenantLock;
 pub use normalize::{image_name_key, normalize_image, normalize_repo_url};
 pub use plugin_state::{KV_QUOTA_BYTES, KV_QUOTA_KEYS};

@@ -348,6 +348,19 @@ CREATE INDEX findings_kev
     ON findings(severity_rank DESC, detected_key DESC, tenant, source_id)
     WHERE has_cisa_kev_exploit = 1;
 "#,
+    // The operator's grants: `egress` holds the origins granted (an
+    // existing integration's stored origins count as granted), and
+    // `allow_private_network` whether they may reach loopback, RFC 1918 and
+    // the other private ranges. Hosts before this step let an origin naming
+    // loopback reach loopback, so such integrations keep that allowance.
+    r#"
+ALTER TABLE integrations ADD COLUMN allow_private_network INTEGER NOT NULL DEFAULT 0;
+UPDATE integrations SET allow_private_network = 1 WHERE EXISTS (
+    SELECT 1 FROM json_each(integrations.egress)
+    WHERE value LIKE 'http%://127.%' OR value LIKE 'http%://localhost:%'
+        OR value LIKE 'http%://localhost' OR value LIKE 'http%://[::1]%'
+);
+"#,
 ];
 
 /// The schema version this host writes: the number of migration steps.
@@ -531,5 +544,43 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         assert_eq!(names, vec!["acme/shop", "sub/deploy"]);
+    }
+
+    /// A store written before grants: its integrations' stored origins are
+    /// their grants, and one whose origins name loopback keeps reaching
+    /// loopback, as hosts before grants let it.
+    #[test]
+    fn stored_origins_become_grants_and_loopback_keeps_its_allowance() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        let before = MIGRATIONS.len() - 1;
+        let tx = conn.transaction().expect("tx");
+        for step in &MIGRATIONS[..before] {
+            tx.execute_batch(step).expect("old schema");
+        }
+        tx.pragma_update(None, "user_version", before as i64)
+            .expect("version");
+        tx.execute_batch(
+            r#"INSERT INTO integrations (tenant, plugin, settings, egress, created_at, updated_at) VALUES
+                ('remote', 'wiz', '{}', '["https://api.example.com:443"]', 'x', 'x'),
+                ('local', 'wiz', '{}', '["https://api.example.com:443","http://127.0.0.1:8080"]', 'x', 'x'),
+                ('named', 'wiz', '{}', '["http://localhost:9000"]', 'x', 'x'),
+                ('six', 'wiz', '{}', '["http://[::1]:9000"]', 'x', 'x'),
+                ('lookalike', 'wiz', '{}', '["https://localhost.example.com:443"]', 'x', 'x');"#,
+        )
+        .expect("integrations");
+        tx.commit().expect("commit");
+        let store = Database::setup(conn, Path::new(":memory:"), None).expect("migrate");
+        let remote = store.integration("remote").expect("read").expect("exists");
+        assert_eq!(remote.egress, ["https://api.example.com:443"]);
+        assert!(!remote.allow_private_network);
+        for tenant in ["local", "named", "six"] {
+            let local = store.integration(tenant).expect("read").expect("exists");
+            assert!(local.allow_private_network, "{tenant}");
+        }
+        let lookalike = store
+            .integration("lookalike")
+            .expect("read")
+            .expect("exists");
+        assert!(!lookalike.allow_private_network);
     }
 }

@@ -53,7 +53,7 @@ async fn run(n: usize, extra: &[String], rps: u64) -> (scanner_runtime::ScanRepo
         SettingValue::Text(rps.to_string()),
     );
     runtime
-        .connect("bench", "wiz", &settings)
+        .connect("bench", "wiz", &settings, &scanner_tests::loopback_grants())
         .await
         .expect("connect");
     reset_peak_rss();
@@ -81,7 +81,7 @@ async fn http_run(sim: &Simulator, reuse: bool) -> (u64, u64, f64) {
     let mut settings = wiz_settings(sim);
     settings.insert("requests-per-second".into(), SettingValue::Text("0".into()));
     runtime
-        .connect("bench", "wiz", &settings)
+        .connect("bench", "wiz", &settings, &scanner_tests::loopback_grants())
         .await
         .expect("connect");
     let (requests, connections) = (sim.requests().len() as u64, sim.connections());

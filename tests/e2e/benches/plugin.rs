@@ -80,7 +80,10 @@ async fn main() {
         scanner_contract::SettingValue::Text("0".into()),
     );
     let live = TenantSandbox {
-        egress: EgressPolicy::from_origins(&[sim.base_url()]).expect("egress"),
+        // The simulator listens on 127.0.0.1: a private network.
+        egress: EgressPolicy::from_origins(&[sim.base_url()])
+            .expect("egress")
+            .with_private_network(true),
         ..sandbox.clone()
     };
     let mut instance = plugin.source(&live).await.expect("instance");

@@ -82,7 +82,7 @@ async fn main() {
         let mut settings = sim.settings();
         settings.insert("requests-per-second".into(), SettingValue::Text("0".into()));
         runtime
-            .connect("bench", "wiz", &settings)
+            .connect("bench", "wiz", &settings, &scanner_tests::loopback_grants())
             .await
             .expect("connect");
         let first = measure(&runtime, dir.path(), ScanRequest::Auto).await;

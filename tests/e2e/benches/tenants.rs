@@ -43,13 +43,21 @@ async fn main() {
 
     // Warm the engine (first instance, page cache) before measuring.
     let warm = wiz_settings_with(&sim, "client-0", "secret-0");
-    runtime.connect("t0", "wiz", &warm).await.expect("connect");
+    runtime
+        .connect("t0", "wiz", &warm, &scanner_tests::loopback_grants())
+        .await
+        .expect("connect");
     let before = rss_mb();
     let started = Instant::now();
     for i in 1..tenants {
         let settings = wiz_settings_with(&sim, &format!("client-{i}"), &format!("secret-{i}"));
         runtime
-            .connect(&format!("t{i}"), "wiz", &settings)
+            .connect(
+                &format!("t{i}"),
+                "wiz",
+                &settings,
+                &scanner_tests::loopback_grants(),
+            )
             .await
             .expect("connect");
     }

@@ -119,7 +119,12 @@ impl TestEnv {
     /// Connects `tenant` to the simulator with [`TestEnv::settings`].
     pub async fn connect(&self, tenant: &str) -> Result<ConnectionInfo, RuntimeError> {
         self.runtime()
-            .connect(tenant, "wiz", &self.settings())
+            .connect(
+                tenant,
+                "wiz",
+                &self.settings(),
+                &crate::setup::loopback_grants(),
+            )
             .await
     }
 
@@ -151,12 +156,16 @@ impl TestEnv {
     }
 
     /// The arguments of `scanner-host connect TENANT` to the simulator with
-    /// its default client, the secret read from `SIM_SECRET`.
+    /// its default client, the secret read from `SIM_SECRET`, granting the
+    /// origins requested and private networks (the simulator listens on
+    /// 127.0.0.1).
     pub fn connect_args(&self, tenant: &str) -> Vec<String> {
         let client = &SimConfig::default().clients[0];
         vec![
             "connect".into(),
             tenant.into(),
+            "--allow-requested".into(),
+            "--allow-private-network".into(),
             "--plugin".into(),
             "wiz".into(),
             "--set".into(),

@@ -3,7 +3,7 @@
 
 use scanner_contract::{Secret, SettingValue, Settings};
 use scanner_engine::{Engine, EngineConfig, Plugin};
-use scanner_runtime::Runtime;
+use scanner_runtime::{Grants, Runtime};
 use scanner_store::Database;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -275,6 +275,14 @@ pub fn runtime_in(dir: &Path) -> Runtime {
     let (engine, plugin) = engine_and_plugin();
     let store = Arc::new(Database::open(&dir.join("host.db")).expect("open store"));
     Runtime::new(engine, vec![plugin], store)
+}
+
+/// The grants a connect to a server these tests start gives: every origin
+/// the configuration requests, and private networks, since the servers
+/// listen on 127.0.0.1 (what `--allow-requested --allow-private-network`
+/// gives on the command line).
+pub fn loopback_grants() -> Grants {
+    Grants::requested().with_private_network()
 }
 
 /// Settings that connect the Wiz plugin to a simulator with its default

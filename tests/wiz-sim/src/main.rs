@@ -137,7 +137,7 @@ async fn main() -> std::io::Result<()> {
         shell_quote(&args.client_secret)
     );
     println!(
-        "    scanner-host{ca_cert} connect sim --plugin wiz --set api-endpoint={} --set auth-url={} --set client-id={} --secret client-secret=env:{SECRET_VAR}",
+        "    scanner-host{ca_cert} connect sim --plugin wiz --allow-requested --allow-private-network --set api-endpoint={} --set auth-url={} --set client-id={} --secret client-secret=env:{SECRET_VAR}",
         shell_quote(&sim.api_endpoint()),
         shell_quote(&sim.token_url()),
         shell_quote(&args.client_id),

@@ -26,7 +26,7 @@ fn settings_json(settings: &Settings) -> Value {
 
 /// A connect body with the simulator's working settings.
 fn working_body(api: &TestApi) -> Value {
-    json!({"plugin": "wiz", "settings": settings_json(&wiz_settings(&api.sim))})
+    json!({"plugin": "wiz", "settings": settings_json(&wiz_settings(&api.sim)), "allow_requested": true, "allow_private_network": true})
 }
 
 /// Fails when an answer shows the simulator's client secret.
@@ -95,7 +95,7 @@ async fn connect_answers_201_then_a_reconnect_without_the_secret_answers_200_and
             "PUT",
             "/v1/integrations/acme",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings}),
+            &json!({"plugin": "wiz", "settings": settings, "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(reconnected.status, StatusCode::OK, "{}", reconnected.text);
@@ -119,7 +119,7 @@ async fn connect_with_a_wrong_secret_answers_502_and_stores_nothing() {
             "PUT",
             "/v1/integrations/acme",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings_json(&wrong)}),
+            &json!({"plugin": "wiz", "settings": settings_json(&wrong), "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text);
@@ -174,7 +174,7 @@ async fn testing_settings_in_the_body_saves_nothing_and_leaves_the_stored_state(
             "POST",
             "/v1/integrations/acme/test",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings_json(&wrong)}),
+            &json!({"plugin": "wiz", "settings": settings_json(&wrong), "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.text);
@@ -195,7 +195,7 @@ async fn testing_settings_in_the_body_saves_nothing_and_leaves_the_stored_state(
             "POST",
             "/v1/integrations/acme/test",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings}),
+            &json!({"plugin": "wiz", "settings": settings, "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(kept.status, StatusCode::OK, "{}", kept.text);
@@ -350,7 +350,7 @@ async fn bad_connect_requests_are_refused_naming_what_is_wrong() {
             "PUT",
             "/v1/integrations/acme",
             &admin,
-            &json!({"plugin": "wiz", "settings": sim_secret()}),
+            &json!({"plugin": "wiz", "settings": sim_secret(), "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(
@@ -417,7 +417,7 @@ async fn bad_connect_requests_are_refused_naming_what_is_wrong() {
             "PUT",
             "/v1/integrations/acme",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings}),
+            &json!({"plugin": "wiz", "settings": settings, "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(unknown_setting.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -431,7 +431,7 @@ async fn bad_connect_requests_are_refused_naming_what_is_wrong() {
             "PUT",
             "/v1/integrations/acme",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings}),
+            &json!({"plugin": "wiz", "settings": settings, "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(secret_number.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -445,7 +445,7 @@ async fn bad_connect_requests_are_refused_naming_what_is_wrong() {
             "POST",
             "/v1/integrations/acme/test",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings}),
+            &json!({"plugin": "wiz", "settings": settings, "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(
@@ -578,7 +578,7 @@ async fn reconnecting_with_a_wrong_secret_is_refused_and_keeps_the_stored_one() 
             "PUT",
             "/v1/integrations/acme",
             &admin,
-            &json!({"plugin": "wiz", "settings": settings_json(&wrong)}),
+            &json!({"plugin": "wiz", "settings": settings_json(&wrong), "allow_requested": true, "allow_private_network": true}),
         )
         .await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text);

@@ -5,6 +5,7 @@
 mod console;
 mod core;
 mod findings_formats;
+mod grants;
 mod integrations;
 mod metrics;
 mod openapi;

@@ -187,8 +187,9 @@ async fn a_scan_is_counted_as_the_store_recorded_it_without_a_token_or_a_tenant_
 async fn a_request_the_egress_policy_refuses_is_counted() {
     let api = TestApi::start(10).await;
     api.connect(TENANT).await;
-    // The saved grant now names another origin (on loopback, never
-    // dialled): the plugin's requests to the simulator are refused.
+    // The saved grants keep their origins but lose the private-network
+    // allowance: the plugin's requests to the simulator on 127.0.0.1 are
+    // refused after resolution.
     let integration = api
         .store()
         .integration(TENANT)
@@ -199,10 +200,10 @@ async fn a_request_the_egress_policy_refuses_is_counted() {
             TENANT,
             &integration.plugin,
             &integration.settings,
-            &["http://127.0.0.1:9".to_string()],
+            &integration.egress,
             time::OffsetDateTime::now_utc(),
         )
-        .expect("save the narrower grant");
+        .expect("save the grants without the allowance");
     let (_, before) = scrape(&api).await;
 
     api.runtime
@@ -230,7 +231,7 @@ async fn an_error_the_plugin_answers_is_counted_by_its_kind() {
     let client = &SimConfig::default().clients[0];
     let wrong = wiz_settings_with(&api.sim, &client.id, "not-the-secret");
     api.runtime
-        .connect(TENANT, "wiz", &wrong)
+        .connect(TENANT, "wiz", &wrong, &scanner_tests::loopback_grants())
         .await
         .expect_err("a wrong secret fails the connection test");
     let (text, after) = scrape(&api).await;

@@ -56,7 +56,7 @@ async fn connect_with_timeout(api: &TestApi, tenant: &str, seconds: u32) {
         SettingValue::Text(seconds.to_string()),
     );
     api.runtime
-        .connect(tenant, "wiz", &settings)
+        .connect(tenant, "wiz", &settings, &scanner_tests::loopback_grants())
         .await
         .expect("connect");
 }

@@ -66,7 +66,12 @@ async fn a_stopping_server_refuses_requests_ends_streams_of_other_processes_scan
     // until the test ends.
     let other = runtime(&db);
     other
-        .connect("acme", "wiz", &wiz_settings(&sim))
+        .connect(
+            "acme",
+            "wiz",
+            &wiz_settings(&sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     sim.set_faults(Faults {

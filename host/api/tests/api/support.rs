@@ -96,7 +96,12 @@ impl TestApi {
     /// Connects `tenant` to the simulator with its default client.
     pub async fn connect(&self, tenant: &str) {
         self.runtime
-            .connect(tenant, "wiz", &wiz_settings(&self.sim))
+            .connect(
+                tenant,
+                "wiz",
+                &wiz_settings(&self.sim),
+                &scanner_tests::loopback_grants(),
+            )
             .await
             .unwrap_or_else(|e| panic!("connect {tenant}: {e}"));
     }

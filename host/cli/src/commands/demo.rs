@@ -5,6 +5,7 @@ use crate::output::{outln, print_findings, print_report, scan_with_progress};
 use crate::setup::build_runtime;
 use anyhow::{Context, bail};
 use scanner_contract::{Secret, SettingValue, Settings};
+use scanner_runtime::Grants;
 use scanner_store::{FindingQuery, StatusFilter};
 use std::io::Write;
 use std::process::ExitCode;
@@ -118,7 +119,10 @@ pub(crate) async fn run(
         "client-secret".into(),
         SettingValue::Secret(Secret::new(sim.client_secret.clone())),
     );
-    let connection = runtime.connect(tenant, "wiz", &settings).await?;
+    // The demo's own simulator, started above on 127.0.0.1: its origins and
+    // the private network are granted explicitly.
+    let grants = Grants::requested().with_private_network();
+    let connection = runtime.connect(tenant, "wiz", &settings, &grants).await?;
     eprintln!("connected `{tenant}`: {}", connection.summary);
     let started = std::time::Instant::now();
     let report = scan_with_progress(&runtime, tenant, scanner_runtime::ScanRequest::Full).await?;

@@ -73,6 +73,8 @@ fn status(store: &Database, format: Format) -> anyhow::Result<()> {
         "next_scan",
         "open",
         "resolved",
+        "granted",
+        "private_network",
     ];
     let table: Vec<Vec<String>> = rows
         .iter()
@@ -86,6 +88,13 @@ fn status(store: &Database, format: Format) -> anyhow::Result<()> {
                 s.next_scan_at.clone().unwrap_or_default(),
                 s.open.to_string(),
                 s.resolved.to_string(),
+                s.egress.join(" "),
+                if s.allow_private_network {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+                .to_string(),
             ]
         })
         .collect();

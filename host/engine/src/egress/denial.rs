@@ -38,12 +38,27 @@ pub enum EgressDenial {
         url: String,
     },
     /// The allowed name resolved to an address that is never reachable
-    /// from a plugin (link-local, metadata, loopback for a remote name…).
-    #[error("origin {origin} resolved to forbidden address {address}")]
+    /// from a plugin (metadata, link-local, multicast…).
+    #[error("origin {origin} resolved to {address}, a {range} address, which no plugin may reach")]
     ForbiddenAddress {
         /// The origin asked for.
         origin: String,
         /// The offending address.
         address: IpAddr,
+        /// The range it lies in.
+        range: &'static str,
+    },
+    /// The allowed name resolved to an address on a private or special
+    /// network, and the integration was not allowed private networks.
+    #[error(
+        "origin {origin} resolved to {address}, a {range} address; the integration is not allowed private networks (connect with --allow-private-network)"
+    )]
+    PrivateAddress {
+        /// The origin asked for.
+        origin: String,
+        /// The offending address.
+        address: IpAddr,
+        /// The range it lies in.
+        range: &'static str,
     },
 }

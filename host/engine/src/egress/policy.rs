@@ -1,12 +1,13 @@
 //! Which origins a tenant may reach, and which resolved addresses never:
 //! the allow-list and the address vetting every connection passes.
 
+use super::address::{AddressClass, classify};
 use super::denial::EgressDenial;
 use crate::EngineError;
 use crate::counters::EngineCounters;
 use crate::limits::CallFlags;
 use crate::plugin_log::escape_untrusted;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -72,24 +73,16 @@ impl Origin {
         let port = url.port_or_known_default().ok_or("no port")?;
         Ok(Origin { scheme, host, port })
     }
-
-    /// Whether the origin names the local machine, which is what allows
-    /// its requests to reach loopback addresses (the simulator in tests).
-    fn is_loopback(&self) -> bool {
-        match &self.host {
-            url::Host::Domain(d) => d == "localhost",
-            url::Host::Ipv4(ip) => ip.is_loopback(),
-            url::Host::Ipv6(ip) => ip.is_loopback(),
-        }
-    }
 }
 
-/// A tenant's egress allow-list: the origins its configuration named, and
-/// a count of the requests refused. Clones share the counter, so the copy
-/// the host keeps sees the denials of the instance's copy.
+/// A tenant's egress allow-list: the origins the operator granted it,
+/// whether it may reach private networks, and a count of the requests
+/// refused. Clones share the counter, so the copy the host keeps sees the
+/// denials of the instance's copy.
 #[derive(Clone, Debug, Default)]
 pub struct EgressPolicy {
     origins: Arc<[Origin]>,
+    private_network: bool,
     denied: Arc<AtomicU64>,
 }
 
@@ -107,7 +100,9 @@ impl EgressPolicy {
                 url::Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
                 url::Host::Domain(_) => None,
             };
-            if let Some(ip) = literal.filter(|ip| always_forbidden(*ip)) {
+            let forbidden =
+                literal.filter(|ip| matches!(classify(*ip), AddressClass::Forbidden(_)));
+            if let Some(ip) = forbidden {
                 return Err(EngineError::InvalidEgress(EgressDenial::InvalidOrigin {
                     origin: text.clone(),
                     reason: format!("{ip} is never reachable from a plugin"),
@@ -119,8 +114,24 @@ impl EgressPolicy {
         }
         Ok(EgressPolicy {
             origins: parsed.into(),
+            private_network: false,
             denied: Arc::default(),
         })
+    }
+
+    /// The same policy, letting the allowed origins reach private and
+    /// special networks (loopback, RFC 1918, carrier-grade NAT,
+    /// unique-local…) when `allowed`: the operator's per-integration
+    /// allowance. Metadata, link-local, multicast, unspecified and
+    /// broadcast addresses stay refused either way.
+    pub fn with_private_network(mut self, allowed: bool) -> EgressPolicy {
+        self.private_network = allowed;
+        self
+    }
+
+    /// Whether the allowed origins may reach private networks.
+    pub fn allows_private_network(&self) -> bool {
+        self.private_network
     }
 
     /// Allows nothing: for calls that must not touch the network
@@ -159,61 +170,29 @@ impl EgressPolicy {
     }
 
     /// Second step: whether an address the allowed `origin` resolved to
-    /// may be connected to.
+    /// may be connected to. Called after resolution and before any
+    /// connection is attempted. Private networks are reachable only with
+    /// the allowance ([`EgressPolicy::with_private_network`]), whatever
+    /// the origin names: `localhost` is no exception.
     pub fn check_address(&self, origin: &Origin, address: IpAddr) -> Result<(), EgressDenial> {
-        let address = canonical(address);
-        let forbidden =
-            always_forbidden(address) || (address.is_loopback() && !origin.is_loopback());
-        if forbidden {
-            Err(EgressDenial::ForbiddenAddress {
+        match classify(address) {
+            AddressClass::Public => Ok(()),
+            AddressClass::Private(_) if self.private_network => Ok(()),
+            AddressClass::Private(range) => Err(EgressDenial::PrivateAddress {
                 origin: origin.to_string(),
                 address,
-            })
-        } else {
-            Ok(())
+                range,
+            }),
+            AddressClass::Forbidden(range) => Err(EgressDenial::ForbiddenAddress {
+                origin: origin.to_string(),
+                address,
+                range,
+            }),
         }
     }
 
     fn count_denial(&self) {
         self.denied.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:169.254.169.254`) are judged as the
-/// IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
-/// Addresses no plugin may reach, whatever its allow-list says.
-fn always_forbidden(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => {
-            v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                // 169.254.0.0/16, which includes the cloud metadata
-                // endpoint 169.254.169.254.
-                || v4.is_link_local()
-                // 0.0.0.0/8: "this network", reaches the host on Linux.
-                || v4.octets()[0] == 0
-                // Alibaba Cloud's metadata endpoint.
-                || v4 == Ipv4Addr::new(100, 100, 100, 200)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_unspecified()
-                || v6.is_multicast()
-                // fe80::/10
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                // AWS's IPv6 metadata endpoint.
-                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
     }
 }
 
@@ -294,19 +273,58 @@ mod tests {
         let p = policy(&["https://api.example.com", "http://127.0.0.1:9000"]);
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         assert!(p.check_address(&remote, ip("93.184.216.34")).is_ok());
-        assert!(p.check_address(&remote, ip("127.0.0.1")).is_err());
-        assert!(p.check_address(&remote, ip("::1")).is_err());
-        assert!(p.check_address(&remote, ip("169.254.169.254")).is_err());
-        assert!(
-            p.check_address(&remote, ip("::ffff:169.254.169.254"))
-                .is_err()
-        );
-        assert!(p.check_address(&remote, ip("fe80::1")).is_err());
-        assert!(p.check_address(&remote, ip("fd00:ec2::254")).is_err());
-        assert!(p.check_address(&remote, ip("224.0.0.1")).is_err());
-        assert!(p.check_address(&remote, ip("0.0.0.0")).is_err());
-        assert!(p.check_address(&local, ip("127.0.0.1")).is_ok());
-        assert!(p.check_address(&local, ip("169.254.1.1")).is_err());
+        for forbidden in [
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "fe80::1",
+            "fd00:ec2::254",
+            "224.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(matches!(
+                p.check_address(&remote, ip(forbidden)),
+                Err(EgressDenial::ForbiddenAddress { .. })
+            ));
+        }
+        // Without the allowance, loopback is refused even for an origin
+        // that names it.
+        for private in ["127.0.0.1", "::1", "10.0.0.1", "::ffff:192.168.1.1"] {
+            assert!(matches!(
+                p.check_address(&remote, ip(private)),
+                Err(EgressDenial::PrivateAddress { .. })
+            ));
+        }
+        assert!(matches!(
+            p.check_address(&local, ip("127.0.0.1")),
+            Err(EgressDenial::PrivateAddress { .. })
+        ));
+    }
+
+    #[test]
+    fn private_network_allowance_opens_private_ranges_only() {
+        let local = Origin::parse("http://127.0.0.1:9000").expect("origin");
+        let p = policy(&["http://127.0.0.1:9000"]).with_private_network(true);
+        assert!(p.allows_private_network());
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        for private in ["127.0.0.1", "::1", "10.0.0.1", "100.64.0.1", "fd12::1"] {
+            assert!(p.check_address(&local, ip(private)).is_ok(), "{private}");
+        }
+        for forbidden in [
+            "169.254.169.254",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "ff02::1",
+            "239.1.1.1",
+            "::",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(
+                p.check_address(&local, ip(forbidden)).is_err(),
+                "{forbidden}"
+            );
+        }
     }
 
     #[test]

@@ -53,6 +53,8 @@ impl Host {
     fn connect_hostile(&self, tenant: &str, mode: &str) -> Output {
         self.run(&[
             "connect",
+            "--allow-requested",
+            "--allow-private-network",
             tenant,
             "--plugin",
             "hostile",
@@ -245,6 +247,8 @@ fn a_different_component_under_the_same_name_waits_for_the_operator() {
     assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
     let out = host.run(&[
         "connect",
+        "--allow-requested",
+        "--allow-private-network",
         "h",
         "--plugin",
         "hostile",
@@ -285,6 +289,8 @@ fn configure_runs_without_network_even_when_the_tenant_is_granted_egress() {
     let host = Host::new();
     let out = host.run(&[
         "connect",
+        "--allow-requested",
+        "--allow-private-network",
         "c",
         "--plugin",
         "hostile",
@@ -337,7 +343,12 @@ async fn a_plugin_that_returns_findings_for_ever_is_stopped_at_the_caps() {
     };
     let runtime = hostile_runtime(dir.path(), Limits::default()).with_scan_caps(caps.clone());
     runtime
-        .connect("flood", "hostile", &hostile_settings("findings-flood"))
+        .connect(
+            "flood",
+            "hostile",
+            &hostile_settings("findings-flood"),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     let err = runtime.scan("flood", &()).await.expect_err("capped");
@@ -375,7 +386,12 @@ async fn a_plugin_that_returns_findings_for_ever_is_stopped_at_the_caps() {
         ..caps
     });
     runtime
-        .connect("page", "hostile", &hostile_settings("findings-flood"))
+        .connect(
+            "page",
+            "hostile",
+            &hostile_settings("findings-flood"),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     let err = runtime.scan("page", &()).await.expect_err("capped");
@@ -398,7 +414,12 @@ async fn shutdown_stops_a_hostile_call_after_the_grace_period() {
     };
     let runtime = Arc::new(hostile_runtime(dir.path(), limits));
     runtime
-        .connect("busy", "hostile", &hostile_settings("infinite-loop"))
+        .connect(
+            "busy",
+            "hostile",
+            &hostile_settings("infinite-loop"),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     let scheduler = Scheduler::new(

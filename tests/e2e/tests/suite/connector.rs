@@ -47,7 +47,12 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
     let (sim, runtime) = (env.sim(), env.runtime());
 
     let ok = runtime
-        .connect("t", "wiz", &wiz_settings(sim))
+        .connect(
+            "t",
+            "wiz",
+            &wiz_settings(sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("good credentials");
     assert!(ok.summary.contains("authenticated"), "{ok:?}");
@@ -57,6 +62,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
             "t2",
             "wiz",
             &wiz_settings_with(sim, "sim-client-id", "wrong"),
+            &scanner_tests::loopback_grants(),
         )
         .await
         .expect_err("bad secret");
@@ -77,6 +83,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
             "t3",
             "wiz",
             &wiz_settings_with(sim, &limited.id, &limited.secret),
+            &scanner_tests::loopback_grants(),
         )
         .await
         .expect_err("missing scope");
@@ -94,7 +101,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
         SettingValue::Text(format!("{}/not-graphql", sim.base_url())),
     );
     let err = runtime
-        .connect("t4", "wiz", &wrong)
+        .connect("t4", "wiz", &wrong, &scanner_tests::loopback_grants())
         .await
         .expect_err("wrong endpoint");
     assert!(
@@ -112,7 +119,7 @@ async fn test_tells_bad_credentials_from_endpoint_problems() {
         SettingValue::Text(format!("http://127.0.0.1:{port}/graphql")),
     );
     let err = runtime
-        .connect("t5", "wiz", &unreachable)
+        .connect("t5", "wiz", &unreachable, &scanner_tests::loopback_grants())
         .await
         .expect_err("unreachable endpoint");
     // A refused connection is usually passing (a restart, a deploy): it is
@@ -154,7 +161,7 @@ async fn an_unreachable_token_endpoint_is_a_network_error_not_bad_credentials() 
     let token_url = format!("http://127.0.0.1:{port}/oauth/token");
     settings.insert("auth-url".into(), SettingValue::Text(token_url.clone()));
     let err = runtime
-        .connect("t", "wiz", &settings)
+        .connect("t", "wiz", &settings, &scanner_tests::loopback_grants())
         .await
         .expect_err("nothing listens at the token URL");
     match &err {
@@ -209,7 +216,7 @@ async fn a_server_that_never_answers_times_out_as_a_transient_error_naming_the_u
     let mut settings = one_shard(sim);
     settings.insert("request-timeout-s".into(), SettingValue::Text("1".into()));
     runtime
-        .connect("t", "wiz", &settings)
+        .connect("t", "wiz", &settings, &scanner_tests::loopback_grants())
         .await
         .expect("connect");
 
@@ -248,7 +255,12 @@ async fn garbled_answers_mid_scan_are_fetched_again_to_an_exact_import() {
     });
     let (sim, runtime) = (env.sim(), env.runtime());
     runtime
-        .connect("t", "wiz", &one_shard(sim))
+        .connect(
+            "t",
+            "wiz",
+            &one_shard(sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     // A 429 first, so the garbled answers come mid-scan.
@@ -350,7 +362,12 @@ async fn rate_limits_spread_over_a_long_scan_are_budgeted_per_page() {
     });
     let (sim, runtime) = (env.sim(), env.runtime());
     runtime
-        .connect("t", "wiz", &one_shard(sim))
+        .connect(
+            "t",
+            "wiz",
+            &one_shard(sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     sim.set_faults(Faults {
@@ -373,7 +390,12 @@ async fn broken_answers_fail_the_scan_with_a_typed_error_and_resolve_nothing() {
     .with_runtime(|r| r.with_retry(fast_retries()));
     let (sim, runtime) = (env.sim(), env.runtime());
     runtime
-        .connect("t", "wiz", &one_shard(sim))
+        .connect(
+            "t",
+            "wiz",
+            &one_shard(sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     runtime.scan("t", &()).await.expect("first scan");
@@ -420,7 +442,12 @@ async fn rate_limit_exhaustion_is_reported_not_silently_short() {
     let (sim, runtime) = (env.sim(), env.runtime());
     // connect's test query is rate limited too: it reports it.
     let err = runtime
-        .connect("t", "wiz", &wiz_settings(sim))
+        .connect(
+            "t",
+            "wiz",
+            &wiz_settings(sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect_err("limited");
     assert_eq!(err.kind(), "rate-limited", "{err}");

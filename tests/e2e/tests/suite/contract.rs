@@ -293,7 +293,12 @@ async fn one_engine_imports_exactly_with_a_0_2_and_a_0_3_plugin_side_by_side() {
         let runtime = Runtime::new(engine.clone(), vec![plugin], store);
         assert!(runtime.plugin_conflicts().is_empty());
         runtime
-            .connect(tenant, "wiz", &wiz_settings(&sim))
+            .connect(
+                tenant,
+                "wiz",
+                &wiz_settings(&sim),
+                &scanner_tests::loopback_grants(),
+            )
             .await
             .unwrap_or_else(|e| panic!("{tenant}: connect: {e}"));
         let report = runtime

@@ -625,6 +625,8 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
 fn connect_cli(env: &TestEnv) {
     let out = env.run(&[
         "connect",
+        "--allow-requested",
+        "--allow-private-network",
         "t",
         "--plugin",
         "wiz",

@@ -132,6 +132,7 @@ async fn reconnecting_with_new_credentials_keeps_findings() {
             "t",
             "wiz",
             &wiz_settings_with(sim, "rotated", "rotated-secret"),
+            &scanner_tests::loopback_grants(),
         )
         .await
         .expect("reconnect");
@@ -248,20 +249,14 @@ async fn failures_back_off_and_mark_the_integration() {
         "client-secret".into(),
         scanner_contract::SettingValue::Secret(scanner_contract::Secret::new("revoked")),
     );
+    let stored = runtime.store().integration("t").expect("i").expect("i");
+    let grants = scanner_store::EgressGrants {
+        origins: stored.egress,
+        private_network: stored.allow_private_network,
+    };
     runtime
         .store()
-        .upsert_integration(
-            "t",
-            "wiz",
-            &settings,
-            &runtime
-                .store()
-                .integration("t")
-                .expect("i")
-                .expect("i")
-                .egress,
-            t0,
-        )
+        .upsert_granted_integration("t", "wiz", &settings, &grants, &[], t0)
         .expect("save");
     // And its tokens revoked, so the cached one stops working too.
     sim.revoke_tokens();
@@ -391,6 +386,8 @@ fn cli_connect_list_map_repositories_and_keep_secrets_out_of_output() {
         &db,
         &[
             "connect",
+            "--allow-requested",
+            "--allow-private-network",
             "t",
             "--plugin",
             "wiz",

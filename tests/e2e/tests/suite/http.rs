@@ -81,7 +81,12 @@ async fn an_untrusted_certificate_fails_the_connection_test() {
     let env = tls_env();
     let (sim, runtime) = (env.sim(), env.runtime());
     let err = runtime
-        .connect("t", "wiz", &wiz_settings(sim))
+        .connect(
+            "t",
+            "wiz",
+            &wiz_settings(sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect_err("a self-signed certificate is not trusted");
     // A certificate nobody trusts needs the operator: it fails at once,
@@ -108,6 +113,7 @@ async fn a_tenant_trusts_the_certificate_authorities_it_was_connected_with_and_n
     let (sim, runtime) = (env.sim(), env.runtime());
     let options = ConnectOptions {
         ca_certificates: vec![sim.certificate_der().expect("TLS").to_vec()],
+        grants: scanner_tests::loopback_grants(),
         ..ConnectOptions::default()
     };
     runtime
@@ -118,7 +124,12 @@ async fn a_tenant_trusts_the_certificate_authorities_it_was_connected_with_and_n
     assert_eq!(open_ids(runtime, "t"), expected_open(sim, true, true));
     // Another tenant of the same engine, to the same server, without it.
     let err = runtime
-        .connect("u", "wiz", &wiz_settings(sim))
+        .connect(
+            "u",
+            "wiz",
+            &wiz_settings(sim),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect_err("the CA is not trusted for another tenant");
     assert!(
@@ -152,7 +163,8 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
     let connect = |extra: &[&str]| {
         host_command(&db)
             .args(extra)
-            .args(["connect", "t", "--plugin", "wiz", "--set"])
+            .args(["connect", "t", "--plugin", "wiz"])
+            .args(["--allow-requested", "--allow-private-network", "--set"])
             .arg(format!("api-endpoint={}", sim.api_endpoint))
             .arg("--set")
             .arg(format!("auth-url={}", sim.token_url))
@@ -240,7 +252,12 @@ fn the_cli_trusts_an_extra_certificate_authority_only_when_given_one() {
         let runtime = Runtime::new(engine, vec![plugin], store);
         tokio::runtime::Runtime::new()
             .expect("tokio")
-            .block_on(runtime.connect("u", "wiz", &sim.settings()))
+            .block_on(runtime.connect(
+                "u",
+                "wiz",
+                &sim.settings(),
+                &scanner_tests::loopback_grants(),
+            ))
             .expect("connect with process-wide trust");
     }
     assert_eq!(stored("u"), serde_json::json!([]));

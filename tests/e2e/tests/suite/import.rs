@@ -25,7 +25,7 @@ async fn full_import_returns_exactly_the_open_cve_findings_of_enabled_kinds() {
             SettingValue::Boolean(images),
         );
         runtime
-            .connect("t", "wiz", &settings)
+            .connect("t", "wiz", &settings, &scanner_tests::loopback_grants())
             .await
             .expect("connect");
         let report = runtime.scan("t", &()).await.expect("scan");

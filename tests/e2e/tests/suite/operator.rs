@@ -141,6 +141,8 @@ fn exit_codes_say_what_went_wrong() {
     let wrong = env
         .cli(&[
             "connect",
+            "--allow-requested",
+            "--allow-private-network",
             "t",
             "--plugin",
             "wiz",
@@ -173,6 +175,8 @@ fn exit_codes_say_what_went_wrong() {
     drop(closed);
     let unreachable = env.run(&[
         "connect",
+        "--allow-requested",
+        "--allow-private-network",
         "u",
         "--plugin",
         "wiz",

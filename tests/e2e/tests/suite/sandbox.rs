@@ -45,7 +45,9 @@ fn settings(mode: &str, target: &str, egress: &[String]) -> Settings {
 type Outcome = Result<Result<Page, PluginError>, EngineError>;
 
 /// One hostile `fetch-page` in a sandbox of its own: returns the outcome
-/// and the requests its egress policy refused.
+/// and the requests its egress policy refused. The sandbox may reach
+/// private networks, since the servers the tests start listen on
+/// 127.0.0.1.
 async fn hostile(
     mode: &str,
     target: &str,
@@ -53,8 +55,22 @@ async fn hostile(
     store: Arc<Database>,
     tenant: &str,
 ) -> (Outcome, u64) {
+    hostile_in(mode, target, egress, true, store, tenant).await
+}
+
+/// [`hostile`], allowing private networks only when `private_network`.
+async fn hostile_in(
+    mode: &str,
+    target: &str,
+    egress: &[String],
+    private_network: bool,
+    store: Arc<Database>,
+    tenant: &str,
+) -> (Outcome, u64) {
     let (_, plugin) = engine_and_hostile();
-    let policy = EgressPolicy::from_origins(egress).expect("egress");
+    let policy = EgressPolicy::from_origins(egress)
+        .expect("egress")
+        .with_private_network(private_network);
     let sandbox = TenantSandbox {
         tenant: tenant.into(),
         kv: store,
@@ -211,6 +227,49 @@ async fn egress_outside_the_allow_list_is_refused_and_counted() {
     assert!(EgressPolicy::from_origins(&["http://169.254.169.254".into()]).is_err());
 }
 
+/// A listener on 127.0.0.1 that counts the connections it accepts.
+fn counting_listener() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_loopback_origin_without_the_private_network_allowance_is_never_connected() {
+    let (origin, accepted) = counting_listener();
+    let port = origin.rsplit(':').next().expect("port").to_string();
+    let named = format!("http://localhost:{port}");
+    for allowed in [origin.clone(), named] {
+        let egress = vec![allowed.clone()];
+        let target = format!("{allowed}/");
+        let (outcome, denied) =
+            hostile_in("egress", &target, &egress, false, memory_store(), "h").await;
+        assert!(
+            matches!(outcome, Err(EngineError::EgressDenied { .. })),
+            "{allowed}: {outcome:?}"
+        );
+        assert_eq!(denied, 1, "{allowed}: one denial counted");
+    }
+    // The same request with the allowance does connect: the listener is
+    // reachable, so the zero above is the policy's doing.
+    let egress = vec![origin.clone()];
+    let target = format!("{origin}/");
+    let _ = hostile_in("egress", &target, &egress, true, memory_store(), "h").await;
+    let connected = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        connected, 1,
+        "only the request with the allowance connected"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_shows_a_tenant_only_its_own_keys() {
     let store = memory_store();
@@ -262,6 +321,7 @@ async fn a_plugin_taking_over_a_tenant_sees_none_of_the_previous_plugins_state()
             "good",
             "hostile",
             &settings("storage-probe", "h-value", &[]),
+            &scanner_tests::loopback_grants(),
         )
         .await
         .expect("connect hostile");
@@ -387,7 +447,12 @@ async fn a_cursor_that_never_ends_fails_the_scan() {
     let store = Arc::new(Database::open(&dir.path().join("host.db")).expect("store"));
     let runtime = Runtime::new(engine, vec![hostile], store).with_max_empty_pages(50);
     runtime
-        .connect("h", "hostile", &settings("endless-cursor", "", &[]))
+        .connect(
+            "h",
+            "hostile",
+            &settings("endless-cursor", "", &[]),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect");
     let err = alongside(async move { runtime.scan("h", &()).await.map(|_| ()) })
@@ -433,16 +498,31 @@ async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
         let settings =
             scanner_tests::wiz_settings_with(sim, &format!("client-{i}"), &format!("secret-{i}"));
         runtime
-            .connect(&format!("t{i}"), "wiz", &settings)
+            .connect(
+                &format!("t{i}"),
+                "wiz",
+                &settings,
+                &scanner_tests::loopback_grants(),
+            )
             .await
             .expect("connect");
     }
     runtime
-        .connect("slow", "wiz", &wiz_settings(&slow))
+        .connect(
+            "slow",
+            "wiz",
+            &wiz_settings(&slow),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect slow");
     runtime
-        .connect("doomed", "wiz", &wiz_settings(&doomed))
+        .connect(
+            "doomed",
+            "wiz",
+            &wiz_settings(&doomed),
+            &scanner_tests::loopback_grants(),
+        )
         .await
         .expect("connect doomed");
     doomed.shutdown();
