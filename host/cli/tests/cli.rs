@@ -887,7 +887,7 @@ fn connect_with_an_allow_list_missing_an_origin_names_it_and_an_extra_one_is_ref
     let table = run(&db, plugin, &["status"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
-        text.contains("granted") && text.contains("private_network"),
+        text.contains("GRANTED") && text.contains("PRIVATE_NETWORK") && text.contains(unused),
         "{text}"
     );
 }
