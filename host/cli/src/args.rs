@@ -322,7 +322,7 @@ pub(crate) struct FindingsArgs {
     pub(crate) exploit: bool,
     /// Only findings whose EPSS probability is at least P (0 to 1);
     /// findings without EPSS are left out.
-    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    #[arg(long, value_name = "P", value_parser = parse_probability, allow_negative_numbers = true)]
     pub(crate) min_epss: Option<f64>,
     /// The order: worst severity first, or highest EPSS probability first
     /// (then by severity).
