@@ -334,7 +334,8 @@ async fn one_engine_imports_exactly_with_a_0_2_and_a_0_3_plugin_side_by_side() {
 }
 
 /// The first `fetch-findings` page `plugin` answers for `request`, in a
-/// sandbox that allows the egress its `configure` asked for.
+/// sandbox that allows the egress its `configure` asked for (and the
+/// loopback address the simulator listens on).
 async fn first_page(plugin: &Plugin, sim: &Simulator, request: &PageRequest) -> FindingPage {
     let settings = wiz_settings(sim);
     let kv = Arc::new(Database::open_in_memory().expect("store"));
@@ -347,7 +348,10 @@ async fn first_page(plugin: &Plugin, sim: &Simulator, request: &PageRequest) -> 
     let sandbox = TenantSandbox {
         tenant: "t1".into(),
         kv,
-        egress: EgressPolicy::from_origins(&configured.egress).expect("egress"),
+        // The simulator listens on 127.0.0.1: granted explicitly.
+        egress: EgressPolicy::from_origins(&configured.egress)
+            .expect("egress")
+            .with_private_network(true),
         limits: None,
         extra_root_certificates: Vec::new(),
     };
