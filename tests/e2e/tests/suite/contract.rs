@@ -425,3 +425,30 @@ async fn a_0_2_plugin_is_never_passed_updated_since_and_answers_full_scans() {
         "the 0.3.0 plugin reports triage fields"
     );
 }
+
+/// A plugin that cannot filter by time (here the 0.2.0 connector, which
+/// the host never asks) answers an incremental scan's request with a full
+/// scan; the host completes it as one, resolving what it did not return.
+#[tokio::test]
+async fn a_plugin_answering_a_full_scan_to_an_incremental_request_is_completed_as_one() {
+    let (engine, _) = engine_and_plugin();
+    let env = scanner_tests::TestEnv::new(SimConfig {
+        findings: 1500,
+        seed: 31,
+        ..SimConfig::default()
+    })
+    .with_plugins(engine, vec![wiz_0_2_0()]);
+    env.connect("t").await.expect("connect");
+    let (sim, runtime) = (env.sim(), env.runtime());
+    let first = runtime.scan("t", &()).await.expect("first scan");
+    assert!(!first.incremental);
+    sim.advance(1);
+    // Within the full interval: the schedule asks for an incremental scan.
+    let second = runtime.scan("t", &()).await.expect("second scan");
+    assert!(!second.incremental, "completed as a full scan: {second:?}");
+    assert!(second.resolved > 0, "{second:?}");
+    let open = scanner_tests::open_ids(runtime, "t");
+    assert_eq!(open, expected_open(sim, true, true));
+    let scans = runtime.store().scans("t", 1).expect("scans");
+    assert_eq!(scans[0].mode, "full");
+}
