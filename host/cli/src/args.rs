@@ -144,6 +144,16 @@ pub(crate) enum Command {
     },
     /// Set how often one integration is scanned, or show it.
     Schedule(ScheduleArgs),
+    /// Fetch the first page of a tenant's source and show each raw record
+    /// beside the finding (or error) the plugin maps it to; stores no
+    /// finding.
+    Inspect {
+        /// Tenant name.
+        tenant: String,
+        /// Records shown (1 to 10 000).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+    },
     /// Integrations, their last scans and counts.
     Status,
     /// List findings.

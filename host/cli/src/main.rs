@@ -75,6 +75,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => commands::export::run(global, args, format).await,
         Command::Scan { tenant, full } => commands::scan::run(global, tenant, full, format).await,
         Command::Schedule(args) => commands::schedule::run(global, args, format),
+        Command::Inspect { tenant, limit } => {
+            commands::inspect::run(global, tenant, limit as usize, format).await
+        }
         Command::Status => commands::status::run(global, format).await,
         Command::Findings(args) => commands::findings::run(global, args, format),
         Command::Disconnect { tenant, yes } => commands::disconnect::run(global, tenant, yes),

@@ -5,6 +5,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::error::RuntimeError;
 use crate::grants::Grants;
+use crate::inspect::{InspectedRecord, Mapped};
 use crate::live::LiveScans;
 use crate::lock::LockHolder;
 use crate::metrics::Metrics;
@@ -378,6 +379,41 @@ impl Runtime {
         let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
         let mut instance: SourceInstance = setup.with_grants(&grants_of(&integration)).await?;
         Ok(self.metrics.answered(instance.test().await?)?)
+    }
+
+    /// The first page of the tenant's source fetched raw (`fetch-page`),
+    /// at most `limit` of its records mapped (`map-findings`), each record
+    /// beside what it maps to: what a plugin author debugging a mapping
+    /// needs. A full scan's first page, under the integration's grants;
+    /// nothing is stored.
+    pub async fn inspect(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<Vec<InspectedRecord>, RuntimeError> {
+        let integration = self
+            .store
+            .integration(tenant)?
+            .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
+        let plugin = self.plugins.of_integration(&self.store, &integration)?;
+        let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
+        let mut instance: SourceInstance = setup.with_grants(&grants_of(&integration)).await?;
+        let request = scanner_contract::PageRequest::default();
+        let page = self
+            .metrics
+            .answered(instance.fetch_page(&request).await?)?;
+        let mut records = page.records;
+        records.truncate(limit);
+        let mapped = instance.map_findings(records.clone()).await?;
+        Ok(records
+            .into_iter()
+            .zip(mapped)
+            .map(|(record, result)| InspectedRecord {
+                id: record.id,
+                body: record.body,
+                mapped: Mapped::of(result),
+            })
+            .collect())
     }
 
     /// The tenant's sink, to export with: its integration's plugin (the

@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod disconnect;
 pub(crate) mod export;
 pub(crate) mod findings;
+pub(crate) mod inspect;
 pub(crate) mod keys;
 pub(crate) mod plugins;
 pub(crate) mod repos;

@@ -423,3 +423,44 @@ fn bad_input_is_refused_in_words_before_anything_is_stored() {
     );
     assert!(next_slot(&env) > time::Duration::hours(5));
 }
+
+#[tokio::test]
+async fn inspect_shows_each_raw_record_beside_what_it_maps_to_and_stores_no_finding() {
+    let env = TestEnv::new(SimConfig {
+        findings: 400,
+        seed: 4,
+        ..SimConfig::default()
+    });
+    assert!(connect(&env, "t").status.success());
+    let out = env.run(&["inspect", "t", "--limit", "25", "--format", "json"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let records = records.as_array().expect("a list");
+    assert_eq!(records.len(), 25);
+    let mut findings = 0;
+    for record in records {
+        let id = record["id"].as_str().expect("id");
+        // The raw record is the API's node, as the plugin returned it.
+        let body: serde_json::Value =
+            serde_json::from_str(record["body"].as_str().expect("body")).expect("node JSON");
+        assert_eq!(body["id"], id);
+        match record["mapped"]["outcome"].as_str() {
+            Some("finding") => {
+                findings += 1;
+                assert_eq!(record["mapped"]["finding"]["source_id"], id);
+            }
+            Some("not-imported") => {}
+            other => panic!("{id}: {other:?}: {record}"),
+        }
+    }
+    assert!(findings > 0, "some records of the first page are imported");
+    let text = env.run(&["inspect", "t", "--limit", "3"]);
+    assert!(text.status.success(), "{}", output_text(&text));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.matches("maps to:").count(), 3, "{text}");
+    // Nothing was stored.
+    let out = env.run(&["findings", "t", "--format", "json"]);
+    let stored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(stored.as_array().map(Vec::len), Some(0), "{stored}");
+    assert_eq!(outcome(&env, "t"), "", "no scan was recorded");
+}
