@@ -258,6 +258,9 @@ fn host_row(importer: &'static str, n: usize, cache: Option<&Path>) -> Row {
         "bench",
         "--plugin",
         "wiz",
+        // The simulator listens on 127.0.0.1: granted explicitly.
+        "--allow-requested",
+        "--allow-private-network",
         "--set",
         &api,
         "--set",
