@@ -312,7 +312,10 @@ async fn component_vs_native() -> one_pass::OnePass {
     let sandbox = TenantSandbox {
         tenant: "bench".into(),
         kv: store,
-        egress: EgressPolicy::from_origins(&[sim.base_url()]).expect("egress"),
+        // The simulator listens on 127.0.0.1: granted explicitly.
+        egress: EgressPolicy::from_origins(&[sim.base_url()])
+            .expect("egress")
+            .with_private_network(true),
         limits: None,
         extra_root_certificates: Vec::new(),
     };
