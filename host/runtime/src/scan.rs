@@ -283,8 +283,9 @@ impl Scan<'_> {
             .store
             .sync_history(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
-        let mode = self.sync.mode(&history, self.request, self.clock.now());
-        let start = self.store.begin_scan_as(tenant, self.clock.now(), &mode)?;
+        let begun = self.clock.now();
+        let mode = self.sync.mode(&history, self.request, begun);
+        let start = self.store.begin_scan_as(tenant, begun, &mode)?;
         let scan_id = start.scan_id;
         progress.started(scan_id);
         let started = std::time::Instant::now();
@@ -305,10 +306,7 @@ impl Scan<'_> {
             Ok(mut report) => {
                 let summary = self.store.complete_scan(scan_id, tenant, now)?;
                 report.resumed = start.resumed;
-                report.incremental = self
-                    .store
-                    .scan(scan_id)?
-                    .is_some_and(|s| s.mode == "incremental");
+                report.incremental = summary.incremental;
                 report.new = summary.new;
                 report.updated = summary.updated;
                 report.reopened = summary.reopened;

@@ -110,6 +110,8 @@ pub struct ScanSummary {
     pub resolved: u64,
     /// Records the plugin did not import.
     pub skipped: u64,
+    /// Whether the scan was incremental (changes only) rather than full.
+    pub incremental: bool,
 }
 
 /// Why a scan failed, as recorded.
@@ -512,34 +514,26 @@ impl Database {
                 "scan {scan_id} cannot complete: its last page was not stored"
             )));
         }
-        if incremental {
-            // Changes only: what it did not return did not change. Its
-            // resolutions were stored with its pages.
+        // An incremental scan returns changes only: what it did not return
+        // did not change, and its resolutions were stored with its pages.
+        let resolved = if incremental {
+            0
+        } else {
             tx.execute(
-                "UPDATE scan_runs SET outcome = 'completed', finished_at = ?2, cursor = NULL
-                 WHERE id = ?1",
-                params![scan_id, now],
+                "INSERT INTO finding_events (tenant, source_id, scan_id, at, from_state, to_state)
+                 SELECT tenant, source_id, ?2, ?3, 'open', 'resolved' FROM findings
+                 WHERE tenant = ?1 AND state = 'open' AND last_seen_scan <> ?2",
+                params![tenant, scan_id, now],
             )?;
-            let summary = read_summary(&tx, scan_id)?.ok_or(StoreError::ScanNotRunning {
-                scan_id,
-                tenant: tenant.to_string(),
-            })?;
-            tx.commit()?;
-            return Ok(summary);
-        }
+            tx.execute(
+                "UPDATE findings SET state = 'resolved', resolved_at = ?3
+                 WHERE tenant = ?1 AND state = 'open' AND last_seen_scan <> ?2",
+                params![tenant, scan_id, now],
+            )?
+        };
         tx.execute(
-            "INSERT INTO finding_events (tenant, source_id, scan_id, at, from_state, to_state)
-             SELECT tenant, source_id, ?2, ?3, 'open', 'resolved' FROM findings
-             WHERE tenant = ?1 AND state = 'open' AND last_seen_scan <> ?2",
-            params![tenant, scan_id, now],
-        )?;
-        let resolved = tx.execute(
-            "UPDATE findings SET state = 'resolved', resolved_at = ?3
-             WHERE tenant = ?1 AND state = 'open' AND last_seen_scan <> ?2",
-            params![tenant, scan_id, now],
-        )?;
-        tx.execute(
-            "UPDATE scan_runs SET outcome = 'completed', finished_at = ?2, resolved = ?3, cursor = NULL
+            "UPDATE scan_runs SET outcome = 'completed', finished_at = ?2,
+                resolved = resolved + ?3, cursor = NULL
              WHERE id = ?1",
             params![scan_id, now, resolved],
         )?;
@@ -614,7 +608,8 @@ impl Database {
 fn read_summary(conn: &Connection, scan_id: i64) -> Result<Option<ScanSummary>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT pages, new, updated, reopened, resolved, skipped FROM scan_runs WHERE id = ?1",
+            "SELECT pages, new, updated, reopened, resolved, skipped, mode = 'incremental'
+             FROM scan_runs WHERE id = ?1",
             [scan_id],
             |r| {
                 Ok(ScanSummary {
@@ -624,6 +619,7 @@ fn read_summary(conn: &Connection, scan_id: i64) -> Result<Option<ScanSummary>, 
                     reopened: r.get(3)?,
                     resolved: r.get(4)?,
                     skipped: r.get(5)?,
+                    incremental: r.get(6)?,
                 })
             },
         )

@@ -32,20 +32,23 @@ impl Database {
         let row = conn
             .query_row(
                 "SELECT i.updated_at, i.full_every_secs, i.incremental_every_secs,
-                    (SELECT started_at || ' ' || finished_at FROM scan_runs
-                     WHERE tenant = i.tenant AND outcome = 'completed' AND mode = 'full'
-                     ORDER BY id DESC LIMIT 1),
+                    lf.started_at, lf.finished_at,
                     (SELECT started_at FROM scan_runs
                      WHERE tenant = i.tenant AND outcome = 'completed' ORDER BY id DESC LIMIT 1)
-                 FROM integrations i WHERE i.tenant = ?1",
+                 FROM integrations i
+                 LEFT JOIN scan_runs lf ON lf.id = (SELECT id FROM scan_runs
+                     WHERE tenant = i.tenant AND outcome = 'completed' AND mode = 'full'
+                     ORDER BY id DESC LIMIT 1)
+                 WHERE i.tenant = ?1",
                 [tenant],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, Option<u64>>(1)?,
                         r.get::<_, Option<u64>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(3)?
+                            .zip(r.get::<_, Option<String>>(4)?),
+                        r.get::<_, Option<String>>(5)?,
                     ))
                 },
             )
@@ -54,12 +57,7 @@ impl Database {
             return Ok(None);
         };
         let last_full = match last_full {
-            Some(both) => {
-                let (start, end) = both.split_once(' ').ok_or_else(|| {
-                    StoreError::Invalid(format!("scan times of `{tenant}` are malformed"))
-                })?;
-                Some((parse_timestamp(start)?, parse_timestamp(end)?))
-            }
+            Some((start, end)) => Some((parse_timestamp(&start)?, parse_timestamp(&end)?)),
             None => None,
         };
         Ok(Some(SyncHistory {

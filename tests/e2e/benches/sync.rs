@@ -18,18 +18,13 @@ use std::time::{Duration, Instant};
 
 /// User plus system CPU time of this process so far.
 fn cpu_time() -> Duration {
-    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 a second
-    // on Linux); the name in field 2 may hold spaces, so count after it.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after_name
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // After the name: state (not a number, dropped), then ppid … so utime
-    // and stime are the 11th and 12th numbers.
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    // SAFETY: a zeroed rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to a live local the call fills.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(status, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// The database's size on disk: the file and its write-ahead log.
