@@ -16,9 +16,14 @@
 //! (the exports) and `host_env` (the client's environment over the host's
 //! imports) touch the host, so the same code is unit-tested natively.
 
+// `generate_all`: the world imports `wasi:http/outgoing-handler` from the
+// WASI packages vendored in `wit/deps`, and its bindings (with `wasi:io`'s
+// and `wasi:clocks`' that it uses) are generated here too: the documented
+// binding the client keeps several page requests in flight with.
 wit_bindgen::generate!({
     path: "../wit",
     world: "source-sink-plugin",
+    generate_all,
 });
 
 pub use exports::scanner::plugin::findings_sink as sink;

@@ -11,6 +11,7 @@
 wit_bindgen::generate!({
     path: "../../wit",
     world: "source-plugin",
+    generate_all,
 });
 
 use exports::scanner::plugin::scanner_source::{
