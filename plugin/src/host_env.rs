@@ -7,11 +7,16 @@
 //! wasi:http request, how several stay in flight, and how a wasi:http error
 //! is named and classified as a [`Failure`].
 //!
-//! Two documented ways out, each where it fits: `waki`'s client for a
-//! request that is sent and waited for on its own (the token request, a
-//! connection test, the export's upload), and the `wasi:http` bindings
-//! generated from the contract's vendored WASI packages for the pages a
-//! scan keeps in flight side by side, which `waki`'s client cannot do.
+//! Every request goes through the `wasi:http` bindings generated from the
+//! contract's vendored WASI packages (`wit/deps`), a documented binding:
+//! a scan keeps several page requests in flight, which `waki`'s client
+//! cannot do, and `waki` 0.5's client also cannot send a body with a
+//! `Content-Length` reliably: it reads the body stream's state once more
+//! after writing it, and wasmtime may report that stream closed once the
+//! declared length is written, which `waki` returns as an error and loses
+//! the response (seen on the token request). Every request of this
+//! plugin has a body, and some servers need its length (presigned upload
+//! URLs refuse chunked bodies), so none goes through `waki`.
 
 use crate::scanner::plugin::{log, storage};
 use crate::wasi::http::{outgoing_handler, types as http};
@@ -43,83 +48,63 @@ fn transport(message: String) -> TransportError {
     }
 }
 
-/// Defines `$name`, which names a wasi:http `error-code` in words with the
-/// class that decides whether it is retried; `timeout` is what the request
-/// allowed. A macro because each of the two bindings the plugin sends
-/// through (its own, `waki`'s) has its own `ErrorCode` type, with the same
-/// cases in every WASI 0.2 release.
-macro_rules! classify_error_code {
-    ($name:ident, $code:ty) => {
-        fn $name(e: $code, timeout: std::time::Duration) -> TransportError {
-            type E = $code;
-            let (failure, message) = match e {
-                E::HttpRequestDenied => (
-                    Failure::Denied,
-                    "the origin is not allowed for this tenant".to_string(),
-                ),
-                E::DnsError(p) => (
-                    Failure::Dns,
-                    match p.rcode {
-                        Some(cause) => format!("DNS lookup failed ({cause})"),
-                        None => "DNS lookup failed".to_string(),
-                    },
-                ),
-                E::DestinationNotFound => (Failure::Dns, "the host name does not resolve".into()),
-                E::TlsCertificateError => (Failure::Certificate, "certificate not trusted".into()),
-                E::TlsProtocolError => (Failure::Tls, "TLS protocol error".into()),
-                E::TlsAlertReceived(p) => (
-                    Failure::Tls,
-                    match p.alert_message {
-                        Some(m) => format!("the server sent TLS alert: {m}"),
-                        None => "the server sent a TLS alert".into(),
-                    },
-                ),
-                E::DnsTimeout
-                | E::ConnectionTimeout
-                | E::ConnectionReadTimeout
-                | E::ConnectionWriteTimeout
-                | E::HttpResponseTimeout => (
-                    Failure::Timeout,
-                    format!("timed out after {} s", timeout.as_secs()),
-                ),
-                E::ConnectionRefused => (Failure::Connection, "connection refused".into()),
-                E::ConnectionTerminated => (
-                    Failure::Connection,
-                    "the connection closed before the answer was complete".into(),
-                ),
-                E::HttpResponseIncomplete => (
-                    Failure::Connection,
-                    "the answer ended before it was complete".into(),
-                ),
-                E::DestinationUnavailable | E::DestinationIpUnroutable => {
-                    (Failure::Connection, "the host is unreachable".into())
-                }
-                E::HttpProtocolError => (Failure::Other, "the answer is not valid HTTP".into()),
-                E::HttpResponseBodySize(_) => (Failure::Other, "the answer is too large".into()),
-                E::InternalError(Some(m)) => (Failure::Other, m),
-                other => {
-                    // The variant's name only: its payload is debug text.
-                    let name = format!("{other:?}");
-                    let name = name.split('(').next().unwrap_or_default().to_string();
-                    (Failure::Other, format!("the HTTP exchange failed ({name})"))
-                }
-            };
-            TransportError { failure, message }
+/// A wasi:http error in words, with the class that decides whether it is
+/// retried; `timeout` is what the request allowed.
+fn transport_code(e: http::ErrorCode, timeout: std::time::Duration) -> TransportError {
+    use http::ErrorCode as E;
+    let (failure, message) = match e {
+        E::HttpRequestDenied => (
+            Failure::Denied,
+            "the origin is not allowed for this tenant".to_string(),
+        ),
+        E::DnsError(p) => (
+            Failure::Dns,
+            match p.rcode {
+                Some(cause) => format!("DNS lookup failed ({cause})"),
+                None => "DNS lookup failed".to_string(),
+            },
+        ),
+        E::DestinationNotFound => (Failure::Dns, "the host name does not resolve".into()),
+        E::TlsCertificateError => (Failure::Certificate, "certificate not trusted".into()),
+        E::TlsProtocolError => (Failure::Tls, "TLS protocol error".into()),
+        E::TlsAlertReceived(p) => (
+            Failure::Tls,
+            match p.alert_message {
+                Some(m) => format!("the server sent TLS alert: {m}"),
+                None => "the server sent a TLS alert".into(),
+            },
+        ),
+        E::DnsTimeout
+        | E::ConnectionTimeout
+        | E::ConnectionReadTimeout
+        | E::ConnectionWriteTimeout
+        | E::HttpResponseTimeout => (
+            Failure::Timeout,
+            format!("timed out after {} s", timeout.as_secs()),
+        ),
+        E::ConnectionRefused => (Failure::Connection, "connection refused".into()),
+        E::ConnectionTerminated => (
+            Failure::Connection,
+            "the connection closed before the answer was complete".into(),
+        ),
+        E::HttpResponseIncomplete => (
+            Failure::Connection,
+            "the answer ended before it was complete".into(),
+        ),
+        E::DestinationUnavailable | E::DestinationIpUnroutable => {
+            (Failure::Connection, "the host is unreachable".into())
+        }
+        E::HttpProtocolError => (Failure::Other, "the answer is not valid HTTP".into()),
+        E::HttpResponseBodySize(_) => (Failure::Other, "the answer is too large".into()),
+        E::InternalError(Some(m)) => (Failure::Other, m),
+        other => {
+            // The variant's name only: its payload is debug text.
+            let name = format!("{other:?}");
+            let name = name.split('(').next().unwrap_or_default().to_string();
+            (Failure::Other, format!("the HTTP exchange failed ({name})"))
         }
     };
-}
-
-classify_error_code!(transport_code, http::ErrorCode);
-classify_error_code!(waki_code, waki::ErrorCode);
-
-/// A `waki` client error in words: its wasi:http error code when it carries
-/// one (denied, refused, TLS, timeouts), classified like the in-flight
-/// path's; otherwise its message.
-fn waki_error(e: anyhow::Error, timeout: std::time::Duration) -> TransportError {
-    match e.downcast::<waki::ErrorCode>() {
-        Ok(code) => waki_code(code, timeout),
-        Err(e) => transport(format!("the HTTP exchange failed: {e}")),
-    }
+    TransportError { failure, message }
 }
 
 impl HostEnv {
@@ -163,41 +148,6 @@ impl HostEnv {
 
 impl Env for HostEnv {
     type Pending = Pending;
-
-    /// One request on its own, through `waki`'s client.
-    fn send(&self, request: &Request) -> Result<Response, TransportError> {
-        let method = match request.method {
-            "GET" => waki::Method::Get,
-            "PUT" => waki::Method::Put,
-            _ => waki::Method::Post,
-        };
-        // `waki` sets the connect timeout only; the host bounds the wait
-        // for the answer and between its chunks with its own limits.
-        let response = waki::Client::new()
-            .request(method, &request.url)
-            .headers(request.headers.iter().map(|(k, v)| (*k, v.as_str())))
-            .body(request.body.as_slice())
-            .connect_timeout(request.timeout)
-            .send()
-            .map_err(|e| waki_error(e, request.timeout))?;
-        let status = response.status_code();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                (k.as_str().to_string(), value)
-            })
-            .collect();
-        let body = response
-            .body()
-            .map_err(|e| waki_error(e, request.timeout))?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
-    }
 
     fn start(&self, request: &Request) -> Result<Pending, TransportError> {
         let out = Self::outgoing(request)?;

@@ -141,6 +141,11 @@ pub(crate) enum Command {
         /// A full scan, whatever the schedule says.
         #[arg(long)]
         full: bool,
+        /// When another process is scanning the tenant, wait for it to
+        /// finish (or its lease to lapse) and scan then, instead of
+        /// exiting with an error that names it.
+        #[arg(long)]
+        wait: bool,
     },
     /// Set how often one integration is scanned, or show it.
     Schedule(ScheduleArgs),

@@ -73,7 +73,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::test::run(global, tenant, export, format).await
         }
         Command::Export(args) => commands::export::run(global, args, format).await,
-        Command::Scan { tenant, full } => commands::scan::run(global, tenant, full, format).await,
+        Command::Scan { tenant, full, wait } => {
+            commands::scan::run(global, tenant, full, wait, format).await
+        }
         Command::Schedule(args) => commands::schedule::run(global, args, format),
         Command::Inspect { tenant, limit } => {
             commands::inspect::run(global, tenant, limit as usize, format).await

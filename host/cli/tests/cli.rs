@@ -891,3 +891,88 @@ fn connect_with_an_allow_list_missing_an_origin_names_it_and_an_extra_one_is_ref
         "{text}"
     );
 }
+
+/// Two processes scanning one tenant of one SQLite file: the second says
+/// who holds the tenant's lease and exits non-zero; with `--wait` it waits
+/// for the first to finish and then scans; the final state is that of an
+/// undisturbed scan.
+#[test]
+fn a_second_scan_of_a_tenant_names_the_lease_holder_or_waits_for_it() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    // Pages that take a while: the first scan is still running when the
+    // others start.
+    let sim = Sim::start(&["--findings", "3000", "--latency-ms", "400"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("host.db");
+    let plugin = Path::new(test_components::WIZ_PLUGIN);
+    let out = connect_to(&sim, &db, &["--allow-requested", "--allow-private-network"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut first = command(&db, plugin, &["scan", "acme", "--full"])
+        .spawn()
+        .expect("start the first scan");
+    // The lease is in the database once the first scan holds it.
+    let store = scanner_store::Database::open(&db).expect("open");
+    let lease = loop {
+        let now = time::OffsetDateTime::now_utc();
+        if let Some(lock) = store.tenant_lock("acme").expect("read lock")
+            && lock.expires_at > scanner_store::timestamp(now)
+        {
+            break lock;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(lease.pid, first.id());
+
+    let second = run(&db, plugin, &["scan", "acme"]);
+    let err = stderr(&second);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("being scanned by process {}", first.id())),
+        "{err}"
+    );
+    assert!(err.contains(&lease.acquired_at), "{err}");
+
+    let mut waiting = command(&db, plugin, &["scan", "acme", "--wait", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the waiting scan");
+    let mut lines = BufReader::new(waiting.stderr.take().expect("stderr")).lines();
+    let said = lines
+        .next()
+        .expect("the waiting scan said nothing")
+        .expect("line");
+    assert!(
+        said.starts_with("waiting: tenant `acme` is being scanned by process"),
+        "{said}"
+    );
+    let status = first.wait().expect("first scan");
+    assert!(status.success(), "the first scan failed");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let done = waiting.wait_with_output().expect("waiting scan");
+    assert!(done.status.success(), "{rest:?}");
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout).expect("JSON report");
+    assert_eq!(report["tenant"], "acme", "{report}");
+
+    // The same as a scan nobody disturbed: an incremental rescan after the
+    // full one changes nothing, and the open findings are the
+    // simulator's.
+    assert_eq!(report["new"], 0, "{report}");
+    assert_eq!(report["resolved"], 0, "{report}");
+    let reference_db = dir.path().join("reference.db");
+    let out = connect_to(
+        &sim,
+        &reference_db,
+        &["--allow-requested", "--allow-private-network"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&reference_db, plugin, &["scan", "acme", "--full"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        open_findings(&db, "acme"),
+        open_findings(&reference_db, "acme")
+    );
+    assert!(open_findings(&db, "acme") > 0);
+}

@@ -150,6 +150,7 @@ impl RuntimeError {
             Self::Engine(EngineError::EgressDenied { .. }) => "egress-denied",
             Self::Engine(_) => "engine",
             Self::Internal(_) => "internal",
+            Self::Database(StoreError::LeaseLost { .. }) => "lease-lost",
             Self::Database(_) => "store",
             Self::BadEgress { .. } => "invalid-config",
             Self::NotGranted { .. } => "not-granted",

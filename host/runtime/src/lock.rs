@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::error::RuntimeError;
-use scanner_store::{Database, StoreError, TenantLock};
+use scanner_store::{Database, LockAttempt, StoreError, TenantLock};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +93,10 @@ pub(crate) struct ScanLock {
     store: Arc<Database>,
     tenant: String,
     id: String,
+    /// The lease taken: its generation fences the scan's writes.
+    lease: TenantLock,
+    /// The scan fenced with it, if one began.
+    fenced: std::sync::Mutex<Option<i64>>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -118,12 +122,15 @@ impl ScanLock {
             .await
             .map_err(|e| RuntimeError::Internal(format!("lock task failed: {e}")))??
         };
-        if let Some(holder) = taken {
-            return Err(RuntimeError::Locked {
-                tenant: tenant.to_string(),
-                holder: Box::new(holder),
-            });
-        }
+        let lease = match taken {
+            LockAttempt::Taken(lease) => lease,
+            LockAttempt::Held(holder) => {
+                return Err(RuntimeError::Locked {
+                    tenant: tenant.to_string(),
+                    holder: Box::new(holder),
+                });
+            }
+        };
         let renewal = {
             let (store, clock) = (store.clone(), clock.clone());
             let (tenant, id) = (tenant.to_string(), me.id.clone());
@@ -139,6 +146,8 @@ impl ScanLock {
                     })
                     .await;
                     if !matches!(renewed, Ok(Ok(true))) {
+                        // The scan's next write finds out whether the lease
+                        // was lost, and stores nothing if it was.
                         tracing::warn!(tenant, "could not renew the tenant's scan lock");
                     }
                 }
@@ -148,13 +157,32 @@ impl ScanLock {
             store: store.clone(),
             tenant: tenant.to_string(),
             id: me.id.clone(),
+            lease,
+            fenced: std::sync::Mutex::new(None),
             renewal,
         })
+    }
+
+    /// Fence `scan_id`'s writes with this lease: once this process loses
+    /// the lease, they store nothing.
+    pub(crate) fn fence(&self, scan_id: i64) {
+        self.store.fence_scan(scan_id, &self.tenant, &self.lease);
+        *self
+            .fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scan_id);
     }
 
     /// Stop renewing and give the lock back.
     pub(crate) fn release(self) {
         self.renewal.abort();
+        let fenced = *self
+            .fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(scan_id) = fenced {
+            self.store.unfence_scan(scan_id);
+        }
         let tenant = &self.tenant;
         if let Err(e) = self.store.release_tenant_lock(tenant, &self.id) {
             tracing::warn!(tenant, error = %e, "could not release the tenant's scan lock");

@@ -261,7 +261,7 @@ impl Scan<'_> {
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
         let lock = ScanLock::acquire(self.store, self.clock, self.holder, tenant).await?;
-        let result = self.scan_inner(tenant, progress).await;
+        let result = self.scan_inner(tenant, &lock, progress).await;
         lock.release();
         result
     }
@@ -273,6 +273,7 @@ impl Scan<'_> {
     async fn scan_inner(
         &self,
         tenant: &str,
+        lock: &ScanLock,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
         let integration = self
@@ -287,6 +288,7 @@ impl Scan<'_> {
         let mode = self.sync.mode(&history, self.request, begun);
         let start = self.store.begin_scan_as(tenant, begun, &mode)?;
         let scan_id = start.scan_id;
+        lock.fence(scan_id);
         progress.started(scan_id);
         let started = std::time::Instant::now();
         let outcome = if start.paging_done {

@@ -21,6 +21,10 @@ pub struct Database {
     pub(crate) key_source: String,
     /// The key file this open created, if it did.
     created_key_file: Option<PathBuf>,
+    /// The scans this process runs under a tenant lease, by scan id: each
+    /// write of such a scan first checks, in its transaction, that the
+    /// lease is still this process's (see [`Database::fence_scan`]).
+    pub(crate) fences: Mutex<std::collections::HashMap<i64, crate::locks::Fence>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -122,6 +126,7 @@ impl Database {
             cipher: RwLock::new(cipher),
             key_source,
             created_key_file,
+            fences: Mutex::default(),
         })
     }
 
@@ -272,6 +277,7 @@ impl Database {
             cipher: RwLock::new(cipher),
             key_source,
             created_key_file,
+            fences: Mutex::default(),
         })
     }
 

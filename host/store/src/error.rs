@@ -83,6 +83,20 @@ pub enum StoreError {
         /// The tenant.
         tenant: String,
     },
+    /// This process no longer holds the tenant's scan lease it began the
+    /// scan under (it expired while the process was stopped or cut off,
+    /// and another process may have taken it): nothing was written.
+    #[error(
+        "scan {scan_id} of tenant `{tenant}`: this process no longer holds the tenant's scan lease ({now_held}); nothing was stored"
+    )]
+    LeaseLost {
+        /// The scan.
+        scan_id: i64,
+        /// The tenant.
+        tenant: String,
+        /// Who holds it now, in words.
+        now_held: String,
+    },
     /// A repository URL the host does not know.
     #[error("no known repository `{0}` (see `repos list`)")]
     UnknownRepository(String),

@@ -37,7 +37,7 @@ pub use findings::{
     InvalidCveId, StatusFilter, UnknownSort,
 };
 pub use integrations::{CaCertificate, EgressGrants, Integration, IntegrationStatus};
-pub use locks::TenantLock;
+pub use locks::{LockAttempt, TenantLock};
 pub use normalize::{image_name_key, normalize_image, normalize_repo_url};
 pub use plugin_state::{KV_QUOTA_BYTES, KV_QUOTA_KEYS};
 pub use repositories::{ImageMappingRow, MappingRule, NewRepository, RepositoryRow};

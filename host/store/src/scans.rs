@@ -267,11 +267,16 @@ impl Database {
         tenant: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        let now = timestamp(now);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        self.check_fence(&tx, scan_id, &now)?;
+        tx.execute(
             "UPDATE scan_runs SET outcome = 'interrupted', finished_at = ?3
              WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
-            params![scan_id, tenant, timestamp(now)],
+            params![scan_id, tenant, now],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -338,6 +343,7 @@ impl Database {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let incremental = Self::check_running(&tx, scan_id, tenant)?;
+        self.check_fence(&tx, scan_id, &now)?;
         let mut counts = PageCounts::default();
         let mut skipped = skipped;
         // Known open findings seen again unchanged: one statement for the
@@ -504,6 +510,7 @@ impl Database {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let incremental = Self::check_running(&tx, scan_id, tenant)?;
+        self.check_fence(&tx, scan_id, &now)?;
         let done: bool = tx.query_row(
             "SELECT paging_done FROM scan_runs WHERE id = ?1",
             [scan_id],
@@ -559,19 +566,17 @@ impl Database {
         resumable: bool,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        let now = timestamp(now);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        self.check_fence(&tx, scan_id, &now)?;
+        tx.execute(
             "UPDATE scan_runs SET outcome = 'failed', finished_at = ?3, error_kind = ?4,
                 error_message = ?5, resumable = ?6
              WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
-            params![
-                scan_id,
-                tenant,
-                timestamp(now),
-                error_kind,
-                message,
-                resumable
-            ],
+            params![scan_id, tenant, now, error_kind, message, resumable],
         )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -361,6 +361,13 @@ UPDATE integrations SET allow_private_network = 1 WHERE EXISTS (
         OR value LIKE 'http%://localhost' OR value LIKE 'http%://[::1]%'
 );
 "#,
+    // Lease generations: a tenant's lock row is kept when it is given back
+    // (expired at once), and each taking of it counts one up, so a page
+    // write can check that its writer still holds the lease it began with,
+    // not merely a lease of the same name.
+    r#"
+ALTER TABLE tenant_locks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this host writes: the number of migration steps.
@@ -552,7 +559,11 @@ mod tests {
     #[test]
     fn stored_origins_become_grants_and_loopback_keeps_its_allowance() {
         let mut conn = Connection::open_in_memory().expect("db");
-        let before = MIGRATIONS.len() - 1;
+        // The schema just before the grants step.
+        let before = MIGRATIONS
+            .iter()
+            .position(|step| step.contains("ADD COLUMN allow_private_network"))
+            .expect("the grants step");
         let tx = conn.transaction().expect("tx");
         for step in &MIGRATIONS[..before] {
             tx.execute_batch(step).expect("old schema");

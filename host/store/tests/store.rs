@@ -694,30 +694,37 @@ fn a_scan_failed_on_a_passing_error_or_interrupted_is_resumed_from_its_checkpoin
 
 #[test]
 fn a_tenant_lock_has_one_live_holder_and_lapses() {
+    use scanner_store::LockAttempt;
     let store = Database::open_in_memory().expect("store");
     let later = T0 + time::Duration::minutes(1);
     let live = |_: &scanner_store::TenantLock| false;
-    assert_eq!(
+    let taken = |attempt: LockAttempt| match attempt {
+        LockAttempt::Taken(lease) => lease,
+        LockAttempt::Held(other) => panic!("held by {}", other.holder),
+    };
+    let first = taken(
         store
             .acquire_tenant_lock("t", "a", "h", 1, T0, later, live)
             .expect("lock"),
-        None
     );
-    let held = store
+    assert_eq!(first.generation, 1);
+    let LockAttempt::Held(held) = store
         .acquire_tenant_lock("t", "b", "h", 2, T0, later, live)
         .expect("lock")
-        .expect("held by a");
+    else {
+        panic!("b took a live lock");
+    };
     assert_eq!((held.holder.as_str(), held.pid), ("a", 1));
     // A holder known to be gone (its process died) loses the lock at once.
-    assert_eq!(
+    let second = taken(
         store
             .acquire_tenant_lock("t", "b", "h", 2, T0, later, |l| l.pid == 1)
             .expect("lock"),
-        None
     );
+    assert_eq!(second.generation, 2);
     assert!(!store.renew_tenant_lock("t", "a", later).expect("renew"));
     // An expired lock is anybody's.
-    assert_eq!(
+    let third = taken(
         store
             .acquire_tenant_lock(
                 "t",
@@ -726,13 +733,158 @@ fn a_tenant_lock_has_one_live_holder_and_lapses() {
                 1,
                 later,
                 later + time::Duration::minutes(1),
-                live
+                live,
             )
             .expect("lock"),
-        None
     );
+    assert_eq!(third.generation, 3);
+    // Given back, the lock is expired at once, and the next lease counts on.
     store.release_tenant_lock("t", "a").expect("release");
-    assert_eq!(store.tenant_lock("t").expect("read"), None);
+    let released = store.tenant_lock("t").expect("read").expect("row kept");
+    assert!(released.expires_at <= scanner_store::timestamp(later));
+    let fourth = taken(
+        store
+            .acquire_tenant_lock(
+                "t",
+                "b",
+                "h",
+                2,
+                later,
+                later + time::Duration::minutes(1),
+                live,
+            )
+            .expect("lock"),
+    );
+    assert_eq!(fourth.generation, 4);
+}
+
+#[test]
+fn a_scan_whose_lease_was_taken_over_stores_nothing_more_and_the_new_holder_finishes_it() {
+    use scanner_store::LockAttempt;
+    // Two processes on one database file, each with its own handle.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.db");
+    let a = Database::open(&path).expect("open a");
+    let b = Database::open(&path).expect("open b");
+    let minute = time::Duration::minutes(1);
+    let lease = |db: &Database, holder: &str, now: OffsetDateTime| match db
+        .acquire_tenant_lock("t", holder, "h", 1, now, now + minute, |_| false)
+        .expect("lock")
+    {
+        LockAttempt::Taken(lease) => lease,
+        LockAttempt::Held(other) => panic!("held by {}", other.holder),
+    };
+
+    // A begins a scan under its lease and stores a page.
+    let lease_a = lease(&a, "a", T0);
+    let scan = a.begin_scan("t", T0).expect("begin");
+    a.fence_scan(scan.scan_id, "t", &lease_a);
+    a.store_page(
+        scan.scan_id,
+        "t",
+        &[finding("one", "https://github.com/acme/one")],
+        0,
+        Some("c1"),
+        T0,
+    )
+    .expect("a's page while it holds the lease");
+
+    // A stops past its lease; B takes the tenant over and resumes the scan.
+    let t1 = T0 + minute * 2;
+    let lease_b = lease(&b, "b", t1);
+    assert_eq!(lease_b.generation, lease_a.generation + 1);
+    let resumed = b.begin_scan("t", t1).expect("resume");
+    assert!(resumed.resumed);
+    assert_eq!(resumed.scan_id, scan.scan_id);
+    assert_eq!(resumed.cursor.as_deref(), Some("c1"));
+    b.fence_scan(resumed.scan_id, "t", &lease_b);
+
+    // A wakes up: every write it tries is refused, and nothing is stored.
+    let lost = a
+        .store_page(
+            scan.scan_id,
+            "t",
+            &[finding("stale", "https://github.com/acme/stale")],
+            0,
+            None,
+            t1,
+        )
+        .expect_err("a's page after losing the lease");
+    assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
+    assert!(lost.to_string().contains("no longer holds"), "{lost}");
+    assert!(matches!(
+        a.complete_scan(scan.scan_id, "t", t1),
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        a.fail_scan(scan.scan_id, "t", "transient", "boom", true, t1),
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        a.interrupt_scan(scan.scan_id, "t", t1),
+        Err(StoreError::LeaseLost { .. })
+    ));
+
+    // B finishes the scan from A's checkpoint.
+    b.store_page(
+        resumed.scan_id,
+        "t",
+        &[finding("two", "https://github.com/acme/two")],
+        0,
+        None,
+        t1,
+    )
+    .expect("b's page");
+    b.complete_scan(resumed.scan_id, "t", t1).expect("complete");
+    let mut open = open_ids(&b, "t");
+    open.sort();
+    assert_eq!(open, ["one", "two"], "A's stale page left nothing");
+    let record = b.scan(scan.scan_id).expect("read").expect("scan");
+    assert_eq!(record.state, "completed");
+}
+
+/// A lease that expired with nobody taking it over still fences: the
+/// stopped holder's write is refused until it renews.
+#[test]
+fn a_write_after_the_lease_expired_is_refused_even_if_nobody_took_it() {
+    use scanner_store::LockAttempt;
+    let store = Database::open_in_memory().expect("store");
+    let minute = time::Duration::minutes(1);
+    let LockAttempt::Taken(lease) = store
+        .acquire_tenant_lock("t", "a", "h", 1, T0, T0 + minute, |_| false)
+        .expect("lock")
+    else {
+        panic!("lock free");
+    };
+    let scan = store.begin_scan("t", T0).expect("begin");
+    store.fence_scan(scan.scan_id, "t", &lease);
+    let late = T0 + minute * 2;
+    let refused = store
+        .store_page(
+            scan.scan_id,
+            "t",
+            &[finding("one", "https://github.com/acme/one")],
+            0,
+            None,
+            late,
+        )
+        .expect_err("expired lease");
+    assert!(refused.to_string().contains("lease expired"), "{refused}");
+    assert!(
+        store
+            .renew_tenant_lock("t", "a", late + minute)
+            .expect("renew")
+    );
+    store
+        .store_page(
+            scan.scan_id,
+            "t",
+            &[finding("one", "https://github.com/acme/one")],
+            0,
+            None,
+            late,
+        )
+        .expect("renewed lease");
 }
 
 /// Each listed finding's repository (when known) or image, by id.

@@ -365,7 +365,10 @@ async fn starting_a_scan_stores_its_findings_and_a_held_tenant_is_a_conflict() {
             |_| false,
         )
         .expect("lock");
-    assert!(taken.is_none(), "the lock was free");
+    assert!(
+        matches!(taken, scanner_store::LockAttempt::Taken(_)),
+        "the lock was free"
+    );
     let busy = api.post("/v1/integrations/acme/scans", &token).await;
     assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text);
     assert_eq!(error_kind(&busy), "scan-running");
