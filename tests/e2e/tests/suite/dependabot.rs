@@ -7,7 +7,7 @@
 use dependabot_sim::{Fault, LoggedRequest, SimConfig, Simulator};
 use scanner_contract::{PluginError, SettingValue};
 use scanner_engine::EngineError;
-use scanner_runtime::{Runtime, RuntimeError};
+use scanner_runtime::{Mapped, Runtime, RuntimeError};
 use scanner_store::{FindingQuery, FindingRow, StatusFilter};
 use scanner_tests::{
     cli_command, dependabot_settings, loopback_grants, output_text, plugin_folder,
@@ -511,4 +511,50 @@ fn one_serve_scans_a_wiz_tenant_and_a_dependabot_tenant_together() {
     };
     assert_eq!(count("gh"), expected_ids(&github));
     assert_eq!(count("w"), scanner_tests::expected_open(&wiz, true, true));
+}
+
+#[tokio::test]
+async fn fetch_page_then_map_findings_gives_what_the_scan_stored() {
+    let sim = sim();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_with_dependabot(dir.path());
+    runtime
+        .connect(
+            "gh",
+            "dependabot",
+            &dependabot_settings(&sim),
+            &loopback_grants(),
+        )
+        .await
+        .expect("connect");
+    runtime.scan("gh", &()).await.expect("scan");
+    let stored = rows(&runtime, "gh");
+
+    let inspected = runtime.inspect("gh", 100).await.expect("inspect");
+    let first_page: Vec<_> = sim
+        .alerts()
+        .iter()
+        .filter(|a| a.state == "open")
+        .take(100)
+        .collect();
+    assert_eq!(inspected.len(), first_page.len());
+    for (record, alert) in inspected.iter().zip(first_page) {
+        assert_eq!(record.id, alert.source_id, "records in GitHub's order");
+        let body: serde_json::Value = serde_json::from_str(&record.body).expect("raw JSON");
+        assert_eq!(body, alert.json, "the raw record is the alert as served");
+        match (&record.mapped, &alert.cve) {
+            (Mapped::Finding { finding }, Some(cve)) => {
+                assert_eq!(finding.cve_ids, vec![cve.clone()]);
+                let row = stored
+                    .iter()
+                    .find(|r| r.id == finding.source_id)
+                    .expect("the scan stored it");
+                assert_eq!(row.title, finding.title);
+                assert_eq!(row.remediation, finding.remediation);
+                assert_eq!(row.score, finding.score);
+            }
+            (Mapped::NotImported, None) => {}
+            (other, cve) => panic!("{}: {other:?} for CVE {cve:?}", record.id),
+        }
+    }
 }
