@@ -79,7 +79,7 @@ def _api_url(text):
     port = port or (443 if url.scheme == "https" else 80)
     shown = f"[{host}]" if ":" in host else host
     origin = f"{url.scheme}://{shown}:{port}"
-    return origin + url.path.rstrip("/"), origin
+    return f"{url.scheme}://{url.netloc}{url.path.rstrip('/')}", origin
 
 
 def parse(settings):

@@ -237,6 +237,22 @@ async fn wrong_token_unknown_org_and_unreachable_api_are_told_apart() {
     // The unknown organization got GitHub's 404, the wrong token a 401.
     let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [401, 404]);
+
+    // A 200 whose body is not the alerts' JSON fails the scan as a protocol
+    // error saying what was wrong, and stores nothing.
+    connect("t5", dependabot_settings(&sim))
+        .await
+        .expect("connect");
+    sim.script([Some(Fault::NotJson)]);
+    let err = runtime.scan("t5", &()).await.expect_err("not JSON");
+    match &err {
+        RuntimeError::Plugin(PluginError::Protocol { message, .. }) => assert!(
+            message.contains("answered HTTP 200 with a body that is not JSON"),
+            "{message}"
+        ),
+        other => panic!("a body that is not JSON is a protocol error, got {other:?}"),
+    }
+    assert!(rows(&runtime, "t5").is_empty());
 }
 
 /// Every request after a rate-limited one arrived no earlier than the
