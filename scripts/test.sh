@@ -32,11 +32,19 @@ command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq 
 # The OCSF tests of scanner-formats validate with ocsf-emitter, an independent OCSF 1.5.0 implementation.
 python3 -c 'import ocsf_emitter' 2>/dev/null || python3 -m pip install --quiet ocsf-emitter \
     || python3 -m pip install --quiet --break-system-packages ocsf-emitter
+# The Python Dependabot plugin (plugin/dependabot) is built by componentize-py,
+# from the `test-components` build script below.
+command -v componentize-py >/dev/null || python3 -m pip install --quiet componentize-py \
+    || python3 -m pip install --quiet --break-system-packages componentize-py
 python3 scripts/module-cycles.py
 
+echo "== the Dependabot plugin's Python modules (unit tests, natively)"
+bash plugin/dependabot/tests/run.sh
+
 # The plugin components the tests load (the Wiz connector and the hostile
-# test plugin, wasm32-wasip2) are built once, by the `test-components`
-# crate's build script, the first time a command below builds the workspace.
+# test plugin, wasm32-wasip2, and the Python Dependabot plugin) are built
+# once, by the `test-components` crate's build script, the first time a
+# command below builds the workspace.
 echo "== cargo clippy (native, all targets) and the plugin for wasm32-wasip2"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 -- -D warnings

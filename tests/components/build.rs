@@ -1,7 +1,7 @@
 //! Builds the WebAssembly components the tests load — the Wiz plugin and the
 //! hostile test plugin, `wasm32-wasip2`, release profile — with a nested
-//! `cargo build`, and hands their paths to `lib.rs` as compile-time
-//! environment variables.
+//! `cargo build`, and the Python Dependabot plugin with `componentize-py`,
+//! and hands their paths to `lib.rs` as compile-time environment variables.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,7 +69,14 @@ fn main() {
 
     // The nested build rebuilds (or finds fresh) whatever these hold; only
     // changes here can change a component.
-    for input in ["plugin", "tests/hostile", "wit", "Cargo.lock", "Cargo.toml"] {
+    for input in [
+        "plugin",
+        "plugin/dependabot",
+        "tests/hostile",
+        "wit",
+        "Cargo.lock",
+        "Cargo.toml",
+    ] {
         println!(
             "cargo::rerun-if-changed={}",
             workspace.join(input).display()
@@ -138,6 +145,85 @@ fn main() {
         }
         println!("cargo::rustc-env={var}={}", path.display());
     }
+
+    let python = &workspace.join(PYTHON_PLUGIN_DIR);
+    let wasm = target_dir.join("dependabot.wasm");
+    if let Err(message) = build_python_plugin(&workspace, python, &wasm) {
+        println!("cargo::error={message}");
+        return;
+    }
+    println!(
+        "cargo::rustc-env=TEST_COMPONENTS_DEPENDABOT_PLUGIN={}",
+        wasm.display()
+    );
+}
+
+/// The Python Dependabot plugin's sources, from the workspace root.
+const PYTHON_PLUGIN_DIR: &str = "plugin/dependabot";
+
+/// Builds the Python plugin at `dir` into `wasm` with `componentize-py`,
+/// against `wit/` alone, unless `wasm` is newer than every file of `dir`
+/// and `wit/`: the build takes a quarter of a minute, and this script
+/// also runs when only the Rust plugins changed.
+fn build_python_plugin(workspace: &Path, dir: &Path, wasm: &Path) -> Result<(), String> {
+    let wit = workspace.join("wit");
+    let built = std::fs::metadata(wasm).and_then(|m| m.modified()).ok();
+    let newest = [dir, wit.as_path()]
+        .iter()
+        .filter_map(|d| newest_file(d))
+        .max();
+    if let (Some(built), Some(newest)) = (built, newest)
+        && built > newest
+    {
+        return Ok(());
+    }
+    let output = Command::new("componentize-py")
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", "source-plugin", "componentize", "app", "-p"])
+        .arg(dir)
+        .arg("-o")
+        .arg(wasm)
+        // Compiled bytecode would land in the source folder.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output();
+    match output {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(
+            "componentize-py is not installed; the tests load the Python Dependabot plugin \
+             (plugin/dependabot), which it builds: run `pip install componentize-py`"
+                .into(),
+        ),
+        Err(e) => Err(format!("could not run componentize-py: {e}")),
+        Ok(o) if !o.status.success() => Err(format!(
+            "componentize-py failed to build plugin/dependabot ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The latest modification time of any file under `dir`, skipping Python's
+/// byte-code caches.
+fn newest_file(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            if entry.file_name() == "__pycache__" {
+                continue;
+            }
+            newest_file(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
 }
 
 /// An environment variable cargo always sets for build scripts.

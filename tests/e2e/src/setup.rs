@@ -33,6 +33,65 @@ pub fn hostile_wasm() -> &'static Path {
     Path::new(test_components::HOSTILE_PLUGIN)
 }
 
+/// The Dependabot plugin (`plugin/dependabot`, Python, built with
+/// `componentize-py` by the `test-components` crate's build script).
+pub fn dependabot_wasm() -> &'static Path {
+    Path::new(test_components::DEPENDABOT_PLUGIN)
+}
+
+/// A plugin folder holding both source plugins, the Wiz connector and the
+/// Python Dependabot plugin, as an operator's `--plugins DIR` would: the
+/// components are linked (copied where links are refused) into `dir`.
+pub fn plugin_folder(dir: &Path) -> PathBuf {
+    let folder = dir.join("plugins");
+    std::fs::create_dir_all(&folder).expect("plugin folder");
+    for (file, name) in [
+        (plugin_wasm(), "wiz.wasm"),
+        (dependabot_wasm(), "dependabot.wasm"),
+    ] {
+        let to = folder.join(name);
+        if std::fs::hard_link(file, &to).is_err() {
+            std::fs::copy(file, &to).expect("copy a plugin into the folder");
+        }
+    }
+    folder
+}
+
+/// The Dependabot plugin compiled once per process in the engine of
+/// [`engine_and_plugin`] (compiling the Python interpreter is slow).
+pub fn dependabot_plugin() -> Plugin {
+    static LOADED: OnceLock<Plugin> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let (engine, _) = engine_and_plugin();
+            engine
+                .load_plugin(dependabot_wasm())
+                .expect("load the Dependabot plugin")
+        })
+        .clone()
+}
+
+/// A host runtime over a fresh database in `dir` with both source plugins,
+/// Wiz and Dependabot.
+pub fn runtime_with_dependabot(dir: &Path) -> Runtime {
+    let (engine, wiz) = engine_and_plugin();
+    let store = Arc::new(Database::open(&dir.join("host.db")).expect("open store"));
+    Runtime::new(engine, vec![wiz, dependabot_plugin()], store)
+}
+
+/// Settings that connect the Dependabot plugin to a simulator, its
+/// organization and token.
+pub fn dependabot_settings(sim: &dependabot_sim::Simulator) -> Settings {
+    let mut s = Settings::new();
+    s.insert("api-url".into(), SettingValue::Text(sim.api_url()));
+    s.insert("org".into(), SettingValue::Text(sim.org().into()));
+    s.insert(
+        "token".into(),
+        SettingValue::Secret(Secret::new(sim.token())),
+    );
+    s
+}
+
 /// The directory of the workspace's binaries for the profile this process
 /// was built with: tests and benchmarks run as
 /// `target/<profile>/deps/<name>-<hash>`, the binaries sit in

@@ -7,6 +7,7 @@ mod attacks;
 mod cache;
 mod connector;
 mod contract;
+mod dependabot;
 mod export;
 mod host;
 mod http;
