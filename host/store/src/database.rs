@@ -254,7 +254,7 @@ impl Database {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        conn.busy_timeout(std::time::Duration::from_secs(10))
+        conn.busy_timeout(crate::error::BUSY_TIMEOUT)
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;

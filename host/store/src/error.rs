@@ -3,6 +3,10 @@
 use crate::keys::KeyError;
 use std::path::PathBuf;
 
+/// How long a statement waits for another process's write lock before it
+/// fails with [`StoreError::Busy`].
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,7 +30,14 @@ pub enum StoreError {
     },
     /// A statement failed.
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+    /// Another process kept the database's write lock past the busy
+    /// timeout (a long write, or a process stopped while writing).
+    #[error(
+        "the database is busy: another process held its write lock for over {} s; try again, or look for a stopped scanner-host process using the same file",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Busy,
     /// A stored value could not be read back.
     #[error("corrupt stored value in {what}: {message}")]
     Corrupt {
@@ -100,4 +111,43 @@ pub enum StoreError {
     /// A repository URL the host does not know.
     #[error("no known repository `{0}` (see `repos list`)")]
     UnknownRepository(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A busy or locked database in words instead of SQLite's
+    /// "database is locked"; every other error as it is.
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy
+            }
+            _ => StoreError::Sql(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_or_locked_database_is_told_in_words() {
+        for code in [
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_LOCKED,
+            rusqlite::ffi::SQLITE_BUSY_SNAPSHOT,
+        ] {
+            let e = StoreError::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                Some("database is locked".into()),
+            ));
+            assert!(matches!(e, StoreError::Busy), "{code}: {e:?}");
+            assert!(
+                e.to_string()
+                    .contains("another process held its write lock for over 10 s")
+            );
+        }
+        let other = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
+        assert!(matches!(other, StoreError::Sql(_)));
+    }
 }
