@@ -5,7 +5,7 @@
 //! `cargo bench -p scanner-tests --bench plugin`.
 
 use scanner_contract::{PageRequest, RawRecord};
-use scanner_engine::{EgressPolicy, Engine, EngineConfig, TenantSandbox};
+use scanner_engine::{EgressPolicy, TenantSandbox};
 use scanner_store::Database;
 use scanner_tests::{plugin_wasm, wiz_settings};
 use std::sync::Arc;
@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 use wiz_sim::{SimConfig, Simulator};
 
 mod one_pass;
+mod start_up;
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 #[tokio::main]
@@ -28,26 +25,6 @@ async fn main() {
     let store: Arc<Database> = Arc::new(Database::open_in_memory().expect("store"));
 
     // ----- start-up -----------------------------------------------------
-    let started = Instant::now();
-    let engine = Engine::new(EngineConfig::default()).expect("engine");
-    let plugin = engine.load_plugin(wasm).expect("compile");
-    let cold = started.elapsed();
-
-    let cache = tempfile::tempdir().expect("tempdir");
-    let cached = |dir: &std::path::Path| {
-        let started = Instant::now();
-        let engine = Engine::new(EngineConfig {
-            cache_dir: Some(dir.to_path_buf()),
-            ..EngineConfig::default()
-        })
-        .expect("engine");
-        engine.load_plugin(wasm).expect("load");
-        started.elapsed()
-    };
-    let first_with_cache = cached(cache.path());
-    // A restarted host: a new engine over the same cache directory.
-    let from_cache = cached(cache.path());
-
     let sandbox = TenantSandbox {
         tenant: "bench".into(),
         kv: store.clone(),
@@ -55,17 +32,7 @@ async fn main() {
         limits: None,
         extra_root_certificates: Vec::new(),
     };
-    let mut instantiate: Vec<Duration> = (0..2000)
-        .map(|_| {
-            let started = Instant::now();
-            let instance = futures_block(plugin.source(&sandbox));
-            let took = started.elapsed();
-            drop(instance);
-            took
-        })
-        .collect();
-    let first_instance = instantiate.remove(0);
-    instantiate.sort();
+    let (plugin, start) = start_up::measure(wasm, &sandbox, 2000);
 
     // ----- mapping: native vs component -----------------------------------
     let sim = Simulator::start_background(SimConfig {
@@ -142,21 +109,24 @@ async fn main() {
     println!("|---|---|");
     println!(
         "| compile the component (no cache) | {:.0} ms |",
-        cold.as_secs_f64() * 1e3
+        start.compile.as_secs_f64() * 1e3
     );
     println!(
         "| first start with an empty cache (compile + write) | {:.0} ms |",
-        first_with_cache.as_secs_f64() * 1e3
+        start.first_with_cache.as_secs_f64() * 1e3
     );
     println!(
         "| restarted host, load from the compiled cache | {:.1} ms |",
-        from_cache.as_secs_f64() * 1e3
+        start.from_cache.as_secs_f64() * 1e3
     );
-    println!("| first instantiate | {:.0} µs |", micros(first_instance));
+    println!(
+        "| first instantiate | {:.0} µs |",
+        micros(start.first_instance)
+    );
     println!(
         "| warm instantiate (InstancePre, pooling), p50 / p99 | {:.1} / {:.1} µs |",
-        micros(percentile(&instantiate, 0.5)),
-        micros(percentile(&instantiate, 0.99))
+        micros(start.instantiate_quantile(0.5)),
+        micros(start.instantiate_quantile(0.99))
     );
     println!("| mapping, native, per finding | {:.2} µs |", per(native));
     println!(
@@ -179,9 +149,4 @@ async fn main() {
         "| one pass, component / native | {:.2}× |",
         one_pass.ratio()
     );
-}
-
-/// Runs a future to completion on the current runtime from sync code.
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -6,12 +6,14 @@
 //! Run with `cargo bench -p scanner-tests --bench plugins`.
 
 use scanner_contract::{PageRequest, RawRecord, SettingValue, Settings};
-use scanner_engine::{EgressPolicy, Engine, EngineConfig, Plugin, TenantSandbox};
+use scanner_engine::{EgressPolicy, Plugin, TenantSandbox};
 use scanner_store::Database;
 use scanner_tests::{dependabot_settings, dependabot_wasm, plugin_wasm, wiz_settings};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod start_up;
 
 /// Pages fetched, and map-findings rounds, per plugin.
 const ROUNDS: usize = 20;
@@ -35,43 +37,6 @@ struct Row {
     records_per_page: usize,
     map_per_record: Duration,
     fetch_per_record: Duration,
-}
-
-/// Compile, cached load and instantiate times of `wasm`; the compiled
-/// plugin is returned for the per-record measures.
-fn start_up(wasm: &Path, sandbox: &TenantSandbox) -> (Plugin, [Duration; 4]) {
-    let started = Instant::now();
-    let engine = Engine::new(EngineConfig::default()).expect("engine");
-    let plugin = engine.load_plugin(wasm).expect("compile");
-    let compile = started.elapsed();
-
-    let cache = tempfile::tempdir().expect("tempdir");
-    let cached = || {
-        let started = Instant::now();
-        let engine = Engine::new(EngineConfig {
-            cache_dir: Some(cache.path().to_path_buf()),
-            ..EngineConfig::default()
-        })
-        .expect("engine");
-        engine.load_plugin(wasm).expect("load");
-        started.elapsed()
-    };
-    cached(); // compiles and writes the cache entry
-    let cached_load = cached(); // a restarted host: loads it
-
-    let mut instantiate: Vec<Duration> = (0..200)
-        .map(|_| {
-            let started = Instant::now();
-            let instance = block(plugin.source(sandbox));
-            let took = started.elapsed();
-            drop(instance);
-            took
-        })
-        .collect();
-    let first = instantiate.remove(0);
-    instantiate.sort();
-    let p50 = instantiate[instantiate.len() / 2];
-    (plugin, [compile, cached_load, first, p50])
 }
 
 /// Per-record costs of `plugin` configured with `settings` against a
@@ -142,7 +107,6 @@ async fn main() {
         limits: None,
         extra_root_certificates: Vec::new(),
     };
-    let size = |p: &Path| std::fs::metadata(p).expect("component").len() as f64 / 1e6;
     let mut rows = Vec::new();
 
     // The Wiz connector against its simulator: pages of 500, unpaced.
@@ -153,19 +117,16 @@ async fn main() {
     .expect("wiz sim");
     let mut settings = wiz_settings(&wiz_sim);
     settings.insert("requests-per-second".into(), SettingValue::Text("0".into()));
-    let (plugin, [compile, cached_load, first, p50]) = start_up(plugin_wasm(), &sandbox);
-    let (n, map, fetch) = per_record(&plugin, &sandbox, wiz_sim.base_url(), &settings).await;
-    rows.push(Row {
-        name: "Wiz (Rust)",
-        size_mb: size(plugin_wasm()),
-        compile,
-        cached_load,
-        first_instantiate: first,
-        warm_instantiate_p50: p50,
-        records_per_page: n,
-        map_per_record: map,
-        fetch_per_record: fetch,
-    });
+    rows.push(
+        measure(
+            "Wiz (Rust)",
+            plugin_wasm(),
+            &sandbox,
+            wiz_sim.base_url(),
+            &settings,
+        )
+        .await,
+    );
 
     // The Dependabot plugin against its simulator: pages of 100, GitHub's
     // largest.
@@ -175,20 +136,17 @@ async fn main() {
     })
     .expect("dependabot sim");
     let settings = dependabot_settings(&gh_sim);
-    let (plugin, [compile, cached_load, first, p50]) = start_up(dependabot_wasm(), &sandbox);
     let origin = origin_of(&gh_sim.api_url());
-    let (n, map, fetch) = per_record(&plugin, &sandbox, origin, &settings).await;
-    rows.push(Row {
-        name: "Dependabot (Python)",
-        size_mb: size(dependabot_wasm()),
-        compile,
-        cached_load,
-        first_instantiate: first,
-        warm_instantiate_p50: p50,
-        records_per_page: n,
-        map_per_record: map,
-        fetch_per_record: fetch,
-    });
+    rows.push(
+        measure(
+            "Dependabot (Python)",
+            dependabot_wasm(),
+            &sandbox,
+            origin,
+            &settings,
+        )
+        .await,
+    );
 
     println!(
         "| plugin | component | compile (no cache) | load from cache | first instantiate | warm instantiate p50 | map-findings per record | fetch-findings per record (page of N) |"
@@ -219,14 +177,34 @@ async fn main() {
     }
 }
 
+/// `wasm`'s row: its start-up, then its per-record costs against the
+/// simulator at `origin` with `settings`.
+async fn measure(
+    name: &'static str,
+    wasm: &Path,
+    sandbox: &TenantSandbox,
+    origin: String,
+    settings: &Settings,
+) -> Row {
+    let (plugin, start) = start_up::measure(wasm, sandbox, 200);
+    let (records_per_page, map_per_record, fetch_per_record) =
+        per_record(&plugin, sandbox, origin, settings).await;
+    Row {
+        name,
+        size_mb: std::fs::metadata(wasm).expect("component").len() as f64 / 1e6,
+        compile: start.compile,
+        cached_load: start.from_cache,
+        first_instantiate: start.first_instance,
+        warm_instantiate_p50: start.instantiate_quantile(0.5),
+        records_per_page,
+        map_per_record,
+        fetch_per_record,
+    }
+}
+
 /// `scheme://host:port` of `url`.
 fn origin_of(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").expect("scheme");
     let authority = rest.split('/').next().expect("authority");
     format!("{scheme}://{authority}")
-}
-
-/// Runs a future to completion on the current runtime from sync code.
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -40,6 +40,23 @@ fn rows(runtime: &Runtime, tenant: &str) -> Vec<FindingRow> {
         .expect("findings")
 }
 
+/// A host with the Dependabot plugin (its data in a temporary directory,
+/// kept while the returned guard lives) and tenant `gh` connected to `sim`.
+async fn connected(sim: &Simulator) -> (tempfile::TempDir, Runtime) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime_with_dependabot(dir.path());
+    runtime
+        .connect(
+            "gh",
+            "dependabot",
+            &dependabot_settings(sim),
+            &loopback_grants(),
+        )
+        .await
+        .expect("connect");
+    (dir, runtime)
+}
+
 fn expected_ids(sim: &Simulator) -> BTreeSet<String> {
     sim.expected_open()
         .into_iter()
@@ -280,17 +297,7 @@ fn assert_waited(log: &[LoggedRequest]) -> usize {
 #[tokio::test]
 async fn rate_limits_are_waited_out_to_the_servers_time_and_the_scan_completes() {
     let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_with_dependabot(dir.path());
-    runtime
-        .connect(
-            "gh",
-            "dependabot",
-            &dependabot_settings(&sim),
-            &loopback_grants(),
-        )
-        .await
-        .expect("connect");
+    let (_dir, runtime) = connected(&sim).await;
     let connect_requests = sim.requests().len();
     sim.script([
         None,
@@ -314,17 +321,7 @@ async fn rate_limits_are_waited_out_to_the_servers_time_and_the_scan_completes()
 async fn a_redirect_or_a_settings_change_to_an_ungranted_origin_fetches_nothing() {
     let sim = sim();
     let elsewhere = Simulator::start(SimConfig::default()).expect("second simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_with_dependabot(dir.path());
-    runtime
-        .connect(
-            "gh",
-            "dependabot",
-            &dependabot_settings(&sim),
-            &loopback_grants(),
-        )
-        .await
-        .expect("connect");
+    let (_dir, runtime) = connected(&sim).await;
 
     // The granted API redirects to another origin.
     let target = format!(
@@ -532,17 +529,7 @@ fn one_serve_scans_a_wiz_tenant_and_a_dependabot_tenant_together() {
 #[tokio::test]
 async fn fetch_page_then_map_findings_gives_what_the_scan_stored() {
     let sim = sim();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_with_dependabot(dir.path());
-    runtime
-        .connect(
-            "gh",
-            "dependabot",
-            &dependabot_settings(&sim),
-            &loopback_grants(),
-        )
-        .await
-        .expect("connect");
+    let (_dir, runtime) = connected(&sim).await;
     runtime.scan("gh", &()).await.expect("scan");
     let stored = rows(&runtime, "gh");
 
