@@ -11,6 +11,18 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 /// What the key check value seals: a wrong key fails to open it.
 const KEY_CHECK: &[u8] = b"scanner-host key check";
 
+/// The lease a scan of this process was begun under (see
+/// [`Database::fence_scan`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Fence {
+    /// The scan's tenant.
+    pub(crate) tenant: String,
+    /// This process's holder id in the tenant's lock.
+    pub(crate) holder: String,
+    /// The lease's generation.
+    pub(crate) generation: i64,
+}
+
 /// The host's database.
 pub struct Database {
     conn: Mutex<Connection>,
@@ -24,7 +36,7 @@ pub struct Database {
     /// The scans this process runs under a tenant lease, by scan id: each
     /// write of such a scan first checks, in its transaction, that the
     /// lease is still this process's (see [`Database::fence_scan`]).
-    pub(crate) fences: Mutex<std::collections::HashMap<i64, crate::locks::Fence>>,
+    pub(crate) fences: Mutex<std::collections::HashMap<i64, Fence>>,
 }
 
 impl std::fmt::Debug for Database {

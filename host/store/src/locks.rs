@@ -3,7 +3,7 @@
 //! (stopped or cut off past its expiry) stores nothing afterwards.
 
 use crate::columns::timestamp;
-use crate::database::Database;
+use crate::database::{Database, Fence};
 use crate::error::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -37,13 +37,6 @@ pub enum LockAttempt {
     Held(TenantLock),
 }
 
-/// The lease a scan of this process was begun under.
-#[derive(Debug, Clone)]
-pub(crate) struct Fence {
-    tenant: String,
-    holder: String,
-    generation: i64,
-}
 
 impl Database {
     /// Take the tenant's scan lock for `holder` until `expires`, unless a

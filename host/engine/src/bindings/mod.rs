@@ -14,6 +14,7 @@
 mod imports;
 mod v0_2;
 mod v0_3;
+mod versioned;
 
 use crate::state::HostState;
 use scanner_contract as contract;
