@@ -22,9 +22,9 @@ done <<'CHECKS'
 scanner-contract wasmtime|rusqlite|tokio
 scanner-store wasmtime|wasmtime-wasi|hyper
 scanner-engine rusqlite
-scanner-host wiz-sim
+scanner-host wiz-sim|dependabot-sim
 scanner-formats wasmtime|tokio
-scanner-api wiz-sim
+scanner-api wiz-sim|dependabot-sim
 CHECKS
 
 echo "== layout: no module of a crate uses one that uses it back"
