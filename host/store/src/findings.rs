@@ -512,6 +512,22 @@ impl Database {
         // reads the index in order instead of sorting every finding.
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         sql.push_str(&finding_filters(q, &mut args));
+        if let Some(repository) = &q.repository {
+            // Mapped to this known repository (`known_repo` above is
+            // that repository's URL): a code finding by its URL, an image
+            // finding by the repository it was attached to unless its URL
+            // names another known one. In SQL, so a page reads on in the
+            // listing's order past the rows of other repositories without
+            // building them.
+            args.push(normalize_repo_url(repository).into());
+            let wanted = args.len();
+            sql.push_str(&format!(
+                " AND ((f.repo_url_norm = ?{wanted}
+                        AND EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = ?{wanted}))
+                    OR (f.image_repository_id = (SELECT r.id FROM repositories r WHERE r.url_norm = ?{wanted})
+                        AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = f.repo_url_norm)))"
+            ));
+        }
         sql.push_str(") WHERE 1 = 1");
         if !q.include_unmapped {
             sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
@@ -538,9 +554,13 @@ impl Database {
                     ));
                 }
             };
-            // Strictly after the key in the order below: a lower rank, or
-            // the same rank detected earlier, or the same both and a
-            // greater (tenant, id).
+            // Strictly after the key in the order below: before it or
+            // equal in the descending columns (a range of the listing's
+            // index, which SQLite seeks to), and not a row of the key's own
+            // tie at or before its (tenant, id). Written with an OR of the
+            // per-column cases instead, SQLite seeks on the rank alone and
+            // steps over every row of the rank before the key, so a page
+            // cost grew with its depth.
             args.push(after.severity_rank.into());
             let rank = args.len();
             args.push(after.last_detected_at.clone().into());
@@ -549,25 +569,19 @@ impl Database {
             let tenant = args.len();
             args.push(after.id.clone().into());
             let id = args.len();
-            // The first clause follows from the second; it lets SQLite
-            // start reading the index at the key instead of skipping every
-            // row before it.
-            let severity_after = format!(
-                "(severity_rank < ?{rank} OR (severity_rank = ?{rank} AND (detected_key < ?{detected}
-                   OR (detected_key = ?{detected} AND (tenant, source_id) > (?{tenant}, ?{id})))))"
-            );
             match epss {
                 None => sql.push_str(&format!(
                     " AND (severity_rank, detected_key) <= (?{rank}, ?{detected})
-                     AND {severity_after}"
+                     AND NOT (severity_rank = ?{rank} AND detected_key = ?{detected}
+                       AND (tenant, source_id) <= (?{tenant}, ?{id}))"
                 )),
                 Some(epss) => sql.push_str(&format!(
                     " AND (epss_key, severity_rank, detected_key) <= (?{epss}, ?{rank}, ?{detected})
-                     AND (epss_key < ?{epss} OR (epss_key = ?{epss} AND {severity_after}))"
+                     AND NOT (epss_key = ?{epss} AND severity_rank = ?{rank} AND detected_key = ?{detected}
+                       AND (tenant, source_id) <= (?{tenant}, ?{id}))"
                 )),
             }
         }
-        let wanted_repo = q.repository.as_deref().map(normalize_repo_url);
         // Worst first, then the most recently detected: what a triage
         // starts from (the EPSS order puts the likeliest exploited first).
         // The key of `FindingKey`, so pages continue exactly.
@@ -579,8 +593,17 @@ impl Database {
                 " ORDER BY epss_key DESC, severity_rank DESC, detected_key DESC, tenant, source_id"
             }
         });
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&sql)?;
+        if let Some(limit) = q.limit {
+            // Tells the planner only the first rows in order are wanted.
+            args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+            sql.push_str(&format!(" LIMIT ?{}", args.len()));
+        }
+        // A read connection: pages are read while scans write (WAL keeps
+        // each statement on one committed snapshot, so a page is
+        // consistent), and the text of a filter combination is prepared
+        // once per connection.
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             let cves: String = r.get(2)?;
             let projects: String = r.get(34)?;
@@ -645,14 +668,7 @@ impl Database {
             if q.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
-            let row = row?;
-            if let Some(wanted) = &wanted_repo
-                && !(row.repository_known
-                    && row.repository.as_deref().map(normalize_repo_url).as_ref() == Some(wanted))
-            {
-                continue;
-            }
-            out.push(row);
+            out.push(row?);
         }
         Ok(out)
     }
@@ -674,7 +690,7 @@ impl Database {
              AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = f.repo_url_norm)"
         );
         Ok(self
-            .conn()
+            .reader()?
             .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
     }
 
