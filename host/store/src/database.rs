@@ -2,7 +2,7 @@
 
 use crate::error::StoreError;
 use crate::keys::{Cipher, KeySource, StoreKey, row_aad};
-use crate::readers::{Reader, Readers};
+use crate::readers::{MAX_LOOKUPS, MAX_READERS, Reader, Readers};
 use crate::schema;
 use crate::sealing::reseal_rows;
 use rusqlite::{Connection, OptionalExtension, Transaction};
@@ -20,6 +20,8 @@ pub struct Database {
     /// only one connection can see (in memory) or that is read as an
     /// immutable file, which read through `conn`.
     pub(crate) readers: Option<Readers>,
+    /// Read-only connections for single-row lookups; `None` as `readers`.
+    pub(crate) lookups: Option<Readers>,
     /// Seals secrets and plugin state. Locked after `conn` when both are
     /// held; replaced by [`Database::rotate_key`].
     cipher: RwLock<Cipher>,
@@ -62,7 +64,8 @@ impl Database {
         })?;
         let store = match Self::setup(conn, path, Some(key)) {
             Ok(store) => Database {
-                readers: Some(Readers::new(path)),
+                readers: Some(Readers::new(path, MAX_READERS)),
+                lookups: Some(Readers::new(path, MAX_LOOKUPS)),
                 ..store
             },
             Err(e) => {
@@ -129,6 +132,7 @@ impl Database {
         Ok(Database {
             conn: Mutex::new(conn),
             readers: None,
+            lookups: None,
             cipher: RwLock::new(cipher),
             key_source,
             created_key_file,
@@ -280,6 +284,7 @@ impl Database {
         Ok(Database {
             conn: Mutex::new(conn),
             readers: None,
+            lookups: None,
             cipher: RwLock::new(cipher),
             key_source,
             created_key_file,
@@ -323,6 +328,16 @@ impl Database {
     pub(crate) fn reader(&self) -> Result<ReadConn<'_>, StoreError> {
         match &self.readers {
             Some(readers) => Ok(ReadConn::Pooled(readers.get()?)),
+            None => Ok(ReadConn::Writer(self.conn())),
+        }
+    }
+
+    /// A connection for a single-row lookup (a token check, the tenant
+    /// list) that needs no transaction with writes: as [`Database::reader`],
+    /// from connections listings never hold.
+    pub(crate) fn lookup_reader(&self) -> Result<ReadConn<'_>, StoreError> {
+        match &self.lookups {
+            Some(lookups) => Ok(ReadConn::Pooled(lookups.get()?)),
             None => Ok(ReadConn::Writer(self.conn())),
         }
     }

@@ -14,10 +14,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Read connections open at most: more than the cores brings nothing
+/// Listing connections open at most: more than the cores brings nothing
 /// (a page is CPU work once its pages are cached) but memory for their
-/// page caches; a reader beyond them waits for one to be free.
+/// page caches; a listing beyond them waits for one to be free.
 pub(crate) const MAX_READERS: usize = 4;
+
+/// Connections for single-row lookups (token checks, the tenant list),
+/// kept apart from the listings' so that a check, which the API makes on
+/// its async workers, never waits for a page being read: a lookup takes
+/// microseconds, so two are plenty.
+pub(crate) const MAX_LOOKUPS: usize = 2;
 
 /// Page cache of each read connection, in KiB (SQLite's default is
 /// 2 000 KiB): a listing's index pages stay cached between requests.
@@ -40,16 +46,18 @@ struct Idle {
 /// Read-only connections to one database file, opened on first use.
 pub(crate) struct Readers {
     path: PathBuf,
+    max: usize,
     idle: Mutex<Idle>,
     freed: Condvar,
 }
 
 impl Readers {
-    /// A pool for the database at `path` (already set up and migrated by
-    /// the writer connection).
-    pub(crate) fn new(path: &Path) -> Readers {
+    /// A pool of at most `max` connections to the database at `path`
+    /// (already set up and migrated by the writer connection).
+    pub(crate) fn new(path: &Path, max: usize) -> Readers {
         Readers {
             path: path.to_path_buf(),
+            max,
             idle: Mutex::new(Idle {
                 connections: Vec::new(),
                 open: 0,
@@ -63,8 +71,8 @@ impl Readers {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle read connection, a new one while fewer than
-    /// [`MAX_READERS`] are open, else the next one freed. `Err` when a new
+    /// An idle read connection, a new one while fewer than the pool's
+    /// most are open, else the next one freed. `Err` when a new
     /// one cannot be opened.
     pub(crate) fn get(&self) -> Result<Reader<'_>, rusqlite::Error> {
         let mut idle = self.lock();
@@ -75,7 +83,7 @@ impl Readers {
                     conn: Some(conn),
                 });
             }
-            if idle.open < MAX_READERS {
+            if idle.open < self.max {
                 idle.open += 1;
                 drop(idle);
                 return match open_reader(&self.path) {
@@ -189,7 +197,7 @@ mod tests {
             None,
             "the committed revocation is seen by the next check"
         );
-        let readers = db.readers.as_ref().expect("a file database has readers");
-        assert!((1..=super::MAX_READERS).contains(&readers.open_count()));
+        let lookups = db.lookups.as_ref().expect("a file database has readers");
+        assert!((1..=super::MAX_LOOKUPS).contains(&lookups.open_count()));
     }
 }

@@ -183,7 +183,7 @@ impl Database {
         // A read connection: every request checks its token, and none
         // should wait for a scan's page transaction on the writer. The
         // revocation is seen by the next check once it is committed.
-        let conn = self.reader()?;
+        let conn = self.lookup_reader()?;
         let row = conn
             .prepare_cached(
                 "SELECT name, hash, admin, tenants FROM api_tokens
