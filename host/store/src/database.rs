@@ -2,6 +2,7 @@
 
 use crate::error::StoreError;
 use crate::keys::{Cipher, KeySource, StoreKey, row_aad};
+use crate::readers::{MAX_LOOKUPS, MAX_READERS, Reader, Readers};
 use crate::schema;
 use crate::sealing::reseal_rows;
 use rusqlite::{Connection, OptionalExtension, Transaction};
@@ -26,6 +27,13 @@ pub(crate) struct Fence {
 /// The host's database.
 pub struct Database {
     conn: Mutex<Connection>,
+    /// Read-only connections for listings and token checks, so they wait
+    /// neither for the writer nor for each other; `None` for a database
+    /// only one connection can see (in memory) or that is read as an
+    /// immutable file, which read through `conn`.
+    pub(crate) readers: Option<Readers>,
+    /// Read-only connections for single-row lookups; `None` as `readers`.
+    pub(crate) lookups: Option<Readers>,
     /// Seals secrets and plugin state. Locked after `conn` when both are
     /// held; replaced by [`Database::rotate_key`].
     cipher: RwLock<Cipher>,
@@ -71,7 +79,11 @@ impl Database {
             message: e.to_string(),
         })?;
         let store = match Self::setup(conn, path, Some(key)) {
-            Ok(store) => store,
+            Ok(store) => Database {
+                readers: Some(Readers::new(path, MAX_READERS)),
+                lookups: Some(Readers::new(path, MAX_LOOKUPS)),
+                ..store
+            },
             Err(e) => {
                 // A database this call created and could not set up (a
                 // malformed key, say) would only be an empty file later.
@@ -135,6 +147,8 @@ impl Database {
         let (cipher, key_source, created_key_file) = Self::resolve_key(&conn, Some(key))?;
         Ok(Database {
             conn: Mutex::new(conn),
+            readers: None,
+            lookups: None,
             cipher: RwLock::new(cipher),
             key_source,
             created_key_file,
@@ -286,6 +300,8 @@ impl Database {
         tx.commit()?;
         Ok(Database {
             conn: Mutex::new(conn),
+            readers: None,
+            lookups: None,
             cipher: RwLock::new(cipher),
             key_source,
             created_key_file,
@@ -324,6 +340,26 @@ impl Database {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A connection for a read that needs no transaction with writes: one
+    /// of the read-only connections when the database has them, else the
+    /// writer's. It sees what was committed when its statement starts.
+    pub(crate) fn reader(&self) -> Result<ReadConn<'_>, StoreError> {
+        match &self.readers {
+            Some(readers) => Ok(ReadConn::Pooled(readers.get()?)),
+            None => Ok(ReadConn::Writer(self.conn())),
+        }
+    }
+
+    /// A connection for a single-row lookup (a token check, the tenant
+    /// list) that needs no transaction with writes: as [`Database::reader`],
+    /// from connections listings never hold.
+    pub(crate) fn lookup_reader(&self) -> Result<ReadConn<'_>, StoreError> {
+        match &self.lookups {
+            Some(lookups) => Ok(ReadConn::Pooled(lookups.get()?)),
+            None => Ok(ReadConn::Writer(self.conn())),
+        }
+    }
+
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self
@@ -338,6 +374,25 @@ impl Database {
             .path()
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
+    }
+}
+
+/// A connection to read with: see [`Database::reader`].
+pub(crate) enum ReadConn<'a> {
+    /// A read-only connection of the pool.
+    Pooled(Reader<'a>),
+    /// The writer's connection, locked for this caller.
+    Writer(MutexGuard<'a, Connection>),
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadConn::Pooled(reader) => reader,
+            ReadConn::Writer(conn) => conn,
+        }
     }
 }
 

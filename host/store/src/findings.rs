@@ -364,6 +364,124 @@ fn finding_filters(q: &FindingQuery, args: &mut Vec<rusqlite::types::Value>) -> 
     sql
 }
 
+/// The statement listing `q` (its filters, order, cursor and limit) and
+/// its arguments.
+fn listing_sql(q: &FindingQuery) -> Result<(String, Vec<rusqlite::types::Value>), StoreError> {
+    // Code findings map by URL at query time, so adding a repository
+    // later changes listings without touching them; image findings
+    // carry the repository they were attached to (kept current when
+    // repositories or rules change).
+    let mut sql = String::from(
+        "SELECT * FROM (SELECT f.tenant, f.source_id, f.cves, f.title, f.severity, f.state, f.kind,
+                f.package, f.version, f.fixed_version, f.repo_url, f.branch, f.file_path,
+                f.image_registry, f.image_repository, f.image_tags, f.image_digest, f.score,
+                f.first_detected_at, f.last_detected_at, f.first_seen_at, f.resolved_at,
+                f.portal_url, f.remediation,
+                COALESCE(
+                    (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
+                    (SELECT url FROM repositories r WHERE r.id = f.image_repository_id)
+                ) AS known_repo,
+                f.severity_rank, f.detected_key,
+                f.cvss_severity, f.vendor_severity, f.has_exploit, f.has_cisa_kev_exploit,
+                f.epss_probability, f.epss_percentile, f.epss_severity, f.projects, f.epss_key
+             FROM findings f WHERE 1 = 1",
+    );
+    // `severity_rank` and `detected_key` are the generated columns of
+    // the `findings_listing` index (`severity_rank`, and the last
+    // detection with undated findings as the empty text, after every
+    // dated one as NULLs are in a descending order): ordering by them
+    // reads the index in order instead of sorting every finding.
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    sql.push_str(&finding_filters(q, &mut args));
+    if let Some(repository) = &q.repository {
+        // Mapped to this known repository (`known_repo` above is
+        // that repository's URL): a code finding by its URL, an image
+        // finding by the repository it was attached to unless its URL
+        // names another known one. In SQL, so a page reads on in the
+        // listing's order past the rows of other repositories without
+        // building them.
+        args.push(normalize_repo_url(repository).into());
+        let wanted = args.len();
+        sql.push_str(&format!(
+                " AND ((f.repo_url_norm = ?{wanted}
+                        AND EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = ?{wanted}))
+                    OR (f.image_repository_id = (SELECT r.id FROM repositories r WHERE r.url_norm = ?{wanted})
+                        AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = f.repo_url_norm)))"
+            ));
+    }
+    sql.push_str(") WHERE 1 = 1");
+    if !q.include_unmapped {
+        sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
+    }
+    if let Some(after) = &q.after {
+        if after.sort != q.sort {
+            return Err(StoreError::Invalid(format!(
+                "a key of the {} order cannot continue a listing sorted by {}",
+                after.sort.as_str(),
+                q.sort.as_str()
+            )));
+        }
+        // The EPSS order leads with the EPSS key: strictly after is a
+        // lower key, or the same key and after in the severity order.
+        let epss = match (q.sort, after.epss) {
+            (FindingSort::Severity, _) => None,
+            (FindingSort::Epss, Some(epss)) => {
+                args.push(epss.into());
+                Some(args.len())
+            }
+            (FindingSort::Epss, None) => {
+                return Err(StoreError::Invalid(
+                    "a key of the epss order needs its EPSS key".into(),
+                ));
+            }
+        };
+        // Strictly after the key in the order below: before it or
+        // equal in the descending columns (a range of the listing's
+        // index, which SQLite seeks to), and not a row of the key's own
+        // tie at or before its (tenant, id). Written with an OR of the
+        // per-column cases instead, SQLite seeks on the rank alone and
+        // steps over every row of the rank before the key, so a page
+        // cost grew with its depth.
+        args.push(after.severity_rank.into());
+        let rank = args.len();
+        args.push(after.last_detected_at.clone().into());
+        let detected = args.len();
+        args.push(after.tenant.clone().into());
+        let tenant = args.len();
+        args.push(after.id.clone().into());
+        let id = args.len();
+        match epss {
+                None => sql.push_str(&format!(
+                    " AND (severity_rank, detected_key) <= (?{rank}, ?{detected})
+                     AND NOT (severity_rank = ?{rank} AND detected_key = ?{detected}
+                       AND (tenant, source_id) <= (?{tenant}, ?{id}))"
+                )),
+                Some(epss) => sql.push_str(&format!(
+                    " AND (epss_key, severity_rank, detected_key) <= (?{epss}, ?{rank}, ?{detected})
+                     AND NOT (epss_key = ?{epss} AND severity_rank = ?{rank} AND detected_key = ?{detected}
+                       AND (tenant, source_id) <= (?{tenant}, ?{id}))"
+                )),
+            }
+    }
+    // Worst first, then the most recently detected: what a triage
+    // starts from (the EPSS order puts the likeliest exploited first).
+    // The key of `FindingKey`, so pages continue exactly.
+    sql.push_str(match q.sort {
+        FindingSort::Severity => {
+            " ORDER BY severity_rank DESC, detected_key DESC, tenant, source_id"
+        }
+        FindingSort::Epss => {
+            " ORDER BY epss_key DESC, severity_rank DESC, detected_key DESC, tenant, source_id"
+        }
+    });
+    if let Some(limit) = q.limit {
+        // Tells the planner only the first rows in order are wanted.
+        args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    }
+    Ok((sql, args))
+}
+
 /// A finding as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -486,101 +604,13 @@ impl Database {
 
     /// List findings, mapped to known repositories.
     pub fn findings(&self, q: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
-        // Code findings map by URL at query time, so adding a repository
-        // later changes listings without touching them; image findings
-        // carry the repository they were attached to (kept current when
-        // repositories or rules change).
-        let mut sql = String::from(
-            "SELECT * FROM (SELECT f.tenant, f.source_id, f.cves, f.title, f.severity, f.state, f.kind,
-                f.package, f.version, f.fixed_version, f.repo_url, f.branch, f.file_path,
-                f.image_registry, f.image_repository, f.image_tags, f.image_digest, f.score,
-                f.first_detected_at, f.last_detected_at, f.first_seen_at, f.resolved_at,
-                f.portal_url, f.remediation,
-                COALESCE(
-                    (SELECT url FROM repositories r WHERE r.url_norm = f.repo_url_norm),
-                    (SELECT url FROM repositories r WHERE r.id = f.image_repository_id)
-                ) AS known_repo,
-                f.severity_rank, f.detected_key,
-                f.cvss_severity, f.vendor_severity, f.has_exploit, f.has_cisa_kev_exploit,
-                f.epss_probability, f.epss_percentile, f.epss_severity, f.projects, f.epss_key
-             FROM findings f WHERE 1 = 1",
-        );
-        // `severity_rank` and `detected_key` are the generated columns of
-        // the `findings_listing` index (`severity_rank`, and the last
-        // detection with undated findings as the empty text, after every
-        // dated one as NULLs are in a descending order): ordering by them
-        // reads the index in order instead of sorting every finding.
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        sql.push_str(&finding_filters(q, &mut args));
-        sql.push_str(") WHERE 1 = 1");
-        if !q.include_unmapped {
-            sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
-        }
-        if let Some(after) = &q.after {
-            if after.sort != q.sort {
-                return Err(StoreError::Invalid(format!(
-                    "a key of the {} order cannot continue a listing sorted by {}",
-                    after.sort.as_str(),
-                    q.sort.as_str()
-                )));
-            }
-            // The EPSS order leads with the EPSS key: strictly after is a
-            // lower key, or the same key and after in the severity order.
-            let epss = match (q.sort, after.epss) {
-                (FindingSort::Severity, _) => None,
-                (FindingSort::Epss, Some(epss)) => {
-                    args.push(epss.into());
-                    Some(args.len())
-                }
-                (FindingSort::Epss, None) => {
-                    return Err(StoreError::Invalid(
-                        "a key of the epss order needs its EPSS key".into(),
-                    ));
-                }
-            };
-            // Strictly after the key in the order below: a lower rank, or
-            // the same rank detected earlier, or the same both and a
-            // greater (tenant, id).
-            args.push(after.severity_rank.into());
-            let rank = args.len();
-            args.push(after.last_detected_at.clone().into());
-            let detected = args.len();
-            args.push(after.tenant.clone().into());
-            let tenant = args.len();
-            args.push(after.id.clone().into());
-            let id = args.len();
-            // The first clause follows from the second; it lets SQLite
-            // start reading the index at the key instead of skipping every
-            // row before it.
-            let severity_after = format!(
-                "(severity_rank < ?{rank} OR (severity_rank = ?{rank} AND (detected_key < ?{detected}
-                   OR (detected_key = ?{detected} AND (tenant, source_id) > (?{tenant}, ?{id})))))"
-            );
-            match epss {
-                None => sql.push_str(&format!(
-                    " AND (severity_rank, detected_key) <= (?{rank}, ?{detected})
-                     AND {severity_after}"
-                )),
-                Some(epss) => sql.push_str(&format!(
-                    " AND (epss_key, severity_rank, detected_key) <= (?{epss}, ?{rank}, ?{detected})
-                     AND (epss_key < ?{epss} OR (epss_key = ?{epss} AND {severity_after}))"
-                )),
-            }
-        }
-        let wanted_repo = q.repository.as_deref().map(normalize_repo_url);
-        // Worst first, then the most recently detected: what a triage
-        // starts from (the EPSS order puts the likeliest exploited first).
-        // The key of `FindingKey`, so pages continue exactly.
-        sql.push_str(match q.sort {
-            FindingSort::Severity => {
-                " ORDER BY severity_rank DESC, detected_key DESC, tenant, source_id"
-            }
-            FindingSort::Epss => {
-                " ORDER BY epss_key DESC, severity_rank DESC, detected_key DESC, tenant, source_id"
-            }
-        });
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&sql)?;
+        let (sql, args) = listing_sql(q)?;
+        // A read connection: pages are read while scans write (WAL keeps
+        // each statement on one committed snapshot, so a page is
+        // consistent), and the text of a filter combination is prepared
+        // once per connection.
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             let cves: String = r.get(2)?;
             let projects: String = r.get(34)?;
@@ -645,14 +675,7 @@ impl Database {
             if q.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
-            let row = row?;
-            if let Some(wanted) = &wanted_repo
-                && !(row.repository_known
-                    && row.repository.as_deref().map(normalize_repo_url).as_ref() == Some(wanted))
-            {
-                continue;
-            }
-            out.push(row);
+            out.push(row?);
         }
         Ok(out)
     }
@@ -674,7 +697,7 @@ impl Database {
              AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.url_norm = f.repo_url_norm)"
         );
         Ok(self
-            .conn()
+            .reader()?
             .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
     }
 
@@ -1354,6 +1377,90 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         plan.join("\n")
+    }
+
+    #[test]
+    fn a_cursor_page_of_each_benchmarked_filter_seeks_its_index_at_the_cursor() {
+        let store = store_with(&[]);
+        let key = |sort, epss| FindingKey {
+            sort,
+            epss,
+            severity_rank: 3,
+            last_detected_at: "2026-05-01T00:00:00Z".into(),
+            tenant: "t1".into(),
+            id: "finding-1".into(),
+        };
+        let severity = key(FindingSort::Severity, None);
+        let cases = [
+            ("no filter", FindingQuery::default(), &severity),
+            (
+                "severity",
+                FindingQuery {
+                    min_severity: Some(Severity::Low),
+                    ..FindingQuery::default()
+                },
+                &severity,
+            ),
+            (
+                "tenant",
+                FindingQuery {
+                    tenant: Some("t1".into()),
+                    ..FindingQuery::default()
+                },
+                &severity,
+            ),
+            (
+                "kind",
+                FindingQuery {
+                    kind: Some(FindingKind::ContainerImage),
+                    ..FindingQuery::default()
+                },
+                &severity,
+            ),
+            (
+                "repository",
+                FindingQuery {
+                    repository: Some("https://github.com/acme/repo3".into()),
+                    ..FindingQuery::default()
+                },
+                &severity,
+            ),
+            (
+                "epss sort",
+                FindingQuery {
+                    sort: FindingSort::Epss,
+                    ..FindingQuery::default()
+                },
+                &key(FindingSort::Epss, Some(0.5)),
+            ),
+        ];
+        for (what, q, after) in cases {
+            let seek = match q.sort {
+                FindingSort::Severity => "(severity_rank,detected_key)<",
+                FindingSort::Epss => "(epss_key,severity_rank,detected_key)<",
+            };
+            let q = FindingQuery {
+                limit: Some(501),
+                after: Some(after.clone()),
+                ..q
+            };
+            let (sql, args) = listing_sql(&q).expect("sql");
+            let conn = store.conn();
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("plan");
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains(seek),
+                "{what}: a seek on every descending column: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{what}: no sort: {plan}");
+        }
     }
 
     #[test]

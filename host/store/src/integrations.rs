@@ -302,7 +302,8 @@ impl Database {
 
     /// Every tenant with an integration, in name order.
     pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        // Listings check their tenant with this: a read connection.
+        let conn = self.lookup_reader()?;
         let mut stmt = conn.prepare_cached("SELECT tenant FROM integrations ORDER BY tenant")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -21,6 +21,7 @@ pub mod keys;
 mod locks;
 mod normalize;
 mod plugin_state;
+mod readers;
 mod repositories;
 mod scans;
 mod schedule;

@@ -180,21 +180,23 @@ impl Database {
         let Some(id) = token_id(token) else {
             return Ok(None);
         };
-        let row = self
-            .conn()
-            .query_row(
+        // A read connection: every request checks its token, and none
+        // should wait for a scan's page transaction on the writer. The
+        // revocation is seen by the next check once it is committed.
+        let conn = self.lookup_reader()?;
+        let row = conn
+            .prepare_cached(
                 "SELECT name, hash, admin, tenants FROM api_tokens
                  WHERE id = ?1 AND revoked_at IS NULL",
-                [id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, bool>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
             .optional()?;
         let Some((name, hash, admin, tenants)) = row else {
             return Ok(None);

@@ -10,7 +10,11 @@
 //! - `SCANNER_BENCH_API_FINDINGS` (default 1000000): findings seeded;
 //! - `SCANNER_BENCH_SECS` (default 15): duration of each `wrk` run;
 //! - `SCANNER_BENCH_API_WALK_SECS` (default 60): time allowed for walking
-//!   the unfiltered listing to collect deep cursors.
+//!   the unfiltered listing to collect deep cursors;
+//! - `SCANNER_BENCH_API_DB` (default: a fresh temporary one): a database
+//!   path kept between runs, seeded only when it does not exist yet (the
+//!   seed takes longer than the runs); a reused database also holds the
+//!   findings earlier runs' scans stored.
 //!
 //! Needs `wrk` on the PATH (Debian: `apt-get install wrk`); without it
 //! the bench says so and prints no figures.
@@ -473,13 +477,24 @@ fn main() {
     let secs = env_num("SCANNER_BENCH_SECS", 15);
     let walk_secs = env_num("SCANNER_BENCH_API_WALK_SECS", 60);
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("host.db");
-    let (token, seed_secs) = seed(&db, total);
-    println!(
-        "seeded {total} findings over {TENANTS} tenants in {seed_secs:.1} s ({:.0} findings/s, {:.0} MB on disk)",
-        total as f64 / seed_secs,
-        std::fs::metadata(&db).map_or(f64::NAN, |m| m.len() as f64 / 1048576.0)
-    );
+    let kept = std::env::var_os("SCANNER_BENCH_API_DB").map(std::path::PathBuf::from);
+    let db = kept.clone().unwrap_or_else(|| dir.path().join("host.db"));
+    let token = if kept.is_some() && db.exists() {
+        let store = Database::open(&db).expect("open the kept bench database");
+        let token = store
+            .create_token("bench", &[], true, time::OffsetDateTime::now_utc())
+            .expect("admin token");
+        println!("reusing the seeded database {}", db.display());
+        token.token.expose().to_string()
+    } else {
+        let (token, seed_secs) = seed(&db, total);
+        println!(
+            "seeded {total} findings over {TENANTS} tenants in {seed_secs:.1} s ({:.0} findings/s, {:.0} MB on disk)",
+            total as f64 / seed_secs,
+            std::fs::metadata(&db).map_or(f64::NAN, |m| m.len() as f64 / 1048576.0)
+        );
+        token
+    };
     let server = Server::start(&db);
     let urls = collect_urls(server.addr, &token, walk_secs);
     let script = dir.path().join("pages.lua");
@@ -506,7 +521,14 @@ fn main() {
         settings.insert(key, value);
     }
     settings.insert("requests-per-second".into(), Value::String("0".into()));
-    let body = serde_json::json!({ "plugin": "wiz", "settings": settings });
+    // The simulator listens on loopback: grant what the plugin requests
+    // and the private network, as an operator connecting it would.
+    let body = serde_json::json!({
+        "plugin": "wiz",
+        "settings": settings,
+        "allow_requested": true,
+        "allow_private_network": true,
+    });
     let (status, answer) = http(
         server.addr,
         "PUT",
