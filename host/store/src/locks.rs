@@ -37,7 +37,6 @@ pub enum LockAttempt {
     Held(TenantLock),
 }
 
-
 impl Database {
     /// Take the tenant's scan lock for `holder` until `expires`, unless a
     /// live holder has it: an unexpired lock is live unless `stale` says
