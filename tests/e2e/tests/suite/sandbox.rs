@@ -481,7 +481,15 @@ async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
             scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
         });
     }
-    let env = TestEnv::new(config).with_runtime(|r| r.with_first_scan_delay(Duration::ZERO));
+    // Retries without their real backoff: the doomed tenant still uses
+    // up its retry budget and fails, in milliseconds rather than minutes.
+    let retries = scanner_runtime::RetryPolicy {
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        ..scanner_runtime::RetryPolicy::default()
+    };
+    let env = TestEnv::new(config)
+        .with_runtime(|r| r.with_first_scan_delay(Duration::ZERO).with_retry(retries));
     let sim = env.sim();
     // A slow tenant (every answer takes 150 ms) and one whose API goes
     // away after connecting.
