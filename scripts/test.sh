@@ -40,7 +40,8 @@ command -v componentize-py >/dev/null || python3 -m pip install --quiet componen
 python3 scripts/module-cycles.py
 
 # The PostgreSQL store's tests (host/store-pg) start a real server of their
-# own: they need its binaries (initdb, pg_ctl, pg_stat_statements).
+# own: they need its binaries (initdb, pg_ctl, pg_stat_statements) and
+# openssl for its TLS certificate (the package depends on it).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql; }
 
 echo "== the Dependabot plugin's Python modules (unit tests, natively)"

@@ -81,11 +81,14 @@ impl PgStore {
     ) -> Result<(), PgStoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        check_fence(&tx, lease, now).await?;
+        // The integration row first, then the lease (the fence): the order
+        // a claim locks them in, so the two never wait on each other in a
+        // cycle. A lost lease rolls the update back.
         let stmt = tx
             .prepare_cached("UPDATE integrations SET next_scan_at = $2 WHERE tenant = $1")
             .await?;
         tx.execute(&stmt, &[&lease.tenant, &next_scan_at]).await?;
+        check_fence(&tx, lease, now).await?;
         tx.commit().await?;
         Ok(())
     }

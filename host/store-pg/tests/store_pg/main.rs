@@ -7,6 +7,7 @@ mod leases;
 mod scans;
 mod schema;
 mod support;
+mod tls;
 
 use scanner_contract::{Finding, FindingKind, FindingStatus, Location, Severity, Triage};
 use scanner_store_pg::{Lease, PgStore};

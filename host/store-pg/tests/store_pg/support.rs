@@ -24,6 +24,9 @@ pub struct PgServer {
     as_nobody: bool,
     /// Whether `pg_stat_statements` is loaded.
     pub stat_statements: bool,
+    /// The CA that signed the server's certificate (PEM), when TLS is on
+    /// (`openssl` was there to make the certificates).
+    pub ca_file: Option<PathBuf>,
     stopped: std::sync::atomic::AtomicBool,
 }
 
@@ -152,13 +155,14 @@ impl PgServer {
             .parent()
             .is_some_and(|d| d.join("lib/pg_stat_statements.so").is_file());
         let port = free_port();
-        let server = PgServer {
+        let mut server = PgServer {
             root,
             data,
             bin,
             port,
             as_nobody,
             stat_statements,
+            ca_file: None,
             stopped: std::sync::atomic::AtomicBool::new(false),
         };
         server.run(
@@ -184,6 +188,12 @@ impl PgServer {
         if server.stat_statements {
             options.push_str(" -c shared_preload_libraries=pg_stat_statements");
         }
+        if server.make_certificates() {
+            // Relative to the data directory, where the key is the
+            // server's own.
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key");
+            server.ca_file = Some(server.root.join("tls/ca.pem"));
+        }
         server.run(
             "pg_ctl",
             &[
@@ -200,6 +210,90 @@ impl PgServer {
             ],
         );
         server
+    }
+
+    /// A test CA and a server certificate for 127.0.0.1 it signed (the
+    /// key and certificate in the data directory, the server's user's);
+    /// false when `openssl` is missing.
+    fn make_certificates(&self) -> bool {
+        let tls = self.root.join("tls");
+        if std::fs::create_dir(&tls).is_err() {
+            return false;
+        }
+        let openssl = |args: &[&str]| {
+            Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .is_ok_and(|out| out.status.success())
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let made = openssl(
+            &[
+                &["req", "-x509", "-days", "2", "-subj", "/CN=scanner test CA"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        ) && openssl(
+            &[
+                &["req", "-subj", "/CN=127.0.0.1"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr"],
+            ]
+            .concat(),
+        ) && std::fs::write(
+            tls.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .is_ok()
+            && openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ]);
+        if !made {
+            return false;
+        }
+        for name in ["server.pem", "server.key"] {
+            let to = self.data.join(name);
+            std::fs::copy(tls.join(name), &to).expect("copy the server's certificate");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            if self.as_nobody {
+                let (uid, gid) = nobody();
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).expect("chown");
+            }
+        }
+        true
     }
 
     /// Run one of the server's programs (as `nobody` when root), panicking
