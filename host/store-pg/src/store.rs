@@ -98,6 +98,12 @@ impl PgStore {
     /// the crate's documentation): fails when the server is unreachable,
     /// refuses the credentials, or holds a newer schema.
     pub async fn connect(options: &PgOptions) -> Result<PgStore, PgStoreError> {
+        // `pool_size` is a public field: checked again here.
+        if options.pool_size == 0 {
+            return Err(PgStoreError::Config(
+                "the pool size must be at least 1".into(),
+            ));
+        }
         let mut config = options.config.clone();
         let tls = tls_connector(&mut config, options.ca_file.as_ref())?;
         let manager = Manager::from_config(

@@ -136,6 +136,18 @@ async fn claims_take_the_most_overdue_first_and_skip_held_and_unscheduled_tenant
         .await
         .expect_err("released lease");
     assert!(matches!(err, PgStoreError::LeaseLost { .. }), "{err}");
+
+    // Asked for by name: only while free, and only tenants that exist.
+    let busy = store
+        .acquire_tenant("late", "host-d", T0, LEASE)
+        .await
+        .expect("acquire");
+    assert_eq!(busy, None, "host-c holds it");
+    let err = store
+        .acquire_tenant("nobody", "host-d", T0, LEASE)
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, PgStoreError::UnknownTenant(_)), "{err}");
 }
 
 #[tokio::test]
