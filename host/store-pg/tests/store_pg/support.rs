@@ -138,7 +138,7 @@ impl PgServer {
         // directory inside it.
         let root = tempfile::Builder::new()
             .prefix("scanner-pg-")
-            .tempdir_in("/tmp")
+            .tempdir_in(std::env::temp_dir())
             .expect("temporary directory")
             .keep();
         let data = root.join("data");
