@@ -25,6 +25,7 @@ scanner-engine rusqlite
 scanner-host wiz-sim|dependabot-sim
 scanner-formats wasmtime|tokio
 scanner-api wiz-sim|dependabot-sim
+scanner-store-pg wasmtime|rusqlite|hyper
 CHECKS
 
 echo "== layout: no module of a crate uses one that uses it back"
@@ -37,6 +38,11 @@ python3 -c 'import ocsf_emitter' 2>/dev/null || python3 -m pip install --quiet o
 command -v componentize-py >/dev/null || python3 -m pip install --quiet componentize-py \
     || python3 -m pip install --quiet --break-system-packages componentize-py
 python3 scripts/module-cycles.py
+
+# The PostgreSQL store's tests (host/store-pg) start a real server of their
+# own: they need its binaries (initdb, pg_ctl, pg_stat_statements) and
+# openssl for its TLS certificate (the package depends on it).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql; }
 
 echo "== the Dependabot plugin's Python modules (unit tests, natively)"
 bash plugin/dependabot/tests/run.sh
