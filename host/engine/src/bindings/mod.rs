@@ -11,6 +11,7 @@
 //! line. The host side of the imports, the same in every version, is in
 //! `imports`.
 
+mod conversions;
 mod imports;
 mod v0_2;
 mod v0_3;
