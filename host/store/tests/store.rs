@@ -1,8 +1,9 @@
 //! The SQLite store against real database files.
 
+mod support;
+
 use scanner_contract::{
-    Finding, FindingKind, FindingStatus, KvError, KvStore, Location, Secret, SettingValue,
-    Settings, Severity,
+    Finding, FindingKind, FindingStatus, KvError, KvStore, Location, Secret, SettingValue, Settings,
 };
 use scanner_store::keys::{KeySource, StoreKey};
 use scanner_store::{
@@ -15,32 +16,7 @@ use time::macros::datetime;
 const SECRET: &str = "sup3r-s3cret-v4lue";
 const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 
-fn finding(id: &str, repo: &str) -> Finding {
-    Finding {
-        source_id: id.into(),
-        cve_ids: vec!["CVE-2024-1234".into()],
-        title: format!("CVE-2024-1234 in lib-{id}"),
-        description: None,
-        severity: Severity::High,
-        score: Some(7.5),
-        status: FindingStatus::Open,
-        kind: FindingKind::CodeDependency,
-        package_name: Some("lib".into()),
-        package_version: Some("1.0".into()),
-        fixed_version: Some("1.1".into()),
-        location: Some(Location::Repository {
-            url: Some(repo.into()),
-            name: None,
-            branch: Some("main".into()),
-            file_path: Some("Cargo.lock".into()),
-        }),
-        first_detected_at: Some("2025-05-01T11:36:10.063767Z".into()),
-        last_detected_at: Some("2025-06-01T00:00:00Z".into()),
-        portal_url: None,
-        remediation: None,
-        triage: Default::default(),
-    }
-}
+use support::finding;
 
 fn image_finding(id: &str, registry: &str, repository: &str) -> Finding {
     Finding {
