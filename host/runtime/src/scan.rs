@@ -455,7 +455,8 @@ impl Scan<'_> {
                 if first_page && mode.is_incremental() {
                     // The plugin ignored `updated-since`: this is a full
                     // scan, and is completed (resolving) as one.
-                    self.store.make_scan_full(scan_id, tenant)?;
+                    self.store
+                        .make_scan_full(scan_id, tenant, self.clock.now())?;
                     mode = ScanMode::Full;
                 } else {
                     return Err(PluginError::Protocol {

@@ -313,8 +313,16 @@ impl Database {
     /// Make an incremental scan a full one: the plugin answered its first
     /// page with a full scan (it cannot filter by time). Only before any
     /// page is stored, so that one scan's pages all mean the same.
-    pub fn make_scan_full(&self, scan_id: i64, tenant: &str) -> Result<(), StoreError> {
-        let changed = self.conn().execute(
+    pub fn make_scan_full(
+        &self,
+        scan_id: i64,
+        tenant: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        self.check_fence(&tx, scan_id, &timestamp(now))?;
+        let changed = tx.execute(
             "UPDATE scan_runs SET mode = 'full', since = NULL
              WHERE id = ?1 AND tenant = ?2 AND outcome = 'running' AND pages = 0",
             params![scan_id, tenant],
@@ -324,6 +332,7 @@ impl Database {
                 "scan {scan_id} of tenant `{tenant}` cannot become a full scan: it is not running or has stored pages"
             )));
         }
+        tx.commit()?;
         Ok(())
     }
 

@@ -800,6 +800,10 @@ fn a_scan_whose_lease_was_taken_over_stores_nothing_more_and_the_new_holder_fini
         a.interrupt_scan(scan.scan_id, "t", t1),
         Err(StoreError::LeaseLost { .. })
     ));
+    assert!(matches!(
+        a.make_scan_full(scan.scan_id, "t", t1),
+        Err(StoreError::LeaseLost { .. })
+    ));
 
     // B finishes the scan from A's checkpoint.
     b.store_page(
@@ -1584,11 +1588,11 @@ fn an_incremental_scan_becomes_full_only_before_its_first_page() {
         since: "2026-01-01T00:00:00Z".into(),
     };
     let s = store.begin_scan_as("t", T0, &mode).expect("begin");
-    store.make_scan_full(s.scan_id, "t").expect("made full");
+    store.make_scan_full(s.scan_id, "t", T0).expect("made full");
     store
         .store_page(s.scan_id, "t", &[finding("a", repo)], 0, Some("c1"), T0)
         .expect("page");
-    assert!(store.make_scan_full(s.scan_id, "t").is_err());
+    assert!(store.make_scan_full(s.scan_id, "t", T0).is_err());
     store
         .store_page(s.scan_id, "t", &[], 0, None, T0)
         .expect("page");
