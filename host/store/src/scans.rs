@@ -268,15 +268,13 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let now = timestamp(now);
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        self.check_fence(&tx, scan_id, &now)?;
-        tx.execute(
+        self.fenced_update(
+            scan_id,
+            &now,
             "UPDATE scan_runs SET outcome = 'interrupted', finished_at = ?3
              WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
             params![scan_id, tenant, now],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -310,6 +308,24 @@ impl Database {
         }
     }
 
+    /// One statement on scan `scan_id`'s row, in a transaction that first
+    /// checks the scan's lease ([`Database::check_fence`]); the rows it
+    /// changed.
+    fn fenced_update(
+        &self,
+        scan_id: i64,
+        now: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        self.check_fence(&tx, scan_id, now)?;
+        let changed = tx.execute(sql, params)?;
+        tx.commit()?;
+        Ok(changed)
+    }
+
     /// Make an incremental scan a full one: the plugin answered its first
     /// page with a full scan (it cannot filter by time). Only before any
     /// page is stored, so that one scan's pages all mean the same.
@@ -319,10 +335,9 @@ impl Database {
         tenant: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        self.check_fence(&tx, scan_id, &timestamp(now))?;
-        let changed = tx.execute(
+        let changed = self.fenced_update(
+            scan_id,
+            &timestamp(now),
             "UPDATE scan_runs SET mode = 'full', since = NULL
              WHERE id = ?1 AND tenant = ?2 AND outcome = 'running' AND pages = 0",
             params![scan_id, tenant],
@@ -332,7 +347,6 @@ impl Database {
                 "scan {scan_id} of tenant `{tenant}` cannot become a full scan: it is not running or has stored pages"
             )));
         }
-        tx.commit()?;
         Ok(())
     }
 
@@ -576,16 +590,14 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let now = timestamp(now);
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        self.check_fence(&tx, scan_id, &now)?;
-        tx.execute(
+        self.fenced_update(
+            scan_id,
+            &now,
             "UPDATE scan_runs SET outcome = 'failed', finished_at = ?3, error_kind = ?4,
                 error_message = ?5, resumable = ?6
              WHERE id = ?1 AND tenant = ?2 AND outcome = 'running'",
             params![scan_id, tenant, now, error_kind, message, resumable],
         )?;
-        tx.commit()?;
         Ok(())
     }
 

@@ -109,23 +109,17 @@ fn free_port() -> u16 {
 
 /// The uid and gid of user `nobody`.
 fn nobody() -> (u32, u32) {
-    let out = Command::new("id")
-        .args(["-u", "nobody"])
-        .output()
-        .expect("id -u nobody");
-    let uid = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("uid of nobody");
-    let out = Command::new("id")
-        .args(["-g", "nobody"])
-        .output()
-        .expect("id -g nobody");
-    let gid = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("gid of nobody");
-    (uid, gid)
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "nobody"])
+            .output()
+            .unwrap_or_else(|e| panic!("id {flag} nobody: {e}"));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("id {flag} nobody: {e}"))
+    };
+    (id("-u"), id("-g"))
 }
 
 impl PgServer {
