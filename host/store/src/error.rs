@@ -111,6 +111,15 @@ pub enum StoreError {
     /// A repository URL the host does not know.
     #[error("no known repository `{0}` (see `repos list`)")]
     UnknownRepository(String),
+    /// A backend other than SQLite failed (PostgreSQL: a statement, the
+    /// connection, or the pool), in its own words.
+    #[error("{backend} error: {message}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {

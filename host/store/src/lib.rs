@@ -11,6 +11,7 @@
 //! from the last stored page, and findings "seen by this scan" survive the
 //! restart because the scan keeps its id.
 
+mod backend;
 mod columns;
 mod database;
 mod error;
@@ -29,6 +30,7 @@ mod schema;
 mod sealing;
 mod tokens;
 
+pub use backend::{LeaseHolder, Store};
 pub use columns::{parse_timestamp, timestamp};
 pub use database::Database;
 pub use error::StoreError;
