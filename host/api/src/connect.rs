@@ -252,7 +252,7 @@ pub(crate) async fn connect(
         ApiError::bad_request("a body is required: {\"plugin\": \"NAME\", \"settings\": {...}}")
     })?;
     refuse_when_stopping(&api)?;
-    let existed = api.runtime().store().integration(&tenant)?.is_some();
+    let existed = api.db().integration(&tenant)?.is_some();
     let (plugin, settings, options) = prepare(&api, &tenant, request)?;
     let connection = api
         .runtime()
@@ -337,7 +337,7 @@ pub(crate) async fn disconnect(
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = visible_tenant(&api, &scope, tenant)?;
-    let store = api.runtime().store();
+    let store = api.db().as_ref();
     if let Some(holder) =
         scanner_runtime::live_scan_lock(store, &tenant, time::OffsetDateTime::now_utc())?
     {

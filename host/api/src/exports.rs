@@ -189,7 +189,7 @@ fn export_request(body: &ExportBody) -> Result<(ExportRequest, ExportPolicy), Ap
 /// far as the store tells; 404 when there is none or it is another
 /// tenant's.
 fn export_of(api: &Api, tenant: &str, id: i64) -> Result<ExportSummary, ApiError> {
-    let store = api.runtime().store();
+    let store = api.db();
     mark_orphaned_exports(store, Some(tenant))?;
     store
         .export(id)?
@@ -307,7 +307,7 @@ pub(crate) async fn list(
     let tenant = visible_tenant(&api, &scope, tenant)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = params.limit()?;
-    let store = api.runtime().store();
+    let store = api.db();
     mark_orphaned_exports(store, Some(&tenant))?;
     let exports = store
         .exports(Some(&tenant), limit)?

@@ -300,7 +300,7 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (mut query, listing) = finding_query(params)?;
-    let store = api.runtime().store().clone();
+    let store = api.db().clone();
     if let Some(tenant) = &query.tenant
         && (!scope.allows_tenant(tenant) || !store.tenants()?.contains(tenant))
     {

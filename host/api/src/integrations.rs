@@ -26,7 +26,7 @@ pub(crate) fn visible_tenant(
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<String, ApiError> {
     let Path(tenant) = tenant.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !scope.allows_tenant(&tenant) || !api.runtime().store().tenants()?.contains(&tenant) {
+    if !scope.allows_tenant(&tenant) || !api.db().tenants()?.contains(&tenant) {
         return Err(ApiError::unknown_tenant(&tenant));
     }
     Ok(tenant)

@@ -26,7 +26,7 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Result<Response, ApiError>
     // The store's count is a blocking SQLite query: off the async workers.
     let text = tokio::task::spawn_blocking(move || {
         let metrics = runtime.metrics();
-        metrics.refresh(runtime.store())?;
+        metrics.refresh(runtime.store().as_ref())?;
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, metrics.registry()).map_err(|e| {
             ApiError::new(

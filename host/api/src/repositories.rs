@@ -88,7 +88,7 @@ fn repository_error(error: StoreError) -> ApiError {
     )
 )]
 pub(crate) async fn list(State(api): State<Api>) -> Result<Json<RepositoryList>, ApiError> {
-    let repositories = api.runtime().store().repositories()?;
+    let repositories = api.db().repositories()?;
     Ok(Json(RepositoryList { repositories }))
 }
 
@@ -120,7 +120,7 @@ pub(crate) async fn add(
         ))
     })?;
     let repository = NewRepository::parse(&body.url, &body.images).map_err(repository_error)?;
-    let store = api.runtime().store();
+    let store = api.db();
     store
         .add_repositories(std::slice::from_ref(&repository))
         .map_err(repository_error)?;
@@ -168,8 +168,7 @@ pub(crate) async fn remove(
             e.body_text()
         ))
     })?;
-    api.runtime()
-        .store()
+    api.db()
         .remove_repository(&query.url)
         .map_err(repository_error)?;
     Ok(StatusCode::NO_CONTENT)
@@ -187,6 +186,6 @@ pub(crate) async fn remove(
     )
 )]
 pub(crate) async fn rules(State(api): State<Api>) -> Result<Json<ImageRuleList>, ApiError> {
-    let rules = api.runtime().store().image_mappings()?;
+    let rules = api.db().image_mappings()?;
     Ok(Json(ImageRuleList { rules }))
 }

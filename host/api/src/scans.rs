@@ -74,7 +74,7 @@ fn task_failed(error: tokio::task::JoinError) -> ApiError {
 /// given to [`visible`] (see `live_scan_tenants`).
 fn live_tenants(runtime: &Runtime) -> Result<HashSet<String>, ApiError> {
     Ok(live_scan_tenants(
-        runtime.store(),
+        runtime.store().as_ref(),
         time::OffsetDateTime::now_utc(),
     )?)
 }

@@ -2,8 +2,9 @@
 
 use crate::auth::Authenticate;
 use crate::background::Background;
-use scanner_runtime::Runtime;
 use scanner_runtime::export::ExportPolling;
+use scanner_runtime::{Runtime, RuntimeError};
+use scanner_store::Database;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Api {
     runtime: Arc<Runtime>,
+    /// The runtime's store: the API lists findings, keeps tokens,
+    /// repositories and exports, which only SQLite holds yet.
+    db: Arc<Database>,
     auth: Arc<dyn Authenticate>,
     export_polling: ExportPolling,
     background: Arc<Background>,
@@ -24,16 +28,18 @@ pub struct Api {
 
 impl Api {
     /// An API over `runtime` whose tokens are the API tokens of the
-    /// runtime's store.
-    pub fn new(runtime: Arc<Runtime>) -> Api {
-        let auth = runtime.store().clone();
-        Api {
+    /// runtime's store; an error when the store is not SQLite, which alone
+    /// holds what the API serves yet.
+    pub fn new(runtime: Arc<Runtime>) -> Result<Api, RuntimeError> {
+        let db = runtime.require_database("the HTTP API")?.clone();
+        Ok(Api {
             runtime,
-            auth,
+            auth: db.clone(),
+            db,
             export_polling: ExportPolling::default(),
             background: Arc::default(),
             stop_deadline: STOP_DEADLINE,
-        }
+        })
     }
 
     /// The same API with a stopping server returning at most `deadline`
@@ -74,6 +80,11 @@ impl Api {
     /// The runtime.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The store, SQLite.
+    pub(crate) fn db(&self) -> &Arc<Database> {
+        &self.db
     }
 
     /// What checks tokens.

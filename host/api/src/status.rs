@@ -24,7 +24,7 @@ pub(crate) fn visible_statuses(
 ) -> Result<Vec<IntegrationStatus>, ApiError> {
     let store = runtime.store();
     // The locks before the rows: see `live_scan_tenants`.
-    let live = scanner_runtime::live_scan_tenants(store, time::OffsetDateTime::now_utc())?;
+    let live = scanner_runtime::live_scan_tenants(store.as_ref(), time::OffsetDateTime::now_utc())?;
     let mut rows = store.integration_statuses()?;
     rows.retain(|row| scope.allows_tenant(&row.tenant));
     for row in &mut rows {
@@ -37,7 +37,7 @@ pub(crate) fn visible_statuses(
 
 /// The latest exports of the tenants `scope` sees, newest first.
 fn visible_exports(runtime: &Runtime, scope: &TokenScope) -> Result<Vec<ExportRecord>, ApiError> {
-    let store = runtime.store();
+    let store = runtime.require_database("exports")?;
     if scope.admin {
         return Ok(store.exports(None, RECENT_EXPORTS)?);
     }

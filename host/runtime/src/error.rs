@@ -74,6 +74,15 @@ pub enum RuntimeError {
     /// The store failed.
     #[error(transparent)]
     Database(#[from] StoreError),
+    /// What was asked is kept only in SQLite yet, and the store is another
+    /// backend.
+    #[error("{what} is not available on the {backend} store yet; it needs a SQLite --db")]
+    NotOnBackend {
+        /// What was asked, in words.
+        what: String,
+        /// The store's backend.
+        backend: &'static str,
+    },
     /// The plugin asked for an egress origin the host cannot accept.
     #[error("plugin `{plugin}` reported an invalid egress origin: {message}")]
     BadEgress {
@@ -152,6 +161,7 @@ impl RuntimeError {
             Self::Internal(_) => "internal",
             Self::Database(StoreError::LeaseLost { .. }) => "lease-lost",
             Self::Database(_) => "store",
+            Self::NotOnBackend { .. } => "unsupported",
             Self::BadEgress { .. } => "invalid-config",
             Self::NotGranted { .. } => "not-granted",
             Self::InvalidGrant { .. } => "invalid-input",

@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::error::RuntimeError;
-use scanner_store::{Database, LockAttempt, StoreError, TenantLock};
+use scanner_store::{LeaseHolder, LockAttempt, Store, StoreError, TenantLock};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +11,13 @@ use time::OffsetDateTime;
 
 /// How this process names itself in a tenant's scan lock.
 #[derive(Debug, Clone)]
-pub(crate) struct LockHolder {
-    /// Host name, pid and start time: unique among processes.
-    id: String,
-    host: String,
-    pid: u32,
+pub(crate) struct LockHolder(LeaseHolder);
+
+impl std::ops::Deref for LockHolder {
+    type Target = LeaseHolder;
+    fn deref(&self) -> &LeaseHolder {
+        &self.0
+    }
 }
 
 impl LockHolder {
@@ -28,16 +30,16 @@ impl LockHolder {
             .unwrap_or_else(|| "localhost".into());
         let pid = std::process::id();
         let started = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        Self {
+        Self(LeaseHolder {
             id: format!("{host}:{pid}:{started}"),
             host,
             pid,
-        }
+        })
     }
 
     /// Whether `lock`'s holder is a process of this host that no longer
     /// runs. Locks of other hosts lapse by time only.
-    fn is_gone(&self, lock: &TenantLock) -> bool {
+    pub(crate) fn is_gone(&self, lock: &TenantLock) -> bool {
         lock.host == self.host
             && lock.pid != self.pid
             && std::path::Path::new("/proc/self").exists()
@@ -45,15 +47,15 @@ impl LockHolder {
     }
 }
 
-/// How long a scan lock lasts without renewal, and how often a scan
-/// renews it.
-const LOCK_TTL: Duration = Duration::from_secs(60);
-const LOCK_RENEWAL: Duration = Duration::from_secs(10);
+/// How long a scan lease lasts without renewal by default; it is renewed
+/// every sixth of that. A host that dies holds its tenants this long at
+/// most (a process of the same host that is gone is seen at once).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 
 /// The tenant's scan lock when a live process holds it: unexpired, and not
 /// held by a process of this host that is gone.
 pub fn live_scan_lock(
-    store: &Database,
+    store: &dyn Store,
     tenant: &str,
     now: OffsetDateTime,
 ) -> Result<Option<TenantLock>, StoreError> {
@@ -75,7 +77,7 @@ fn is_live(me: &LockHolder, lock: &TenantLock, now: OffsetDateTime) -> bool {
 /// other way round, a scan that ends between the two reads would look
 /// cut off.
 pub fn live_scan_tenants(
-    store: &Database,
+    store: &dyn Store,
     now: OffsetDateTime,
 ) -> Result<HashSet<String>, StoreError> {
     let me = LockHolder::of_this_process();
@@ -90,7 +92,7 @@ pub fn live_scan_tenants(
 /// A tenant's scan lock held by this process, renewed in the background
 /// until [`ScanLock::release`].
 pub(crate) struct ScanLock {
-    store: Arc<Database>,
+    store: Arc<dyn Store>,
     tenant: String,
     id: String,
     /// The lease taken: its generation fences the scan's writes.
@@ -101,46 +103,55 @@ pub(crate) struct ScanLock {
 }
 
 impl ScanLock {
-    /// Take the tenant's lock as `me` and keep it renewed; an error naming
-    /// the holder when a live process has it.
+    /// Take the tenant's lock as `me` for `ttl` and keep it renewed; an
+    /// error naming the holder when a live process has it.
     pub(crate) async fn acquire(
-        store: &Arc<Database>,
+        store: &Arc<dyn Store>,
         clock: &Arc<dyn Clock>,
         me: &LockHolder,
         tenant: &str,
+        ttl: Duration,
     ) -> Result<ScanLock, RuntimeError> {
         let now = clock.now();
         let taken = {
             let store = store.clone();
-            let (t, id, host, pid) = (tenant.to_string(), me.id.clone(), me.host.clone(), me.pid);
+            let t = tenant.to_string();
             let holder = me.clone();
             tokio::task::spawn_blocking(move || {
-                store.acquire_tenant_lock(&t, &id, &host, pid, now, now + LOCK_TTL, |l| {
-                    holder.is_gone(l)
-                })
+                store.acquire_tenant_lock(&t, &holder, now, now + ttl, &|l| holder.is_gone(l))
             })
             .await
             .map_err(|e| RuntimeError::Internal(format!("lock task failed: {e}")))??
         };
-        let lease = match taken {
-            LockAttempt::Taken(lease) => lease,
-            LockAttempt::Held(holder) => {
-                return Err(RuntimeError::Locked {
-                    tenant: tenant.to_string(),
-                    holder: Box::new(holder),
-                });
-            }
-        };
+        match taken {
+            LockAttempt::Taken(lease) => Ok(Self::adopt(store, clock, me, tenant, lease, ttl)),
+            LockAttempt::Held(holder) => Err(RuntimeError::Locked {
+                tenant: tenant.to_string(),
+                holder: Box::new(holder),
+            }),
+        }
+    }
+
+    /// Hold `lease`, already taken as `me` (claimed with due tenants), and
+    /// keep it renewed for `ttl` at a time.
+    pub(crate) fn adopt(
+        store: &Arc<dyn Store>,
+        clock: &Arc<dyn Clock>,
+        me: &LockHolder,
+        tenant: &str,
+        lease: TenantLock,
+        ttl: Duration,
+    ) -> ScanLock {
         let renewal = {
             let (store, clock) = (store.clone(), clock.clone());
             let (tenant, id) = (tenant.to_string(), me.id.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(LOCK_RENEWAL);
+                let mut tick = tokio::time::interval(ttl / 6);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
                     let (store, t, id) = (store.clone(), tenant.clone(), id.clone());
-                    let expires = clock.now() + LOCK_TTL;
+                    let expires = clock.now() + ttl;
                     let renewed = tokio::task::spawn_blocking(move || {
                         store.renew_tenant_lock(&t, &id, expires)
                     })
@@ -153,14 +164,14 @@ impl ScanLock {
                 }
             })
         };
-        Ok(ScanLock {
+        ScanLock {
             store: store.clone(),
             tenant: tenant.to_string(),
             id: me.id.clone(),
             lease,
             fenced: std::sync::Mutex::new(None),
             renewal,
-        })
+        }
     }
 
     /// Fence `scan_id`'s writes with this lease: once this process loses
@@ -196,7 +207,7 @@ mod tests {
 
     #[test]
     fn live_scan_tenants_are_those_with_an_unexpired_lock_of_a_live_process() {
-        let store = Database::open_in_memory().expect("open");
+        let store = scanner_store::Database::open_in_memory().expect("open");
         let me = LockHolder::of_this_process();
         let now = OffsetDateTime::now_utc();
         let hour = time::Duration::hours(1);

@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use scanner_contract::PluginError;
 use scanner_engine::EngineCounters;
-use scanner_store::{Database, FindingStateCounts, StoreError};
+use scanner_store::{FindingStateCounts, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,7 +209,7 @@ impl Metrics {
 
     /// Reads what the store holds now (findings by status) into the
     /// gauges: one grouped count. Blocking: SQLite.
-    pub fn refresh(&self, store: &Database) -> Result<(), StoreError> {
+    pub fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
         self.set_findings(store.finding_counts_by_state()?);
         Ok(())
     }

@@ -5,7 +5,7 @@
 use crate::error::RuntimeError;
 use scanner_contract::PluginInfo;
 use scanner_engine::Plugin;
-use scanner_store::{Database, Integration};
+use scanner_store::{Integration, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -69,7 +69,7 @@ impl Plugins {
     /// component they meet first.
     pub(crate) fn of_integration(
         &self,
-        store: &Database,
+        store: &dyn Store,
         integration: &Integration,
     ) -> Result<&Plugin, RuntimeError> {
         let plugin = self.get(&integration.plugin)?;

@@ -7,18 +7,18 @@ use crate::error::RuntimeError;
 use crate::grants::Grants;
 use crate::inspect::{InspectedRecord, Mapped};
 use crate::live::LiveScans;
-use crate::lock::LockHolder;
+use crate::lock::{DEFAULT_LEASE_TTL, LockHolder};
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::retry::RetryPolicy;
-use crate::scan::{Progress, Scan, ScanCaps, ScanReport};
+use crate::scan::{OnOutcome, Progress, Scan, ScanCaps, ScanReport};
 use crate::scratch::ScratchKv;
 use crate::shutdown::ShutdownSignal;
 use crate::sync::{ScanRequest, SyncPolicy};
 use crate::tenant::{TenantSetup, check_tenant_name, grants_of};
 use scanner_contract::{ConnectionInfo, PluginError, PluginInfo, Settings};
 use scanner_engine::{Engine, Plugin, SinkInstance, SourceInstance};
-use scanner_store::Database;
+use scanner_store::{Database, Store, TenantLock};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,7 +46,10 @@ pub struct ConnectOptions {
 pub struct Runtime {
     engine: Engine,
     plugins: Plugins,
-    store: Arc<Database>,
+    store: Arc<dyn Store>,
+    /// The same store when it is SQLite: what only SQLite holds yet
+    /// (exports, repositories, the findings listing, API tokens).
+    database: Option<Arc<Database>>,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
     caps: ScanCaps,
@@ -57,6 +60,7 @@ pub struct Runtime {
     sync: SyncPolicy,
     max_empty_pages: u32,
     holder: LockHolder,
+    lease_ttl: Duration,
     live: LiveScans,
     metrics: Metrics,
 }
@@ -67,11 +71,20 @@ impl Runtime {
     /// [`Runtime::plugin_conflicts`]): whichever came last must not
     /// silently receive the other's tenants and secrets.
     pub fn new(engine: Engine, plugins: Vec<Plugin>, store: Arc<Database>) -> Self {
+        let mut runtime = Self::on_store(engine, plugins, store.clone());
+        runtime.database = Some(store);
+        runtime
+    }
+
+    /// A runtime over a store of any backend (PostgreSQL, say); what only
+    /// SQLite holds yet is unavailable ([`Runtime::database`] is `None`).
+    pub fn on_store(engine: Engine, plugins: Vec<Plugin>, store: Arc<dyn Store>) -> Self {
         let metrics = Metrics::new(engine.counters());
         Self {
             engine,
             plugins: Plugins::new(plugins),
             store,
+            database: None,
             clock: Arc::new(SystemClock),
             retry: RetryPolicy::default(),
             caps: ScanCaps::default(),
@@ -82,6 +95,7 @@ impl Runtime {
             sync: SyncPolicy::default(),
             max_empty_pages: 1000,
             holder: LockHolder::of_this_process(),
+            lease_ttl: DEFAULT_LEASE_TTL,
             live: LiveScans::default(),
             metrics,
         }
@@ -105,6 +119,14 @@ impl Runtime {
     /// their own.
     pub fn with_incremental_interval(mut self, interval: Option<Duration>) -> Self {
         self.sync.incremental_every = interval;
+        self
+    }
+
+    /// How long a tenant's scan lease lasts unless renewed (default 60 s;
+    /// renewed every sixth of it): how long the tenants of a host that
+    /// died or froze wait before another host takes them over.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_secs(1));
         self
     }
 
@@ -160,8 +182,24 @@ impl Runtime {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<Database> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The store when it is SQLite, which alone holds exports,
+    /// repositories, the findings listing and API tokens yet.
+    pub fn database(&self) -> Option<&Arc<Database>> {
+        self.database.as_ref()
+    }
+
+    /// The SQLite store, or an error saying `what` needs it.
+    pub fn require_database(&self, what: &str) -> Result<&Arc<Database>, RuntimeError> {
+        self.database
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NotOnBackend {
+                what: what.to_string(),
+                backend: self.store.backend(),
+            })
     }
 
     /// The clock.
@@ -375,7 +413,7 @@ impl Runtime {
             .store
             .integration(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
-        let plugin = self.plugins.of_integration(&self.store, &integration)?;
+        let plugin = self.plugins.of_integration(&*self.store, &integration)?;
         let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
         let mut instance: SourceInstance = setup.with_grants(&grants_of(&integration)).await?;
         Ok(self.metrics.answered(instance.test().await?)?)
@@ -395,7 +433,7 @@ impl Runtime {
             .store
             .integration(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
-        let plugin = self.plugins.of_integration(&self.store, &integration)?;
+        let plugin = self.plugins.of_integration(&*self.store, &integration)?;
         let setup = TenantSetup::saved(&integration, plugin, &self.store, &self.metrics);
         let mut instance: SourceInstance = setup.with_grants(&grants_of(&integration)).await?;
         let request = scanner_contract::PageRequest::default();
@@ -427,7 +465,7 @@ impl Runtime {
             .store
             .integration(tenant)?
             .ok_or_else(|| RuntimeError::UnknownTenant(tenant.to_string()))?;
-        let plugin = self.plugins.of_integration(&self.store, &integration)?;
+        let plugin = self.plugins.of_integration(&*self.store, &integration)?;
         if !plugin.has_sink() {
             return Err(RuntimeError::Plugin(PluginError::Unsupported(format!(
                 "plugin `{}` does not export findings",
@@ -460,6 +498,56 @@ impl Runtime {
         request: ScanRequest,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
+        self.scan_job(request, None, None)
+            .run(tenant, progress)
+            .await
+    }
+
+    /// Take the leases of up to `limit` due tenants nobody scans, most
+    /// overdue first (see [`scanner_store::Store::claim_due_tenants`]).
+    pub(crate) fn claim_due(
+        &self,
+        first_delay: Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, TenantLock)>, RuntimeError> {
+        let now = self.clock.now();
+        let holder = &self.holder;
+        Ok(self.store.claim_due_tenants(
+            holder,
+            now,
+            now + self.lease_ttl,
+            first_delay,
+            limit,
+            &|l| holder.is_gone(l),
+        )?)
+    }
+
+    /// Give back a lease [`Runtime::claim_due`] took, unscanned.
+    pub(crate) fn release_claim(&self, tenant: &str) {
+        if let Err(e) = self.store.release_tenant_lock(tenant, &self.holder.id) {
+            tracing::warn!(tenant, error = %e, "could not give back a claimed tenant");
+        }
+    }
+
+    /// Scan a tenant whose lease [`Runtime::claim_due`] took; `on_outcome`
+    /// runs with the outcome before the lease is given back.
+    pub(crate) async fn scan_claimed(
+        &self,
+        tenant: &str,
+        lease: TenantLock,
+        on_outcome: &OnOutcome<'_>,
+    ) -> Result<ScanReport, RuntimeError> {
+        self.scan_job(ScanRequest::Auto, Some(lease), Some(on_outcome))
+            .run(tenant, &())
+            .await
+    }
+
+    fn scan_job<'a>(
+        &'a self,
+        request: ScanRequest,
+        claimed: Option<TenantLock>,
+        on_outcome: Option<&'a OnOutcome<'a>>,
+    ) -> Scan<'a> {
         Scan {
             store: &self.store,
             clock: &self.clock,
@@ -475,9 +563,10 @@ impl Runtime {
             running: &self.running,
             live: &self.live,
             metrics: &self.metrics,
+            lease_ttl: self.lease_ttl,
+            claimed,
+            on_outcome,
         }
-        .run(tenant, progress)
-        .await
     }
 
     /// The scans running in this process, to follow their progress live.

@@ -14,7 +14,7 @@ use crate::sync::{ScanRequest, SyncPolicy};
 use crate::tenant::{TenantSetup, grants_of};
 use scanner_contract::{PageRequest, PluginError};
 use scanner_engine::{EngineError, SourceInstance, escape_untrusted};
-use scanner_store::{Database, PageCounts, ScanMode, StoreError};
+use scanner_store::{PageCounts, ScanMode, Store, StoreError, TenantLock};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -190,10 +190,13 @@ impl Progress for Followed<'_> {
     }
 }
 
+/// What runs with a scan's outcome before its lease is given back.
+pub(crate) type OnOutcome<'a> = dyn Fn(&Result<ScanReport, RuntimeError>) + Sync + 'a;
+
 /// What a scan uses of the runtime, borrowed for one scan.
 pub(crate) struct Scan<'a> {
     /// The store.
-    pub(crate) store: &'a Arc<Database>,
+    pub(crate) store: &'a Arc<dyn Store>,
     /// The clock.
     pub(crate) clock: &'a Arc<dyn Clock>,
     /// The loaded plugins.
@@ -220,6 +223,13 @@ pub(crate) struct Scan<'a> {
     pub(crate) live: &'a LiveScans,
     /// Where scans, pages and plugin errors are counted.
     pub(crate) metrics: &'a Metrics,
+    /// How long the tenant's lease lasts without renewal.
+    pub(crate) lease_ttl: Duration,
+    /// The tenant's lease when the scheduler already claimed it.
+    pub(crate) claimed: Option<TenantLock>,
+    /// Run with the outcome while the lease is still held (the scheduler
+    /// writes the next slot before another host may claim the tenant).
+    pub(crate) on_outcome: Option<&'a OnOutcome<'a>>,
 }
 
 impl Scan<'_> {
@@ -260,8 +270,24 @@ impl Scan<'_> {
         tenant: &str,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
-        let lock = ScanLock::acquire(self.store, self.clock, self.holder, tenant).await?;
+        let lock = match &self.claimed {
+            Some(lease) => ScanLock::adopt(
+                self.store,
+                self.clock,
+                self.holder,
+                tenant,
+                lease.clone(),
+                self.lease_ttl,
+            ),
+            None => {
+                ScanLock::acquire(self.store, self.clock, self.holder, tenant, self.lease_ttl)
+                    .await?
+            }
+        };
         let result = self.scan_inner(tenant, &lock, progress).await;
+        if let Some(on_outcome) = self.on_outcome {
+            on_outcome(&result);
+        }
         lock.release();
         result
     }
@@ -384,7 +410,7 @@ impl Scan<'_> {
         progress: &dyn Progress,
         paging: &mut Paging,
     ) -> Result<(), RuntimeError> {
-        let plugin = self.plugins.of_integration(self.store, integration)?;
+        let plugin = self.plugins.of_integration(&**self.store, integration)?;
         let caps = self.caps_of(&integration.plugin).clone();
         let scan_id = start.scan_id;
         let mut cursor = start.cursor.clone();

@@ -12,14 +12,13 @@
 //! of coming straight back; a scan is bounded by the engine's per-call
 //! limits and its page limit.
 
-use crate::{Runtime, RuntimeError};
+use crate::{Runtime, RuntimeError, ScanReport};
+use scanner_store::TenantLock;
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Scheduling settings.
 #[derive(Debug, Clone)]
@@ -100,35 +99,37 @@ impl Scheduler {
         &self.config
     }
 
-    /// Start a scan for every due integration that is not already
-    /// scanning; returns the tenants started. Scans run on their own tasks;
-    /// the semaphore keeps at most `concurrency` of them in the engine, and
-    /// a tenant waiting for a permit does not hold up the others.
+    /// Claim as many due integrations as there are free slots, most
+    /// overdue first, and start a scan of each; returns the scans started.
+    ///
+    /// Claiming takes each tenant's lease in the store, so hosts sharing
+    /// a store never get the same tenant, and a host never takes more
+    /// tenants than it has slots: the others stay free for other hosts
+    /// (or for this one's next tick, when a slot frees up).
     pub fn tick(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
-        let now = self.runtime.clock().now();
-        let due = self
-            .runtime
-            .store()
-            .due_integrations(now, self.config.first_delay)?;
+        let free = self.permits.available_permits();
+        if free == 0 {
+            return Ok(Vec::new());
+        }
+        let claimed = self.runtime.claim_due(self.config.first_delay, free)?;
         let mut started = Vec::new();
-        for tenant in due {
-            {
-                let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-                if !active.insert(tenant.clone()) {
-                    continue;
-                }
-            }
+        for (tenant, lease) in claimed {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                // Not reached: slots are taken only here. Give the lease
+                // back rather than hold a tenant nobody scans.
+                self.runtime.release_claim(&tenant);
+                continue;
+            };
+            self.active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(tenant.clone());
             let runtime = self.runtime.clone();
-            let permits = self.permits.clone();
             let active = self.active.clone();
             let config = self.config.clone();
-            // Queued here, in due order, rather than inside the spawned
-            // task: tasks spawned together first run in no particular order.
-            let admission = Admission::queue(permits);
             started.push(tokio::spawn(async move {
-                if let Some(_permit) = admission.await {
-                    run_one(&runtime, &config, &tenant).await;
-                }
+                run_one(&runtime, &config, &tenant, lease).await;
+                drop(permit);
                 active
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -136,6 +137,26 @@ impl Scheduler {
             }));
         }
         Ok(started)
+    }
+
+    /// Scan every tenant due now, as many at once as there are slots,
+    /// until none is due and none is running; how many scans ran. A pass
+    /// of the schedule without a server (benchmarks, tests).
+    pub async fn run_due(&self) -> Result<usize, RuntimeError> {
+        let mut ran = 0;
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            for handle in self.tick()? {
+                ran += 1;
+                running.spawn(handle);
+            }
+            match running.join_next().await {
+                Some(done) => done
+                    .map_err(|e| RuntimeError::Internal(format!("scan task failed: {e}")))?
+                    .map_err(|e| RuntimeError::Internal(format!("scan task failed: {e}")))?,
+                None => return Ok(ran),
+            }
+        }
     }
 
     /// Run until `shutdown` resolves, then ask running scans to stop after
@@ -192,101 +213,41 @@ impl Scheduler {
     }
 }
 
-type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
-
-/// A place in the semaphore's queue, taken when created. Tokio's semaphore
-/// serves waiters first come, first served from their first poll, so
-/// polling once at creation fixes the order in which scans get a slot.
-/// Resolves to the slot, or `None` if the semaphore was closed.
-enum Admission {
-    /// A slot was free at once (taken out when the admission resolves).
-    Ready(Option<OwnedSemaphorePermit>),
-    /// Queued; resolves when the slot is ours.
-    Queued(Acquire),
-}
-
-impl Admission {
-    fn queue(permits: Arc<Semaphore>) -> Admission {
-        let mut acquire: Acquire = Box::pin(permits.acquire_owned());
-        // The no-op waker is replaced by the task's own on its first poll;
-        // a slot granted in between is seen by that poll, so no wake-up is
-        // lost.
-        let mut cx = Context::from_waker(Waker::noop());
-        match acquire.as_mut().poll(&mut cx) {
-            Poll::Ready(permit) => Admission::Ready(permit.ok()),
-            Poll::Pending => Admission::Queued(acquire),
-        }
-    }
-}
-
-impl Future for Admission {
-    type Output = Option<OwnedSemaphorePermit>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Admission::Ready(permit) => Poll::Ready(permit.take()),
-            Admission::Queued(acquire) => acquire.as_mut().poll(cx).map(Result::ok),
-        }
-    }
-}
-
-/// Scan one tenant and write its next slot.
-async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str) {
-    let result = runtime.scan(tenant, &()).await;
-    let now = runtime.clock().now();
-    let store = runtime.store();
-    let next = match &result {
-        Ok(report) => {
-            tracing::info!(
-                tenant,
-                new = report.new,
-                updated = report.updated,
-                resolved = report.resolved,
-                "scan completed"
-            );
-            store.record_scan_success(tenant, config.next_after_success(now))
-        }
-        // A shutdown leaves the slot as it is: the resumed scan is due at
-        // once on the next start. A tenant another process is scanning is
-        // not a failure either: that process records the outcome.
-        Err(RuntimeError::Interrupted(_) | RuntimeError::Locked { .. }) => return,
-        Err(err) => {
-            tracing::warn!(tenant, error = %err, "scan failed");
-            store.record_scan_failure(tenant, |failures| config.next_after_failure(now, failures))
+/// Scan one claimed tenant and write its next slot, before its lease is
+/// given back: a host that claims it then finds it not due.
+async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str, lease: TenantLock) {
+    let record = |result: &Result<ScanReport, RuntimeError>| {
+        let now = runtime.clock().now();
+        let store = runtime.store();
+        let next = match result {
+            Ok(report) => {
+                tracing::info!(
+                    tenant,
+                    new = report.new,
+                    updated = report.updated,
+                    resolved = report.resolved,
+                    "scan completed"
+                );
+                store.record_scan_success(tenant, config.next_after_success(now))
+            }
+            // A shutdown leaves the slot as it is: the resumed scan is due
+            // at once on the next start. A tenant another process is
+            // scanning is not a failure either: that process records the
+            // outcome.
+            Err(RuntimeError::Interrupted(_) | RuntimeError::Locked { .. }) => return,
+            Err(err) => {
+                tracing::warn!(tenant, error = %err, "scan failed");
+                store.record_scan_failure(tenant, &|failures| {
+                    config.next_after_failure(now, failures)
+                })
+            }
+        };
+        if let Err(err) = next {
+            tracing::error!(tenant, error = %err, "could not record the next scan time");
         }
     };
-    if let Err(err) = next {
-        tracing::error!(tenant, error = %err, "could not record the next scan time");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn slots_go_to_waiters_in_the_order_they_queued() {
-        let permits = Arc::new(Semaphore::new(1));
-        let first = Admission::queue(permits.clone())
-            .await
-            .expect("a free slot");
-        let queued: Vec<Admission> = (0..8).map(|_| Admission::queue(permits.clone())).collect();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        // Spawned last first: without the place taken when queueing, the
-        // order would be that of the tasks' first polls.
-        let mut tasks = Vec::new();
-        for (i, admission) in queued.into_iter().enumerate().rev() {
-            let order = order.clone();
-            tasks.push(tokio::spawn(async move {
-                let _slot = admission.await.expect("slot");
-                order.lock().expect("order").push(i);
-            }));
-        }
-        tokio::task::yield_now().await;
-        drop(first);
-        for t in tasks {
-            t.await.expect("task");
-        }
-        assert_eq!(*order.lock().expect("order"), (0..8).collect::<Vec<_>>());
-    }
+    // Errors are recorded above. One is not: a scan of the tenant that
+    // began in this process between the claim and now (by hand, or through
+    // the API) took the lease over, and records its own outcome.
+    let _ = runtime.scan_claimed(tenant, lease, &record).await;
 }

@@ -10,7 +10,7 @@ use scanner_engine::{
     EgressPolicy, EngineError, Plugin, SinkInstance, SourceInstance, TenantSandbox,
     escape_untrusted,
 };
-use scanner_store::{Database, EgressGrants, Integration};
+use scanner_store::{EgressGrants, Integration, Store};
 use std::sync::Arc;
 
 /// Refuses tenant names that would be ambiguous in a path, a URL, a log
@@ -101,7 +101,7 @@ impl<'a> TenantSetup<'a> {
     pub(crate) fn saved(
         integration: &'a Integration,
         plugin: &'a Plugin,
-        store: &'a Arc<Database>,
+        store: &'a Arc<dyn Store>,
         metrics: &'a Metrics,
     ) -> Self {
         Self {

@@ -41,6 +41,9 @@ pub struct LeaseHolder {
 pub trait Store: KvStore + Send + Sync {
     /// The backend, for messages: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// The schema version the store is at; what tells a store that
+    /// answers (readiness).
+    fn schema_version(&self) -> Result<i64, StoreError>;
 
     // Integrations.
 
@@ -89,7 +92,9 @@ pub trait Store: KvStore + Send + Sync {
     ) -> Result<LockAttempt, StoreError>;
     /// Take the leases of up to `limit` due tenants nobody holds, most
     /// overdue first (see [`Store::due_integrations`]). Hosts claiming at
-    /// once never get the same tenant.
+    /// once never get the same tenant. A live lease `stale` says belongs
+    /// to a process that is gone may be taken over; a backend may also
+    /// leave such leases to lapse.
     fn claim_due_tenants(
         &self,
         holder: &LeaseHolder,
@@ -97,6 +102,7 @@ pub trait Store: KvStore + Send + Sync {
         expires: OffsetDateTime,
         first_delay: std::time::Duration,
         limit: usize,
+        stale: &dyn Fn(&TenantLock) -> bool,
     ) -> Result<Vec<(String, TenantLock)>, StoreError>;
     /// Extend `holder`'s lease of the tenant to `expires`; false if it is
     /// no longer theirs.
@@ -222,6 +228,9 @@ impl Store for Database {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        Database::schema_version(self)
+    }
 
     fn upsert_granted_integration(
         &self,
@@ -275,16 +284,7 @@ impl Store for Database {
         expires: OffsetDateTime,
         stale: &dyn Fn(&TenantLock) -> bool,
     ) -> Result<LockAttempt, StoreError> {
-        Database::acquire_tenant_lock(
-            self,
-            tenant,
-            &holder.id,
-            &holder.host,
-            holder.pid,
-            now,
-            expires,
-            stale,
-        )
+        self.take_lock(tenant, holder, now, expires, stale, true)
     }
     fn claim_due_tenants(
         &self,
@@ -293,6 +293,7 @@ impl Store for Database {
         expires: OffsetDateTime,
         first_delay: std::time::Duration,
         limit: usize,
+        stale: &dyn Fn(&TenantLock) -> bool,
     ) -> Result<Vec<(String, TenantLock)>, StoreError> {
         // One file, one machine: taking the due tenants one lease at a time
         // is race-free, as each take is its own write transaction.
@@ -301,9 +302,8 @@ impl Store for Database {
             if claimed.len() >= limit {
                 break;
             }
-            if let LockAttempt::Taken(lease) =
-                Store::acquire_tenant_lock(self, &tenant, holder, now, expires, &|_| false)?
-            {
+            let attempt = self.take_lock(&tenant, holder, now, expires, stale, false)?;
+            if let LockAttempt::Taken(lease) = attempt {
                 claimed.push((tenant, lease));
             }
         }

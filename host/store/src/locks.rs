@@ -2,6 +2,7 @@
 //! one tenant at once, and fencing, so that a process that lost its lease
 //! (stopped or cut off past its expiry) stores nothing afterwards.
 
+use crate::backend::LeaseHolder;
 use crate::columns::timestamp;
 use crate::database::{Database, Fence};
 use crate::error::StoreError;
@@ -53,22 +54,42 @@ impl Database {
         expires: OffsetDateTime,
         stale: impl Fn(&TenantLock) -> bool,
     ) -> Result<LockAttempt, StoreError> {
+        let holder = LeaseHolder {
+            id: holder.to_string(),
+            host: host.to_string(),
+            pid,
+        };
+        self.take_lock(tenant, &holder, now, expires, &stale, true)
+    }
+
+    /// [`Database::acquire_tenant_lock`]; with `reentrant` false, a live
+    /// lease of `holder` itself counts as held too (a claim must not take
+    /// over a scan this process is running).
+    pub(crate) fn take_lock(
+        &self,
+        tenant: &str,
+        holder: &LeaseHolder,
+        now: OffsetDateTime,
+        expires: OffsetDateTime,
+        stale: &dyn Fn(&TenantLock) -> bool,
+        reentrant: bool,
+    ) -> Result<LockAttempt, StoreError> {
         let mut conn = self.conn();
         // IMMEDIATE: two processes deciding at once serialize here.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current = Self::read_lock(&tx, tenant)?;
         let generation = current.as_ref().map_or(0, |l| l.generation) + 1;
         if let Some(lock) = current
-            && lock.holder != holder
+            && (lock.holder != holder.id || !reentrant)
             && lock.expires_at > timestamp(now)
             && !stale(&lock)
         {
             return Ok(LockAttempt::Held(lock));
         }
         let lock = TenantLock {
-            holder: holder.to_string(),
-            host: host.to_string(),
-            pid,
+            holder: holder.id.clone(),
+            host: holder.host.clone(),
+            pid: holder.pid,
             acquired_at: timestamp(now),
             expires_at: timestamp(expires),
             generation,

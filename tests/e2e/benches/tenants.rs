@@ -73,11 +73,7 @@ async fn main() {
         },
     );
     let started = Instant::now();
-    let handles = scheduler.tick().expect("tick");
-    let scans = handles.len();
-    for h in handles {
-        h.await.expect("scan task");
-    }
+    let scans = scheduler.run_due().await.expect("scans");
     let scan = started.elapsed();
     let statuses = runtime.store().integration_statuses().expect("status");
     let completed = statuses

@@ -75,7 +75,7 @@ impl TestEnv {
     /// Wiz plugin in the shared engine.
     pub fn with_plugins(mut self, engine: Engine, plugins: Vec<Plugin>) -> TestEnv {
         let store = match self.runtime.take() {
-            Some(runtime) => runtime.store().clone(),
+            Some(runtime) => runtime.database().expect("a SQLite store").clone(),
             // Opened here, not through the default runtime: that would
             // compile the Wiz plugin for an engine nobody uses.
             None => Arc::new(Database::open(&self.db_path()).expect("open store")),
@@ -98,7 +98,7 @@ impl TestEnv {
 
     /// The runtime's database.
     pub fn store(&self) -> &Arc<Database> {
-        self.runtime().store()
+        self.runtime().database().expect("a SQLite store")
     }
 
     /// The temporary directory, for whatever else a test writes.

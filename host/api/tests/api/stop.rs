@@ -89,13 +89,14 @@ async fn a_stopping_server_refuses_requests_ends_streams_of_other_processes_scan
 
     let served = runtime(&db);
     let token = served
-        .store()
+        .database()
+        .expect("a SQLite store")
         .create_token("test", &[], true, time::OffsetDateTime::now_utc())
         .expect("create token")
         .token
         .expose()
         .to_string();
-    let api = Api::new(served.clone());
+    let api = Api::new(served.clone()).expect("a SQLite store");
     let router = scanner_api::router(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -78,7 +78,7 @@ impl TestApi {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let api = adjust(Api::new(runtime.clone()));
+        let api = adjust(Api::new(runtime.clone()).expect("a SQLite store"));
         tokio::spawn(scanner_api::serve(listener, api, std::future::pending()));
         TestApi {
             addr,
@@ -90,7 +90,7 @@ impl TestApi {
     }
 
     pub fn store(&self) -> &Arc<Database> {
-        self.runtime.store()
+        self.runtime.database().expect("a SQLite store")
     }
 
     /// Connects `tenant` to the simulator with its default client.

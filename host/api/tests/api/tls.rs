@@ -60,7 +60,7 @@ async fn the_api_answers_over_https_with_the_operators_certificate() {
     tokio::spawn(scanner_api::serve_tls(
         listener,
         tls,
-        Api::new(api.runtime.clone()),
+        Api::new(api.runtime.clone()).expect("a SQLite store"),
         std::future::pending(),
     ));
 

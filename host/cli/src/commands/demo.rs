@@ -128,12 +128,14 @@ pub(crate) async fn run(
     let report = scan_with_progress(&runtime, tenant, scanner_runtime::ScanRequest::Full).await?;
     let elapsed = started.elapsed();
     eprintln!("scan took {:.2}s", elapsed.as_secs_f64());
-    let mut rows = runtime.store().findings(&FindingQuery {
-        tenant: Some(tenant.into()),
-        status: StatusFilter::Open,
-        include_unmapped: true,
-        ..FindingQuery::default()
-    })?;
+    let mut rows = runtime
+        .require_database("the demo")?
+        .findings(&FindingQuery {
+            tenant: Some(tenant.into()),
+            status: StatusFilter::Open,
+            include_unmapped: true,
+            ..FindingQuery::default()
+        })?;
     let count = |kind: &str| rows.iter().filter(|r| r.kind == kind).count();
     let (open, code, images) = (
         rows.len(),

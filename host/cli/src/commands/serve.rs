@@ -79,7 +79,7 @@ pub(crate) async fn run(
             let scheme = if tls.is_some() { "https" } else { "http" };
             eprintln!("API listening on {scheme}://{addr}");
             let mut stopped = stopped.clone();
-            let api = scanner_api::Api::new(runtime.clone())
+            let api = scanner_api::Api::new(runtime.clone())?
                 .with_stop_deadline(STOP_DEADLINE.saturating_sub(API_MARGIN));
             let shutdown = async move {
                 let _ = stopped.wait_for(Option::is_some).await;

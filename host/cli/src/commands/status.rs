@@ -49,7 +49,7 @@ async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Database>> {
     for error in &report.errors {
         eprintln!("warning: an export could not be settled: {}", term(error));
     }
-    Ok(runtime.store().clone())
+    Ok(runtime.require_database("status")?.clone())
 }
 
 /// The integrations and recent exports as tables or one JSON object.

@@ -696,7 +696,7 @@ impl<'a> Exporter<'a> {
         policy: &ExportPolicy,
         progress: &dyn ExportProgress,
     ) -> Result<ExportReport, ExportError> {
-        let store = self.runtime.store().clone();
+        let store = self.runtime.require_database("exporting findings")?.clone();
         if store
             .integration(tenant)
             .map_err(RuntimeError::from)?
@@ -772,7 +772,7 @@ impl<'a> Exporter<'a> {
         });
         let receipt = self.send_with_retries(&mut sink, &batch).await?;
         self.runtime
-            .store()
+            .require_database("exporting findings")?
             .export_sent(
                 export_id,
                 &receipt.id,
@@ -797,7 +797,7 @@ impl<'a> Exporter<'a> {
             Err(e) => return Err(e),
         };
         self.runtime
-            .store()
+            .require_database("exporting findings")?
             .export_succeeded(export_id, u64::from(handled), self.runtime.clock().now())
             .map_err(RuntimeError::from)?;
         Ok(ExportReport {
@@ -902,7 +902,7 @@ impl<'a> Exporter<'a> {
         tenant: Option<&str>,
         progress: &dyn ExportProgress,
     ) -> Result<SettleReport, RuntimeError> {
-        let store = self.runtime.store().clone();
+        let store = self.runtime.require_database("settling exports")?.clone();
         mark_orphaned_exports(&store, tenant)?;
         let rows: Vec<UnsettledExport> = store
             .unsettled_exports(tenant)?

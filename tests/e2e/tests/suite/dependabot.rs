@@ -30,7 +30,8 @@ fn sim() -> Simulator {
 
 fn rows(runtime: &Runtime, tenant: &str) -> Vec<FindingRow> {
     runtime
-        .store()
+        .database()
+        .expect("a SQLite store")
         .findings(&FindingQuery {
             tenant: Some(tenant.into()),
             status: StatusFilter::All,

@@ -130,7 +130,11 @@ async fn sarif_becomes_an_accepted_upload_and_the_next_one_resolves_what_is_gone
     assert!(held.findings[&gone].resolved, "Wiz resolved the absent one");
     assert_eq!(held.open_ids().len(), 2, "the others kept their ids");
 
-    let exports = runtime.store().exports(Some("t"), 10).expect("exports");
+    let exports = runtime
+        .database()
+        .expect("a SQLite store")
+        .exports(Some("t"), 10)
+        .expect("exports");
     assert_eq!(exports.len(), 2);
     assert!(exports.iter().all(|e| e.outcome == "succeeded"));
     assert_eq!(exports[0].to_be_fixed, 1);
@@ -191,7 +195,8 @@ async fn defaults_refuse_diff_scans_other_branches_and_unlisted_repositories() {
         "nothing was uploaded"
     );
     let outcomes: Vec<String> = runtime
-        .store()
+        .database()
+        .expect("a SQLite store")
         .exports(Some("t"), 10)
         .expect("exports")
         .into_iter()
@@ -276,7 +281,11 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
         .expect_err("token refused twice");
     assert!(err.to_string().contains("freshly issued token"), "{err}");
 
-    let exports = runtime.store().exports(Some("t"), 10).expect("exports");
+    let exports = runtime
+        .database()
+        .expect("a SQLite store")
+        .exports(Some("t"), 10)
+        .expect("exports");
     let outcomes: Vec<&str> = exports.iter().map(|e| e.outcome.as_str()).collect();
     assert_eq!(outcomes, ["failed", "succeeded", "failed", "failed"]);
     assert!(
@@ -289,7 +298,8 @@ async fn invalid_documents_failed_activities_and_dead_tokens_are_recorded_failur
     );
     // Only the successful export became the branch's snapshot.
     let snapshot = runtime
-        .store()
+        .database()
+        .expect("a SQLite store")
         .exported_findings("t", REPO, "main")
         .expect("snapshot");
     assert_eq!(snapshot.len(), 3);
@@ -375,7 +385,8 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
         .expect("first export");
     assert_eq!(uploads(sim), 1);
     let snapshot = runtime
-        .store()
+        .database()
+        .expect("a SQLite store")
         .exported_findings("t", REPO, "main")
         .expect("snapshot");
     assert_eq!(snapshot.len(), 3);
@@ -433,7 +444,11 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
     assert_eq!(uploads(sim), 1, "nothing was uploaded while refusing");
     let held = &sim.ingested()[&data_source()];
     assert_eq!(held.open_ids().len(), 3, "Wiz still holds every finding");
-    let exports = runtime.store().exports(Some("t"), 10).expect("exports");
+    let exports = runtime
+        .database()
+        .expect("a SQLite store")
+        .exports(Some("t"), 10)
+        .expect("exports");
     assert!(
         exports[..5]
             .iter()
@@ -442,7 +457,8 @@ async fn empty_and_failed_analyses_and_mass_resolution_are_refused_unless_overri
     );
     assert_eq!(
         runtime
-            .store()
+            .database()
+            .expect("a SQLite store")
             .exported_findings("t", REPO, "main")
             .expect("snapshot"),
         snapshot,
@@ -511,7 +527,7 @@ async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
     let requests = sim.requests().len();
     let reduced = semgrep_without(env.dir(), "shop/reports.py");
     let plan = scanner_runtime::export::plan_export(
-        runtime.store(),
+        runtime.database().expect("a SQLite store"),
         "t",
         request_from("main", true, ScanScope::Full, &[reduced]),
         &ExportPolicy::default(),
@@ -526,7 +542,8 @@ async fn a_dry_run_shows_what_would_be_sent_and_fixed_and_records_nothing() {
     assert_eq!(sim.requests().len(), requests, "the platform was not asked");
     assert_eq!(
         runtime
-            .store()
+            .database()
+            .expect("a SQLite store")
             .exports(Some("t"), 10)
             .expect("exports")
             .len(),
@@ -566,13 +583,19 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
         panic!("expected an unknown outcome, got {err}");
     };
     assert!(err.to_string().contains("still in progress"), "{err}");
-    let first = impatient.store().exports(Some("t"), 1).expect("exports")[0].clone();
+    let first = impatient
+        .database()
+        .expect("a SQLite store")
+        .exports(Some("t"), 1)
+        .expect("exports")[0]
+        .clone();
     assert_eq!(first.outcome, "unknown");
     assert_eq!(first.activity_id.as_deref(), Some(activity_id.as_str()));
     assert_eq!(first.sent, 3);
     assert!(
         impatient
-            .store()
+            .database()
+            .expect("a SQLite store")
             .exported_findings("t", REPO, "main")
             .expect("snapshot")
             .is_empty(),
@@ -588,7 +611,12 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     assert_eq!(report.settled.len(), 1);
     assert_eq!(report.settled[0].outcome, "unknown");
     assert_eq!(
-        impatient.store().exports(Some("t"), 1).expect("exports")[0].outcome,
+        impatient
+            .database()
+            .expect("a SQLite store")
+            .exports(Some("t"), 1)
+            .expect("exports")[0]
+            .outcome,
         "unknown"
     );
 
@@ -603,7 +631,11 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
         .await
         .expect("next export");
     assert_eq!(report.to_be_fixed.len(), 1, "compared with the settled one");
-    let exports = runtime.store().exports(Some("t"), 10).expect("exports");
+    let exports = runtime
+        .database()
+        .expect("a SQLite store")
+        .exports(Some("t"), 10)
+        .expect("exports");
     let settled = exports.iter().find(|e| e.id == first.id).expect("first");
     assert_eq!(settled.outcome, "succeeded");
     assert_eq!(settled.handled, Some(3));
@@ -611,7 +643,8 @@ async fn an_export_still_processing_at_the_deadline_is_unknown_until_settled() {
     assert_eq!(exports[0].outcome, "succeeded");
     assert_eq!(
         runtime
-            .store()
+            .database()
+            .expect("a SQLite store")
             .exported_findings("t", REPO, "main")
             .expect("snapshot")
             .len(),

@@ -55,7 +55,7 @@ async fn incremental_scans_after_changes_store_what_a_full_scan_would() {
     assert!(!first.incremental, "the first scan after connect is full");
 
     for step in 1..=3 {
-        let before = stored(runtime.store());
+        let before = stored(runtime.database().expect("a SQLite store"));
         sim.advance(step);
         let asked_from = sim.requests().len();
         let report = runtime.scan("t", &()).await.expect("incremental scan");
@@ -68,7 +68,7 @@ async fn incremental_scans_after_changes_store_what_a_full_scan_would() {
             let statuses = filter["status"].as_array().expect("status list");
             assert!(statuses.len() == 4, "every status: {filter}");
         }
-        let after = stored(runtime.store());
+        let after = stored(runtime.database().expect("a SQLite store"));
         let want = expected_open(sim, true, true);
         assert_eq!(
             open(&after),
@@ -95,7 +95,11 @@ async fn incremental_scans_after_changes_store_what_a_full_scan_would() {
             (0, 0, 0, 0),
             "step {step}: a full scan after incremental ones changes nothing: {full:?}"
         );
-        assert_eq!(stored(runtime.store()), after, "step {step}");
+        assert_eq!(
+            stored(runtime.database().expect("a SQLite store")),
+            after,
+            "step {step}"
+        );
     }
 }
 
@@ -109,7 +113,7 @@ async fn an_unchanged_tenant_rescans_incrementally_for_almost_nothing() {
     .await;
     let (sim, runtime) = (env.sim(), env.runtime());
     runtime.scan("t", &()).await.expect("first scan");
-    let before = stored(runtime.store());
+    let before = stored(runtime.database().expect("a SQLite store"));
     let full_requests = sim.requests().len();
 
     let from = sim.requests().len();
@@ -120,7 +124,7 @@ async fn an_unchanged_tenant_rescans_incrementally_for_almost_nothing() {
         (0, 0, 0, 0),
         "{rescan:?}"
     );
-    assert_eq!(stored(runtime.store()), before);
+    assert_eq!(stored(runtime.database().expect("a SQLite store")), before);
     let pages = findings_filters(sim, from).len();
     assert!(
         pages < full_requests / 2,
