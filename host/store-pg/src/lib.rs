@@ -26,6 +26,10 @@
 //! - The schema is migrated at [`PgStore::connect`], in one transaction
 //!   under an advisory lock, so hosts starting at once do not race.
 //!
+//! [`PgBackend`] puts the store behind scanner-store's synchronous `Store`
+//! trait (with plugin state, sealed secrets and the key check), on a small
+//! tokio runtime of its own.
+//!
 //! TLS: with a CA file ([`PgOptions::ca_file`]) the connection is
 //! TLS through rustls and the server's certificate is verified against it
 //! (`sslmode=require` makes TLS mandatory); without one, `sslmode=require`
@@ -35,6 +39,7 @@
 //! SQLite store, so that tests decide them; hosts sharing a database should
 //! pass [`PgStore::database_now`], one clock for every lease.
 
+mod backend;
 mod error;
 mod integrations;
 mod leases;
@@ -42,6 +47,7 @@ mod scans;
 mod schema;
 mod store;
 
+pub use backend::PgBackend;
 pub use error::PgStoreError;
 pub use integrations::Integration;
 pub use leases::Lease;

@@ -359,15 +359,27 @@ impl PgStore {
         mode: &ScanMode,
         now: OffsetDateTime,
     ) -> Result<ScanStart, PgStoreError> {
+        self.begin_scan_in(&lease.tenant, Some(lease), mode, now)
+            .await
+    }
+
+    /// [`PgStore::begin_scan`] of `tenant`, fenced with `fence` when given.
+    pub(crate) async fn begin_scan_in(
+        &self,
+        tenant: &str,
+        fence: Option<&Lease>,
+        mode: &ScanMode,
+        now: OffsetDateTime,
+    ) -> Result<ScanStart, PgStoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        check_fence(&tx, lease, now).await?;
+        check_optional_fence(&tx, fence, now).await?;
         let last = tx
             .query_opt(
                 "SELECT id, cursor, paging_done, findings, mode, since,
                     outcome IN ('running', 'interrupted') OR (outcome = 'failed' AND resumable)
                  FROM scan_runs WHERE tenant = $1 ORDER BY id DESC LIMIT 1 FOR UPDATE",
-                &[&lease.tenant],
+                &[&tenant],
             )
             .await?;
         let start = match last {
@@ -394,7 +406,7 @@ impl PgStore {
                     .query_one(
                         "INSERT INTO scan_runs (tenant, started_at, outcome, mode, since)
                          VALUES ($1, $2, 'running', $3, $4) RETURNING id",
-                        &[&lease.tenant, &now, &mode.as_str(), &mode.since()],
+                        &[&tenant, &now, &mode.as_str(), &mode.since()],
                     )
                     .await?;
                 ScanStart {
@@ -427,10 +439,35 @@ impl PgStore {
         next_cursor: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<PageCounts, PgStoreError> {
-        let tenant = lease.tenant.as_str();
+        self.store_page_in(
+            &lease.tenant,
+            Some(lease),
+            scan_id,
+            findings,
+            skipped,
+            next_cursor,
+            now,
+        )
+        .await
+    }
+
+    /// [`PgStore::store_page`] of a scan of `tenant`, fenced with `fence`
+    /// when given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn store_page_in(
+        &self,
+        tenant: &str,
+        fence: Option<&Lease>,
+        scan_id: i64,
+        findings: &[Finding],
+        skipped: u64,
+        next_cursor: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<PageCounts, PgStoreError> {
+        refuse_nul_bytes(findings, next_cursor)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        check_fence(&tx, lease, now).await?;
+        check_optional_fence(&tx, fence, now).await?;
         let incremental = check_running(&tx, scan_id, tenant).await?;
 
         let ids: Vec<&str> = findings.iter().map(|f| f.source_id.as_str()).collect();
@@ -624,10 +661,22 @@ impl PgStore {
         scan_id: i64,
         now: OffsetDateTime,
     ) -> Result<ScanSummary, PgStoreError> {
-        let tenant = lease.tenant.as_str();
+        self.complete_scan_in(&lease.tenant, Some(lease), scan_id, now)
+            .await
+    }
+
+    /// [`PgStore::complete_scan`] of a scan of `tenant`, fenced with
+    /// `fence` when given.
+    pub(crate) async fn complete_scan_in(
+        &self,
+        tenant: &str,
+        fence: Option<&Lease>,
+        scan_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<ScanSummary, PgStoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        check_fence(&tx, lease, now).await?;
+        check_optional_fence(&tx, fence, now).await?;
         let incremental = check_running(&tx, scan_id, tenant).await?;
         let done: bool = tx
             .query_one(
@@ -684,21 +733,44 @@ impl PgStore {
         resumable: bool,
         now: OffsetDateTime,
     ) -> Result<(), PgStoreError> {
+        self.fail_scan_in(
+            &lease.tenant,
+            Some(lease),
+            scan_id,
+            error_kind,
+            message,
+            resumable,
+            now,
+        )
+        .await
+    }
+
+    /// [`PgStore::fail_scan`] of a scan of `tenant`, fenced with `fence`
+    /// when given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fail_scan_in(
+        &self,
+        tenant: &str,
+        fence: Option<&Lease>,
+        scan_id: i64,
+        error_kind: &str,
+        message: &str,
+        resumable: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), PgStoreError> {
+        // An error's words come from plugins and servers: a NUL byte, which
+        // PostgreSQL text cannot hold, is replaced rather than losing the
+        // record of the failure.
+        let error_kind = without_nul(error_kind);
+        let message = without_nul(message);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        check_fence(&tx, lease, now).await?;
+        check_optional_fence(&tx, fence, now).await?;
         tx.execute(
             "UPDATE scan_runs SET outcome = 'failed', finished_at = $3, error_kind = $4,
                 error_message = $5, resumable = $6
              WHERE id = $1 AND tenant = $2 AND outcome = 'running'",
-            &[
-                &scan_id,
-                &lease.tenant,
-                &now,
-                &error_kind,
-                &message,
-                &resumable,
-            ],
+            &[&scan_id, &tenant, &now, &error_kind, &message, &resumable],
         )
         .await?;
         tx.commit().await?;
@@ -713,15 +785,58 @@ impl PgStore {
         scan_id: i64,
         now: OffsetDateTime,
     ) -> Result<(), PgStoreError> {
+        self.interrupt_scan_in(&lease.tenant, Some(lease), scan_id, now)
+            .await
+    }
+
+    /// [`PgStore::interrupt_scan`] of a scan of `tenant`, fenced with
+    /// `fence` when given.
+    pub(crate) async fn interrupt_scan_in(
+        &self,
+        tenant: &str,
+        fence: Option<&Lease>,
+        scan_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), PgStoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        check_fence(&tx, lease, now).await?;
+        check_optional_fence(&tx, fence, now).await?;
         tx.execute(
             "UPDATE scan_runs SET outcome = 'interrupted', finished_at = $3
              WHERE id = $1 AND tenant = $2 AND outcome = 'running'",
-            &[&scan_id, &lease.tenant, &now],
+            &[&scan_id, &tenant, &now],
         )
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Turn a running incremental scan of `tenant` into a full one before
+    /// its first page (the plugin answered with a full scan), fenced with
+    /// `fence` when given; refused once a page is stored, so that one
+    /// scan's pages all mean the same.
+    pub(crate) async fn make_scan_full_in(
+        &self,
+        tenant: &str,
+        fence: Option<&Lease>,
+        scan_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), PgStoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        check_optional_fence(&tx, fence, now).await?;
+        let changed = tx
+            .execute(
+                "UPDATE scan_runs SET mode = 'full', since = NULL
+                 WHERE id = $1 AND tenant = $2 AND outcome = 'running' AND pages = 0",
+                &[&scan_id, &tenant],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(PgStoreError::Invalid(format!(
+                "scan {scan_id} of tenant `{tenant}` cannot become a full scan: it is not running or has stored pages"
+            )));
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -838,6 +953,83 @@ impl PgStore {
                 to_state: r.get(3),
             })
             .collect())
+    }
+}
+
+/// [`check_fence`] when the write is fenced (`Some`); an unfenced write
+/// (a scan no lease was given for) is not checked.
+async fn check_optional_fence(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fence: Option<&Lease>,
+    now: OffsetDateTime,
+) -> Result<(), PgStoreError> {
+    match fence {
+        Some(lease) => check_fence(tx, lease, now).await,
+        None => Ok(()),
+    }
+}
+
+/// `text` with every NUL byte replaced by U+FFFD, for words (an error's
+/// message) that are worth keeping even when PostgreSQL could not hold
+/// them as given.
+pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// PostgreSQL text and JSON cannot hold a NUL byte (SQLite can): a page
+/// whose findings or cursor hold one is refused whole, with the field
+/// named, instead of failing in the driver with an opaque error (or being
+/// stored altered, which would make a finding compare changed forever).
+fn refuse_nul_bytes(findings: &[Finding], next_cursor: Option<&str>) -> Result<(), PgStoreError> {
+    if next_cursor.is_some_and(|c| c.contains('\0')) {
+        return Err(PgStoreError::Invalid(
+            "the page's next cursor holds a NUL byte, which PostgreSQL cannot store".into(),
+        ));
+    }
+    for f in findings {
+        // Cheap first: the JSON of a finding without NUL bytes has no
+        // `\u0000` escape. Only a hit is walked, to name the field.
+        let text = serde_json::to_string(f).unwrap_or_default();
+        if !text.contains("\\u0000") {
+            continue;
+        }
+        let value = serde_json::to_value(f).unwrap_or_default();
+        if let Some(field) = nul_field(&value, "") {
+            return Err(PgStoreError::Invalid(format!(
+                "finding `{}`: field `{field}` holds a NUL byte, which PostgreSQL cannot store",
+                f.source_id.escape_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The path (`location.file_path`, `cve_ids[0]`) of the first string in
+/// `value` holding a NUL byte, keys included.
+fn nul_field(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(path.to_string()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_field(v, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_field(v, &here)
+            }
+        }),
+        _ => None,
     }
 }
 

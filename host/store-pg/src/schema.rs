@@ -10,7 +10,8 @@ const MIGRATION_LOCK: i64 = 0x5343_414e_5047_0001;
 
 /// Schema steps, applied in order; `schema_migrations` holds the number of
 /// each applied one. A released step is never edited: changes add a step.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE integrations (
     tenant text PRIMARY KEY,
     plugin text NOT NULL,
@@ -94,7 +95,54 @@ CREATE TABLE finding_events (
     to_state text NOT NULL
 );
 CREATE INDEX finding_events_finding ON finding_events (tenant, source_id, id);
-"#];
+"#,
+    r#"
+-- What the host's `Store` needs beyond the scan path (`PgBackend`): the
+-- operator's grants and an integration's state, its schedule, its sealed
+-- secrets and CA certificates, plugin state, and the key check value.
+ALTER TABLE integrations
+    ADD COLUMN egress text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN allow_private_network boolean NOT NULL DEFAULT false,
+    ADD COLUMN state text NOT NULL DEFAULT 'connected',
+    ADD COLUMN attention_reason text,
+    ADD COLUMN plugin_digest text,
+    ADD COLUMN full_every_secs bigint,
+    ADD COLUMN incremental_every_secs bigint,
+    ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0;
+-- Who holds a lease, for messages and for telling a dead process's lease.
+ALTER TABLE tenant_leases
+    ADD COLUMN host text NOT NULL DEFAULT '',
+    ADD COLUMN pid bigint NOT NULL DEFAULT 0;
+-- Sealed with the store key, the row as associated data.
+CREATE TABLE integration_secrets (
+    tenant text NOT NULL REFERENCES integrations (tenant) ON DELETE CASCADE,
+    key text NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+CREATE TABLE integration_ca_certs (
+    tenant text NOT NULL REFERENCES integrations (tenant) ON DELETE CASCADE,
+    position integer NOT NULL,
+    der bytea NOT NULL,
+    PRIMARY KEY (tenant, position)
+);
+-- Per (tenant, plugin); sealed like secrets.
+CREATE TABLE plugin_state (
+    tenant text NOT NULL,
+    plugin text NOT NULL,
+    key text NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (tenant, plugin, key)
+);
+-- The key id and key check value.
+CREATE TABLE store_meta (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
+-- Scans left running, which a starting host looks for (orphans).
+CREATE INDEX scan_runs_running ON scan_runs (tenant) WHERE outcome = 'running';
+"#,
+];
 
 /// The schema version this host writes: the number of migration steps.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,7 +1,7 @@
 //! The database handle: opening, the key, the connection.
 
 use crate::error::StoreError;
-use crate::keys::{Cipher, KeySource, StoreKey, row_aad};
+use crate::keys::{Cipher, KeySource, StoreKey};
 use crate::readers::{MAX_LOOKUPS, MAX_READERS, Reader, Readers};
 use crate::schema;
 use crate::sealing::reseal_rows;
@@ -14,9 +14,6 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 
 /// What the WAL file is cut back to after a checkpoint.
 const WAL_SIZE_LIMIT_BYTES: i64 = 128 * 1024 * 1024;
-
-/// What the key check value seals: a wrong key fails to open it.
-const KEY_CHECK: &[u8] = b"scanner-host key check";
 
 /// The lease a scan of this process was begun under (see
 /// [`Database::fence_scan`]).
@@ -220,7 +217,7 @@ impl Database {
         )?;
         tx.execute(
             "INSERT OR REPLACE INTO store_meta (name, value) VALUES ('key-check', ?1)",
-            [cipher.seal(&key_check_aad(), KEY_CHECK)],
+            [cipher.key_check()],
         )?;
         Ok(())
     }
@@ -240,38 +237,7 @@ impl Database {
         };
         let described = source.describe();
         let stored = Self::stored_key_check(conn)?;
-        let (key, created) = match (source.load()?, &stored, source) {
-            (Some(key), _, _) => (key, None),
-            (None, Some((stored, _)), _) => {
-                return Err(StoreError::KeyMissing {
-                    origin: described,
-                    stored: stored.clone(),
-                });
-            }
-            (None, None, KeySource::File(path)) => {
-                let key = StoreKey::generate();
-                crate::keys::write_key_file(path, &key)?;
-                (key, Some(path.clone()))
-            }
-            // `load` only answers `None` for a key file.
-            (None, None, KeySource::Env(_)) => {
-                return Err(StoreError::Invalid(format!("{described}: no key")));
-            }
-        };
-        let cipher = Cipher::new(key);
-        if let Some((stored, check)) = stored
-            && cipher
-                .open(&key_check_aad(), &check)
-                .as_deref()
-                .map(Vec::as_slice)
-                != Some(KEY_CHECK)
-        {
-            return Err(StoreError::WrongKey {
-                origin: described,
-                stored,
-                given: cipher.key_id(),
-            });
-        }
+        let (cipher, created) = crate::keys::resolve_key(source, stored)?;
         Ok((cipher, described, created))
     }
 
@@ -443,8 +409,4 @@ fn restrict_file(path: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
-}
-
-fn key_check_aad() -> Vec<u8> {
-    row_aad("store_meta", &["key-check"])
 }

@@ -8,6 +8,7 @@
 //! written as base64, taken from `SCANNER_HOST_KEY` or a key file
 //! (by default next to the database, `<db file name>.key`).
 
+use crate::error::StoreError;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -198,25 +199,28 @@ pub fn write_key_file(path: &Path, key: &StoreKey) -> Result<(), KeyError> {
         .map_err(|e| io(format!("cannot write: {e}")))
 }
 
-/// The AEAD under one key.
-pub(crate) struct Cipher {
+/// The AEAD under one key: what seals secrets and plugin state at rest,
+/// for every backend (the same envelope and associated data in each).
+pub struct Cipher {
     key: StoreKey,
     aead: XChaCha20Poly1305,
 }
 
 impl Cipher {
-    pub(crate) fn new(key: StoreKey) -> Cipher {
+    /// The AEAD under `key`.
+    pub fn new(key: StoreKey) -> Cipher {
         let aead = XChaCha20Poly1305::new((&*key.0).into());
         Cipher { key, aead }
     }
 
-    pub(crate) fn key_id(&self) -> String {
+    /// The public id of its key (see [`StoreKey::id`]).
+    pub fn key_id(&self) -> String {
         self.key.id()
     }
 
     /// `plaintext` sealed for the row `aad` names: format byte, nonce,
     /// ciphertext and tag.
-    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         // Encryption only fails for inputs beyond the cipher's limits
         // (~256 GiB), far over any value the store accepts.
@@ -238,7 +242,7 @@ impl Cipher {
     }
 
     /// The plaintext of a sealed value, if this key sealed it for this row.
-    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if sealed.len() < SEALED_OVERHEAD || sealed[0] != FORMAT_V1 {
             return None;
         }
@@ -258,7 +262,7 @@ impl Cipher {
 
 /// Associated data naming a row: a label, then each part length-prefixed,
 /// so no two different rows share it.
-pub(crate) fn row_aad(label: &str, parts: &[&str]) -> Vec<u8> {
+pub fn row_aad(label: &str, parts: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(b"scanner-host/v1/");
     out.extend_from_slice(label.as_bytes());
@@ -267,6 +271,75 @@ pub(crate) fn row_aad(label: &str, parts: &[&str]) -> Vec<u8> {
         out.extend_from_slice(part.as_bytes());
     }
     out
+}
+
+/// What the key check value seals: a key that does not open it is not the
+/// store's key.
+pub const KEY_CHECK: &[u8] = b"scanner-host key check";
+
+/// The associated data of the key check value.
+pub fn key_check_aad() -> Vec<u8> {
+    row_aad("store_meta", &["key-check"])
+}
+
+impl Cipher {
+    /// The key check value of this key: [`KEY_CHECK`] sealed, stored with
+    /// the data so that a wrong key is refused before anything is read or
+    /// written.
+    pub fn key_check(&self) -> Vec<u8> {
+        self.seal(&key_check_aad(), KEY_CHECK)
+    }
+
+    /// Whether `check` is the key check value of this key.
+    pub fn opens_key_check(&self, check: &[u8]) -> bool {
+        self.open(&key_check_aad(), check)
+            .as_deref()
+            .map(Vec::as_slice)
+            == Some(KEY_CHECK)
+    }
+}
+
+/// The key a store opens with, from `source`, given the key id and check
+/// value the store holds (`stored`, `None` while it has none): checked
+/// against the check value when there is one (a wrong key is
+/// [`StoreError::WrongKey`]); a missing key file is created with a fresh
+/// key only while the store has no check value (otherwise
+/// [`StoreError::KeyMissing`]). Returns the cipher and the key file
+/// created, if one was.
+pub fn resolve_key(
+    source: &KeySource,
+    stored: Option<(String, Vec<u8>)>,
+) -> Result<(Cipher, Option<PathBuf>), StoreError> {
+    let described = source.describe();
+    let (key, created) = match (source.load()?, &stored, source) {
+        (Some(key), _, _) => (key, None),
+        (None, Some((stored, _)), _) => {
+            return Err(StoreError::KeyMissing {
+                origin: described,
+                stored: stored.clone(),
+            });
+        }
+        (None, None, KeySource::File(path)) => {
+            let key = StoreKey::generate();
+            write_key_file(path, &key)?;
+            (key, Some(path.clone()))
+        }
+        // `load` only answers `None` for a key file.
+        (None, None, KeySource::Env(_)) => {
+            return Err(StoreError::Invalid(format!("{described}: no key")));
+        }
+    };
+    let cipher = Cipher::new(key);
+    if let Some((stored, check)) = stored
+        && !cipher.opens_key_check(&check)
+    {
+        return Err(StoreError::WrongKey {
+            origin: described,
+            stored,
+            given: cipher.key_id(),
+        });
+    }
+    Ok((cipher, created))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ mod repositories;
 mod scans;
 mod schedule;
 mod schema;
-mod sealing;
+pub mod sealing;
 mod tokens;
 
 pub use backend::{LeaseHolder, Store};

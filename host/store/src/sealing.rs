@@ -8,12 +8,12 @@ use zeroize::Zeroizing;
 
 /// What a secret is sealed with besides the key: its row, so that a value
 /// copied into another row does not open.
-pub(crate) fn secret_aad(tenant: &str, key: &str) -> Vec<u8> {
+pub fn secret_aad(tenant: &str, key: &str) -> Vec<u8> {
     row_aad("integration_secrets", &[tenant, key])
 }
 
 /// What a plugin-state value is sealed with besides the key: its row.
-pub(crate) fn state_aad(tenant: &str, plugin: &str, key: &str) -> Vec<u8> {
+pub fn state_aad(tenant: &str, plugin: &str, key: &str) -> Vec<u8> {
     row_aad("plugin_state", &[tenant, plugin, key])
 }
 

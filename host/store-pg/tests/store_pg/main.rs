@@ -3,6 +3,7 @@
 //! fencing and the cost of a bulk page.
 
 mod bulk;
+mod conformance;
 mod leases;
 mod scans;
 mod schema;

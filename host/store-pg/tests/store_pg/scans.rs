@@ -1,6 +1,6 @@
 //! Scans: atomic pages, upserts, resolution, resume.
 
-use crate::support::fresh_store;
+use crate::support::{fresh_store, server};
 use crate::{T0, finding, leased_tenant};
 use scanner_contract::FindingStatus;
 use scanner_store_pg::{PgStoreError, ScanMode};
@@ -8,7 +8,7 @@ use time::Duration;
 
 #[tokio::test]
 async fn a_failing_page_leaves_the_previous_cursor_and_stores_none_of_its_findings() {
-    let (store, _) = fresh_store(2).await;
+    let (store, url) = fresh_store(2).await;
     let lease = leased_tenant(&store, "acme", "host-a").await;
     let scan = store
         .begin_scan(&lease, &ScanMode::Full, T0)
@@ -25,13 +25,33 @@ async fn a_failing_page_leaves_the_previous_cursor_and_stores_none_of_its_findin
         )
         .await
         .expect("first page");
-    // PostgreSQL text holds no NUL: the bulk statement fails after the
-    // page's first statements ran, and the transaction is rolled back.
+    // A NUL byte, which PostgreSQL text cannot hold, is refused before
+    // anything is written, the first field holding one named (the helper
+    // repeats the title in the description).
     let page = [finding("b", "B"), finding("c", "C\0")];
     let err = store
         .store_page(&lease, scan.scan_id, &page, 0, Some("page-3"), T0)
         .await
         .expect_err("a NUL in a title fails the page");
+    assert!(
+        matches!(&err, PgStoreError::Invalid(m) if m.contains("finding `c`: field `description`")),
+        "{err}"
+    );
+    // A title the database refuses (a constraint the test adds): the bulk
+    // statement fails after the page's first statements ran, and the
+    // transaction is rolled back.
+    let db = url.rsplit('/').next().expect("database name");
+    server()
+        .connect(db)
+        .await
+        .batch_execute("ALTER TABLE findings ADD CONSTRAINT no_poison CHECK (title <> 'poison')")
+        .await
+        .expect("constraint");
+    let page = [finding("b", "B"), finding("c", "poison")];
+    let err = store
+        .store_page(&lease, scan.scan_id, &page, 0, Some("page-3"), T0)
+        .await
+        .expect_err("a refused title fails the page");
     assert!(matches!(err, PgStoreError::Sql(_)), "{err}");
 
     let record = store.scan(scan.scan_id).await.expect("read").expect("scan");
