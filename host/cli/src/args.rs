@@ -56,14 +56,32 @@ pub(crate) enum LogFormat {
 /// command that builds a runtime needs.
 #[derive(clap::Args)]
 pub(crate) struct Global {
-    /// SQLite database file (created on first use).
+    /// SQLite database file (created on first use), or the
+    /// `postgres://user:password@host:port/db` URL of a PostgreSQL
+    /// database several hosts share (`?sslmode=require` with
+    /// `--db-ca-file` for TLS).
     #[arg(
         long,
         env = "SCANNER_HOST_DB",
         default_value = "scanner-host.db",
+        // A URL may hold a password: never shown in help.
+        hide_env_values = true,
         global = true
     )]
     pub(crate) db: PathBuf,
+    /// Connections to a PostgreSQL --db this process keeps at most.
+    #[arg(
+        long,
+        env = "SCANNER_HOST_DB_POOL",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(1..),
+        global = true
+    )]
+    pub(crate) db_pool_size: u16,
+    /// PEM file of the certificate authorities a PostgreSQL --db's server
+    /// certificate is verified against; with it the connection is TLS.
+    #[arg(long, env = "SCANNER_HOST_DB_CA", global = true)]
+    pub(crate) db_ca_file: Option<PathBuf>,
     /// Plugin components: `.wasm` files or directories of them
     /// (colon-separated in the environment variable).
     #[arg(
@@ -186,9 +204,15 @@ pub(crate) enum Command {
         /// Seconds between connecting and the first scan (up to a day).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         first_delay_secs: u64,
-        /// Scans running at once.
+        /// Scans running at once: the most tenants this host takes at a
+        /// time, when several hosts share a PostgreSQL --db.
         #[arg(long, default_value_t = 8, value_parser = parse_concurrency)]
         concurrency: usize,
+        /// Seconds a tenant's scan lease lasts unless renewed (every sixth
+        /// of it, while the scan runs): how long the tenants of a host
+        /// that died or froze wait before another host takes them over.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(6..=3600))]
+        lease_secs: u64,
         /// Serve the JSON API on this address (IP:PORT, e.g.
         /// 127.0.0.1:8080); every `/v1` request needs a token from `tokens
         /// create`. Without it, no port is opened.

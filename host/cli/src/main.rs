@@ -15,6 +15,7 @@ use args::{Cli, Command, Format, ReposCommand, TokensCommand};
 use clap::Parser;
 use error::{UsageError, is_broken_pipe, report_error};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -88,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             incremental_hours,
             first_delay_secs,
             concurrency,
+            lease_secs,
             listen,
             insecure_http,
             tls_cert,
@@ -103,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (interval_hours, incremental_hours),
                 first_delay_secs,
                 concurrency,
+                Duration::from_secs(lease_secs),
                 listen,
             )
             .await

@@ -7,8 +7,9 @@ use crate::output::term;
 use anyhow::{Context, anyhow, bail};
 use scanner_engine::{Engine, EngineConfig};
 use scanner_runtime::Runtime;
-use scanner_store::Database;
 use scanner_store::keys::{KEY_ENV, KeySource};
+use scanner_store::{Database, Store};
+use scanner_store_pg::{PgBackend, PgOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,8 +25,36 @@ fn read_only(db: &Path) -> bool {
             .is_some_and(|m| m.permissions().readonly())
 }
 
+/// The database `--db` names.
+pub(crate) enum DbTarget<'a> {
+    /// A SQLite file.
+    Sqlite(&'a Path),
+    /// A PostgreSQL URL (it may hold a password: never printed).
+    Postgres(&'a str),
+}
+
+/// Which database `--db` names: a `postgres://` (or `postgresql://`) URL,
+/// else a SQLite file.
+pub(crate) fn db_target(global: &Global) -> DbTarget<'_> {
+    match global.db.to_str() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            DbTarget::Postgres(url)
+        }
+        _ => DbTarget::Sqlite(&global.db),
+    }
+}
+
+/// What a command that needs SQLite says on a PostgreSQL --db.
+fn sqlite_only() -> anyhow::Error {
+    UsageError(
+        "this command needs a SQLite --db yet: a PostgreSQL database holds integrations, scans and findings, for connect, test, scan, serve (without --listen), status, schedule and disconnect".into(),
+    )
+    .into()
+}
+
 /// Where the key comes from: SCANNER_HOST_KEY, else `--key-file`, else
-/// the database's default key file; both at once is a mistake.
+/// the database's default key file; both at once is a mistake. A
+/// PostgreSQL database has no file beside it: its key is given.
 pub(crate) fn key_source(global: &Global) -> anyhow::Result<KeySource> {
     let env = std::env::var_os(KEY_ENV);
     match (env, &global.key_file) {
@@ -39,7 +68,13 @@ pub(crate) fn key_source(global: &Global) -> anyhow::Result<KeySource> {
             Ok(KeySource::Env(zeroize::Zeroizing::new(key)))
         }
         (None, Some(path)) => Ok(KeySource::File(path.clone())),
-        (None, None) => Ok(KeySource::default_for(&global.db)),
+        (None, None) => match db_target(global) {
+            DbTarget::Sqlite(db) => Ok(KeySource::default_for(db)),
+            DbTarget::Postgres(_) => Err(UsageError(format!(
+                "a PostgreSQL --db needs its key given: set {KEY_ENV}, or --key-file (a file created on first use); every host sharing the database uses the same key"
+            ))
+            .into()),
+        },
     }
 }
 
@@ -56,7 +91,9 @@ pub(crate) fn open_store_with(
     key: &KeySource,
     writes: bool,
 ) -> anyhow::Result<Database> {
-    let db = &global.db;
+    let DbTarget::Sqlite(db) = db_target(global) else {
+        return Err(sqlite_only());
+    };
     if !writes && !db.exists() {
         return Err(UsageError(format!(
             "no database at {} (check --db or SCANNER_HOST_DB; `connect` creates one)",
@@ -89,6 +126,38 @@ pub(crate) fn open_store_with(
         );
     }
     Ok(store)
+}
+
+/// The store of the commands that work on either backend: the SQLite file
+/// (see [`open_store`]) or the PostgreSQL database.
+pub(crate) fn open_shared(global: &Global, writes: bool) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match db_target(global) {
+        DbTarget::Sqlite(_) => Arc::new(open_store(global, writes)?),
+        DbTarget::Postgres(url) => Arc::new(open_postgres(global, url)?),
+    })
+}
+
+/// Connects to the PostgreSQL database at `url` (migrating it), with the
+/// pool size and CA file of the global options.
+fn open_postgres(global: &Global, url: &str) -> anyhow::Result<PgBackend> {
+    let mut options = PgOptions::new(url, usize::from(global.db_pool_size))
+        .map_err(|e| UsageError(format!("--db: {e}")))?;
+    if let Some(ca) = &global.db_ca_file {
+        options = options.with_ca_file(ca);
+    }
+    let name = options.dbname().unwrap_or("(default)").to_string();
+    let key = key_source(global)?;
+    let backend = PgBackend::open(&options, &key)
+        .with_context(|| format!("opening the PostgreSQL database `{}`", term(&name)))?;
+    if let Some(path) = backend.created_key_file() {
+        eprintln!(
+            "warning: created the key file {} (key id {}). It encrypts the secrets and plugin state in the PostgreSQL database `{}`, which cannot be read without it: back it up, and give the same key to every host sharing the database.",
+            path.display(),
+            backend.key_id(),
+            term(&name)
+        );
+    }
+    Ok(backend)
 }
 
 /// Every `.wasm` file named directly or found in a named directory.
@@ -125,11 +194,19 @@ fn plugin_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// that does not load is named and skipped (the others still serve), and
 /// two components claiming one name are named and neither is used.
 pub(crate) fn build_runtime(global: &Global, writes: bool) -> anyhow::Result<Runtime> {
-    let store = if !writes && !global.db.exists() {
+    // SQLite is kept as itself: exports, repositories and the findings
+    // listing need it.
+    enum Opened {
+        Sqlite(Arc<Database>),
+        Postgres(Arc<PgBackend>),
+    }
+    let store = match db_target(global) {
+        DbTarget::Postgres(url) => Opened::Postgres(Arc::new(open_postgres(global, url)?)),
         // Nothing stored yet: listing plugins needs no database file.
-        Database::open_in_memory()?
-    } else {
-        open_store(global, writes)?
+        DbTarget::Sqlite(db) if !writes && !db.exists() => {
+            Opened::Sqlite(Arc::new(Database::open_in_memory()?))
+        }
+        DbTarget::Sqlite(_) => Opened::Sqlite(Arc::new(open_store(global, writes)?)),
     };
     let engine = Engine::new(EngineConfig {
         cache_dir: cache_dir(global),
@@ -147,7 +224,10 @@ pub(crate) fn build_runtime(global: &Global, writes: bool) -> anyhow::Result<Run
             ),
         }
     }
-    let runtime = Runtime::new(engine, loaded, Arc::new(store));
+    let runtime = match store {
+        Opened::Sqlite(db) => Runtime::new(engine, loaded, db),
+        Opened::Postgres(pg) => Runtime::on_store(engine, loaded, pg),
+    };
     for (name, files) in runtime.plugin_conflicts() {
         let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         eprintln!(

@@ -147,6 +147,9 @@ impl ScanLock {
             let (tenant, id) = (tenant.to_string(), me.id.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(ttl / 6);
+                // A process that was stopped renews once when it wakes, not
+                // once for every tick it slept through.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
@@ -182,6 +185,20 @@ impl ScanLock {
             .fenced
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scan_id);
+    }
+
+    /// Whether this process still holds the lease at `now`: the same
+    /// generation, unexpired. What a write outside the scan's fenced ones
+    /// (the next scan time) checks first.
+    pub(crate) fn still_held(&self, now: OffsetDateTime) -> bool {
+        match self.store.tenant_lock(&self.tenant) {
+            Ok(Some(lock)) => {
+                lock.holder == self.id
+                    && lock.generation == self.lease.generation
+                    && lock.expires_at > scanner_store::timestamp(now)
+            }
+            _ => false,
+        }
     }
 
     /// Stop renewing and give the lock back.

@@ -285,7 +285,13 @@ impl Scan<'_> {
             }
         };
         let result = self.scan_inner(tenant, &lock, progress).await;
-        if let Some(on_outcome) = self.on_outcome {
+        // A host that lost the lease (it froze, or was cut off) leaves the
+        // schedule to the one that holds it now. The check and the write
+        // are not one transaction: at worst a late write moves the slot
+        // of a tenant, never its findings.
+        if let Some(on_outcome) = self.on_outcome
+            && lock.still_held(self.clock.now())
+        {
             on_outcome(&result);
         }
         lock.release();

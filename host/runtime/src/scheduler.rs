@@ -13,7 +13,7 @@
 //! limits and its page limit.
 
 use crate::{Runtime, RuntimeError, ScanReport};
-use scanner_store::TenantLock;
+use scanner_store::{StoreError, TenantLock};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -235,6 +235,9 @@ async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str, leas
             // scanning is not a failure either: that process records the
             // outcome.
             Err(RuntimeError::Interrupted(_) | RuntimeError::Locked { .. }) => return,
+            // Nor is a lost lease: the host that holds it now records how
+            // its scan went, and this one must write nothing more.
+            Err(RuntimeError::Database(StoreError::LeaseLost { .. })) => return,
             Err(err) => {
                 tracing::warn!(tenant, error = %err, "scan failed");
                 store.record_scan_failure(tenant, &|failures| {
@@ -246,8 +249,25 @@ async fn run_one(runtime: &Runtime, config: &SchedulerConfig, tenant: &str, leas
             tracing::error!(tenant, error = %err, "could not record the next scan time");
         }
     };
-    // Errors are recorded above. One is not: a scan of the tenant that
-    // began in this process between the claim and now (by hand, or through
-    // the API) took the lease over, and records its own outcome.
-    let _ = runtime.scan_claimed(tenant, lease, &record).await;
+    // Outcomes are recorded above, while the lease is held. A scan that
+    // lost its lease on the way records nothing (the host holding it now
+    // does) and only says so. (A scan of the tenant begun in this process
+    // between the claim and now, by hand or through the API, took the
+    // lease over and records its own outcome.)
+    let recorded = std::sync::atomic::AtomicBool::new(false);
+    let result = runtime
+        .scan_claimed(tenant, lease, &|result| {
+            recorded.store(true, std::sync::atomic::Ordering::Relaxed);
+            record(result);
+        })
+        .await;
+    if let Err(err) = result
+        && !recorded.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            tenant,
+            error = %err,
+            "scan stopped without its lease: the host holding the tenant now records the outcome"
+        );
+    }
 }

@@ -319,7 +319,7 @@ impl PgBackend {
         let read = store.clone();
         let stored = bridge(&handle, async move { read_key_check(&read).await })?;
         let had_check = stored.is_some();
-        let (cipher, created_key_file) = scanner_store::keys::resolve_key(key, stored)?;
+        let (cipher, created_key_file) = scanner_store::resolve_key(key, stored)?;
         if !had_check {
             // First open of this database: write the key check value,
             // unless another host raced us to it; then check the one that
@@ -466,6 +466,10 @@ async fn read_key_check(store: &PgStore) -> Result<Option<(String, Vec<u8>)>, St
 impl Store for PgBackend {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.run(|store| async move { store.schema_version().await.map_err(store_error) })
     }
 
     fn upsert_granted_integration(
@@ -865,6 +869,9 @@ impl Store for PgBackend {
         expires: OffsetDateTime,
         first_delay: std::time::Duration,
         limit: usize,
+        // Hosts sharing the database cannot see each other's processes: a
+        // lease here lapses by time only.
+        _stale: &dyn Fn(&TenantLock) -> bool,
     ) -> Result<Vec<(String, TenantLock)>, StoreError> {
         no_nul("the lease holder", &holder.id)?;
         no_nul("the lease holder's host", &holder.host)?;

@@ -12,6 +12,10 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio_postgres::config::SslMode;
 
+/// How long a session may sit in a transaction without a statement before
+/// the server ends it (rolling the transaction back).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How to reach the database. Its `Debug` output never shows the password.
 #[derive(Clone)]
 pub struct PgOptions {
@@ -34,8 +38,19 @@ impl PgOptions {
         }
         // The parser's errors name the option that was wrong, never the
         // text given (which holds the password).
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| PgStoreError::Config(format!("malformed connection URL: {e}")))?;
+        // A host frozen (stopped, swapped out) in the middle of a page's
+        // transaction keeps its row locks, and with them its tenant, from
+        // every other host, however long ago its lease lapsed: the server
+        // ends such a session instead. The host's own transactions never
+        // wait on anything but the server between statements.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+        );
+        config.options(options.trim_start());
         Ok(PgOptions {
             config,
             pool_size,

@@ -16,22 +16,12 @@
 //! [`StoreError::LeaseLost`]).
 
 use crate::{
-    Database, EgressGrants, FindingStateCounts, Integration, IntegrationStatus, LockAttempt,
-    PageCounts, ScanMode, ScanRecord, ScanStart, ScanSummary, StoreError, SyncHistory, TenantLock,
+    Database, EgressGrants, FindingStateCounts, Integration, IntegrationStatus, LeaseHolder,
+    LockAttempt, PageCounts, ScanMode, ScanRecord, ScanStart, ScanSummary, StoreError, SyncHistory,
+    TenantLock,
 };
 use scanner_contract::{Finding, KvStore, Settings};
 use time::OffsetDateTime;
-
-/// Who asks for a tenant's lease: the identity written into it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseHolder {
-    /// Unique among processes: host name, pid and start time.
-    pub id: String,
-    /// The holder's host name.
-    pub host: String,
-    /// The holder's process id.
-    pub pid: u32,
-}
 
 /// The operations of a store shared by the runtime, the scheduler and the
 /// commands that scan. Plugin state is the [`KvStore`] supertrait.

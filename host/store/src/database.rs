@@ -237,7 +237,7 @@ impl Database {
         };
         let described = source.describe();
         let stored = Self::stored_key_check(conn)?;
-        let (cipher, created) = crate::keys::resolve_key(source, stored)?;
+        let (cipher, created) = crate::unlock::resolve_key(source, stored)?;
         Ok((cipher, described, created))
     }
 

@@ -8,7 +8,6 @@
 //! written as base64, taken from `SCANNER_HOST_KEY` or a key file
 //! (by default next to the database, `<db file name>.key`).
 
-use crate::error::StoreError;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -297,49 +296,6 @@ impl Cipher {
             .map(Vec::as_slice)
             == Some(KEY_CHECK)
     }
-}
-
-/// The key a store opens with, from `source`, given the key id and check
-/// value the store holds (`stored`, `None` while it has none): checked
-/// against the check value when there is one (a wrong key is
-/// [`StoreError::WrongKey`]); a missing key file is created with a fresh
-/// key only while the store has no check value (otherwise
-/// [`StoreError::KeyMissing`]). Returns the cipher and the key file
-/// created, if one was.
-pub fn resolve_key(
-    source: &KeySource,
-    stored: Option<(String, Vec<u8>)>,
-) -> Result<(Cipher, Option<PathBuf>), StoreError> {
-    let described = source.describe();
-    let (key, created) = match (source.load()?, &stored, source) {
-        (Some(key), _, _) => (key, None),
-        (None, Some((stored, _)), _) => {
-            return Err(StoreError::KeyMissing {
-                origin: described,
-                stored: stored.clone(),
-            });
-        }
-        (None, None, KeySource::File(path)) => {
-            let key = StoreKey::generate();
-            write_key_file(path, &key)?;
-            (key, Some(path.clone()))
-        }
-        // `load` only answers `None` for a key file.
-        (None, None, KeySource::Env(_)) => {
-            return Err(StoreError::Invalid(format!("{described}: no key")));
-        }
-    };
-    let cipher = Cipher::new(key);
-    if let Some((stored, check)) = stored
-        && !cipher.opens_key_check(&check)
-    {
-        return Err(StoreError::WrongKey {
-            origin: described,
-            stored,
-            given: cipher.key_id(),
-        });
-    }
-    Ok((cipher, created))
 }
 
 #[cfg(test)]

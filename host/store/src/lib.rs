@@ -29,8 +29,9 @@ mod schedule;
 mod schema;
 pub mod sealing;
 mod tokens;
+mod unlock;
 
-pub use backend::{LeaseHolder, Store};
+pub use backend::Store;
 pub use columns::{parse_timestamp, timestamp};
 pub use database::Database;
 pub use error::StoreError;
@@ -40,7 +41,7 @@ pub use findings::{
     InvalidCveId, StatusFilter, UnknownSort,
 };
 pub use integrations::{CaCertificate, EgressGrants, Integration, IntegrationStatus};
-pub use locks::{LockAttempt, TenantLock};
+pub use locks::{LeaseHolder, LockAttempt, TenantLock};
 pub use normalize::{image_name_key, normalize_image, normalize_repo_url};
 pub use plugin_state::{KV_QUOTA_BYTES, KV_QUOTA_KEYS};
 pub use repositories::{ImageMappingRow, MappingRule, NewRepository, RepositoryRow};
@@ -48,3 +49,4 @@ pub use scans::{PageCounts, ScanFailure, ScanMode, ScanRecord, ScanStart, ScanSu
 pub use schedule::SyncHistory;
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{NewToken, TokenRow, TokenScope};
+pub use unlock::resolve_key;

@@ -2,7 +2,6 @@
 //! one tenant at once, and fencing, so that a process that lost its lease
 //! (stopped or cut off past its expiry) stores nothing afterwards.
 
-use crate::backend::LeaseHolder;
 use crate::columns::timestamp;
 use crate::database::{Database, Fence};
 use crate::error::StoreError;
@@ -27,6 +26,17 @@ pub struct TenantLock {
     /// included: what tells this lease from an earlier or later one of
     /// the same holder.
     pub generation: i64,
+}
+
+/// Who asks for a tenant's lease: the identity written into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// Unique among processes: host name, pid and start time.
+    pub id: String,
+    /// The holder's host name.
+    pub host: String,
+    /// The holder's process id.
+    pub pid: u32,
 }
 
 /// What [`Database::acquire_tenant_lock`] found.

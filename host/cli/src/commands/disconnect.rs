@@ -2,7 +2,7 @@
 
 use crate::args::Global;
 use crate::output::term;
-use crate::setup::open_store;
+use crate::setup::open_shared;
 use anyhow::bail;
 use scanner_runtime::RuntimeError;
 use std::io::{IsTerminal, Write};
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 /// Deletes `tenant` after asking (unless `yes`).
 pub(crate) fn run(global: &Global, tenant: String, yes: bool) -> anyhow::Result<ExitCode> {
-    let store = open_store(global, false)?;
+    let store = open_shared(global, false)?;
     if !yes
         && !confirm(&format!(
             "Delete tenant `{}` and all its findings?",

@@ -3,7 +3,7 @@
 
 use crate::args::{Format, Global, ScheduleArgs};
 use crate::output::{outln, print_json_or, term};
-use crate::setup::open_store;
+use crate::setup::open_shared;
 use scanner_runtime::RuntimeError;
 use serde::Serialize;
 use std::io::Write;
@@ -24,7 +24,7 @@ struct Schedule {
 /// Sets the intervals `args` gives (none given: shows them).
 pub(crate) fn run(global: &Global, args: ScheduleArgs, format: Format) -> anyhow::Result<ExitCode> {
     let writes = args.host_default || args.full_hours.is_some() || args.incremental_hours.is_some();
-    let store = open_store(global, writes)?;
+    let store = open_shared(global, writes)?;
     let unknown = || RuntimeError::UnknownTenant(args.tenant.clone());
     let current = store.sync_history(&args.tenant)?.ok_or_else(unknown)?;
     let secs = |hours: f64| (hours * 3600.0).round() as u64;

@@ -39,6 +39,7 @@ pub(crate) async fn run(
     (interval_hours, incremental_hours): (f64, f64),
     first_delay_secs: u64,
     concurrency: usize,
+    lease: Duration,
     listen: Listen,
 ) -> anyhow::Result<ExitCode> {
     // Refused before anything is opened: a wrong address is a usage error.
@@ -59,7 +60,8 @@ pub(crate) async fn run(
     let runtime = Arc::new(
         build_runtime(global, true)?
             .with_scan_interval(interval)
-            .with_incremental_interval(incremental),
+            .with_incremental_interval(incremental)
+            .with_lease_ttl(lease),
     );
     let listener = match listen.addr {
         Some(addr) => Some(

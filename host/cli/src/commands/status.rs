@@ -2,9 +2,9 @@
 
 use crate::args::{Format, Global};
 use crate::output::{outln, print_rows, term};
-use crate::setup::{build_runtime, open_store};
+use crate::setup::{DbTarget, build_runtime, db_target, open_shared, open_store};
 use scanner_runtime::export::{Exporter, NoProgress};
-use scanner_store::Database;
+use scanner_store::{Database, Store};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,8 +12,13 @@ use std::sync::Arc;
 /// Shows the integrations and recent exports, after settling exports
 /// whose outcome is unknown.
 pub(crate) async fn run(global: &Global, format: Format) -> anyhow::Result<ExitCode> {
-    let store = settle_for_status(global).await?;
-    status(&store, format)?;
+    if let DbTarget::Postgres(_) = db_target(global) {
+        // Exports are kept in SQLite only yet: there are none to show.
+        status(open_shared(global, false)?.as_ref(), None, format)?;
+    } else {
+        let store = settle_for_status(global).await?;
+        status(store.as_ref(), Some(&store), format)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -53,7 +58,8 @@ async fn settle_for_status(global: &Global) -> anyhow::Result<Arc<Database>> {
 }
 
 /// The integrations and recent exports as tables or one JSON object.
-fn status(store: &Database, format: Format) -> anyhow::Result<()> {
+/// The exports come from `exports_of`, the store when it is SQLite.
+fn status(store: &dyn Store, exports_of: Option<&Database>, format: Format) -> anyhow::Result<()> {
     // A scan recorded running that no live process holds was cut off (its
     // host was killed): it is interrupted, and the next scan resumes it.
     // The locks are read before the rows (see `live_scan_tenants`).
@@ -98,7 +104,10 @@ fn status(store: &Database, format: Format) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let exports = store.exports(None, 20)?;
+    let exports = match exports_of {
+        Some(db) => db.exports(None, 20)?,
+        None => Vec::new(),
+    };
     if format == Format::Json {
         let body = serde_json::json!({"integrations": rows, "exports": exports});
         outln!("{}", serde_json::to_string_pretty(&body)?);

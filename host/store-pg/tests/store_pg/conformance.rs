@@ -389,22 +389,29 @@ fn claims_split_due_tenants_most_overdue_first(place: &Place) {
         ["c", "a", "b"]
     );
     let first = store
-        .claim_due_tenants(&holder("one"), now, until, delay, 2)
+        .claim_due_tenants(&holder("one"), now, until, delay, 2, &|_| false)
         .expect("claim");
     let names: Vec<&str> = first.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(names, ["c", "a"], "most overdue first, limit respected");
     assert!(first.iter().all(|(_, l)| l.holder == "one-id"));
     let second = store
-        .claim_due_tenants(&holder("two"), now, until, delay, 10)
+        .claim_due_tenants(&holder("two"), now, until, delay, 10, &|_| false)
         .expect("claim");
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].0, "b");
     assert!(
         store
-            .claim_due_tenants(&holder("three"), now, until, delay, 10)
+            .claim_due_tenants(&holder("three"), now, until, delay, 10, &|_| false)
             .expect("claim")
             .is_empty(),
         "leased tenants are not claimed again"
+    );
+    assert!(
+        store
+            .claim_due_tenants(&holder("one"), now, until, delay, 10, &|_| false)
+            .expect("claim")
+            .is_empty(),
+        "not even by their holder: a claim never takes over a running scan"
     );
 
     // Two handles claiming at once never get the same tenant.
@@ -423,7 +430,7 @@ fn claims_split_due_tenants_most_overdue_first(place: &Place) {
                 // Both claim at the same moment, for more than there is.
                 start.wait();
                 let got = handle
-                    .claim_due_tenants(&who, now, until, delay, 100)
+                    .claim_due_tenants(&who, now, until, delay, 100, &|_| false)
                     .expect("claim");
                 claimed
                     .lock()

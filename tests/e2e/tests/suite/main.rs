@@ -15,4 +15,5 @@ mod import;
 mod operator;
 mod readme;
 mod sandbox;
+mod scaleout;
 mod sync;
