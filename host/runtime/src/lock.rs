@@ -99,6 +99,8 @@ pub(crate) struct ScanLock {
     lease: TenantLock,
     /// The scan fenced with it, if one began.
     fenced: std::sync::Mutex<Option<i64>>,
+    /// Set when a renewal was refused: another process holds the lease.
+    lost: Arc<std::sync::atomic::AtomicBool>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -142,8 +144,9 @@ impl ScanLock {
         lease: TenantLock,
         ttl: Duration,
     ) -> ScanLock {
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let renewal = {
-            let (store, clock) = (store.clone(), clock.clone());
+            let (store, clock, lost) = (store.clone(), clock.clone(), lost.clone());
             let (tenant, id) = (tenant.to_string(), me.id.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(ttl / 6);
@@ -159,6 +162,10 @@ impl ScanLock {
                         store.renew_tenant_lock(&t, &id, expires)
                     })
                     .await;
+                    if matches!(renewed, Ok(Ok(false))) {
+                        // Refused, not merely failed: stop at the next page.
+                        lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if !matches!(renewed, Ok(Ok(true))) {
                         // The scan's next write finds out whether the lease
                         // was lost, and stores nothing if it was.
@@ -173,6 +180,7 @@ impl ScanLock {
             id: me.id.clone(),
             lease,
             fenced: std::sync::Mutex::new(None),
+            lost,
             renewal,
         }
     }
@@ -185,6 +193,12 @@ impl ScanLock {
             .fenced
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scan_id);
+    }
+
+    /// Whether a renewal was refused: another process took the lease over
+    /// (this one froze or was cut off past its expiry).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether this process still holds the lease at `now`: the same

@@ -330,7 +330,7 @@ impl Scan<'_> {
                 ..ScanReport::default()
             })
         } else {
-            self.page_through(tenant, &integration, &start, progress)
+            self.page_through(tenant, &integration, &start, lock, progress)
                 .await
         };
         let now = self.clock.now();
@@ -386,6 +386,7 @@ impl Scan<'_> {
         tenant: &str,
         integration: &scanner_store::Integration,
         start: &scanner_store::ScanStart,
+        lock: &ScanLock,
         progress: &dyn Progress,
     ) -> Result<ScanReport, RuntimeError> {
         let mut paging = Paging {
@@ -398,7 +399,7 @@ impl Scan<'_> {
             new: 0,
         };
         let paged = self
-            .page_loop(tenant, integration, start, progress, &mut paging)
+            .page_loop(tenant, integration, start, lock, progress, &mut paging)
             .await;
         // Whatever ended the loop, the page being stored lands (or fails)
         // before the scan is completed or failed in the store.
@@ -413,6 +414,7 @@ impl Scan<'_> {
         tenant: &str,
         integration: &scanner_store::Integration,
         start: &scanner_store::ScanStart,
+        lock: &ScanLock,
         progress: &dyn Progress,
         paging: &mut Paging,
     ) -> Result<(), RuntimeError> {
@@ -443,6 +445,15 @@ impl Scan<'_> {
         loop {
             if self.shutdown.is_requested() {
                 return Err(RuntimeError::Interrupted(tenant.to_string()));
+            }
+            // Fetching on would only fetch pages the fence refuses.
+            if lock.is_lost() {
+                return Err(StoreError::LeaseLost {
+                    scan_id: start.scan_id,
+                    tenant: tenant.to_string(),
+                    now_held: "another process took the lease over".into(),
+                }
+                .into());
             }
             // A fresh instance after any engine error: a trapped instance
             // must not be reused.
