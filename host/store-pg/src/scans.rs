@@ -763,17 +763,15 @@ impl PgStore {
         // record of the failure.
         let error_kind = without_nul(error_kind);
         let message = without_nul(message);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        check_optional_fence(&tx, fence, now).await?;
-        tx.execute(
+        self.fenced_update(
+            fence,
+            now,
             "UPDATE scan_runs SET outcome = 'failed', finished_at = $3, error_kind = $4,
                 error_message = $5, resumable = $6
              WHERE id = $1 AND tenant = $2 AND outcome = 'running'",
             &[&scan_id, &tenant, &now, &error_kind, &message, &resumable],
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -798,16 +796,14 @@ impl PgStore {
         scan_id: i64,
         now: OffsetDateTime,
     ) -> Result<(), PgStoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        check_optional_fence(&tx, fence, now).await?;
-        tx.execute(
+        self.fenced_update(
+            fence,
+            now,
             "UPDATE scan_runs SET outcome = 'interrupted', finished_at = $3
              WHERE id = $1 AND tenant = $2 AND outcome = 'running'",
             &[&scan_id, &tenant, &now],
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -822,11 +818,10 @@ impl PgStore {
         scan_id: i64,
         now: OffsetDateTime,
     ) -> Result<(), PgStoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        check_optional_fence(&tx, fence, now).await?;
-        let changed = tx
-            .execute(
+        let changed = self
+            .fenced_update(
+                fence,
+                now,
                 "UPDATE scan_runs SET mode = 'full', since = NULL
                  WHERE id = $1 AND tenant = $2 AND outcome = 'running' AND pages = 0",
                 &[&scan_id, &tenant],
@@ -837,8 +832,25 @@ impl PgStore {
                 "scan {scan_id} of tenant `{tenant}` cannot become a full scan: it is not running or has stored pages"
             )));
         }
-        tx.commit().await?;
         Ok(())
+    }
+
+    /// One statement on a scan's row, in a transaction that first checks
+    /// `fence` (when given) at `now`: the rows it changed. Nothing is
+    /// written when the fence check fails.
+    async fn fenced_update(
+        &self,
+        fence: Option<&Lease>,
+        now: OffsetDateTime,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, PgStoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        check_optional_fence(&tx, fence, now).await?;
+        let changed = tx.execute(statement, params).await?;
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// One scan by id.
