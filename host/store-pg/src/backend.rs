@@ -11,7 +11,7 @@ use crate::scans::{self, without_nul};
 use crate::store::{PgOptions, PgStore};
 use scanner_contract::{Finding, KvError, KvStore, Secret, SettingValue, Settings};
 use scanner_store::keys::{Cipher, KeySource};
-use scanner_store::sealing::{secret_aad, state_aad};
+use scanner_store::sealing::{plain_settings, seal_settings, secret_aad, state_aad};
 use scanner_store::{
     CaCertificate, EgressGrants, FindingStateCounts, Integration, IntegrationStatus,
     KV_QUOTA_BYTES, KV_QUOTA_KEYS, LeaseHolder, LockAttempt, PageCounts, ScanFailure, ScanMode,
@@ -486,27 +486,14 @@ impl Store for PgBackend {
         for origin in &grants.origins {
             no_nul("an egress origin", origin)?;
         }
-        let mut plain = serde_json::Map::new();
-        let mut secrets = Vec::new();
+        // Secrets are sealed bytes: a NUL in one is stored faithfully.
         for (key, value) in settings {
             no_nul("a setting's name", key)?;
-            match value {
-                SettingValue::Text(t) => {
-                    no_nul(&format!("setting `{}`", key), t)?;
-                    plain.insert(key.clone(), serde_json::json!({"text": t}));
-                }
-                SettingValue::Boolean(b) => {
-                    plain.insert(key.clone(), serde_json::json!({"boolean": b}));
-                }
-                // Sealed bytes: a NUL in a secret is stored faithfully.
-                SettingValue::Secret(s) => {
-                    let sealed = self
-                        .cipher
-                        .seal(&secret_aad(tenant, key), s.expose().as_bytes());
-                    secrets.push((key.clone(), sealed));
-                }
+            if let SettingValue::Text(t) = value {
+                no_nul(&format!("setting `{}`", key), t)?;
             }
         }
+        let (plain, secrets) = seal_settings(tenant, settings, &self.cipher);
         let (tenant, plugin) = (tenant.to_string(), plugin.to_string());
         let settings = serde_json::Value::Object(plain);
         let grants = grants.clone();
@@ -629,20 +616,7 @@ impl Store for PgBackend {
                 message: "not a JSON object".into(),
             });
         };
-        let mut settings = Settings::new();
-        for (key, v) in plain {
-            let value = if let Some(t) = v.get("text").and_then(|t| t.as_str()) {
-                SettingValue::Text(t.to_string())
-            } else if let Some(b) = v.get("boolean").and_then(|b| b.as_bool()) {
-                SettingValue::Boolean(b)
-            } else {
-                return Err(StoreError::Corrupt {
-                    what: "settings",
-                    message: format!("setting `{key}` has no text or boolean value"),
-                });
-            };
-            settings.insert(key, value);
-        }
+        let mut settings = plain_settings(plain)?;
         for (key, sealed) in stored.secrets {
             let undecryptable = || StoreError::Undecryptable {
                 what: format!("secret `{key}` of tenant `{tenant}`"),

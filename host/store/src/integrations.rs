@@ -4,7 +4,7 @@
 use crate::columns::{json, timestamp};
 use crate::database::Database;
 use crate::error::StoreError;
-use crate::sealing::secret_aad;
+use crate::sealing::{plain_settings, seal_settings, secret_aad};
 use rusqlite::{Connection, OptionalExtension, params};
 use scanner_contract::{Secret, SettingValue, Settings};
 use serde::Serialize;
@@ -139,24 +139,7 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let egress = &grants.origins;
-        let mut plain = serde_json::Map::new();
-        let mut secrets = Vec::new();
-        for (key, value) in settings {
-            match value {
-                SettingValue::Text(t) => {
-                    plain.insert(key.clone(), serde_json::json!({"text": t}));
-                }
-                SettingValue::Boolean(b) => {
-                    plain.insert(key.clone(), serde_json::json!({"boolean": b}));
-                }
-                SettingValue::Secret(s) => {
-                    let sealed = self
-                        .cipher()
-                        .seal(&secret_aad(tenant, key), s.expose().as_bytes());
-                    secrets.push((key.clone(), sealed));
-                }
-            }
-        }
+        let (plain, secrets) = seal_settings(tenant, settings, &self.cipher());
         let now = timestamp(now);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -243,20 +226,7 @@ impl Database {
         };
         let plain: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&settings_json).map_err(|e| corrupt("settings", e))?;
-        let mut settings = Settings::new();
-        for (key, v) in plain {
-            let value = if let Some(t) = v.get("text").and_then(|t| t.as_str()) {
-                SettingValue::Text(t.to_string())
-            } else if let Some(b) = v.get("boolean").and_then(|b| b.as_bool()) {
-                SettingValue::Boolean(b)
-            } else {
-                return Err(StoreError::Corrupt {
-                    what: "settings",
-                    message: format!("setting `{key}` has no text or boolean value"),
-                });
-            };
-            settings.insert(key, value);
-        }
+        let mut settings = plain_settings(plain)?;
         let mut stmt =
             conn.prepare_cached("SELECT key, value FROM integration_secrets WHERE tenant = ?1")?;
         let secrets = stmt.query_map([tenant], |r| {

@@ -1,10 +1,65 @@
-//! Which row each sealed value belongs to, and sealing every secret and
-//! plugin-state value again (key rotation, the first encryption).
+//! Which row each sealed value belongs to, how an integration's settings
+//! are stored (plain ones as JSON, secrets sealed apart), and sealing every
+//! secret and plugin-state value again (key rotation, the first
+//! encryption).
 
 use crate::error::StoreError;
 use crate::keys::{Cipher, row_aad};
 use rusqlite::{Transaction, params};
+use scanner_contract::{SettingValue, Settings};
 use zeroize::Zeroizing;
+
+/// Secrets sealed for their rows, by setting name.
+pub type SealedSecrets = Vec<(String, Vec<u8>)>;
+
+/// A tenant's settings as every backend stores them: the plain ones as a
+/// JSON object (`{"text": …}` or `{"boolean": …}` by name), and each
+/// secret sealed for its row, by name.
+pub fn seal_settings(
+    tenant: &str,
+    settings: &Settings,
+    cipher: &Cipher,
+) -> (serde_json::Map<String, serde_json::Value>, SealedSecrets) {
+    let mut plain = serde_json::Map::new();
+    let mut secrets = Vec::new();
+    for (key, value) in settings {
+        match value {
+            SettingValue::Text(t) => {
+                plain.insert(key.clone(), serde_json::json!({"text": t}));
+            }
+            SettingValue::Boolean(b) => {
+                plain.insert(key.clone(), serde_json::json!({"boolean": b}));
+            }
+            SettingValue::Secret(s) => {
+                let sealed = cipher.seal(&secret_aad(tenant, key), s.expose().as_bytes());
+                secrets.push((key.clone(), sealed));
+            }
+        }
+    }
+    (plain, secrets)
+}
+
+/// The plain settings of [`seal_settings`]'s JSON object, read back; an
+/// entry that is neither text nor a boolean is corrupt.
+pub fn plain_settings(
+    plain: serde_json::Map<String, serde_json::Value>,
+) -> Result<Settings, StoreError> {
+    let mut settings = Settings::new();
+    for (key, v) in plain {
+        let value = if let Some(t) = v.get("text").and_then(|t| t.as_str()) {
+            SettingValue::Text(t.to_string())
+        } else if let Some(b) = v.get("boolean").and_then(|b| b.as_bool()) {
+            SettingValue::Boolean(b)
+        } else {
+            return Err(StoreError::Corrupt {
+                what: "settings",
+                message: format!("setting `{key}` has no text or boolean value"),
+            });
+        };
+        settings.insert(key, value);
+    }
+    Ok(settings)
+}
 
 /// What a secret is sealed with besides the key: its row, so that a value
 /// copied into another row does not open.
