@@ -12,6 +12,7 @@
 //! decides what to do with it, here included.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A secret value: never shown by `Debug`, `Display` or `Serialize`, and
@@ -561,6 +562,9 @@ pub enum KvError {
 /// plugin of the instance making the call, so a plugin can never name
 /// another tenant's keys, nor read what another plugin kept for the same
 /// tenant. The plugin is its name without version: an upgrade keeps state.
+///
+/// Each (tenant, plugin) holds at most [`STATE_QUOTA_KEYS`] keys and
+/// [`STATE_QUOTA_BYTES`] bytes of keys and values.
 pub trait KvStore: Send + Sync + 'static {
     /// The value under `key`.
     fn get(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
@@ -571,6 +575,62 @@ pub trait KvStore: Send + Sync + 'static {
     /// Keys starting with `prefix`, ascending.
     fn list_prefix(&self, tenant: &str, plugin: &str, prefix: &str)
     -> Result<Vec<String>, KvError>;
+
+    /// Every key kept, with what it counts against the quota (its bytes
+    /// plus its value's). The engine reads it once in a call that writes,
+    /// to check the quota at each write without asking the store again.
+    /// The default asks key by key; stores answer in one query.
+    fn sizes(&self, tenant: &str, plugin: &str) -> Result<BTreeMap<String, u64>, KvError> {
+        let mut sizes = BTreeMap::new();
+        for key in self.list_prefix(tenant, plugin, "")? {
+            if let Some(value) = self.get(tenant, plugin, &key)? {
+                sizes.insert(key.clone(), (key.len() + value.len()) as u64);
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// The writes of one plugin call, in key order (`None` deletes), all
+    /// or none: a store with transactions makes them one, which is what
+    /// keeps a plugin caching hundreds of keys in a call from costing
+    /// hundreds of commits. The quota is checked on the result. The
+    /// default writes key by key.
+    fn write_all(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        writes: &BTreeMap<String, Option<Vec<u8>>>,
+    ) -> Result<(), KvError> {
+        for (key, value) in writes {
+            match value {
+                Some(value) => self.set(tenant, plugin, key, value)?,
+                None => self.delete(tenant, plugin, key)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Most keys one (tenant, plugin) keeps in plugin state.
+pub const STATE_QUOTA_KEYS: u64 = 10_000;
+/// Most bytes of keys and (plaintext) values one (tenant, plugin) keeps
+/// in plugin state.
+pub const STATE_QUOTA_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Whether state of `keys` keys holding `bytes` bytes fits the quota; the
+/// error says which limit it passes. One wording for every store.
+pub fn check_state_quota(keys: u64, bytes: u64) -> Result<(), KvError> {
+    if keys > STATE_QUOTA_KEYS {
+        return Err(KvError::QuotaExceeded(format!(
+            "tenant state would hold {keys} keys; the limit is {STATE_QUOTA_KEYS}"
+        )));
+    }
+    if bytes > STATE_QUOTA_BYTES {
+        return Err(KvError::QuotaExceeded(format!(
+            "tenant state would hold {bytes} bytes; the limit is {STATE_QUOTA_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 /// What `configure` accepted (WIT `configured`).

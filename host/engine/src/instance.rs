@@ -183,6 +183,9 @@ impl Core {
         call: &'static str,
         out: Result<wasmtime::Result<R>, Stopped>,
     ) -> Result<R, EngineError> {
+        // Whatever the outcome: what the plugin kept before it failed is
+        // as valid as it was when each write returned.
+        self.store.data_mut().save_state(call);
         let dropped = self.store.data_mut().log.take_dropped();
         if dropped > 0 {
             let data = self.store.data();

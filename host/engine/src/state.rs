@@ -7,6 +7,7 @@ use super::egress::{Connections, EgressHooks, HookSettings};
 use super::limits::{CallFlags, CpuMeter, Limiter, Limits};
 use super::plugin_log::{CallLog, TenantLogRates};
 use scanner_contract::KvStore;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -22,6 +23,25 @@ pub(crate) const MAX_HANDLES: usize = 10_000;
 /// ids, not bulk data the host would allocate for the guest.
 const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 
+/// The plugin state writes of one call: stored together when the call
+/// returns, in one transaction, instead of one commit a key.
+#[derive(Default)]
+pub(crate) struct StateWrites {
+    /// Key → value written, or `None` deleted; the last write of a key wins.
+    pub(crate) pending: BTreeMap<String, Option<Vec<u8>>>,
+    /// What the quota counts, once the call wrote.
+    pub(crate) sizes: Option<StateSizes>,
+}
+
+/// The quota's view of a (tenant, plugin)'s state: the store's, with the
+/// call's writes applied.
+pub(crate) struct StateSizes {
+    pub(crate) keys: u64,
+    pub(crate) bytes: u64,
+    /// Each key's size (key and value bytes).
+    pub(crate) of: BTreeMap<String, u64>,
+}
+
 /// The `T` of every plugin `Store<T>`.
 pub(crate) struct HostState {
     pub(crate) tenant: Arc<str>,
@@ -30,6 +50,8 @@ pub(crate) struct HostState {
     /// the tenant.
     pub(crate) storage_plugin: Arc<str>,
     pub(crate) kv: Arc<dyn KvStore>,
+    /// Plugin state the call in progress wrote, not yet stored.
+    pub(crate) state: StateWrites,
     pub(crate) limiter: Limiter,
     pub(crate) meter: Arc<CpuMeter>,
     pub(crate) flags: Arc<CallFlags>,
@@ -87,6 +109,7 @@ impl HostState {
             plugin,
             storage_plugin,
             kv: sandbox.kv.clone(),
+            state: StateWrites::default(),
             limiter: Limiter::new(limits),
             meter: Arc::new(CpuMeter::new(limits.cpu_per_call)),
             flags,

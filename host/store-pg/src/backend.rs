@@ -9,16 +9,17 @@ use crate::error::PgStoreError;
 use crate::leases::Lease;
 use crate::scans::{self, without_nul};
 use crate::store::{PgOptions, PgStore};
-use scanner_contract::{Finding, KvError, KvStore, Secret, SettingValue, Settings};
+use scanner_contract::{
+    Finding, KvError, KvStore, Secret, SettingValue, Settings, check_state_quota,
+};
 use scanner_store::keys::{Cipher, KeySource};
 use scanner_store::sealing::{plain_settings, seal_settings, secret_aad, state_aad};
 use scanner_store::{
-    CaCertificate, EgressGrants, FindingStateCounts, Integration, IntegrationStatus,
-    KV_QUOTA_BYTES, KV_QUOTA_KEYS, LeaseHolder, LockAttempt, PageCounts, ScanFailure, ScanMode,
-    ScanRecord, ScanStart, ScanSummary, Store, StoreError, SyncHistory, TenantLock,
-    parse_timestamp, timestamp,
+    CaCertificate, EgressGrants, FindingStateCounts, Integration, IntegrationStatus, LeaseHolder,
+    LockAttempt, PageCounts, ScanFailure, ScanMode, ScanRecord, ScanStart, ScanSummary, Store,
+    StoreError, SyncHistory, TenantLock, parse_timestamp, timestamp,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -1258,6 +1259,22 @@ impl Store for PgBackend {
     }
 }
 
+/// Writers of one (tenant, plugin)'s state take turns, for the rest of
+/// `tx`, so that two writes at once cannot both fit under the quota.
+async fn lock_state(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: &str,
+    plugin: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 0))",
+        &[&tenant, &plugin],
+    )
+    .await
+    .map_err(sql)?;
+    Ok(())
+}
+
 /// Plugin state, per (tenant, plugin name), sealed with the row as
 /// associated data and held to the same quotas as SQLite's.
 impl KvStore for PgBackend {
@@ -1300,14 +1317,7 @@ impl KvStore for PgBackend {
         let answer = self.run(move |store| async move {
             let mut client = store.client().await.map_err(store_error)?;
             let tx = client.transaction().await.map_err(sql)?;
-            // Writers of one (tenant, plugin) take turns, so that two sets
-            // at once cannot both fit under the quota.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 0))",
-                &[&tenant, &plugin],
-            )
-            .await
-            .map_err(sql)?;
+            lock_state(&tx, &tenant, &plugin).await?;
             // The quota counts plaintext: what the plugin stored, not the
             // envelope around it.
             let r = tx
@@ -1319,16 +1329,8 @@ impl KvStore for PgBackend {
                 .await
                 .map_err(sql)?;
             let (keys, bytes): (i64, i64) = (r.get(0), r.get(1));
-            if keys + 1 > KV_QUOTA_KEYS {
-                return Ok(Err(KvError::QuotaExceeded(format!(
-                    "tenant state holds {keys} keys; the limit is {KV_QUOTA_KEYS}"
-                ))));
-            }
-            if bytes + size > KV_QUOTA_BYTES {
-                return Ok(Err(KvError::QuotaExceeded(format!(
-                    "tenant state would hold {} bytes; the limit is {KV_QUOTA_BYTES}",
-                    bytes + size
-                ))));
+            if let Err(e) = check_state_quota(keys as u64 + 1, (bytes + size) as u64) {
+                return Ok(Err(e));
             }
             tx.execute(
                 "INSERT INTO plugin_state (tenant, plugin, key, value) VALUES ($1, $2, $3, $4)
@@ -1384,5 +1386,97 @@ impl KvStore for PgBackend {
             )
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn sizes(&self, tenant: &str, plugin: &str) -> Result<BTreeMap<String, u64>, KvError> {
+        if [tenant, plugin].iter().any(|s| s.contains('\0')) {
+            return Ok(BTreeMap::new());
+        }
+        let overhead = scanner_store::keys::SEALED_OVERHEAD as i32;
+        let rows = self
+            .query(
+                "SELECT key, octet_length(value) - $3 + octet_length(key)
+                 FROM plugin_state WHERE tenant = $1 AND plugin = $2"
+                    .into(),
+                vec![
+                    Box::new(tenant.to_string()),
+                    Box::new(plugin.to_string()),
+                    Box::new(overhead),
+                ],
+            )
+            .map_err(|e| KvError::Unavailable(e.to_string()))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i32>(1).max(0) as u64))
+            .collect())
+    }
+
+    fn write_all(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        writes: &BTreeMap<String, Option<Vec<u8>>>,
+    ) -> Result<(), KvError> {
+        if [tenant, plugin].iter().any(|s| s.contains('\0'))
+            || writes.keys().any(|k| k.contains('\0'))
+        {
+            return Err(KvError::Unavailable(
+                "a state key holding a NUL byte cannot be stored in PostgreSQL".into(),
+            ));
+        }
+        // Sealed here, on the caller's thread, as every secret is.
+        let (mut keys, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, value) in writes {
+            match value {
+                Some(value) => {
+                    keys.push(key.clone());
+                    values.push(self.cipher.seal(&state_aad(tenant, plugin, key), value));
+                }
+                None => removed.push(key.clone()),
+            }
+        }
+        let (tenant, plugin) = (tenant.to_string(), plugin.to_string());
+        let overhead = scanner_store::keys::SEALED_OVERHEAD as i32;
+        let answer = self.run(move |store| async move {
+            let mut client = store.client().await.map_err(store_error)?;
+            let tx = client.transaction().await.map_err(sql)?;
+            lock_state(&tx, &tenant, &plugin).await?;
+            // One statement each for every key stored and every key
+            // removed, however many the call wrote.
+            if !keys.is_empty() {
+                tx.execute(
+                    "INSERT INTO plugin_state (tenant, plugin, key, value)
+                     SELECT $1, $2, k, v FROM unnest($3::text[], $4::bytea[]) AS u(k, v)
+                     ON CONFLICT (tenant, plugin, key) DO UPDATE SET value = excluded.value",
+                    &[&tenant, &plugin, &keys, &values],
+                )
+                .await
+                .map_err(sql)?;
+            }
+            if !removed.is_empty() {
+                tx.execute(
+                    "DELETE FROM plugin_state WHERE tenant = $1 AND plugin = $2 AND key = ANY($3)",
+                    &[&tenant, &plugin, &removed],
+                )
+                .await
+                .map_err(sql)?;
+            }
+            let r = tx
+                .query_one(
+                    "SELECT count(*), COALESCE(sum(octet_length(value) - $3 + octet_length(key)), 0)
+                     FROM plugin_state WHERE tenant = $1 AND plugin = $2",
+                    &[&tenant, &plugin, &overhead],
+                )
+                .await
+                .map_err(sql)?;
+            let (count, bytes): (i64, i64) = (r.get(0), r.get(1));
+            if let Err(e) = check_state_quota(count as u64, bytes.max(0) as u64) {
+                // Dropped uncommitted: the transaction rolls back.
+                return Ok(Err(e));
+            }
+            tx.commit().await.map_err(sql)?;
+            Ok(Ok(()))
+        });
+        answer.map_err(|e| KvError::Unavailable(e.to_string()))?
     }
 }

@@ -285,8 +285,11 @@ impl Store for Database {
         limit: usize,
         stale: &dyn Fn(&TenantLock) -> bool,
     ) -> Result<Vec<(String, TenantLock)>, StoreError> {
-        // One file, one machine: taking the due tenants one lease at a time
-        // is race-free, as each take is its own write transaction.
+        // One file, one machine: the due tenants are taken one lease at a
+        // time, each take its own write transaction. A tenant listed as
+        // due may have finished its scan (and moved its next slot) before
+        // its lease was taken here: with the lease held nothing moves it,
+        // so it is checked again, and given back when no longer due.
         let mut claimed = Vec::new();
         for tenant in Database::due_integrations(self, now, first_delay)? {
             if claimed.len() >= limit {
@@ -294,7 +297,11 @@ impl Store for Database {
             }
             let attempt = self.take_lock(&tenant, holder, now, expires, stale, false)?;
             if let LockAttempt::Taken(lease) = attempt {
-                claimed.push((tenant, lease));
+                if Database::is_due(self, &tenant, now, first_delay)? {
+                    claimed.push((tenant, lease));
+                } else {
+                    Database::release_tenant_lock(self, &tenant, &holder.id)?;
+                }
             }
         }
         Ok(claimed)

@@ -117,13 +117,34 @@ impl Database {
         now: OffsetDateTime,
         first_delay: std::time::Duration,
     ) -> Result<Vec<String>, StoreError> {
+        self.due_where(now, first_delay, None)
+    }
+
+    /// Whether `tenant` is due now (as [`Database::due_integrations`]
+    /// would list it).
+    pub fn is_due(
+        &self,
+        tenant: &str,
+        now: OffsetDateTime,
+        first_delay: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(!self.due_where(now, first_delay, Some(tenant))?.is_empty())
+    }
+
+    /// The due tenants, most overdue first; only `only` when given.
+    fn due_where(
+        &self,
+        now: OffsetDateTime,
+        first_delay: std::time::Duration,
+        only: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT tenant, next_scan_at, updated_at,
                 EXISTS (SELECT 1 FROM scan_runs s WHERE s.tenant = i.tenant)
-             FROM integrations i",
+             FROM integrations i WHERE ?1 IS NULL OR tenant = ?1",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map([only], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Option<String>>(1)?,

@@ -9,7 +9,7 @@ use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
 use scanner_tests::{runtime_in, wiz_settings_with};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wiz_sim::{SimClient, SimConfig, Simulator};
+use wiz_sim::{SimConfig, Simulator};
 
 fn rss_mb() -> f64 {
     scanner_tests::proc_status_mb("VmRSS")
@@ -30,13 +30,7 @@ async fn main() {
         findings: 40,
         ..SimConfig::default()
     };
-    config.clients = (0..tenants)
-        .map(|i| SimClient {
-            id: format!("client-{i}"),
-            secret: format!("secret-{i}"),
-            scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
-        })
-        .collect();
+    config.clients = scanner_tests::service_accounts(tenants);
     let sim = Simulator::start_background(config).expect("sim");
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = Arc::new(runtime_in(dir.path()).with_first_scan_delay(Duration::ZERO));

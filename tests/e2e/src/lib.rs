@@ -6,6 +6,7 @@
 //! and a runtime or the `scanner-host` binary over a database in it.
 
 mod env;
+pub mod procs;
 mod setup;
 
 pub use env::TestEnv;

@@ -370,6 +370,19 @@ fn settings_for(api: &str, token_url: &str, id: &str, secret: &str) -> Settings 
     s
 }
 
+/// `n` service accounts with every scope, `client-{i}` / `secret-{i}`:
+/// one a tenant, for tests and benchmarks of many tenants on one
+/// simulator.
+pub fn service_accounts(n: usize) -> Vec<wiz_sim::SimClient> {
+    (0..n)
+        .map(|i| wiz_sim::SimClient {
+            id: format!("client-{i}"),
+            secret: format!("secret-{i}"),
+            scopes: wiz_sim::SimClient::ALL_SCOPES.map(String::from).to_vec(),
+        })
+        .collect()
+}
+
 /// The finding ids a correct Wiz import must hold now: open, carrying a
 /// CVE, of an enabled kind.
 pub fn expected_open(

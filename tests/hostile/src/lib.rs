@@ -305,6 +305,40 @@ impl Guest for Hostile {
                 let records = seen.into_iter().map(|k| record(k, "{}".into())).collect();
                 Ok(page(records, None))
             }
+            "storage-flood" => {
+                // Keys until the quota refuses one, all in this call; then
+                // read them back, free one and take its place.
+                let mut stored = 0u64;
+                let refused = loop {
+                    match storage::set(&format!("k{stored:05}"), b"v") {
+                        Ok(()) => stored += 1,
+                        Err(e) => break format!("{e:?}"),
+                    }
+                    if stored > 20_000 {
+                        break "never refused".into();
+                    }
+                };
+                let listed = storage::list_prefix("k").len();
+                let read_back = storage::get("k00042").is_some_and(|v| v == b"v");
+                storage::delete("k00000");
+                let after = storage::set("k-after", b"w").is_ok();
+                let listed_after = storage::list_prefix("k").len();
+                let records = [
+                    format!("stored {stored}"),
+                    format!("refused {refused}"),
+                    format!("listed {listed}"),
+                    format!("read back {read_back}"),
+                    format!("set after delete {after}"),
+                    format!("listed after {listed_after}"),
+                ];
+                Ok(page(
+                    records
+                        .into_iter()
+                        .map(|r| record(r, "{}".into()))
+                        .collect(),
+                    None,
+                ))
+            }
             "trap" => {
                 let records = vec![record("one".into(), "{}".into())];
                 if std::hint::black_box(records.len()) == 1 {

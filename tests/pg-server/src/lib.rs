@@ -329,6 +329,18 @@ impl PgServer {
         self.url(&name)
     }
 
+    /// The server's main process (`postmaster.pid`'s first line), for
+    /// benchmarks that count what the server and its backends use.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// A plain client on database `db` (its connection task spawned).
     pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls)

@@ -3,7 +3,7 @@
 //! `Host` traits by converting its own types to these and calling here.
 
 use crate::plugin_log::escape_untrusted;
-use crate::state::HostState;
+use crate::state::{HostState, StateSizes};
 use scanner_contract as contract;
 
 /// Largest key a plugin may use: keys are names, not data.
@@ -36,10 +36,13 @@ impl HostState {
     // guest: a plugin cannot name another tenant's keys, nor another
     // plugin's.
 
-    /// `storage.get`.
+    /// `storage.get`: what this call wrote, or else the store's.
     pub(crate) fn storage_get(&mut self, key: &str) -> Option<Vec<u8>> {
         if key.len() > MAX_KEY_BYTES {
             return None;
+        }
+        if let Some(written) = self.state.pending.get(key) {
+            return written.clone();
         }
         match self.kv.get(&self.tenant, &self.storage_plugin, key) {
             Ok(v) => v,
@@ -52,7 +55,10 @@ impl HostState {
         }
     }
 
-    /// `storage.set`; the error is the contract's `storage-error`.
+    /// `storage.set`; the error is the contract's `storage-error`. The
+    /// quota is checked now, against the store's sizes read once in the
+    /// call; the value is kept with the call's other writes and stored
+    /// with them when the call returns ([`HostState::save_state`]).
     pub(crate) fn storage_set(&mut self, key: &str, value: &[u8]) -> Result<(), contract::KvError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(contract::KvError::TooLarge(format!(
@@ -66,30 +72,103 @@ impl HostState {
                 value.len()
             )));
         }
-        self.kv.set(&self.tenant, &self.storage_plugin, key, value)
+        let sizes = self.state_sizes()?;
+        let size = (key.len() + value.len()) as u64;
+        let (keys, bytes) = (sizes.keys, sizes.bytes);
+        let old = sizes.of.get(key).copied();
+        contract::check_state_quota(
+            keys + u64::from(old.is_none()),
+            bytes - old.unwrap_or(0) + size,
+        )?;
+        sizes.keys = keys + u64::from(old.is_none());
+        sizes.bytes = bytes - old.unwrap_or(0) + size;
+        sizes.of.insert(key.to_string(), size);
+        self.state
+            .pending
+            .insert(key.to_string(), Some(value.to_vec()));
+        Ok(())
     }
 
-    /// `storage.delete`.
+    /// `storage.delete`, kept with the call's other writes.
     pub(crate) fn storage_delete(&mut self, key: &str) {
         if key.len() > MAX_KEY_BYTES {
             return;
         }
-        if let Err(e) = self.kv.delete(&self.tenant, &self.storage_plugin, key) {
-            tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage delete failed");
+        match self.state_sizes() {
+            Ok(sizes) => {
+                if let Some(old) = sizes.of.remove(key) {
+                    sizes.keys -= 1;
+                    sizes.bytes -= old;
+                }
+                self.state.pending.insert(key.to_string(), None);
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage delete failed");
+            }
         }
     }
 
-    /// `storage.list-prefix`.
+    /// `storage.list-prefix`: the store's keys with this call's writes.
     pub(crate) fn storage_list_prefix(&mut self, prefix: &str) -> Vec<String> {
         if prefix.len() > MAX_KEY_BYTES {
             return Vec::new();
         }
-        self.kv
+        let stored = self
+            .kv
             .list_prefix(&self.tenant, &self.storage_plugin, prefix)
             .unwrap_or_else(|e| {
                 tracing::warn!(tenant = %self.tenant, plugin = %self.plugin, error = %e, "storage list failed");
                 Vec::new()
-            })
+            });
+        let mut keys: std::collections::BTreeSet<String> = stored.into_iter().collect();
+        for (key, value) in &self.state.pending {
+            if key.starts_with(prefix) {
+                match value {
+                    Some(_) => keys.insert(key.clone()),
+                    None => keys.remove(key),
+                };
+            }
+        }
+        keys.into_iter().collect()
+    }
+
+    /// The sizes the quota counts, read from the store at the call's first
+    /// write.
+    fn state_sizes(&mut self) -> Result<&mut StateSizes, contract::KvError> {
+        if self.state.sizes.is_none() {
+            let of = self.kv.sizes(&self.tenant, &self.storage_plugin)?;
+            self.state.sizes = Some(StateSizes {
+                keys: of.len() as u64,
+                bytes: of.values().sum(),
+                of,
+            });
+        }
+        Ok(self.state.sizes.as_mut().expect("filled above"))
+    }
+
+    /// Stores the call's state writes, all at once, and forgets the sizes
+    /// (another call may find the store changed). A store that fails
+    /// loses this call's writes, which is said in the log: plugin state
+    /// is what a plugin can rebuild, and the call's own result stands.
+    pub(crate) fn save_state(&mut self, call: &'static str) {
+        self.state.sizes = None;
+        if self.state.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.state.pending);
+        if let Err(e) = self
+            .kv
+            .write_all(&self.tenant, &self.storage_plugin, &pending)
+        {
+            tracing::warn!(
+                tenant = %self.tenant,
+                plugin = %self.plugin,
+                call,
+                keys = pending.len(),
+                error = %e,
+                "the plugin state this call wrote was not saved"
+            );
+        }
     }
 
     /// `log.log`: one record into the host's log, within the call's budget.

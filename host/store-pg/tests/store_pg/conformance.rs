@@ -299,6 +299,50 @@ fn plugin_state_is_sealed_per_plugin_and_held_to_its_quota(place: &Place) {
         .expect("the same size again");
 }
 
+/// A call's writes (`write_all`) land together, sizes count what the
+/// quota counts, and a batch past the quota leaves everything as it was.
+fn plugin_state_batches_are_stored_at_once_or_not_at_all(place: &Place) {
+    let store = place.open();
+    store.set("acme", "wiz", "kept", b"1").expect("set");
+    store.set("acme", "wiz", "gone", b"22").expect("set");
+    let mut writes = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        writes.insert(format!("k{i:03}"), Some(vec![b'v'; 10]));
+    }
+    writes.insert("gone".to_string(), None);
+    writes.insert("kept".to_string(), Some(b"one".to_vec()));
+    store.write_all("acme", "wiz", &writes).expect("batch");
+    let keys = store.list_prefix("acme", "wiz", "").expect("list");
+    assert_eq!(keys.len(), 301);
+    assert!(!keys.contains(&"gone".to_string()));
+    assert_eq!(
+        store.get("acme", "wiz", "kept").expect("get").as_deref(),
+        Some(&b"one"[..])
+    );
+    let sizes = store.sizes("acme", "wiz").expect("sizes");
+    assert_eq!(sizes.len(), 301);
+    assert_eq!(sizes["kept"], 4 + 3);
+    assert_eq!(sizes["k007"], 4 + 10);
+
+    // Past the byte quota: refused, and nothing of the batch is stored.
+    let mut over = std::collections::BTreeMap::new();
+    over.insert("kept".to_string(), None);
+    over.insert(
+        "huge-1".to_string(),
+        Some(vec![0u8; KV_QUOTA_BYTES as usize / 2]),
+    );
+    over.insert(
+        "huge-2".to_string(),
+        Some(vec![0u8; KV_QUOTA_BYTES as usize / 2]),
+    );
+    let refused = store
+        .write_all("acme", "wiz", &over)
+        .expect_err("over the quota");
+    assert!(matches!(refused, KvError::QuotaExceeded(_)), "{refused}");
+    assert_eq!(store.list_prefix("acme", "wiz", "").expect("list"), keys);
+    assert_eq!(store.get("acme", "wiz", "huge-1").expect("get"), None);
+}
+
 fn leases_are_taken_held_renewed_released_and_taken_over(place: &Place) {
     let store = place.open();
     connect(&*store, "acme", T0);
@@ -845,6 +889,7 @@ conformance!(
     integration_round_trips_with_sealed_secrets,
     reconnect_keeps_findings_and_delete_removes_everything,
     plugin_state_is_sealed_per_plugin_and_held_to_its_quota,
+    plugin_state_batches_are_stored_at_once_or_not_at_all,
     leases_are_taken_held_renewed_released_and_taken_over,
     claims_split_due_tenants_most_overdue_first,
     scans_page_resume_and_resolve_only_after_full,

@@ -2,14 +2,16 @@
 //! the right error while a well-behaved Wiz tenant scans at the same time
 //! and imports exactly what it should.
 
-use scanner_contract::{Page, PageRequest, PluginError, SettingValue, Settings};
+use scanner_contract::{KvError, KvStore, Page, PageRequest, PluginError, SettingValue, Settings};
 use scanner_engine::{EgressPolicy, Engine, EngineError, Limits, Plugin, TenantSandbox};
 use scanner_runtime::{Runtime, RuntimeError};
 use scanner_store::Database;
 use scanner_tests::{
     TestEnv, engine_and_plugin, expected_open, hostile_wasm, open_ids, wiz_settings,
 };
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wiz_sim::{SimConfig, Simulator};
@@ -52,7 +54,7 @@ async fn hostile(
     mode: &str,
     target: &str,
     egress: &[String],
-    store: Arc<Database>,
+    store: Arc<dyn KvStore>,
     tenant: &str,
 ) -> (Outcome, u64) {
     hostile_in(mode, target, egress, true, store, tenant).await
@@ -64,7 +66,7 @@ async fn hostile_in(
     target: &str,
     egress: &[String],
     private_network: bool,
-    store: Arc<Database>,
+    store: Arc<dyn KvStore>,
     tenant: &str,
 ) -> (Outcome, u64) {
     let (_, plugin) = engine_and_hostile();
@@ -294,6 +296,86 @@ async fn storage_shows_a_tenant_only_its_own_keys() {
     );
 }
 
+/// A store that counts how it is written to.
+struct CountingStore {
+    inner: Arc<Database>,
+    sets: AtomicUsize,
+    batches: AtomicUsize,
+}
+
+impl KvStore for CountingStore {
+    fn get(&self, t: &str, p: &str, k: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.inner.get(t, p, k)
+    }
+    fn set(&self, t: &str, p: &str, k: &str, v: &[u8]) -> Result<(), KvError> {
+        self.sets.fetch_add(1, Ordering::SeqCst);
+        self.inner.set(t, p, k, v)
+    }
+    fn delete(&self, t: &str, p: &str, k: &str) -> Result<(), KvError> {
+        self.sets.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(t, p, k)
+    }
+    fn list_prefix(&self, t: &str, p: &str, prefix: &str) -> Result<Vec<String>, KvError> {
+        self.inner.list_prefix(t, p, prefix)
+    }
+    fn sizes(&self, t: &str, p: &str) -> Result<BTreeMap<String, u64>, KvError> {
+        self.inner.sizes(t, p)
+    }
+    fn write_all(
+        &self,
+        t: &str,
+        p: &str,
+        writes: &BTreeMap<String, Option<Vec<u8>>>,
+    ) -> Result<(), KvError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        self.inner.write_all(t, p, writes)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_filling_its_state_in_one_call_meets_the_quota_and_costs_one_commit() {
+    let store = Arc::new(CountingStore {
+        inner: memory_store(),
+        sets: AtomicUsize::new(0),
+        batches: AtomicUsize::new(0),
+    });
+    // One key is there before the call: it counts against the quota.
+    store.inner.set("h", "hostile", "old", b"x").expect("set");
+    let (outcome, _) = hostile("storage-flood", "", &[], store.clone(), "h").await;
+    let page = outcome.expect("engine").expect("page");
+    let lines: Vec<String> = page.records.into_iter().map(|r| r.id).collect();
+    assert_eq!(lines[0], "stored 9999", "{lines:?}");
+    assert!(
+        lines[1].contains("QuotaExceeded") && lines[1].contains("10000"),
+        "{lines:?}"
+    );
+    // The call reads what it wrote, before anything is stored.
+    assert_eq!(
+        lines[2..],
+        [
+            "listed 9999",
+            "read back true",
+            "set after delete true",
+            "listed after 9999"
+        ]
+    );
+    // Stored when the call returned: one batch, no write a key.
+    assert_eq!(store.sets.load(Ordering::SeqCst), 0);
+    assert_eq!(store.batches.load(Ordering::SeqCst), 1);
+    let kept = store.inner.list_prefix("h", "hostile", "").expect("list");
+    assert_eq!(kept.len(), 10_000);
+    assert!(kept.contains(&"k-after".to_string()) && kept.contains(&"old".to_string()));
+    assert!(!kept.contains(&"k00000".to_string()));
+    assert_eq!(
+        store
+            .inner
+            .get("h", "hostile", "k-after")
+            .expect("get")
+            .as_deref(),
+        Some(&b"w"[..])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_taking_over_a_tenant_sees_none_of_the_previous_plugins_state() {
     let (engine, wiz) = engine_and_plugin();
@@ -467,20 +549,15 @@ async fn a_cursor_that_never_ends_fails_the_scan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
     use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
-    use wiz_sim::SimClient;
     const TENANTS: usize = 40;
     // One simulated Wiz with a service account per tenant.
     let mut config = SimConfig {
         findings: 300,
         ..SimConfig::default()
     };
-    for i in 0..TENANTS {
-        config.clients.push(SimClient {
-            id: format!("client-{i}"),
-            secret: format!("secret-{i}"),
-            scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
-        });
-    }
+    config
+        .clients
+        .extend(scanner_tests::service_accounts(TENANTS));
     // Retries without their real backoff: the doomed tenant still uses
     // up its retry budget and fails, in milliseconds rather than minutes.
     let retries = scanner_runtime::RetryPolicy {
@@ -559,7 +636,20 @@ async fn many_tenants_share_one_host_and_a_bad_one_delays_nobody_for_good() {
             running.spawn(handle);
         }
     }
-    assert_eq!(started, TENANTS + 2, "every due tenant was scanned once");
+    // A tenant whose scan ended while a tick listed it as due must not
+    // be taken again.
+    let twice: Vec<String> = runtime
+        .store()
+        .tenants()
+        .expect("tenants")
+        .into_iter()
+        .filter(|t| runtime.store().scans(t, 10).expect("scans").len() != 1)
+        .collect();
+    assert_eq!(
+        started,
+        TENANTS + 2,
+        "every due tenant was scanned once; not once: {twice:?}"
+    );
     let expected = expected_open(sim, true, true);
     for i in 0..TENANTS {
         assert_eq!(open_ids(runtime, &format!("t{i}")), expected, "tenant t{i}");

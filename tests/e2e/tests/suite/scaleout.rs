@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wiz_sim::{SimClient, SimConfig, Simulator};
+use wiz_sim::{SimConfig, Simulator};
 
 /// Seconds a lease lasts in these tests: short, so that a dead host's
 /// tenants are taken over within the test.
@@ -193,13 +193,7 @@ async fn three_hosts_split_300_tenants_and_each_is_scanned_once_by_one_host() {
         latency: Duration::from_millis(15),
         ..SimConfig::default()
     };
-    config.clients = (0..TENANTS)
-        .map(|i| SimClient {
-            id: format!("client-{i}"),
-            secret: format!("secret-{i}"),
-            scopes: SimClient::ALL_SCOPES.map(String::from).to_vec(),
-        })
-        .collect();
+    config.clients = scanner_tests::service_accounts(TENANTS);
     let sim = Simulator::start_background(config).expect("simulator");
     let shared = Shared::new().await;
     let runtime = shared.runtime();
