@@ -395,7 +395,10 @@ impl PgBackend {
             let client = store.client().await.map_err(store_error)?;
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 params.iter().map(|p| &**p as _).collect();
-            client.execute(statement, &refs).await.map_err(sql)
+            // Prepared once per connection: a statement then costs one
+            // round trip, not a parse and a round trip more.
+            let statement = client.prepare_cached(statement).await.map_err(sql)?;
+            client.execute(&statement, &refs).await.map_err(sql)
         })
     }
 
@@ -409,6 +412,7 @@ impl PgBackend {
             let client = store.client().await.map_err(store_error)?;
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 params.iter().map(|p| &**p as _).collect();
+            let statement = client.prepare_cached(&statement).await.map_err(sql)?;
             client.query(&statement, &refs).await.map_err(sql)
         })
     }
@@ -1262,16 +1266,15 @@ impl Store for PgBackend {
 /// Writers of one (tenant, plugin)'s state take turns, for the rest of
 /// `tx`, so that two writes at once cannot both fit under the quota.
 async fn lock_state(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
     plugin: &str,
 ) -> Result<(), StoreError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 0))",
-        &[&tenant, &plugin],
-    )
-    .await
-    .map_err(sql)?;
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 0))")
+        .await
+        .map_err(sql)?;
+    tx.execute(&lock, &[&tenant, &plugin]).await.map_err(sql)?;
     Ok(())
 }
 
@@ -1444,29 +1447,39 @@ impl KvStore for PgBackend {
             // One statement each for every key stored and every key
             // removed, however many the call wrote.
             if !keys.is_empty() {
-                tx.execute(
-                    "INSERT INTO plugin_state (tenant, plugin, key, value)
-                     SELECT $1, $2, k, v FROM unnest($3::text[], $4::bytea[]) AS u(k, v)
-                     ON CONFLICT (tenant, plugin, key) DO UPDATE SET value = excluded.value",
-                    &[&tenant, &plugin, &keys, &values],
-                )
-                .await
-                .map_err(sql)?;
+                let put = tx
+                    .prepare_cached(
+                        "INSERT INTO plugin_state (tenant, plugin, key, value)
+                         SELECT $1, $2, k, v FROM unnest($3::text[], $4::bytea[]) AS u(k, v)
+                         ON CONFLICT (tenant, plugin, key) DO UPDATE SET value = excluded.value",
+                    )
+                    .await
+                    .map_err(sql)?;
+                tx.execute(&put, &[&tenant, &plugin, &keys, &values])
+                    .await
+                    .map_err(sql)?;
             }
             if !removed.is_empty() {
-                tx.execute(
-                    "DELETE FROM plugin_state WHERE tenant = $1 AND plugin = $2 AND key = ANY($3)",
-                    &[&tenant, &plugin, &removed],
+                let remove = tx
+                    .prepare_cached(
+                        "DELETE FROM plugin_state
+                         WHERE tenant = $1 AND plugin = $2 AND key = ANY($3)",
+                    )
+                    .await
+                    .map_err(sql)?;
+                tx.execute(&remove, &[&tenant, &plugin, &removed])
+                    .await
+                    .map_err(sql)?;
+            }
+            let usage = tx
+                .prepare_cached(
+                    "SELECT count(*), COALESCE(sum(octet_length(value) - $3 + octet_length(key)), 0)
+                     FROM plugin_state WHERE tenant = $1 AND plugin = $2",
                 )
                 .await
                 .map_err(sql)?;
-            }
             let r = tx
-                .query_one(
-                    "SELECT count(*), COALESCE(sum(octet_length(value) - $3 + octet_length(key)), 0)
-                     FROM plugin_state WHERE tenant = $1 AND plugin = $2",
-                    &[&tenant, &plugin, &overhead],
-                )
+                .query_one(&usage, &[&tenant, &plugin, &overhead])
                 .await
                 .map_err(sql)?;
             let (count, bytes): (i64, i64) = (r.get(0), r.get(1));

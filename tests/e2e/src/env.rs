@@ -2,7 +2,7 @@
 //! temporary directory, and a host runtime (or the `scanner-host` binary)
 //! over a fresh database in it.
 
-use crate::setup::{cli_command, plugin_wasm, runtime_in, wiz_settings};
+use crate::setup::{cli_command, plugin_wasm, runtime_in, runtime_of, wiz_settings};
 use scanner_contract::{ConnectionInfo, Settings};
 use scanner_engine::{Engine, Plugin};
 use scanner_runtime::export::{ExportPolling, Exporter};
@@ -74,13 +74,16 @@ impl TestEnv {
     /// simulator's certificate, …) over the same database, in place of the
     /// Wiz plugin in the shared engine.
     pub fn with_plugins(mut self, engine: Engine, plugins: Vec<Plugin>) -> TestEnv {
-        let store = match self.runtime.take() {
-            Some(runtime) => runtime.database().expect("a SQLite store").clone(),
-            // Opened here, not through the default runtime: that would
+        let runtime = match self.runtime.take() {
+            Some(runtime) => match runtime.database() {
+                Some(db) => Runtime::new(engine, plugins, db.clone()),
+                None => Runtime::on_store(engine, plugins, runtime.store().clone()),
+            },
+            // Made here, not through the default runtime: that would
             // compile the Wiz plugin for an engine nobody uses.
-            None => Arc::new(Database::open(&self.db_path()).expect("open store")),
+            None => runtime_of(engine, plugins, self.dir.path()),
         };
-        self.runtime = OnceLock::from(Arc::new(Runtime::new(engine, plugins, store)));
+        self.runtime = OnceLock::from(Arc::new(runtime));
         self
     }
 

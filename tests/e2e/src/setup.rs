@@ -4,7 +4,9 @@
 use scanner_contract::{Secret, SettingValue, Settings};
 use scanner_engine::{Engine, EngineConfig, Plugin};
 use scanner_runtime::{Grants, Runtime};
-use scanner_store::Database;
+use scanner_store::keys::{KeySource, StoreKey};
+use scanner_store::{Database, Store};
+use scanner_store_pg::{PgBackend, PgOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -330,11 +332,43 @@ pub fn engine_and_plugin() -> (Engine, Plugin) {
         .clone()
 }
 
-/// A host runtime over a fresh database in `dir`.
+/// Whether the tests' runtimes store in PostgreSQL: `SCANNER_TEST_STORE`
+/// set to `postgres` runs the same tests on a fresh database of a server
+/// the tests start ([`pg_test_server`]); otherwise, and by default, on
+/// SQLite.
+pub fn on_postgres() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("SCANNER_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("SCANNER_TEST_STORE is `{other}`: use `sqlite` or `postgres`"),
+    })
+}
+
+/// A store on a fresh PostgreSQL database of the tests' server, with a
+/// key of its own.
+pub fn postgres_store() -> Arc<dyn Store> {
+    let url = pg_test_server::server().create_database_blocking();
+    let options = PgOptions::new(&url, 4).expect("PostgreSQL options");
+    let key = KeySource::Env(StoreKey::generate().to_base64());
+    Arc::new(PgBackend::open(&options, &key).expect("open the PostgreSQL store"))
+}
+
+/// A host runtime over a fresh store of the backend under test (a SQLite
+/// file in `dir`, or [`postgres_store`] when [`on_postgres`]).
 pub fn runtime_in(dir: &Path) -> Runtime {
     let (engine, plugin) = engine_and_plugin();
-    let store = Arc::new(Database::open(&dir.join("host.db")).expect("open store"));
-    Runtime::new(engine, vec![plugin], store)
+    runtime_of(engine, vec![plugin], dir)
+}
+
+/// [`runtime_in`] with `engine` and `plugins`.
+pub fn runtime_of(engine: Engine, plugins: Vec<Plugin>, dir: &Path) -> Runtime {
+    if on_postgres() {
+        Runtime::on_store(engine, plugins, postgres_store())
+    } else {
+        let store = Arc::new(Database::open(&dir.join("host.db")).expect("open store"));
+        Runtime::new(engine, plugins, store)
+    }
 }
 
 /// The grants a connect to a server these tests start gives: every origin

@@ -329,6 +329,22 @@ impl PgServer {
         self.url(&name)
     }
 
+    /// [`PgServer::create_database`] for callers outside async code (a
+    /// test's setup that builds a runtime synchronously): run on a thread
+    /// of its own with a runtime of its own, so it also works from inside
+    /// another runtime's task.
+    pub fn create_database_blocking(&'static self) -> String {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to create the database on")
+                .block_on(self.create_database())
+        })
+        .join()
+        .expect("create the database")
+    }
+
     /// The server's main process (`postmaster.pid`'s first line), for
     /// benchmarks that count what the server and its backends use.
     pub fn postmaster_pid(&self) -> Option<u32> {
