@@ -472,7 +472,78 @@ pub(crate) fn finding_row(r: &Row) -> Result<FindingRow, PgStoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::detected_ms;
+    use super::*;
+    use crate::store::{PgOptions, PgStore};
+    use pg_test_server::server;
+    use scanner_contract::Severity;
+    use scanner_store::FindingKey;
+
+    /// The plan of `q`'s listing on a fresh store, with sorting and
+    /// sequential scans priced out: what it can read in order from an
+    /// index.
+    async fn plan(q: &FindingQuery) -> String {
+        let url = server().create_database().await;
+        PgStore::connect(&PgOptions::new(&url, 1).expect("options"))
+            .await
+            .expect("migrate");
+        let db = url.rsplit('/').next().expect("database name").to_string();
+        let client = server().connect(&db).await;
+        client
+            .batch_execute("SET enable_seqscan = off; SET enable_sort = off")
+            .await
+            .expect("settings");
+        let (sql, params) = listing(q).expect("statement");
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+        let rows = client
+            .query(&format!("EXPLAIN {sql}"), &refs)
+            .await
+            .expect("explain");
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A page of the listing reads the rows in the listing's order from
+    /// its index, from where the keyset cursor points, instead of sorting
+    /// every finding: the index's collations and directions must be the
+    /// ORDER BY's.
+    #[tokio::test]
+    async fn a_page_reads_its_order_from_the_listing_indexes() {
+        let after = FindingKey {
+            sort: FindingSort::Severity,
+            epss: None,
+            severity_rank: 4,
+            last_detected_at: "2026-01-01T00:00:00Z".into(),
+            tenant: "acme".into(),
+            id: "f1".into(),
+        };
+        let severity = plan(&FindingQuery {
+            limit: Some(50),
+            min_severity: Some(Severity::High),
+            after: Some(after.clone()),
+            ..FindingQuery::default()
+        })
+        .await;
+        assert!(
+            severity.contains("Index Scan using findings_listing"),
+            "{severity}"
+        );
+        assert!(!severity.contains("Sort"), "{severity}");
+        let epss = plan(&FindingQuery {
+            limit: Some(50),
+            sort: FindingSort::Epss,
+            after: Some(FindingKey {
+                sort: FindingSort::Epss,
+                epss: Some(0.5),
+                ..after
+            }),
+            ..FindingQuery::default()
+        })
+        .await;
+        assert!(epss.contains("Index Scan using findings_epss"), "{epss}");
+        assert!(!epss.contains("Sort"), "{epss}");
+    }
 
     /// The SQLite store compares detection times with `unixepoch(t,
     /// 'subsec')`; these are the millisecond values SQLite gives.

@@ -322,3 +322,169 @@ async fn backfill_finding_keys(
         .await?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{PgOptions, PgStore};
+    use pg_test_server::server;
+
+    /// A store an older host left at version 2, with findings stored then,
+    /// gets the finding keys of version 3 filled for every row, as the page
+    /// upsert writes them.
+    #[tokio::test]
+    async fn the_third_step_fills_the_keys_of_findings_stored_before_it() {
+        let url = server().create_database().await;
+        let db = url.rsplit('/').next().expect("database name").to_string();
+        let client = server().connect(&db).await;
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (
+                    version bigint PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .expect("migrations table");
+        for (i, step) in MIGRATIONS[..2].iter().enumerate() {
+            client.batch_execute(step).await.expect("old step");
+            client
+                .execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[&(i as i64 + 1)],
+                )
+                .await
+                .expect("version");
+        }
+        let insert = "INSERT INTO findings (tenant, source_id, state, source_status, cves, title,
+                severity, kind, location, first_detected_at, last_detected_at, triage,
+                content_hash, first_seen_at, last_seen_at, last_seen_scan)
+             VALUES ('acme', $1, 'open', 'open', '[]', 't', 'high', $2, $3::text::jsonb, $4, $5,
+                '{\"epss\": {\"probability\": 0.25, \"percentile\": 50, \"severity\": null}}',
+                0, now(), now(), 1)";
+        // (id, kind, location, first detected, last detected)
+        type OldRow<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let rows: [OldRow<'_>; 3] = [
+            (
+                "code",
+                "code-dependency",
+                Some(
+                    r#"{"type":"repository","url":"git@GitHub.com:Acme/Shop.git","name":null,"branch":null,"file_path":null}"#,
+                ),
+                Some("2026-01-01T02:00:00+02:00"),
+                Some("2026-02-01T00:00:00.5Z"),
+            ),
+            (
+                "image",
+                "container-image",
+                Some(
+                    r#"{"type":"container-image","registry":"Registry.Example","repository":"acme/shop","tags":["1.0"],"digest":null}"#,
+                ),
+                None,
+                Some("not a time"),
+            ),
+            ("bare", "other", None, None, None),
+        ];
+        for (id, kind, location, first, last) in &rows {
+            client
+                .execute(insert, &[id, kind, location, first, last])
+                .await
+                .expect("old finding");
+        }
+        // More than a batch, so that batches follow each other.
+        let many = BACKFILL_BATCH + 7;
+        client
+            .execute(
+                "INSERT INTO findings (tenant, source_id, state, source_status, cves, title,
+                    severity, kind, location, triage, content_hash, first_seen_at, last_seen_at,
+                    last_seen_scan)
+                 SELECT 'bulk', 'f' || n, 'open', 'open', '[]', 't', 'low', 'code-dependency',
+                    jsonb_build_object('type', 'repository', 'url',
+                        'https://github.com/acme/r' || n, 'name', null, 'branch', null,
+                        'file_path', null),
+                    '{}', 0, now(), now(), 1
+                 FROM generate_series(1, $1::bigint) AS n",
+                &[&many],
+            )
+            .await
+            .expect("many old findings");
+
+        let store = PgStore::connect(&PgOptions::new(&url, 1).expect("options"))
+            .await
+            .expect("migrate");
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            SCHEMA_VERSION
+        );
+        let keys = |id: &'static str| {
+            let client = &client;
+            async move {
+                let r = client
+                    .query_one(
+                        "SELECT repo_url_norm, image_key, image_name_key, first_detected_ms,
+                            last_detected_ms, severity_rank, detected_key, epss_key
+                         FROM findings WHERE source_id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .expect("row");
+                (
+                    r.get::<_, Option<String>>(0),
+                    r.get::<_, Option<String>>(1),
+                    r.get::<_, Option<String>>(2),
+                    r.get::<_, Option<i64>>(3),
+                    r.get::<_, Option<i64>>(4),
+                    r.get::<_, i64>(5),
+                    r.get::<_, String>(6),
+                    r.get::<_, f64>(7),
+                )
+            }
+        };
+        assert_eq!(
+            keys("code").await,
+            (
+                Some("github.com/acme/shop".into()),
+                None,
+                None,
+                Some(1_767_225_600_000),
+                Some(1_769_904_000_500),
+                4,
+                "2026-02-01T00:00:00.5Z".into(),
+                0.25
+            )
+        );
+        assert_eq!(
+            keys("image").await,
+            (
+                None,
+                Some("registry.example/acme/shop".into()),
+                Some("acme/shop".into()),
+                None,
+                None,
+                4,
+                "not a time".into(),
+                0.25
+            )
+        );
+        assert_eq!(
+            keys("bare").await,
+            (None, None, None, None, None, 4, String::new(), 0.25)
+        );
+        let filled: i64 = client
+            .query_one(
+                "SELECT count(*) FROM findings
+                 WHERE tenant = 'bulk' AND repo_url_norm = 'github.com/acme/r' || substr(source_id, 2)",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(filled, many, "every batch is filled");
+    }
+}
