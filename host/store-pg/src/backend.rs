@@ -340,6 +340,10 @@ impl PgBackend {
                     )
                     .await
                     .map_err(sql)?;
+                // Back to the pool first: reading takes a connection of
+                // its own, and a pool of one would wait for this one
+                // forever.
+                drop(client);
                 read_key_check(&write).await
             })?;
             if let Some((stored, check)) = stored

@@ -1610,3 +1610,16 @@ async fn postgres_answers_inside_a_multi_thread_runtime_and_seals_secrets() {
     // without blocking this one.
     drop(store);
 }
+
+/// The first open of a database writes the key check value and reads it
+/// back: with a pool of one connection, the write's connection must be
+/// back in the pool before the read takes one.
+#[tokio::test]
+async fn postgres_opens_a_fresh_database_with_a_pool_of_one() {
+    let place = Place::new(Kind::Postgres).await;
+    let url = place.url.clone().expect("a database");
+    let options = PgOptions::new(&url, 1).expect("options");
+    let store = PgBackend::open(&options, &place.key()).expect("first open");
+    connect(&store, "acme", T0);
+    assert_eq!(secret_of(&store, "acme"), "s3cret-token");
+}
