@@ -5,7 +5,7 @@
 
 use crate::error::PgStoreError;
 use crate::store::PgStore;
-use scanner_store::{ImageMappingRow, MappingRule, NewRepository, RepositoryRow};
+use scanner_store::{ImageMappingRow, MappingRule, NewRepository, RepositoryRow, image_name_key};
 use time::OffsetDateTime;
 
 impl PgStore {
@@ -95,15 +95,36 @@ impl PgStore {
     /// repository and findings.
     pub(crate) async fn image_mappings(&self) -> Result<Vec<ImageMappingRow>, PgStoreError> {
         let client = self.client().await?;
-        let explicit = client
+        let mut explicit: Vec<ImageMappingRow> = client
             .query(
-                "SELECT ir.image_key, r.url,
-                    (SELECT count(*) FROM findings f WHERE f.image_key = ir.image_key)
+                "SELECT ir.image_key, r.url
                  FROM image_rules ir JOIN repositories r ON r.id = ir.repository_id
                  ORDER BY ir.image_key COLLATE \"C\"",
                 &[],
             )
+            .await?
+            .iter()
+            .map(|r| ImageMappingRow {
+                image: r.get(0),
+                repository: r.get(1),
+                rule: MappingRule::Explicit,
+                findings: 0,
+            })
+            .collect();
+        // Each rule's findings through the image index (its owner/name
+        // leads it).
+        let count = client
+            .prepare("SELECT count(*) FROM findings WHERE image_name_key = $1 AND image_key = $2")
             .await?;
+        for row in &mut explicit {
+            if let Some(name_key) = image_name_key(&row.image) {
+                let n: i64 = client
+                    .query_one(&count, &[&name_key, &row.image])
+                    .await?
+                    .get(0);
+                row.findings = u64::try_from(n).unwrap_or_default();
+            }
+        }
         // The name rule maps an image to the first-added repository of its
         // owner/name.
         let named = client
@@ -117,16 +138,12 @@ impl PgStore {
                 &[],
             )
             .await?;
-        let row = |r: &tokio_postgres::Row, rule| ImageMappingRow {
+        explicit.extend(named.iter().map(|r| ImageMappingRow {
             image: r.get(0),
             repository: r.get(1),
-            rule,
+            rule: MappingRule::Name,
             findings: u64::try_from(r.get::<_, i64>(2)).unwrap_or_default(),
-        };
-        Ok(explicit
-            .iter()
-            .map(|r| row(r, MappingRule::Explicit))
-            .chain(named.iter().map(|r| row(r, MappingRule::Name)))
-            .collect())
+        }));
+        Ok(explicit)
     }
 }
