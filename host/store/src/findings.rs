@@ -268,7 +268,7 @@ pub fn severity_rank(severity: Severity) -> i64 {
 
 /// The rank the `severity_rank` column gives a stored severity name (0 for a name
 /// that is none of the severities, as in SQL).
-pub fn severity_name_rank(name: &str) -> i64 {
+fn severity_name_rank(name: &str) -> i64 {
     name.parse::<Severity>().map_or(0, severity_rank)
 }
 
