@@ -47,7 +47,7 @@ pub(crate) fn db_target(global: &Global) -> DbTarget<'_> {
 /// What a command that needs SQLite says on a PostgreSQL --db.
 fn sqlite_only() -> anyhow::Error {
     UsageError(
-        "this command needs a SQLite --db yet: a PostgreSQL database holds integrations, scans and findings, for connect, test, scan, serve (without --listen), status, schedule and disconnect".into(),
+        "this command needs a SQLite --db yet: a PostgreSQL database holds integrations, scans and findings, for connect, test, scan, serve (without --listen), status, schedule, disconnect, findings and repos".into(),
     )
     .into()
 }

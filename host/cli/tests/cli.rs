@@ -976,3 +976,158 @@ fn a_second_scan_of_a_tenant_names_the_lease_holder_or_waits_for_it() {
     );
     assert!(open_findings(&db, "acme") > 0);
 }
+
+/// `findings` and `repos` run on a PostgreSQL `--db` (a server the test
+/// starts) as on SQLite: unmapped code findings hidden and counted until
+/// their repository is added, an image rule mapping container findings,
+/// the repository filter, removal hiding them again; a command still
+/// kept in SQLite says which ones run there.
+#[test]
+fn findings_and_repos_run_on_a_postgres_db() {
+    use scanner_contract::{Finding, FindingKind, FindingStatus, Location, Severity};
+    use scanner_store::keys::{KeySource, StoreKey};
+    use scanner_store::{ScanMode, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("no-plugins");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let url = runtime.block_on(pg_test_server::server().create_database());
+    let key = StoreKey::generate().to_base64();
+    let finding = |id: &str, severity: Severity, location: Location| Finding {
+        source_id: id.into(),
+        cve_ids: vec!["CVE-2024-0001".into()],
+        title: format!("finding {id}"),
+        description: None,
+        severity,
+        score: None,
+        status: FindingStatus::Open,
+        kind: match location {
+            Location::Repository { .. } => FindingKind::CodeDependency,
+            _ => FindingKind::ContainerImage,
+        },
+        package_name: None,
+        package_version: None,
+        fixed_version: None,
+        location: Some(location),
+        first_detected_at: None,
+        last_detected_at: None,
+        portal_url: None,
+        remediation: None,
+        triage: Default::default(),
+    };
+    {
+        let options = scanner_store_pg::PgOptions::new(&url, 1).expect("options");
+        let store = scanner_store_pg::PgBackend::open(&options, &KeySource::Env(key.clone()))
+            .expect("open");
+        let now = time::OffsetDateTime::now_utc();
+        let scan = store
+            .begin_scan_as("t", now, &ScanMode::Full)
+            .expect("begin")
+            .scan_id;
+        let page = [
+            finding(
+                "c1",
+                Severity::High,
+                Location::Repository {
+                    url: Some("https://github.com/acme/shop".into()),
+                    name: None,
+                    branch: None,
+                    file_path: None,
+                },
+            ),
+            finding(
+                "i1",
+                Severity::Low,
+                Location::ContainerImage {
+                    registry: Some("ghcr.io".into()),
+                    repository: Some("acme/web".into()),
+                    tags: vec!["1.0".into()],
+                    digest: None,
+                },
+            ),
+        ];
+        store
+            .store_page(scan, "t", &page, 0, None, now)
+            .expect("page");
+    }
+    let db = Path::new(&url);
+    let host = |args: &[&str]| {
+        command(db, &plugins, args)
+            .env("SCANNER_HOST_KEY", key.as_str())
+            .output()
+            .expect("run scanner-host")
+    };
+    let rows = |filter: &[&str]| {
+        let mut args = vec!["--format", "json", "findings"];
+        args.extend_from_slice(filter);
+        let out = host(&args);
+        assert!(out.status.success(), "{filter:?}: {}", stderr(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        (rows.as_array().expect("rows").clone(), stderr(&out))
+    };
+    let ids = |filter: &[&str]| {
+        rows(filter)
+            .0
+            .iter()
+            .map(|r| r["id"].as_str().expect("id").to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let (listed, note) = rows(&[]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], "i1");
+    assert!(note.contains("1 code finding(s)"), "{note}");
+
+    let added = host(&[
+        "repos",
+        "add",
+        "https://github.com/acme/shop",
+        "--image",
+        "ghcr.io/acme/web",
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let list = host(&["--format", "json", "repos", "list"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let repos: serde_json::Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    assert_eq!(
+        repos,
+        serde_json::json!([{
+            "url": "https://github.com/acme/shop",
+            "name": "acme/shop",
+            "images": ["ghcr.io/acme/web"],
+        }])
+    );
+    let (listed, note) = rows(&[]);
+    assert!(!note.contains("not shown"), "{note}");
+    let by_id = |id: &str| {
+        listed
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} listed: {listed:?}"))
+            .clone()
+    };
+    assert_eq!(by_id("c1")["repository"], "https://github.com/acme/shop");
+    assert_eq!(by_id("i1")["repository"], "https://github.com/acme/shop");
+    assert_eq!(by_id("i1")["repository_known"], true);
+    assert_eq!(by_id("i1")["image"], "ghcr.io/acme/web:1.0");
+    assert_eq!(
+        ids(&["--repo", "git@github.com:acme/shop.git"]),
+        ["c1", "i1"]
+    );
+    assert_eq!(ids(&["--severity", "high"]), ["c1"]);
+    assert_eq!(ids(&["--image", "ghcr.io/acme/web:1.0"]), ["i1"]);
+
+    let removed = host(&["repos", "remove", "https://github.com/acme/shop"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(ids(&[]), ["i1"]);
+    let again = host(&["repos", "remove", "https://github.com/acme/shop"]);
+    assert!(!again.status.success(), "removed twice");
+
+    let refused = host(&["tokens", "list"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("findings and repos"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!stderr(&refused).contains(&url), "the URL is never shown");
+}

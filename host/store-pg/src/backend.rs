@@ -7,6 +7,7 @@
 
 use crate::error::PgStoreError;
 use crate::leases::Lease;
+use crate::listing;
 use crate::scans::{self, without_nul};
 use crate::store::{PgOptions, PgStore};
 use scanner_contract::{
@@ -15,9 +16,10 @@ use scanner_contract::{
 use scanner_store::keys::{Cipher, KeySource};
 use scanner_store::sealing::{plain_settings, seal_settings, secret_aad, state_aad};
 use scanner_store::{
-    CaCertificate, EgressGrants, FindingStateCounts, Integration, IntegrationStatus, LeaseHolder,
-    LockAttempt, PageCounts, ScanFailure, ScanMode, ScanRecord, ScanStart, ScanSummary, Store,
-    StoreError, SyncHistory, TenantLock, parse_timestamp, timestamp,
+    CaCertificate, EgressGrants, FindingQuery, FindingRow, FindingStateCounts, ImageMappingRow,
+    Integration, IntegrationStatus, LeaseHolder, LockAttempt, NewRepository, PageCounts,
+    RepositoryRow, ScanFailure, ScanMode, ScanRecord, ScanStart, ScanSummary, Store, StoreError,
+    SyncHistory, TenantLock, normalize_repo_url, parse_timestamp, timestamp,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -339,6 +341,10 @@ impl PgBackend {
                     )
                     .await
                     .map_err(sql)?;
+                // Back to the pool first: reading takes a connection of
+                // its own, and a pool of one would wait for this one
+                // forever.
+                drop(client);
                 read_key_check(&write).await
             })?;
             if let Some((stored, check)) = stored
@@ -1260,6 +1266,62 @@ impl Store for PgBackend {
             }
         }
         Ok(counts)
+    }
+
+    fn findings(&self, q: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
+        let (statement, params) = listing::listing(q)?;
+        let rows = self.query(statement, params)?;
+        rows.iter()
+            .map(|r| listing::finding_row(r).map_err(store_error))
+            .collect()
+    }
+
+    fn hidden_unmapped(&self, q: &FindingQuery) -> Result<u64, StoreError> {
+        let Some((statement, params)) = listing::hidden_unmapped(q) else {
+            return Ok(0);
+        };
+        let rows = self.query(statement, params)?;
+        Ok(rows
+            .first()
+            .map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or_default()))
+    }
+
+    fn add_repositories(&self, repositories: &[NewRepository]) -> Result<(), StoreError> {
+        for repo in repositories {
+            no_nul("a repository URL", repo.url())?;
+            for image in repo.image_keys() {
+                no_nul("an image", image)?;
+            }
+        }
+        let repositories = repositories.to_vec();
+        let now = OffsetDateTime::now_utc();
+        self.run(move |store| async move {
+            store
+                .add_repositories(&repositories, now)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn remove_repository(&self, url: &str) -> Result<(), StoreError> {
+        let norm = normalize_repo_url(url);
+        no_nul("a repository URL", &norm)?;
+        let removed = self.run(move |store| async move {
+            store.remove_repository(&norm).await.map_err(store_error)
+        })?;
+        if removed {
+            Ok(())
+        } else {
+            Err(StoreError::UnknownRepository(url.trim().to_string()))
+        }
+    }
+
+    fn repositories(&self) -> Result<Vec<RepositoryRow>, StoreError> {
+        self.run(|store| async move { store.repositories().await.map_err(store_error) })
+    }
+
+    fn image_mappings(&self) -> Result<Vec<ImageMappingRow>, StoreError> {
+        self.run(|store| async move { store.image_mappings().await.map_err(store_error) })
     }
 }
 

@@ -43,6 +43,8 @@ mod backend;
 mod error;
 mod integrations;
 mod leases;
+mod listing;
+mod repositories;
 mod scans;
 mod schema;
 mod store;

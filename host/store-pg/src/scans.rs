@@ -4,6 +4,7 @@
 
 use crate::error::PgStoreError;
 use crate::leases::{Lease, check_fence};
+use crate::listing::FindingKeys;
 use crate::store::PgStore;
 use scanner_contract::{Finding, FindingStatus};
 use std::collections::HashMap;
@@ -210,19 +211,22 @@ const UPSERT_FINDINGS: &str = "
 INSERT INTO findings (tenant, source_id, state, source_status, cves, title, description,
     severity, score, kind, package, version, fixed_version, location, first_detected_at,
     last_detected_at, portal_url, remediation, triage, content_hash, first_seen_at,
-    last_seen_at, last_seen_scan, resolved_at)
+    last_seen_at, last_seen_scan, resolved_at, repo_url_norm, image_key, image_name_key,
+    first_detected_ms, last_detected_ms)
 SELECT $1, u.source_id, u.state, u.source_status, u.cves::jsonb, u.title, u.description,
     u.severity, u.score, u.kind, u.package, u.version, u.fixed_version, u.location::jsonb,
     u.first_detected_at, u.last_detected_at, u.portal_url, u.remediation, u.triage::jsonb,
     u.content_hash, $2::timestamptz, $2::timestamptz, $3::bigint,
-    CASE WHEN u.state = 'resolved' THEN $2::timestamptz END
+    CASE WHEN u.state = 'resolved' THEN $2::timestamptz END,
+    u.repo_url_norm, u.image_key, u.image_name_key, u.first_detected_ms, u.last_detected_ms
 FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
     $10::text[], $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[],
     $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-    $22::int8[])
+    $22::int8[], $23::text[], $24::text[], $25::text[], $26::int8[], $27::int8[])
     AS u(source_id, state, source_status, cves, title, description, severity, score, kind,
         package, version, fixed_version, location, first_detected_at, last_detected_at,
-        portal_url, remediation, triage, content_hash)
+        portal_url, remediation, triage, content_hash, repo_url_norm, image_key,
+        image_name_key, first_detected_ms, last_detected_ms)
 ON CONFLICT (tenant, source_id) DO UPDATE SET
     state = excluded.state, source_status = excluded.source_status, cves = excluded.cves,
     title = excluded.title, description = excluded.description,
@@ -233,7 +237,13 @@ ON CONFLICT (tenant, source_id) DO UPDATE SET
     last_detected_at = excluded.last_detected_at, portal_url = excluded.portal_url,
     remediation = excluded.remediation, triage = excluded.triage,
     content_hash = excluded.content_hash, last_seen_at = excluded.last_seen_at,
-    last_seen_scan = excluded.last_seen_scan, resolved_at = excluded.resolved_at";
+    last_seen_scan = excluded.last_seen_scan, resolved_at = excluded.resolved_at,
+    repo_url_norm = excluded.repo_url_norm, image_key = excluded.image_key,
+    image_name_key = excluded.image_name_key,
+    -- The time of the first detection kept.
+    first_detected_ms = CASE WHEN findings.first_detected_at IS NULL
+        THEN excluded.first_detected_ms ELSE findings.first_detected_ms END,
+    last_detected_ms = excluded.last_detected_ms";
 
 /// A page's status changes, in order: one statement for the page.
 const INSERT_EVENTS: &str = "
@@ -298,6 +308,11 @@ struct Columns<'a> {
     remediation: Vec<Option<&'a str>>,
     triage: Vec<String>,
     content_hash: Vec<i64>,
+    repo_url_norm: Vec<Option<String>>,
+    image_key: Vec<Option<String>>,
+    image_name_key: Vec<Option<String>>,
+    first_detected_ms: Vec<Option<i64>>,
+    last_detected_ms: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
@@ -332,6 +347,16 @@ impl<'a> Columns<'a> {
             c.triage
                 .push(json("triage", serde_json::to_string(&f.triage))?);
             c.content_hash.push(row.hash);
+            let keys = FindingKeys::of(
+                f.location.as_ref(),
+                f.first_detected_at.as_deref(),
+                f.last_detected_at.as_deref(),
+            );
+            c.repo_url_norm.push(keys.repo_url_norm);
+            c.image_key.push(keys.image_key);
+            c.image_name_key.push(keys.image_name_key);
+            c.first_detected_ms.push(keys.first_detected_ms);
+            c.last_detected_ms.push(keys.last_detected_ms);
         }
         Ok(c)
     }
@@ -601,6 +626,11 @@ impl PgStore {
                     &c.remediation,
                     &c.triage,
                     &c.content_hash,
+                    &c.repo_url_norm,
+                    &c.image_key,
+                    &c.image_name_key,
+                    &c.first_detected_ms,
+                    &c.last_detected_ms,
                 ],
             )
             .await?;

@@ -16,8 +16,9 @@
 //! [`StoreError::LeaseLost`]).
 
 use crate::{
-    Database, EgressGrants, FindingStateCounts, Integration, IntegrationStatus, LeaseHolder,
-    LockAttempt, PageCounts, ScanMode, ScanRecord, ScanStart, ScanSummary, StoreError, SyncHistory,
+    Database, EgressGrants, FindingQuery, FindingRow, FindingStateCounts, ImageMappingRow,
+    Integration, IntegrationStatus, LeaseHolder, LockAttempt, NewRepository, PageCounts,
+    RepositoryRow, ScanMode, ScanRecord, ScanStart, ScanSummary, StoreError, SyncHistory,
     TenantLock,
 };
 use scanner_contract::{Finding, KvStore, Settings};
@@ -211,6 +212,40 @@ pub trait Store: KvStore + Send + Sync {
     fn finding_count(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Findings of every tenant by state, for metrics.
     fn finding_counts_by_state(&self) -> Result<FindingStateCounts, StoreError>;
+    /// The findings `q` selects, in its order (worst severity first, then
+    /// the latest last detection with undated ones last, then tenant and
+    /// id; the EPSS order puts the highest EPSS key first), at most
+    /// `q.limit`, starting strictly after `q.after` (a key of another
+    /// order is refused). Each row carries the known repository it maps
+    /// to: a code finding by its URL, an image finding by its explicit
+    /// rule, else by the first-added repository of its owner/name. Code
+    /// findings of repositories the host does not know are left out
+    /// unless `q.include_unmapped`.
+    fn findings(&self, q: &FindingQuery) -> Result<Vec<FindingRow>, StoreError>;
+    /// How many code findings `q` leaves out because the host does not
+    /// know their repository (whatever `q.limit`); zero when `q` includes
+    /// them, asks for one repository or for another kind.
+    fn hidden_unmapped(&self, q: &FindingQuery) -> Result<u64, StoreError>;
+
+    // Repositories.
+
+    /// Add repositories (their URL normalised, as [`NewRepository::parse`]
+    /// checked it) and their image rules in one transaction, all or none;
+    /// a repository added again only adds its rules, and a rule for an
+    /// image that has one moves it to this repository.
+    fn add_repositories(&self, repositories: &[NewRepository]) -> Result<(), StoreError>;
+    /// Remove a known repository (any URL form) with its image rules: its
+    /// image findings go to the rule or repository that now matches them,
+    /// else unmapped, and its code findings are hidden again.
+    /// [`StoreError::UnknownRepository`] if the host does not know it.
+    fn remove_repository(&self, url: &str) -> Result<(), StoreError>;
+    /// Known repositories with the images of their explicit rules, by
+    /// normalised URL.
+    fn repositories(&self) -> Result<Vec<RepositoryRow>, StoreError>;
+    /// How images map to repositories: every explicit rule (by image),
+    /// then every image mapped by the name rule (by image, then
+    /// repository), with the stored findings each holds.
+    fn image_mappings(&self) -> Result<Vec<ImageMappingRow>, StoreError>;
 }
 
 /// SQLite: every operation is the [`Database`] method of the same name.
@@ -434,5 +469,24 @@ impl Store for Database {
     }
     fn finding_counts_by_state(&self) -> Result<FindingStateCounts, StoreError> {
         Database::finding_counts_by_state(self)
+    }
+    fn findings(&self, q: &FindingQuery) -> Result<Vec<FindingRow>, StoreError> {
+        Database::findings(self, q)
+    }
+    fn hidden_unmapped(&self, q: &FindingQuery) -> Result<u64, StoreError> {
+        Database::hidden_unmapped(self, q)
+    }
+
+    fn add_repositories(&self, repositories: &[NewRepository]) -> Result<(), StoreError> {
+        Database::add_repositories(self, repositories)
+    }
+    fn remove_repository(&self, url: &str) -> Result<(), StoreError> {
+        Database::remove_repository(self, url)
+    }
+    fn repositories(&self) -> Result<Vec<RepositoryRow>, StoreError> {
+        Database::repositories(self)
+    }
+    fn image_mappings(&self) -> Result<Vec<ImageMappingRow>, StoreError> {
+        Database::image_mappings(self)
     }
 }

@@ -222,14 +222,19 @@ impl fmt::Display for CveId {
 /// An image reference taken apart for [`FindingQuery::image`]: the stored
 /// key (lower-case `registry/repository`), and the tag and digest it
 /// names, if any.
-struct ImageReference {
-    key: String,
-    tag: Option<String>,
-    digest: Option<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReference {
+    /// The image as stored findings are keyed (see [`normalize_image`]).
+    pub key: String,
+    /// The tag it names: only findings with that tag among theirs.
+    pub tag: Option<String>,
+    /// The digest it names, in lower case: only findings of that digest.
+    pub digest: Option<String>,
 }
 
 impl ImageReference {
-    fn parse(reference: &str) -> ImageReference {
+    /// Take `reference` (`registry/repository[:tag][@digest]`) apart.
+    pub fn parse(reference: &str) -> ImageReference {
         let reference = reference.trim();
         let (name, digest) = match reference.split_once('@') {
             Some((name, digest)) => (name, Some(digest.to_ascii_lowercase())),
@@ -250,7 +255,7 @@ impl ImageReference {
 
 /// The rank the findings' generated `severity_rank` column (the schema)
 /// gives `severity`, higher is worse: what listings sort and filter by.
-fn severity_rank(severity: Severity) -> i64 {
+pub fn severity_rank(severity: Severity) -> i64 {
     match severity {
         Severity::Critical => 5,
         Severity::High => 4,
@@ -265,6 +270,32 @@ fn severity_rank(severity: Severity) -> i64 {
 /// that is none of the severities, as in SQL).
 fn severity_name_rank(name: &str) -> i64 {
     name.parse::<Severity>().map_or(0, severity_rank)
+}
+
+impl FindingQuery {
+    /// The key the listing continues after, with the EPSS key the EPSS
+    /// order leads with (`None` in the severity order); refuses a key of
+    /// another order than `sort`, or an EPSS-order key without its EPSS
+    /// key.
+    pub fn checked_after(&self) -> Result<Option<(&FindingKey, Option<f64>)>, StoreError> {
+        let Some(after) = &self.after else {
+            return Ok(None);
+        };
+        if after.sort != self.sort {
+            return Err(StoreError::Invalid(format!(
+                "a key of the {} order cannot continue a listing sorted by {}",
+                after.sort.as_str(),
+                self.sort.as_str()
+            )));
+        }
+        match (self.sort, after.epss) {
+            (FindingSort::Severity, _) => Ok(Some((after, None))),
+            (FindingSort::Epss, Some(epss)) => Ok(Some((after, Some(epss)))),
+            (FindingSort::Epss, None) => Err(StoreError::Invalid(
+                "a key of the epss order needs its EPSS key".into(),
+            )),
+        }
+    }
 }
 
 /// The conditions of `q` on the findings table `f`, with their arguments
@@ -413,28 +444,13 @@ fn listing_sql(q: &FindingQuery) -> Result<(String, Vec<rusqlite::types::Value>)
     if !q.include_unmapped {
         sql.push_str(" AND NOT (kind = 'code-dependency' AND known_repo IS NULL)");
     }
-    if let Some(after) = &q.after {
-        if after.sort != q.sort {
-            return Err(StoreError::Invalid(format!(
-                "a key of the {} order cannot continue a listing sorted by {}",
-                after.sort.as_str(),
-                q.sort.as_str()
-            )));
-        }
+    if let Some((after, epss_key)) = q.checked_after()? {
         // The EPSS order leads with the EPSS key: strictly after is a
         // lower key, or the same key and after in the severity order.
-        let epss = match (q.sort, after.epss) {
-            (FindingSort::Severity, _) => None,
-            (FindingSort::Epss, Some(epss)) => {
-                args.push(epss.into());
-                Some(args.len())
-            }
-            (FindingSort::Epss, None) => {
-                return Err(StoreError::Invalid(
-                    "a key of the epss order needs its EPSS key".into(),
-                ));
-            }
-        };
+        let epss = epss_key.map(|epss| {
+            args.push(epss.into());
+            args.len()
+        });
         // Strictly after the key in the order below: before it or
         // equal in the descending columns (a range of the listing's
         // index, which SQLite seeks to), and not a row of the key's own

@@ -38,7 +38,7 @@ pub use error::StoreError;
 pub use exports::{ExportRecord, ExportedFinding, UnsettledExport};
 pub use findings::{
     CveId, FindingKey, FindingProject, FindingQuery, FindingRow, FindingSort, FindingStateCounts,
-    InvalidCveId, StatusFilter, UnknownSort,
+    ImageReference, InvalidCveId, StatusFilter, UnknownSort, severity_rank,
 };
 pub use integrations::{CaCertificate, EgressGrants, Integration, IntegrationStatus};
 pub use locks::{LeaseHolder, LockAttempt, TenantLock};

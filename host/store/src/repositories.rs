@@ -81,6 +81,30 @@ impl NewRepository {
     pub fn image_keys(&self) -> impl Iterator<Item = &str> {
         self.images.iter().map(|(key, _)| key.as_str())
     }
+
+    /// The URL as given (trimmed): what listings show.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `org/repo` (the normalised URL's path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name rule's key: the lower-case last two segments of the name,
+    /// which an image's [`image_name_key`] is compared with.
+    pub fn name_key(&self) -> &str {
+        &self.name_key
+    }
+
+    /// Each image rule as `(image key, its name rule key)`, for a backend
+    /// that re-attaches the findings of those images.
+    pub fn image_rules(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.images
+            .iter()
+            .map(|(key, name_key)| (key.as_str(), name_key.as_str()))
+    }
 }
 
 /// Which rule maps an image to a repository.

@@ -2,7 +2,7 @@
 
 use crate::args::{FindingsArgs, Format, Global, KindArg, SeverityArg, SortArg, StatusArg};
 use crate::output::print_findings;
-use crate::setup::open_store;
+use crate::setup::open_shared;
 use scanner_contract::{FindingKind, Severity};
 use scanner_runtime::RuntimeError;
 use scanner_store::{FindingQuery, FindingSort, StatusFilter};
@@ -28,7 +28,7 @@ pub(crate) fn run(global: &Global, args: FindingsArgs, format: Format) -> anyhow
         sort,
         limit,
     } = args;
-    let store = open_store(global, false)?;
+    let store = open_shared(global, false)?;
     if let Some(t) = &tenant
         && store.integration(t)?.is_none()
     {

@@ -2,9 +2,9 @@
 
 use crate::args::{Format, Global, ReposCommand};
 use crate::output::print_rows;
-use crate::setup::open_store;
+use crate::setup::open_shared;
 use anyhow::{Context, anyhow, bail};
-use scanner_store::{Database, NewRepository};
+use scanner_store::{NewRepository, Store};
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -14,8 +14,8 @@ pub(crate) fn run(
     command: ReposCommand,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let store = open_store(global, command_writes_repos(&command))?;
-    repos(&store, command, format)?;
+    let store = open_shared(global, command_writes_repos(&command))?;
+    repos(&*store, command, format)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -25,7 +25,7 @@ fn command_writes_repos(command: &ReposCommand) -> bool {
 }
 
 /// Adds, imports, removes or lists repositories in `store`.
-fn repos(store: &Database, command: ReposCommand, format: Format) -> anyhow::Result<()> {
+fn repos(store: &dyn Store, command: ReposCommand, format: Format) -> anyhow::Result<()> {
     match command {
         ReposCommand::Add { urls, image } => {
             if !image.is_empty() && urls.len() != 1 {

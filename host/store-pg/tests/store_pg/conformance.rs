@@ -8,10 +8,15 @@
 
 use crate::finding;
 use crate::support::server;
-use scanner_contract::{FindingStatus, KvError, Secret, SettingValue, Settings};
+use scanner_contract::{
+    Epss, Finding, FindingKind, FindingStatus, KvError, Location, Project, Secret, SettingValue,
+    Settings, Severity, Triage,
+};
 use scanner_store::keys::{KeySource, StoreKey};
 use scanner_store::{
-    Database, EgressGrants, KV_QUOTA_BYTES, LeaseHolder, LockAttempt, ScanMode, Store, StoreError,
+    Database, EgressGrants, FindingKey, FindingQuery, FindingSort, KV_QUOTA_BYTES, LeaseHolder,
+    LockAttempt, MappingRule, NewRepository, RepositoryRow, ScanMode, StatusFilter, Store,
+    StoreError,
 };
 use scanner_store_pg::{PgBackend, PgOptions};
 use std::path::PathBuf;
@@ -862,6 +867,713 @@ fn a_nul_byte_round_trips_or_is_refused_by_name(place: &Place) {
     );
 }
 
+// The findings listing and the repositories it maps findings to.
+
+/// A code finding of the repository at `url`, last detected at `last`.
+fn code_finding(id: &str, severity: Severity, url: &str, last: Option<&str>) -> Finding {
+    let mut f = finding(id, id);
+    f.severity = severity;
+    f.last_detected_at = last.map(str::to_string);
+    f.location = Some(Location::Repository {
+        url: Some(url.to_string()),
+        name: None,
+        branch: Some("main".to_string()),
+        file_path: Some("Cargo.lock".to_string()),
+    });
+    f
+}
+
+/// A container-image finding of `registry/repository` with `tags` and
+/// `digest`, last detected at `last`.
+fn image_finding(
+    id: &str,
+    severity: Severity,
+    (registry, repository): (&str, &str),
+    tags: &[&str],
+    digest: Option<&str>,
+    last: Option<&str>,
+) -> Finding {
+    let mut f = finding(id, id);
+    f.severity = severity;
+    f.kind = FindingKind::ContainerImage;
+    f.last_detected_at = last.map(str::to_string);
+    f.location = Some(Location::ContainerImage {
+        registry: Some(registry.to_string()),
+        repository: Some(repository.to_string()),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        digest: digest.map(str::to_string),
+    });
+    f
+}
+
+fn epss(probability: f64) -> Option<Epss> {
+    Some(Epss {
+        probability,
+        percentile: probability * 100.0,
+        severity: Some(Severity::High),
+    })
+}
+
+/// A full scan of `tenant` storing `page`, completed at `at`.
+fn scan_page(store: &dyn Store, tenant: &str, page: &[Finding], at: OffsetDateTime) {
+    let scan = store
+        .begin_scan_as(tenant, at, &ScanMode::Full)
+        .expect("begin")
+        .scan_id;
+    store
+        .store_page(scan, tenant, page, 0, None, at)
+        .expect("page");
+    store.complete_scan(scan, tenant, at).expect("complete");
+}
+
+/// The ids `q` lists, in the listing's order.
+fn listed(store: &dyn Store, q: &FindingQuery) -> Vec<String> {
+    store
+        .findings(q)
+        .expect("listing")
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+/// The ids `q` lists, sorted.
+fn listed_set(store: &dyn Store, q: &FindingQuery) -> Vec<String> {
+    let mut ids = listed(store, q);
+    ids.sort();
+    ids
+}
+
+fn add_repo(store: &dyn Store, url: &str, images: &[&str]) {
+    let images: Vec<String> = images.iter().map(|i| i.to_string()).collect();
+    store
+        .add_repositories(&[NewRepository::parse(url, &images).expect("repository")])
+        .expect("add");
+}
+
+/// Two tenants' findings of known and unknown repositories and of images,
+/// with triage fields, detection times written with offsets, a resolved
+/// one and one whose CVE id is in lower case.
+fn listing_store(place: &Place) -> Box<dyn Store> {
+    let store = place.open();
+    connect(&*store, "acme", T0);
+    connect(&*store, "beta", T0);
+    let shop = "https://github.com/acme/shop";
+    let mut c1 = code_finding("c1", Severity::Critical, shop, Some("2026-02-01T00:00:00Z"));
+    c1.triage = Triage {
+        has_cisa_kev_exploit: Some(true),
+        has_exploit: Some(false),
+        epss: epss(0.9),
+        projects: vec![Project {
+            id: "p1".into(),
+            name: Some("Shop".into()),
+        }],
+        ..Triage::default()
+    };
+    let mut c2 = code_finding("c2", Severity::Medium, "git@github.com:acme/shop.git", None);
+    c2.cve_ids = vec!["cve-2023-1111".into()];
+    c2.triage.has_exploit = Some(true);
+    let c3 = code_finding(
+        "c3",
+        Severity::High,
+        "https://github.com/acme/other",
+        Some("2026-02-02T00:00:00Z"),
+    );
+    let mut i1 = image_finding(
+        "i1",
+        Severity::High,
+        ("registry.example", "acme/shop"),
+        &["1.2", "latest"],
+        Some("sha256:AB"),
+        // 2026-02-01T00:00:00Z, written with an offset.
+        Some("2026-02-01T02:00:00+02:00"),
+    );
+    i1.triage.epss = epss(0.2);
+    let i2 = image_finding(
+        "i2",
+        Severity::Low,
+        ("registry.example", "acme/api"),
+        &["1.0"],
+        None,
+        None,
+    );
+    scan_page(&*store, "acme", &[c1, c2, c3, i1, i2], T0);
+    let mut b1 = code_finding("b1", Severity::Critical, shop, Some("2026-02-01T00:00:00Z"));
+    b1.first_detected_at = Some("2026-03-01T00:00:00Z".into());
+    let b2 = code_finding("b2", Severity::Low, shop, None);
+    scan_page(&*store, "beta", &[b1.clone(), b2], T0);
+    // A later full scan without b2 resolves it.
+    scan_page(&*store, "beta", &[b1], T0 + Duration::hours(1));
+    add_repo(
+        &*store,
+        "https://github.com/acme/shop",
+        &["registry.example/acme/api"],
+    );
+    store
+}
+
+fn listing_filters_select_the_same_rows(place: &Place) {
+    let store = listing_store(place);
+    let q = FindingQuery::default;
+    let at = |t: OffsetDateTime| Some(t);
+    let cases: Vec<(&str, FindingQuery, Vec<&str>)> = vec![
+        ("default", q(), vec!["b1", "c1", "c2", "i1", "i2"]),
+        (
+            "include unmapped",
+            FindingQuery {
+                include_unmapped: true,
+                ..q()
+            },
+            vec!["b1", "c1", "c2", "c3", "i1", "i2"],
+        ),
+        (
+            "severity high or worse",
+            FindingQuery {
+                min_severity: Some(Severity::High),
+                ..q()
+            },
+            vec!["b1", "c1", "i1"],
+        ),
+        (
+            "kind",
+            FindingQuery {
+                kind: Some(FindingKind::ContainerImage),
+                ..q()
+            },
+            vec!["i1", "i2"],
+        ),
+        (
+            "repository in another URL form",
+            FindingQuery {
+                repository: Some("https://GitHub.com/acme/shop.git/".into()),
+                ..q()
+            },
+            vec!["b1", "c1", "c2", "i1", "i2"],
+        ),
+        (
+            "unknown repository",
+            FindingQuery {
+                repository: Some("https://github.com/acme/other".into()),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            "image with tag",
+            FindingQuery {
+                image: Some("Registry.Example/ACME/shop:latest".into()),
+                ..q()
+            },
+            vec!["i1"],
+        ),
+        (
+            "image with digest",
+            FindingQuery {
+                image: Some("registry.example/acme/shop@sha256:ab".into()),
+                ..q()
+            },
+            vec!["i1"],
+        ),
+        (
+            "image with a tag it lacks",
+            FindingQuery {
+                image: Some("registry.example/acme/shop:1.3".into()),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            "image without its registry",
+            FindingQuery {
+                image: Some("acme/api".into()),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            "CVE in any case",
+            FindingQuery {
+                cve: Some("CVE-2023-1111".parse().expect("cve")),
+                ..q()
+            },
+            vec!["c2"],
+        ),
+        (
+            "CVE of every open finding",
+            FindingQuery {
+                cve: Some("cve-2024-3094".parse().expect("cve")),
+                tenant: Some("beta".into()),
+                ..q()
+            },
+            vec!["b1"],
+        ),
+        (
+            "resolved",
+            FindingQuery {
+                status: StatusFilter::Resolved,
+                ..q()
+            },
+            vec!["b2"],
+        ),
+        (
+            "all of a tenant",
+            FindingQuery {
+                status: StatusFilter::All,
+                tenant: Some("beta".into()),
+                ..q()
+            },
+            vec!["b1", "b2"],
+        ),
+        (
+            "tenant",
+            FindingQuery {
+                tenant: Some("acme".into()),
+                ..q()
+            },
+            vec!["c1", "c2", "i1", "i2"],
+        ),
+        (
+            "first detected after",
+            FindingQuery {
+                first_detected_after: at(datetime!(2026-02-15 00:00 UTC)),
+                ..q()
+            },
+            vec!["b1"],
+        ),
+        (
+            "last detected after, as instants",
+            FindingQuery {
+                last_detected_after: at(datetime!(2026-02-01 00:00 UTC)),
+                include_unmapped: true,
+                ..q()
+            },
+            vec!["c3"],
+        ),
+        (
+            "last detected after, to the millisecond",
+            FindingQuery {
+                last_detected_after: at(datetime!(2026-01-31 23:59:59.999 UTC)),
+                ..q()
+            },
+            vec!["b1", "c1", "i1"],
+        ),
+        ("KEV", FindingQuery { kev: true, ..q() }, vec!["c1"]),
+        (
+            "exploit",
+            FindingQuery {
+                exploit: true,
+                ..q()
+            },
+            vec!["c2"],
+        ),
+        (
+            "EPSS at least",
+            FindingQuery {
+                min_epss: Some(0.2),
+                ..q()
+            },
+            vec!["c1", "i1"],
+        ),
+        (
+            "EPSS at least, high",
+            FindingQuery {
+                min_epss: Some(0.5),
+                ..q()
+            },
+            vec!["c1"],
+        ),
+        (
+            "EPSS at least nothing still needs EPSS",
+            FindingQuery {
+                min_epss: Some(-5.0),
+                ..q()
+            },
+            vec!["c1", "i1"],
+        ),
+    ];
+    for (name, query, want) in cases {
+        assert_eq!(listed_set(&*store, &query), want, "{name}");
+    }
+
+    // The orders: worst first then latest detected (undated last, ties by
+    // tenant and id); the EPSS order puts the probability first.
+    assert_eq!(listed(&*store, &q()), ["c1", "b1", "i1", "c2", "i2"]);
+    assert_eq!(
+        listed(
+            &*store,
+            &FindingQuery {
+                sort: FindingSort::Epss,
+                ..q()
+            }
+        ),
+        ["c1", "i1", "b1", "c2", "i2"]
+    );
+    assert_eq!(
+        store.hidden_unmapped(&q()).expect("hidden"),
+        1,
+        "c3 is left out, and counted"
+    );
+    let limited = FindingQuery {
+        limit: Some(2),
+        ..q()
+    };
+    assert_eq!(listed(&*store, &limited), ["c1", "b1"]);
+    assert_eq!(store.hidden_unmapped(&limited).expect("hidden"), 1);
+
+    // The rows themselves.
+    let rows = store
+        .findings(&FindingQuery {
+            include_unmapped: true,
+            ..q()
+        })
+        .expect("rows");
+    let row = |id: &str| rows.iter().find(|r| r.id == id).expect(id).clone();
+    let c1 = row("c1");
+    assert_eq!(
+        c1.repository.as_deref(),
+        Some("https://github.com/acme/shop")
+    );
+    assert!(c1.repository_known);
+    assert_eq!(c1.first_seen_at, "2026-03-01T12:00:00.000000Z");
+    assert_eq!(c1.resolved_at, None);
+    assert_eq!(c1.cves, ["CVE-2024-3094"]);
+    assert_eq!(c1.has_cisa_kev_exploit, Some(true));
+    assert_eq!(c1.has_exploit, Some(false));
+    assert_eq!(c1.epss_probability, Some(0.9));
+    assert_eq!(c1.epss_percentile, Some(0.9 * 100.0));
+    assert_eq!(c1.epss_severity.as_deref(), Some("high"));
+    assert_eq!(c1.projects.len(), 1);
+    assert_eq!(c1.projects[0].name.as_deref(), Some("Shop"));
+    assert_eq!(
+        (c1.branch.as_deref(), c1.file_path.as_deref()),
+        (Some("main"), Some("Cargo.lock"))
+    );
+    assert_eq!(c1.score, Some(8.1));
+    let c2 = row("c2");
+    assert_eq!(
+        c2.repository.as_deref(),
+        Some("https://github.com/acme/shop"),
+        "the known repository's URL, not the finding's"
+    );
+    let c3 = row("c3");
+    assert_eq!(
+        c3.repository.as_deref(),
+        Some("https://github.com/acme/other")
+    );
+    assert!(!c3.repository_known);
+    let i1 = row("i1");
+    assert_eq!(i1.image.as_deref(), Some("registry.example/acme/shop:1.2"));
+    assert_eq!(i1.image_digest.as_deref(), Some("sha256:AB"));
+    assert_eq!(
+        i1.repository.as_deref(),
+        Some("https://github.com/acme/shop")
+    );
+    assert!(i1.repository_known);
+    assert_eq!(
+        i1.last_detected_at.as_deref(),
+        Some("2026-02-01T02:00:00+02:00"),
+        "the scanner's time, unchanged"
+    );
+    let b2 = store
+        .findings(&FindingQuery {
+            status: StatusFilter::Resolved,
+            ..q()
+        })
+        .expect("resolved");
+    assert_eq!(b2[0].status, "resolved");
+    assert_eq!(
+        b2[0].resolved_at.as_deref(),
+        Some("2026-03-01T13:00:00.000000Z")
+    );
+}
+
+fn keyset_pages_list_every_finding_once_in_order(place: &Place) {
+    let store = place.open();
+    let dates = [
+        Some("2026-02-01T00:00:00Z"),
+        Some("2026-01-01T00:00:00Z"),
+        None,
+    ];
+    let severities = [Severity::Critical, Severity::High, Severity::Unknown];
+    for tenant in ["a", "b"] {
+        connect(&*store, tenant, T0);
+        let mut page = Vec::new();
+        for (i, severity) in severities.iter().enumerate() {
+            for (j, date) in dates.iter().enumerate() {
+                for k in 0..2 {
+                    let mut f = image_finding(
+                        &format!("f{i}{j}{k}"),
+                        *severity,
+                        ("registry.example", "acme/shop"),
+                        &[],
+                        None,
+                        *date,
+                    );
+                    // Ties of the EPSS order too, and findings without.
+                    f.triage.epss = if k == 0 { epss(0.5) } else { None };
+                    page.push(f);
+                }
+            }
+        }
+        scan_page(&*store, tenant, &page, T0);
+    }
+    for sort in [FindingSort::Severity, FindingSort::Epss] {
+        let all = store
+            .findings(&FindingQuery {
+                sort,
+                ..FindingQuery::default()
+            })
+            .expect("all");
+        assert_eq!(all.len(), 36);
+        // The order itself: the EPSS key first for that order, then the
+        // worst severity, the latest detection (undated last), tenant, id.
+        let key = |r: &scanner_store::FindingRow| {
+            let k = FindingKey::of(r, sort);
+            (
+                k.epss.map(|e| -e),
+                -k.severity_rank,
+                std::cmp::Reverse(k.last_detected_at.clone()),
+                k.tenant,
+                k.id,
+            )
+        };
+        for pair in all.windows(2) {
+            assert!(key(&pair[0]) < key(&pair[1]), "{sort:?}: {pair:?}");
+        }
+        for page_size in [1, 2, 5] {
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .findings(&FindingQuery {
+                        sort,
+                        limit: Some(page_size),
+                        after: after.clone(),
+                        ..FindingQuery::default()
+                    })
+                    .expect("page");
+                assert!(page.len() <= page_size);
+                let Some(last) = page.last() else { break };
+                after = Some(FindingKey::of(last, sort));
+                paged.extend(page);
+            }
+            assert_eq!(paged, all, "{sort:?} in pages of {page_size}");
+        }
+    }
+    // A key of one order cannot continue the other.
+    let first = store
+        .findings(&FindingQuery {
+            limit: Some(1),
+            ..FindingQuery::default()
+        })
+        .expect("first");
+    let refused = store
+        .findings(&FindingQuery {
+            sort: FindingSort::Epss,
+            after: Some(FindingKey::of(&first[0], FindingSort::Severity)),
+            ..FindingQuery::default()
+        })
+        .expect_err("another order's key");
+    assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
+}
+
+fn unmapped_code_findings_are_hidden_until_their_repository_is_added(place: &Place) {
+    let store = place.open();
+    connect(&*store, "acme", T0);
+    let url = "https://github.com/acme/new";
+    let page = [
+        code_finding("n1", Severity::High, url, None),
+        code_finding("n2", Severity::Low, "git@github.com:acme/new.git", None),
+        code_finding("o1", Severity::High, "https://github.com/acme/old", None),
+    ];
+    scan_page(&*store, "acme", &page, T0);
+    let q = FindingQuery::default();
+    assert!(listed(&*store, &q).is_empty());
+    assert_eq!(store.hidden_unmapped(&q).expect("hidden"), 3);
+    assert_eq!(
+        store
+            .hidden_unmapped(&FindingQuery {
+                min_severity: Some(Severity::High),
+                ..FindingQuery::default()
+            })
+            .expect("hidden"),
+        2,
+        "counted with the query's filters"
+    );
+
+    add_repo(&*store, "HTTPS://github.com/acme/new/", &[]);
+    assert_eq!(listed_set(&*store, &q), ["n1", "n2"]);
+    assert_eq!(store.hidden_unmapped(&q).expect("hidden"), 1);
+    let rows = store.findings(&q).expect("rows");
+    assert!(
+        rows.iter().all(|r| r.repository_known
+            && r.repository.as_deref() == Some("HTTPS://github.com/acme/new/"))
+    );
+    assert_eq!(
+        store.repositories().expect("repositories"),
+        [RepositoryRow {
+            url: "HTTPS://github.com/acme/new/".into(),
+            name: "acme/new".into(),
+            images: vec![],
+        }]
+    );
+
+    store
+        .remove_repository("git@github.com:acme/new.git")
+        .expect("remove");
+    assert!(listed(&*store, &q).is_empty());
+    assert_eq!(store.hidden_unmapped(&q).expect("hidden"), 3);
+    assert!(store.repositories().expect("repositories").is_empty());
+    let unknown = store.remove_repository(url).expect_err("removed already");
+    assert!(
+        matches!(&unknown, StoreError::UnknownRepository(u) if u == url),
+        "{unknown}"
+    );
+}
+
+fn an_image_rule_maps_container_findings_to_a_repository(place: &Place) {
+    let store = place.open();
+    connect(&*store, "acme", T0);
+    let page = [
+        image_finding(
+            "w1",
+            Severity::High,
+            ("ghcr.io", "acme/web-image"),
+            &["1.0"],
+            None,
+            None,
+        ),
+        image_finding(
+            "w2",
+            Severity::Low,
+            ("ghcr.io", "acme/web-image"),
+            &[],
+            None,
+            None,
+        ),
+        image_finding(
+            "n1",
+            Severity::High,
+            ("registry.example", "acme/web"),
+            &[],
+            None,
+            None,
+        ),
+    ];
+    scan_page(&*store, "acme", &page, T0);
+    let of = |url: &str| FindingQuery {
+        repository: Some(url.into()),
+        ..FindingQuery::default()
+    };
+    // Image findings are listed without a known repository.
+    assert_eq!(
+        listed_set(&*store, &FindingQuery::default()),
+        ["n1", "w1", "w2"]
+    );
+    assert!(
+        store
+            .findings(&FindingQuery::default())
+            .expect("rows")
+            .iter()
+            .all(|r| r.repository.is_none() && !r.repository_known)
+    );
+
+    let web = "https://github.com/acme/web";
+    add_repo(&*store, web, &["ghcr.io/acme/web-image:1.0"]);
+    // The rule maps ghcr.io/acme/web-image, the name rule registry.example/acme/web.
+    assert_eq!(listed_set(&*store, &of(web)), ["n1", "w1", "w2"]);
+    let rows = store.findings(&of(web)).expect("rows");
+    assert!(
+        rows.iter()
+            .all(|r| r.repository.as_deref() == Some(web) && r.repository_known)
+    );
+    assert_eq!(
+        store.repositories().expect("repositories"),
+        [RepositoryRow {
+            url: web.into(),
+            name: "acme/web".into(),
+            images: vec!["ghcr.io/acme/web-image".into()],
+        }]
+    );
+    let mappings = |store: &dyn Store| {
+        store
+            .image_mappings()
+            .expect("mappings")
+            .into_iter()
+            .map(|m| (m.image, m.repository, m.rule, m.findings))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        mappings(&*store),
+        [
+            (
+                "ghcr.io/acme/web-image".to_string(),
+                web.to_string(),
+                MappingRule::Explicit,
+                2
+            ),
+            (
+                "registry.example/acme/web".to_string(),
+                web.to_string(),
+                MappingRule::Name,
+                1
+            ),
+        ]
+    );
+
+    // The rule moves to another repository, with its findings.
+    let other = "https://github.com/acme/platform";
+    add_repo(
+        &*store,
+        other,
+        &["ghcr.io/acme/web-image", "ghcr.io/acme/extra"],
+    );
+    assert_eq!(listed_set(&*store, &of(web)), ["n1"]);
+    assert_eq!(listed_set(&*store, &of(other)), ["w1", "w2"]);
+    assert_eq!(
+        store
+            .repositories()
+            .expect("repositories")
+            .into_iter()
+            .map(|r| (r.url, r.images))
+            .collect::<Vec<_>>(),
+        [
+            (
+                other.to_string(),
+                vec![
+                    "ghcr.io/acme/web-image".to_string(),
+                    "ghcr.io/acme/extra".to_string()
+                ]
+            ),
+            (web.to_string(), vec![]),
+        ]
+    );
+
+    // Removing a repository takes its rules: its images are unmapped again.
+    store.remove_repository(other).expect("remove");
+    assert!(listed(&*store, &of(other)).is_empty());
+    assert_eq!(listed_set(&*store, &of(web)), ["n1"]);
+    let w1 = store
+        .findings(&FindingQuery {
+            image: Some("ghcr.io/acme/web-image".into()),
+            ..FindingQuery::default()
+        })
+        .expect("rows");
+    assert_eq!(w1.len(), 2);
+    assert!(
+        w1.iter()
+            .all(|r| r.repository.is_none() && !r.repository_known)
+    );
+    assert_eq!(
+        mappings(&*store),
+        [(
+            "registry.example/acme/web".to_string(),
+            web.to_string(),
+            MappingRule::Name,
+            1
+        )]
+    );
+}
+
 /// Every check, run on each backend from inside a (current-thread)
 /// tokio runtime's task.
 macro_rules! conformance {
@@ -897,6 +1609,10 @@ conformance!(
     the_schedule_counts_failures_and_follows_the_due_rule,
     a_wrong_or_missing_key_is_refused_at_open,
     a_nul_byte_round_trips_or_is_refused_by_name,
+    listing_filters_select_the_same_rows,
+    keyset_pages_list_every_finding_once_in_order,
+    unmapped_code_findings_are_hidden_until_their_repository_is_added,
+    an_image_rule_maps_container_findings_to_a_repository,
 );
 
 /// The backend answers from a worker of a multi-thread runtime too, and
@@ -938,4 +1654,17 @@ async fn postgres_answers_inside_a_multi_thread_runtime_and_seals_secrets() {
     // Dropped inside the runtime: the backend's own runtime shuts down
     // without blocking this one.
     drop(store);
+}
+
+/// The first open of a database writes the key check value and reads it
+/// back: with a pool of one connection, the write's connection must be
+/// back in the pool before the read takes one.
+#[tokio::test]
+async fn postgres_opens_a_fresh_database_with_a_pool_of_one() {
+    let place = Place::new(Kind::Postgres).await;
+    let url = place.url.clone().expect("a database");
+    let options = PgOptions::new(&url, 1).expect("options");
+    let store = PgBackend::open(&options, &place.key()).expect("first open");
+    connect(&store, "acme", T0);
+    assert_eq!(secret_of(&store, "acme"), "s3cret-token");
 }
