@@ -61,6 +61,15 @@ cargo clippy -p wiz-plugin -p hostile-plugin --target wasm32-wasip2 -- -D warnin
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
 
+# The scan path's end-to-end tests again, each runtime on a fresh
+# PostgreSQL database instead of a SQLite file (the store suite's
+# conformance checks already run on both). One filter a run: the test
+# harness takes one.
+echo "== the end-to-end scan tests on PostgreSQL"
+for module in import:: host:: sync:: connector:: sandbox:: contract:: http::; do
+    SCANNER_TEST_STORE=postgres cargo test --workspace --test suite "$module"
+done
+
 echo "== the web console in a real browser"
 # Chromium from the distribution, Node.js (20 or newer: playwright-core's
 # floor) and the pinned playwright-core of tests/browser/package-lock.json.

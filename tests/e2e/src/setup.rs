@@ -131,8 +131,7 @@ fn workspace_bin(name: &str, build: &str) -> PathBuf {
 /// The ids of a tenant's open findings in the store.
 pub fn open_ids(runtime: &Runtime, tenant: &str) -> std::collections::BTreeSet<String> {
     runtime
-        .database()
-        .expect("a SQLite store")
+        .store()
         .findings(&scanner_store::FindingQuery {
             tenant: Some(tenant.into()),
             status: scanner_store::StatusFilter::Open,

@@ -306,8 +306,7 @@ async fn one_engine_imports_exactly_with_a_0_2_and_a_0_3_plugin_side_by_side() {
             .await
             .unwrap_or_else(|e| panic!("{tenant}: scan: {e}"));
         let rows = runtime
-            .database()
-            .expect("a SQLite store")
+            .store()
             .findings(&FindingQuery {
                 tenant: Some(tenant.into()),
                 status: StatusFilter::All,

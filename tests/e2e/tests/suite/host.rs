@@ -4,7 +4,7 @@
 
 use scanner_runtime::Clock;
 use scanner_runtime::scheduler::{Scheduler, SchedulerConfig};
-use scanner_store::{Database, FindingQuery, StatusFilter};
+use scanner_store::{Database, FindingQuery, StatusFilter, Store};
 use scanner_tests::{
     TestEnv, cli_command, expected_open, output_text, plugin_wasm, wiz_settings_with,
 };
@@ -18,7 +18,7 @@ use wiz_sim::{SimAsset, SimClient, SimConfig, Simulator};
 
 const SECRET: &str = "sim-client-secret";
 
-fn states(store: &Database, tenant: &str) -> BTreeMap<String, String> {
+fn states(store: &dyn Store, tenant: &str) -> BTreeMap<String, String> {
     store
         .findings(&FindingQuery {
             tenant: Some(tenant.into()),
@@ -32,7 +32,7 @@ fn states(store: &Database, tenant: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn last_detected(store: &Database, tenant: &str) -> BTreeMap<String, Option<String>> {
+fn last_detected(store: &dyn Store, tenant: &str) -> BTreeMap<String, Option<String>> {
     store
         .findings(&FindingQuery {
             tenant: Some(tenant.into()),
@@ -74,14 +74,14 @@ async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
         (0, 0, 0),
         "a rescan of an unchanged tenant changes nothing: {unchanged:?}"
     );
-    let s1 = states(runtime.database().expect("a SQLite store"), "t");
-    let detected_after_scan_1 = last_detected(runtime.database().expect("a SQLite store"), "t");
+    let s1 = states(runtime.store().as_ref(), "t");
+    let detected_after_scan_1 = last_detected(runtime.store().as_ref(), "t");
     assert_eq!(open_of(&s1), expected_open(sim, true, true));
     assert_eq!(first.new as usize, s1.len());
 
     sim.advance(1);
     let second = runtime.scan("t", &()).await.expect("scan 2");
-    let s2 = states(runtime.database().expect("a SQLite store"), "t");
+    let s2 = states(runtime.store().as_ref(), "t");
     let want = expected_open(sim, true, true);
     assert_eq!(open_of(&s2), want);
     let gone = open_of(&s1).difference(&want).count() as u64;
@@ -91,7 +91,7 @@ async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
     // Updated: findings open before and after whose stored content changed
     // (here, re-detected by the scanner); the rest were seen again as
     // they were.
-    let detected_after_scan_2 = last_detected(runtime.database().expect("a SQLite store"), "t");
+    let detected_after_scan_2 = last_detected(runtime.store().as_ref(), "t");
     let redetected = open_of(&s1)
         .intersection(&want)
         .filter(|id| detected_after_scan_1[*id] != detected_after_scan_2[*id])
@@ -102,7 +102,7 @@ async fn rescans_follow_the_tenant_new_updated_resolved_reopened() {
 
     sim.advance(2);
     let third = runtime.scan("t", &()).await.expect("scan 3");
-    let s3 = states(runtime.database().expect("a SQLite store"), "t");
+    let s3 = states(runtime.store().as_ref(), "t");
     assert_eq!(open_of(&s3), expected_open(sim, true, true));
     let reopened = s2
         .iter()
@@ -126,7 +126,7 @@ async fn reconnecting_with_new_credentials_keeps_findings() {
     let env = TestEnv::connected(config).await;
     let (sim, runtime) = (env.sim(), env.runtime());
     runtime.scan("t", &()).await.expect("scan");
-    let before = states(runtime.database().expect("a SQLite store"), "t");
+    let before = states(runtime.store().as_ref(), "t");
     runtime
         .connect(
             "t",
@@ -137,7 +137,7 @@ async fn reconnecting_with_new_credentials_keeps_findings() {
         .await
         .expect("reconnect");
     assert_eq!(
-        states(runtime.database().expect("a SQLite store"), "t"),
+        states(runtime.store().as_ref(), "t"),
         before,
         "reconnect keeps findings"
     );

@@ -30,8 +30,7 @@ async fn full_import_returns_exactly_the_open_cve_findings_of_enabled_kinds() {
             .expect("connect");
         let report = runtime.scan("t", &()).await.expect("scan");
         let rows = runtime
-            .database()
-            .expect("a SQLite store")
+            .store()
             .findings(&FindingQuery {
                 tenant: Some("t".into()),
                 status: StatusFilter::All,

@@ -385,10 +385,9 @@ async fn a_plugin_taking_over_a_tenant_sees_none_of_the_previous_plugins_state()
         ..SimConfig::default()
     })
     .with_plugins(engine, vec![wiz, hostile]);
-    let (runtime, store) = (env.runtime(), env.store());
+    let (runtime, store) = (env.runtime(), env.runtime().store());
     env.connect("good").await.expect("connect wiz");
     runtime.scan("good", &()).await.expect("wiz scan");
-    use scanner_contract::KvStore;
     assert!(
         !store
             .list_prefix("good", "wiz", "")

@@ -3,13 +3,13 @@
 //! them changes nothing.
 
 use scanner_runtime::ScanRequest;
-use scanner_store::{Database, FindingQuery, StatusFilter};
+use scanner_store::{FindingQuery, StatusFilter, Store};
 use scanner_tests::{TestEnv, expected_open};
 use std::collections::{BTreeMap, BTreeSet};
 use wiz_sim::SimConfig;
 
 /// Each stored finding's state and what the scanner said of it.
-fn stored(store: &Database) -> BTreeMap<String, (String, Option<String>)> {
+fn stored(store: &dyn Store) -> BTreeMap<String, (String, Option<String>)> {
     store
         .findings(&FindingQuery {
             tenant: Some("t".into()),
@@ -55,7 +55,7 @@ async fn incremental_scans_after_changes_store_what_a_full_scan_would() {
     assert!(!first.incremental, "the first scan after connect is full");
 
     for step in 1..=3 {
-        let before = stored(runtime.database().expect("a SQLite store"));
+        let before = stored(runtime.store().as_ref());
         sim.advance(step);
         let asked_from = sim.requests().len();
         let report = runtime.scan("t", &()).await.expect("incremental scan");
@@ -68,7 +68,7 @@ async fn incremental_scans_after_changes_store_what_a_full_scan_would() {
             let statuses = filter["status"].as_array().expect("status list");
             assert!(statuses.len() == 4, "every status: {filter}");
         }
-        let after = stored(runtime.database().expect("a SQLite store"));
+        let after = stored(runtime.store().as_ref());
         let want = expected_open(sim, true, true);
         assert_eq!(
             open(&after),
@@ -95,11 +95,7 @@ async fn incremental_scans_after_changes_store_what_a_full_scan_would() {
             (0, 0, 0, 0),
             "step {step}: a full scan after incremental ones changes nothing: {full:?}"
         );
-        assert_eq!(
-            stored(runtime.database().expect("a SQLite store")),
-            after,
-            "step {step}"
-        );
+        assert_eq!(stored(runtime.store().as_ref()), after, "step {step}");
     }
 }
 
@@ -113,7 +109,7 @@ async fn an_unchanged_tenant_rescans_incrementally_for_almost_nothing() {
     .await;
     let (sim, runtime) = (env.sim(), env.runtime());
     runtime.scan("t", &()).await.expect("first scan");
-    let before = stored(runtime.database().expect("a SQLite store"));
+    let before = stored(runtime.store().as_ref());
     let full_requests = sim.requests().len();
 
     let from = sim.requests().len();
@@ -124,7 +120,7 @@ async fn an_unchanged_tenant_rescans_incrementally_for_almost_nothing() {
         (0, 0, 0, 0),
         "{rescan:?}"
     );
-    assert_eq!(stored(runtime.database().expect("a SQLite store")), before);
+    assert_eq!(stored(runtime.store().as_ref()), before);
     let pages = findings_filters(sim, from).len();
     assert!(
         pages < full_requests / 2,
