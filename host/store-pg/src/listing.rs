@@ -13,7 +13,7 @@ use crate::error::PgStoreError;
 use scanner_contract::{FindingKind, Location, Triage};
 use scanner_store::{
     FindingProject, FindingQuery, FindingRow, FindingSort, ImageReference, StatusFilter,
-    StoreError, image_name_key, normalize_image, normalize_repo_url, severity_rank, timestamp,
+    StoreError, image_key_of, image_name_key, normalize_repo_url, severity_rank, timestamp,
 };
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -61,12 +61,7 @@ impl FindingKeys {
                 ..
             }) => {
                 // As the SQLite store keys it: no repository, no image.
-                let image_key = repository.as_ref().map(|repo| {
-                    normalize_image(&match registry {
-                        Some(reg) => format!("{reg}/{repo}"),
-                        None => repo.clone(),
-                    })
-                });
+                let image_key = image_key_of(registry.as_deref(), repository.as_deref());
                 keys.image_name_key = image_key.as_deref().and_then(image_name_key);
                 keys.image_key = image_key;
             }

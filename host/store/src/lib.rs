@@ -42,7 +42,7 @@ pub use findings::{
 };
 pub use integrations::{CaCertificate, EgressGrants, Integration, IntegrationStatus};
 pub use locks::{LeaseHolder, LockAttempt, TenantLock};
-pub use normalize::{image_name_key, normalize_image, normalize_repo_url};
+pub use normalize::{image_key_of, image_name_key, normalize_image, normalize_repo_url};
 pub use plugin_state::{KV_QUOTA_BYTES, KV_QUOTA_KEYS};
 pub use repositories::{ImageMappingRow, MappingRule, NewRepository, RepositoryRow};
 pub use scans::{PageCounts, ScanFailure, ScanMode, ScanRecord, ScanStart, ScanSummary};

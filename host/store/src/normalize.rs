@@ -73,3 +73,15 @@ pub fn normalize_image(image: &str) -> String {
         _ => s.to_string(),
     }
 }
+
+/// The key a container finding's image is matched on: its registry and
+/// repository, normalised; none without a repository. Both backends key
+/// stored findings with it.
+pub fn image_key_of(registry: Option<&str>, repository: Option<&str>) -> Option<String> {
+    repository.map(|repo| {
+        normalize_image(&match registry {
+            Some(reg) => format!("{reg}/{repo}"),
+            None => repo.to_string(),
+        })
+    })
+}

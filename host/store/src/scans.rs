@@ -5,7 +5,7 @@ use crate::columns::{json, timestamp};
 use crate::database::Database;
 use crate::error::StoreError;
 use crate::findings::FindingProject;
-use crate::normalize::{image_name_key, normalize_image, normalize_repo_url};
+use crate::normalize::{image_key_of, image_name_key, normalize_repo_url};
 use crate::repositories::image_mapping;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use scanner_contract::{Finding, FindingStatus, Location, Project, Triage};
@@ -810,12 +810,7 @@ impl FindingColumns {
                 tags,
                 digest,
             }) => {
-                let image_key = repository.as_ref().map(|repo| {
-                    normalize_image(&match registry {
-                        Some(reg) => format!("{reg}/{repo}"),
-                        None => repo.clone(),
-                    })
-                });
+                let image_key = image_key_of(registry.as_deref(), repository.as_deref());
                 Self {
                     image_name_key: image_key.as_deref().and_then(image_name_key),
                     image_key,

@@ -74,14 +74,11 @@ impl HostState {
         }
         let sizes = self.state_sizes()?;
         let size = (key.len() + value.len()) as u64;
-        let (keys, bytes) = (sizes.keys, sizes.bytes);
         let old = sizes.of.get(key).copied();
-        contract::check_state_quota(
-            keys + u64::from(old.is_none()),
-            bytes - old.unwrap_or(0) + size,
-        )?;
-        sizes.keys = keys + u64::from(old.is_none());
-        sizes.bytes = bytes - old.unwrap_or(0) + size;
+        let keys = sizes.keys + u64::from(old.is_none());
+        let bytes = sizes.bytes - old.unwrap_or(0) + size;
+        contract::check_state_quota(keys, bytes)?;
+        (sizes.keys, sizes.bytes) = (keys, bytes);
         sizes.of.insert(key.to_string(), size);
         self.state
             .pending
